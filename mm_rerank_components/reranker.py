@@ -1,0 +1,492 @@
+"""The shared reranking core: :class:`MultimodalReranker` and :class:`CascadeReranker`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from mm_rerank_components.calibration import Calibrator, SigmoidCalibrator
+from mm_rerank_components.media import (
+    DEFAULT_IMAGE_OPTIONS,
+    ImageLoadError,
+    ImageOptions,
+    image_key,
+    load_image,
+)
+from mm_rerank_components.scorers.base import Scorer
+from mm_rerank_components.types import Candidate, Modality, Query, RankedCandidate
+
+logger = logging.getLogger(__name__)
+
+OnError = Literal["raise", "keep"]
+_NAN = float("nan")
+
+
+class CandidateError(ValueError):
+    """A candidate could not be scored. ``candidate_id`` and ``index`` say which one."""
+
+    def __init__(self, message: str, *, candidate_id: str, index: int) -> None:
+        super().__init__(message)
+        self.candidate_id = candidate_id
+        self.index = index
+
+
+class ScorerError(RuntimeError):
+    """A scorer broke its contract (wrong number of scores, out-of-range probabilities)."""
+
+
+class ScoreCache:
+    """A thread-safe LRU cache of raw scores keyed by (scorer, query content, candidate content).
+
+    Example:
+        >>> cache = ScoreCache(max_entries=1000)
+        >>> len(cache)
+        0
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries <= 0:
+            raise ValueError(f"ScoreCache max_entries must be > 0, got {max_entries!r}")
+        self.max_entries = max_entries
+        self._data: OrderedDict[Hashable, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> float | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: float) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _ProbabilityPassThrough:
+    """Calibrator for scorers that already emit probabilities: checks the range, changes nothing."""
+
+    def calibrate(self, raw_scores: Sequence[float], modalities: Sequence[Modality]) -> list[float]:
+        return list(raw_scores)
+
+
+def _resolve_cache(cache: bool | int | ScoreCache | None) -> ScoreCache | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return ScoreCache()
+    if isinstance(cache, ScoreCache):
+        return cache
+    if isinstance(cache, int):
+        return ScoreCache(max_entries=cache)
+    raise TypeError(f"cache must be a bool, an int (max entries) or a ScoreCache, got {cache!r}")
+
+
+def _size_key(candidate: Candidate) -> int:
+    size = len(candidate.text) if candidate.text else 0
+    image = candidate.image
+    if image is not None and hasattr(image, "size"):
+        width, height = image.size
+        size += width * height
+    return size
+
+
+class MultimodalReranker:
+    """Rerank mixed text and image candidates on one unified relevance scale.
+
+    Args:
+        scorer: any :class:`~mm_rerank_components.scorers.base.Scorer` (e.g. ``FakeScorer()``,
+            ``StarterScorer()``, ``VLMYesNoScorer(...)``).
+        calibrator: maps raw scores to probabilities per modality. When omitted, the scorer's own
+            ``default_calibrator()`` is used if it has one; a scorer that already outputs probabilities
+            needs none; otherwise a plain sigmoid is used and a warning says the scores are uncalibrated.
+        batch_size: most candidates per scorer call (candidates of one modality, sorted by size).
+        cache: ``True`` for an LRU cache of 10,000 raw scores, an ``int`` for its size, or a shared
+            :class:`ScoreCache`. Keys are (scorer name, query content, candidate text and image content).
+        on_error: ``"raise"`` (default) raises :class:`CandidateError` naming the first candidate that
+            cannot be read or scored; ``"keep"`` returns such candidates after all scored ones, with score
+            0.0, ``raw_score`` nan, ``error`` set and ``metadata["rerank_error"]``. They are never dropped,
+            not even by ``top_n`` or ``threshold``.
+        image_options: limits and URL permission for decoding images (see :class:`ImageOptions`).
+
+    Example:
+        >>> from mm_rerank_components import Candidate, MultimodalReranker, Query
+        >>> from mm_rerank_components.scorers import FakeScorer
+        >>> reranker = MultimodalReranker(FakeScorer())
+        >>> hits = [Candidate("a", text="owls at night"), Candidate("b", text="a red fox")]
+        >>> [r.id for r in reranker.rerank(Query("red fox"), hits)]
+        ['b', 'a']
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        calibrator: Calibrator | None = None,
+        *,
+        batch_size: int = 32,
+        cache: bool | int | ScoreCache | None = False,
+        on_error: OnError = "raise",
+        image_options: ImageOptions | None = None,
+    ) -> None:
+        for attr in ("name", "outputs_probabilities", "modalities", "score"):
+            if not hasattr(scorer, attr):
+                raise TypeError(
+                    f"scorer {scorer!r} lacks {attr!r}: a scorer needs name, outputs_probabilities, "
+                    "modalities and score(query, candidates) (see mm_rerank_components.scorers.base.Scorer)"
+                )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if on_error not in ("raise", "keep"):
+            raise ValueError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
+        if calibrator is not None and not hasattr(calibrator, "calibrate"):
+            raise TypeError(f"calibrator {calibrator!r} has no calibrate(raw_scores, modalities) method")
+        self.scorer = scorer
+        self.batch_size = batch_size
+        self.cache = _resolve_cache(cache)
+        self.on_error: OnError = on_error
+        self.image_options = image_options or DEFAULT_IMAGE_OPTIONS
+        self.calibrator: Calibrator = self._resolve_calibrator(calibrator)
+
+    def _resolve_calibrator(self, calibrator: Calibrator | None) -> Calibrator:
+        if calibrator is not None:
+            return calibrator
+        default = getattr(self.scorer, "default_calibrator", None)
+        if callable(default):
+            shipped = default()
+            if shipped is not None:
+                return shipped  # type: ignore[no-any-return]
+        if self.scorer.outputs_probabilities:
+            return _ProbabilityPassThrough()
+        logger.warning(
+            "scorer %r does not output probabilities and no calibrator was given: using a plain sigmoid, "
+            "so scores of different modalities are NOT on one scale; fit one with "
+            "mm_rerank_components.calibration.fit_calibrator and pass calibrator=...",
+            self.scorer.name,
+        )
+        return SigmoidCalibrator()
+
+    # -- public API -----------------------------------------------------------------------------------
+
+    def rerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        """Score, calibrate and sort ``candidates`` for ``query``.
+
+        Returns the candidates in descending unified score (ties keep input order), cut to ``top_n`` and
+        to scores ``>= threshold``; candidates kept by ``on_error="keep"`` follow at the end.
+        """
+        query = self._check_query(query)
+        self._check_limits(top_n, threshold)
+        if isinstance(candidates, (str, bytes, Candidate)) or not isinstance(candidates, Sequence):
+            raise TypeError(
+                f"candidates must be a list of Candidate, got {type(candidates).__name__}; wrap a single "
+                "candidate in a list"
+            )
+        if not candidates:
+            return []
+        for position, candidate in enumerate(candidates):
+            if not isinstance(candidate, Candidate):
+                raise TypeError(
+                    f"candidates[{position}] is a {type(candidate).__name__}, not a Candidate; build one "
+                    "with Candidate(id=..., text=..., image=...)"
+                )
+        raw, errors = self._score_all(query, candidates)
+        return self._rank(candidates, raw, errors, top_n, threshold)
+
+    async def arerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        """Async :meth:`rerank`: the work runs in a worker thread, so the event loop is never blocked."""
+        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
+
+    def then(self, expensive: MultimodalReranker, *, keep: int) -> CascadeReranker:
+        """A cascade in one line: this (cheap) reranker keeps ``keep`` candidates, ``expensive`` orders them.
+
+        Example:
+            >>> from mm_rerank_components.scorers import FakeScorer
+            >>> cascade = MultimodalReranker(FakeScorer()).then(MultimodalReranker(FakeScorer()), keep=50)
+        """
+        return CascadeReranker(self, expensive, keep=keep)
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_query(query: Query | str) -> Query:
+        if isinstance(query, str):
+            return Query(text=query)
+        if not isinstance(query, Query):
+            raise TypeError(
+                f"query must be a Query or a str, got {type(query).__name__}; build one with "
+                "Query(text=..., image=...)"
+            )
+        return query
+
+    @staticmethod
+    def _check_limits(top_n: int | None, threshold: float | None) -> None:
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
+        if threshold is not None and not (
+            isinstance(threshold, (int, float)) and 0.0 <= float(threshold) <= 1.0
+        ):
+            raise ValueError(f"threshold must be a unified score between 0 and 1 or None, got {threshold!r}")
+
+    def _prepare_query(self, query: Query) -> Query:
+        if query.image is None:
+            return query
+        try:
+            return dataclasses.replace(query, image=load_image(query.image, self.image_options))
+        except ImageLoadError as exc:
+            raise ImageLoadError(f"query image: {exc}") from exc
+
+    def _query_key(self, query: Query) -> tuple[str | None, str | None]:
+        return (query.text, image_key(query.image) if query.image is not None else None)
+
+    def _score_all(self, query: Query, candidates: Sequence[Candidate]) -> tuple[list[float], dict[int, str]]:
+        prepared_query = self._prepare_query(query)
+        raw: list[float] = [_NAN] * len(candidates)
+        errors: dict[int, str] = {}
+        cache = self.cache
+        query_key = self._query_key(query) if cache is not None else None
+        keys: dict[int, Hashable] = {}
+        groups: dict[Modality, list[tuple[int, Candidate]]] = {}
+        supported = self.scorer.modalities
+        for index, candidate in enumerate(candidates):
+            modality = candidate.modality
+            if modality not in supported:
+                self._fail(
+                    errors,
+                    index,
+                    candidate,
+                    f"scorer {self.scorer.name!r} cannot read {modality} candidates (it reads "
+                    f"{', '.join(sorted(supported))}); route them to another scorer with ModalityRouter",
+                )
+                continue
+            if cache is not None:
+                key = (
+                    self.scorer.name,
+                    query_key,
+                    candidate.text,
+                    image_key(candidate.image) if candidate.image is not None else None,
+                )
+                hit = cache.get(key)
+                if hit is not None:
+                    raw[index] = hit
+                    continue
+                keys[index] = key
+            if candidate.image is not None:
+                try:
+                    candidate = dataclasses.replace(
+                        candidate, image=load_image(candidate.image, self.image_options)
+                    )
+                except ImageLoadError as exc:
+                    self._fail(errors, index, candidate, f"unreadable image: {exc}")
+                    continue
+            groups.setdefault(modality, []).append((index, candidate))
+
+        for members in groups.values():
+            members.sort(key=lambda item: _size_key(item[1]))
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start : start + self.batch_size]
+                scores = self.scorer.score(prepared_query, [c for _, c in batch])
+                if len(scores) != len(batch):
+                    raise ScorerError(
+                        f"scorer {self.scorer.name!r} returned {len(scores)} scores for {len(batch)} "
+                        "candidates; a scorer must return exactly one score per candidate"
+                    )
+                for (index, candidate), value in zip(batch, scores, strict=True):
+                    value = float(value)
+                    if not math.isfinite(value):
+                        self._fail(errors, index, candidate, f"scorer {self.scorer.name!r} returned {value}")
+                        continue
+                    raw[index] = value
+                    if cache is not None:
+                        cache.put(keys[index], value)
+        return raw, errors
+
+    def _fail(self, errors: dict[int, str], index: int, candidate: Candidate, message: str) -> None:
+        if self.on_error == "raise":
+            raise CandidateError(
+                f"candidate {candidate.id!r} (index {index}): {message}; pass on_error='keep' to rank it "
+                "last with the error recorded instead",
+                candidate_id=candidate.id,
+                index=index,
+            )
+        logger.warning("candidate %r (index %d) kept unscored: %s", candidate.id, index, message)
+        errors[index] = message
+
+    def _rank(
+        self,
+        candidates: Sequence[Candidate],
+        raw: list[float],
+        errors: dict[int, str],
+        top_n: int | None,
+        threshold: float | None,
+    ) -> list[RankedCandidate]:
+        scored = [i for i in range(len(candidates)) if i not in errors] if errors else range(len(candidates))
+        scored = list(scored)
+        probabilities = self._calibrate([raw[i] for i in scored], [candidates[i].modality for i in scored])
+        order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
+        # sorted(reverse=True) keeps ties in input order, which is the stability users rely on
+        if threshold is not None:
+            order = [o for o in order if probabilities[o] >= threshold]
+        if top_n is not None:
+            order = order[:top_n]
+        results = [
+            RankedCandidate(
+                candidate=candidates[scored[o]],
+                index=scored[o],
+                score=probabilities[o],
+                raw_score=raw[scored[o]],
+                rank=rank,
+            )
+            for rank, o in enumerate(order)
+        ]
+        for index in sorted(errors):
+            candidate = candidates[index]
+            failed = dataclasses.replace(
+                candidate, metadata={**candidate.metadata, "rerank_error": errors[index]}
+            )
+            results.append(
+                RankedCandidate(
+                    candidate=failed,
+                    index=index,
+                    score=0.0,
+                    raw_score=_NAN,
+                    rank=len(results),
+                    error=errors[index],
+                )
+            )
+        return results
+
+    def _calibrate(self, raw: list[float], modalities: list[Modality]) -> list[float]:
+        if not raw:
+            return []
+        probabilities = [float(p) for p in self.calibrator.calibrate(raw, modalities)]
+        if len(probabilities) != len(raw):
+            raise ScorerError(
+                f"calibrator {self.calibrator!r} returned {len(probabilities)} values for {len(raw)} scores"
+            )
+        for value in probabilities:
+            if not (-1e-6 <= value <= 1.0 + 1e-6):  # also false for nan
+                source = (
+                    f"scorer {self.scorer.name!r}"
+                    if isinstance(self.calibrator, _ProbabilityPassThrough)
+                    else f"calibrator {self.calibrator!r}"
+                )
+                raise ScorerError(
+                    f"{source} produced {value}, outside [0, 1]; a scorer with outputs_probabilities=True "
+                    "must return probabilities, otherwise pass a calibrator"
+                )
+        return [min(1.0, max(0.0, p)) for p in probabilities]
+
+
+class CascadeReranker:
+    """Two stages: ``cheap`` keeps the best ``keep`` candidates, ``expensive`` orders those.
+
+    Results carry ``expensive``'s unified scores and ``index`` into the *original* input list. Candidates
+    that the cheap stage kept unscored (``on_error="keep"``) are passed through at the end.
+
+    Example:
+        >>> from mm_rerank_components import MultimodalReranker
+        >>> from mm_rerank_components.scorers import FakeScorer
+        >>> cheap, expensive = MultimodalReranker(FakeScorer()), MultimodalReranker(FakeScorer())
+        >>> cascade = CascadeReranker(cheap, expensive, keep=8)
+    """
+
+    def __init__(
+        self, cheap: MultimodalReranker | CascadeReranker, expensive: MultimodalReranker, *, keep: int
+    ) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be a positive int, got {keep!r}")
+        self.cheap = cheap
+        self.expensive = expensive
+        self.keep = keep
+
+    def rerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        """Run both stages; ``top_n`` and ``threshold`` apply to the expensive stage's scores."""
+        first = self.cheap.rerank(query, candidates, top_n=self.keep)
+        survivors = [r for r in first if r.error is None]
+        failed = [r for r in first if r.error is not None]
+        second = self.expensive.rerank(
+            query, [r.candidate for r in survivors], top_n=top_n, threshold=threshold
+        )
+        results = [dataclasses.replace(r, index=survivors[r.index].index) for r in second]
+        for r in failed:
+            results.append(dataclasses.replace(r, rank=len(results)))
+        return results
+
+    async def arerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        """Async :meth:`rerank`, run in a worker thread."""
+        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
+
+    def then(self, expensive: MultimodalReranker, *, keep: int) -> CascadeReranker:
+        return CascadeReranker(self, expensive, keep=keep)
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """What the framework adapters accept: a :class:`MultimodalReranker`, a :class:`CascadeReranker`, or
+    anything else with the same two methods."""
+
+    def rerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]: ...
+
+    async def arerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]: ...

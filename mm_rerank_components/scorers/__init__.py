@@ -1,0 +1,31 @@
+"""Scorers: one file per backend behind the small :class:`Scorer` protocol.
+
+Only dependency-free scorers are imported here; model-backed ones load on first attribute access, so
+``import mm_rerank_components.scorers`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mm_rerank_components.scorers.base import ALL_MODALITIES, Scorer
+from mm_rerank_components.scorers.fake import FakeScorer
+from mm_rerank_components.scorers.routing import ModalityRouter
+
+_LAZY = {
+    "StarterScorer": "mm_rerank_components.scorers.starter",
+    "VLMYesNoScorer": "mm_rerank_components.scorers.vlm",
+    "JinaRerankerM0Scorer": "mm_rerank_components.scorers.jina_m0",
+    "CLIPScorer": "mm_rerank_components.scorers.clip",
+    "CrossEncoderScorer": "mm_rerank_components.scorers.cross_encoder",
+}
+
+__all__ = ["ALL_MODALITIES", "FakeScorer", "ModalityRouter", "Scorer", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
