@@ -1,0 +1,246 @@
+"""LlamaIndex postprocessor and LangChain compressor: translation, events, async, parity with the core."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+
+from conftest import b64
+from mm_rerank_components import Candidate, CandidateError, MultimodalReranker, Query
+from mm_rerank_components.integrations.langchain import MultimodalRerankCompressor
+from mm_rerank_components.integrations.llama_index import MultimodalRerankPostprocessor
+from mm_rerank_components.scorers import FakeScorer
+
+
+@pytest.fixture
+def reranker() -> MultimodalReranker:
+    return MultimodalReranker(FakeScorer())
+
+
+# -- LlamaIndex ---------------------------------------------------------------------------------------
+
+
+SEEN_EVENTS: list[str] = []
+
+
+class Collect(BaseEventHandler):
+    @classmethod
+    def class_name(cls) -> str:
+        return "Collect"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        SEEN_EVENTS.append(event.class_name())
+
+
+def li_nodes(red_png: Path, blue_png: Path) -> list[NodeWithScore]:
+    return [
+        NodeWithScore(node=TextNode(id_="t1", text="owls hunt at night"), score=0.91),
+        NodeWithScore(node=TextNode(id_="t2", text="the red fox in snow"), score=0.40),
+        NodeWithScore(node=ImageNode(id_="i1", image_path=str(red_png), text="red fox photo"), score=0.30),
+        NodeWithScore(node=ImageNode(id_="i2", image=b64(blue_png.read_bytes())), score=0.25),
+        NodeWithScore(node=ImageNode(id_="i3", metadata={"file_path": str(blue_png)}), score=0.2),
+    ]
+
+
+def test_postprocessor_scores_mixed_nodes(
+    reranker: MultimodalReranker, red_png: Path, blue_png: Path
+) -> None:
+    nodes = li_nodes(red_png, blue_png)
+    before = copy.deepcopy([(n.node.metadata, n.score) for n in nodes])
+    post = MultimodalRerankPostprocessor(reranker=reranker, keep_retrieval_score=True)
+    out = post.postprocess_nodes(nodes, query_str="red fox")
+    assert [n.node.node_id for n in out][:2] == ["t2", "i1"]
+    assert {n.node.node_id for n in out} == {"t1", "t2", "i1", "i2", "i3"}
+    assert isinstance(out[1].node, ImageNode) and isinstance(out[0].node, TextNode)
+    scores = [n.score for n in out]
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    for n in out:
+        assert n.node.metadata["relevance_score"] == n.score
+        assert 0.0 <= n.score <= 1.0  # type: ignore[operator]
+        assert "relevance_score" in n.node.excluded_llm_metadata_keys
+    assert {n.node.node_id: n.node.metadata["modality"] for n in out} == {
+        "t1": "text",
+        "t2": "text",
+        "i1": "text+image",
+        "i2": "image",
+        "i3": "image",
+    }
+    assert {n.node.node_id: n.node.metadata["retrieval_score"] for n in out}["t1"] == 0.91
+    assert before == [(n.node.metadata, n.score) for n in nodes]  # inputs untouched
+
+
+def test_postprocessor_guards_and_top_n(reranker: MultimodalReranker, red_png: Path, blue_png: Path) -> None:
+    post = MultimodalRerankPostprocessor(reranker=reranker, top_n=2)
+    assert post.class_name() == "MultimodalRerankPostprocessor"
+    assert post.postprocess_nodes([], query_str="x") == []
+    with pytest.raises(ValueError, match="needs a query"):
+        post.postprocess_nodes(li_nodes(red_png, blue_png))
+    assert len(post.postprocess_nodes(li_nodes(red_png, blue_png), query_str="red fox")) == 2
+    with pytest.raises(ValueError, match="ImageNode 'empty' .* has no image"):
+        post.postprocess_nodes([NodeWithScore(node=ImageNode(id_="empty", text="cap"))], query_str="x")
+    with pytest.raises(TypeError, match="reranker must be a MultimodalReranker"):
+        MultimodalRerankPostprocessor(reranker=object())  # type: ignore[arg-type]
+
+
+def test_postprocessor_image_query_and_url_permission(
+    reranker: MultimodalReranker, red_png: Path, blue_png: Path
+) -> None:
+    post = MultimodalRerankPostprocessor(reranker=reranker)
+    out = post.postprocess_nodes(
+        li_nodes(red_png, blue_png)[2:], QueryBundle(query_str="", image_path=str(blue_png))
+    )
+    assert out[0].node.node_id in {"i2", "i3"} and out[0].score == 1.0
+    url_node = NodeWithScore(node=ImageNode(id_="web", image_url="https://example.invalid/a.png"))
+    with pytest.raises(CandidateError, match="'web'.*fetching URLs is off"):
+        post.postprocess_nodes([url_node], query_str="x")
+
+
+def test_postprocessor_emits_rerank_events(
+    reranker: MultimodalReranker, red_png: Path, blue_png: Path
+) -> None:
+    handler = Collect()
+    SEEN_EVENTS.clear()
+    root = get_dispatcher()
+    root.add_event_handler(handler)
+    try:
+        MultimodalRerankPostprocessor(reranker=reranker).postprocess_nodes(
+            li_nodes(red_png, blue_png), query_str="fox"
+        )
+    finally:
+        root.event_handlers.remove(handler)
+    assert "ReRankStartEvent" in SEEN_EVENTS and "ReRankEndEvent" in SEEN_EVENTS
+    assert SEEN_EVENTS.index("ReRankStartEvent") < SEEN_EVENTS.index("ReRankEndEvent")
+
+
+def test_postprocessor_async_matches_sync(
+    reranker: MultimodalReranker, red_png: Path, blue_png: Path
+) -> None:
+    post = MultimodalRerankPostprocessor(reranker=reranker)
+    sync = post.postprocess_nodes(li_nodes(red_png, blue_png), query_str="red fox")
+    asynced = asyncio.run(post.apostprocess_nodes(li_nodes(red_png, blue_png), query_str="red fox"))
+    assert [(n.node.node_id, n.score) for n in sync] == [(n.node.node_id, n.score) for n in asynced]
+
+
+def test_postprocessor_keep_errors(red_png: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    post = MultimodalRerankPostprocessor(reranker=MultimodalReranker(FakeScorer(), on_error="keep"), top_n=1)
+    nodes = [
+        NodeWithScore(node=ImageNode(id_="bad", image_path=str(bad))),
+        NodeWithScore(node=TextNode(id_="ok", text="fox")),
+    ]
+    out = post.postprocess_nodes(nodes, query_str="fox")
+    assert [n.node.node_id for n in out] == ["ok", "bad"]
+    assert "cannot decode" in out[1].node.metadata["rerank_error"] and out[1].score == 0.0
+
+
+# -- LangChain ------------------------------------------------------------------------------------------
+
+
+def lc_docs(red_png: Path, blue_png: Path) -> list[Document]:
+    return [
+        Document("owls hunt at night", id="t1", metadata={"retrieval_score": 0.91}),
+        Document("the red fox in snow", id="t2", metadata={"retrieval_score": 0.40}),
+        Document("red fox photo", id="i1", metadata={"image_path": str(red_png)}),
+        Document(b64(blue_png.read_bytes()), id="i2"),  # what langchain-chroma's add_images stores
+        Document("", id="i3", metadata={"uri": str(blue_png)}),
+    ]
+
+
+def test_compressor_scores_mixed_documents(
+    reranker: MultimodalReranker, red_png: Path, blue_png: Path
+) -> None:
+    docs = lc_docs(red_png, blue_png)
+    before = copy.deepcopy(docs)
+    out = MultimodalRerankCompressor(reranker=reranker).compress_documents(docs, "red fox")
+    assert [d.id for d in out][:2] == ["t2", "i1"]
+    assert {d.id: d.metadata["modality"] for d in out} == {
+        "t1": "text",
+        "t2": "text",
+        "i1": "text+image",
+        "i2": "image",
+        "i3": "image",
+    }
+    scores = [d.metadata["relevance_score"] for d in out]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert {d.id: d.metadata.get("retrieval_score") for d in out}["t1"] == 0.91
+    assert docs == before  # inputs untouched
+
+
+def test_compressor_guards(reranker: MultimodalReranker) -> None:
+    compressor = MultimodalRerankCompressor(reranker=reranker, top_n=1)
+    assert compressor.compress_documents([], "x") == []
+    with pytest.raises(ValueError, match="has empty page_content and no image"):
+        compressor.compress_documents([Document("", id="void")], "x")
+    with pytest.raises(TypeError, match="reranker must be a MultimodalReranker"):
+        MultimodalRerankCompressor(reranker="nope")
+    assert len(compressor.compress_documents([Document("a"), Document("b")], "a")) == 1
+
+
+def test_compressor_in_lcel_and_contextual_compression(
+    reranker: MultimodalReranker, red_png: Path, blue_png: Path
+) -> None:
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+
+    docs = lc_docs(red_png, blue_png)
+
+    class ListRetriever(BaseRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            return list(docs)
+
+    compressor = MultimodalRerankCompressor(reranker=reranker, top_n=2)
+    ccr = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=ListRetriever())
+    assert [d.id for d in ccr.invoke("red fox")] == ["t2", "i1"]
+    assert [d.id for d in asyncio.run(ccr.ainvoke("red fox"))] == ["t2", "i1"]
+    chain = RunnableLambda(lambda q: {"q": q, "docs": ListRetriever().invoke(q)}) | RunnableLambda(
+        lambda x: compressor.compress_documents(x["docs"], x["q"])
+    )
+    assert [d.id for d in chain.invoke("red fox")] == ["t2", "i1"]
+
+
+# -- parity --------------------------------------------------------------------------------------------------
+
+
+def test_core_llamaindex_and_langchain_agree(red_png: Path, blue_png: Path) -> None:
+    reranker = MultimodalReranker(FakeScorer(), batch_size=2)
+    candidates = [
+        Candidate("t1", text="owls hunt at night"),
+        Candidate("t2", text="the red fox in snow"),
+        Candidate("i1", image=str(red_png), text="red fox photo"),
+        Candidate("i2", image=str(blue_png)),
+        Candidate("t3", text="a fox"),
+    ]
+    core = [(r.id, r.score) for r in reranker.rerank(Query("red fox"), candidates)]
+    nodes = [
+        NodeWithScore(node=ImageNode(id_=c.id, image_path=c.image, text=c.text or ""))
+        if c.image
+        else NodeWithScore(node=TextNode(id_=c.id, text=c.text or ""))
+        for c in candidates
+    ]
+    li = [
+        (n.node.node_id, n.score)
+        for n in MultimodalRerankPostprocessor(reranker=reranker).postprocess_nodes(
+            nodes, query_str="red fox"
+        )
+    ]
+    docs = [
+        Document(c.text or "", id=c.id, metadata={"image_path": c.image} if c.image else {})
+        for c in candidates
+    ]
+    lc = [
+        (d.id, d.metadata["relevance_score"])
+        for d in MultimodalRerankCompressor(reranker=reranker).compress_documents(docs, "red fox")
+    ]
+    assert core == li == lc
+    assert len(core) == 5
