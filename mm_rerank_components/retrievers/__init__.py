@@ -1,0 +1,12 @@
+"""First-stage retrievers that produce :class:`~mm_rerank_components.types.Candidate` lists.
+
+``chromadb`` is imported only when a retriever connects, so importing this package stays light.
+
+Example:
+    >>> from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
+"""
+
+from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever, distance_to_similarity
+from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
+
+__all__ = ["ChromaMultiCollectionRetriever", "HashingEmbeddingFunction", "distance_to_similarity"]
