@@ -1,0 +1,217 @@
+"""Shared Hugging Face helpers for the model-backed scorers (extra ``models``).
+
+Nothing here imports torch or transformers at module import time: :func:`require_models` does it on
+first use and turns a missing package into one :class:`ImportError` that names the extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+MODELS_EXTRA_HINT = 'pip install "mm-rerank-components[models]"'
+MIN_TRANSFORMERS = (4, 45)
+
+#: A Hugging Face model id (``"Qwen/Qwen2-VL-2B-Instruct"``) or a local folder saved with ``save_pretrained``.
+ModelRef = Union[str, "os.PathLike[str]"]
+
+
+def require_models() -> tuple[ModuleType, ModuleType]:
+    """Import and return ``(torch, transformers)``, or raise an ImportError naming the ``models`` extra.
+
+    Example:
+        >>> torch, transformers = require_models()  # doctest: +SKIP
+    """
+    try:
+        torch = importlib.import_module("torch")
+        transformers = importlib.import_module("transformers")
+    except ImportError as exc:
+        # Only a missing top-level package means "extra not installed"; a broken install re-raises as is.
+        if exc.name not in ("torch", "transformers"):
+            raise
+        raise ImportError(
+            f"this scorer needs torch and transformers, which are not installed ({exc.name} is missing): "
+            f"{MODELS_EXTRA_HINT}"
+        ) from exc
+    version = _version_tuple(transformers.__version__)
+    if version < MIN_TRANSFORMERS:
+        raise ImportError(
+            f"transformers {transformers.__version__} is too old for this scorer; need >= "
+            f"{'.'.join(map(str, MIN_TRANSFORMERS))}: {MODELS_EXTRA_HINT} --upgrade"
+        )
+    return torch, transformers
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to run on: the one given, else CUDA, else Apple MPS, else CPU.
+
+    Example:
+        >>> str(resolve_device("cpu"))  # doctest: +SKIP
+        'cpu'
+    """
+    torch, _ = require_models()
+    if device is not None and str(device) != "auto":
+        resolved = torch.device(device)
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was asked for but CUDA is not available; use device='cpu'")
+        if resolved.type == "mps" and not _mps_available(torch):
+            raise ValueError(f"device={device!r} was asked for but MPS is not available; use device='cpu'")
+        return resolved
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available(torch):
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available(torch: Any) -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The weights' dtype: the one given, else bf16 on CUDA (fp16 where bf16 is unsupported), fp16 on MPS,
+    fp32 on CPU.
+
+    Example:
+        >>> resolve_dtype("bf16", torch.device("cuda"))  # doctest: +SKIP
+        torch.bfloat16
+    """
+    torch, _ = require_models()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    name = _DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise ValueError(
+            f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16' (or a torch.dtype)"
+        )
+    return getattr(torch, name)  # type: ignore[no-any-return]
+
+
+def is_local_path(ref: ModelRef) -> bool:
+    """True when ``ref`` names an existing local folder (saved with ``save_pretrained``)."""
+    return Path(os.fspath(ref)).expanduser().is_dir()
+
+
+def model_ref_str(ref: ModelRef) -> str:
+    """The string to hand to ``from_pretrained``: a local folder as an absolute path, a hub id as is."""
+    if isinstance(ref, os.PathLike) or is_local_path(ref):
+        return str(Path(os.fspath(ref)).expanduser().resolve())
+    if not isinstance(ref, str) or not ref.strip():
+        raise ValueError(f"model name or path must be a non-empty str or path, got {ref!r}")
+    return ref
+
+
+def model_id(ref: ModelRef | None, fallback: Any = None) -> str:
+    """A short, stable identifier of the weights for scorer names and cache keys.
+
+    A hub id is used as is; a local folder becomes ``"<folder name>@<short hash of its absolute path>"``.
+    A ready model object falls back to its ``config.name_or_path`` (or its class name).
+    """
+    if ref is not None:
+        text = model_ref_str(ref)
+        if is_local_path(text):
+            digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+            return f"{Path(text).name}@{digest}"
+        return text
+    config = getattr(fallback, "config", None)
+    name = getattr(config, "name_or_path", None) or getattr(config, "_name_or_path", None)
+    if name:
+        return model_id(name) if is_local_path(name) else str(name)
+    return type(fallback).__name__
+
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """A short hash of the settings that change scores (prompt, labels, pixel budget ...)."""
+    text = repr(sorted((k, repr(v)) for k, v in settings.items()))
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+
+
+def pretrained_kwargs(
+    *,
+    local_files_only: bool,
+    revision: str | None,
+    trust_remote_code: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments shared by every ``from_pretrained`` call: remote code is off unless asked for."""
+    kwargs: dict[str, Any] = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if cache_dir is not None:
+        kwargs["cache_dir"] = os.fspath(cache_dir)
+    if extra:
+        kwargs.update(extra)
+    return kwargs
+
+
+def dtype_kwarg(transformers: ModuleType, dtype: torch.dtype) -> dict[str, Any]:
+    """``{"dtype": ...}`` on transformers >= 4.56, ``{"torch_dtype": ...}`` before (renamed upstream)."""
+    if _version_tuple(transformers.__version__) >= (4, 56):
+        return {"dtype": dtype}
+    return {"torch_dtype": dtype}
+
+
+def load_error(what: str, ref: str, exc: Exception, local_files_only: bool) -> ValueError:
+    """A loading failure rewritten to say which model failed and what to try."""
+    hint = (
+        "check that the folder holds the files save_pretrained wrote"
+        if is_local_path(ref)
+        else (
+            "it is not in the local Hugging Face cache; drop local_files_only=True to download it, "
+            "or pass a local folder"
+            if local_files_only
+            else "check the model id, your network and HF_TOKEN for gated models, or pass a local folder"
+        )
+    )
+    return ValueError(f"could not load the {what} from {ref!r}: {exc} ({hint})")
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device, float_dtype: torch.dtype) -> dict[str, Any]:
+    """Move a processor's output to ``device``; floating tensors (pixel values) take the model dtype."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if hasattr(value, "to") and hasattr(value, "is_floating_point"):
+            value = (
+                value.to(device=device, dtype=float_dtype) if value.is_floating_point() else value.to(device)
+            )
+        out[key] = value
+    return out

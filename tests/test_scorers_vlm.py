@@ -1,0 +1,291 @@
+"""VLMYesNoScorer on a tiny random Qwen2-VL built from a config, saved and loaded back offline.
+
+Random weights prove the plumbing (prompts, label tokens, padding, batching), never the quality.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from mm_rerank_components import Candidate, MultimodalReranker, Query  # noqa: E402
+from mm_rerank_components.scorers.vlm import (  # noqa: E402
+    PROMPT_PRESETS,
+    VLMPrompt,
+    VLMYesNoScorer,
+    label_token_id,
+)
+
+SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'text' %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+WORDS = [f"w{i}" for i in range(60)] + ["fox", "red", "snow", "owl", "den", "a", "the", "caption"]
+
+
+def build_tiny_qwen2vl(folder: Path) -> Path:
+    """A ~0.1M-parameter Qwen2-VL with a word-level tokenizer and the Qwen chat special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil_ip
+
+    words: list[str] = []
+    for preset in PROMPT_PRESETS.values():
+        words += re.findall(r"\w+|[^\w\s]+", preset.template)
+    vocab: dict[str, int] = {}
+    for token in [*SPECIAL, "[UNK]", "yes", "no", "True", "False", *words, *WORDS]:
+        vocab.setdefault(token, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=SPECIAL[1:],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    image_processor = pil_ip.Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 1, 1]},
+            "bos_token_id": vocab["<|endoftext|>"],
+            "eos_token_id": vocab["<|im_end|>"],
+            "pad_token_id": vocab["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config)
+    # Random init leaves logits near zero; widen the output layer so scores spread over (0, 1).
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    return folder
+
+
+def _image(width: int, height: int, seed: int) -> Image.Image:
+    gen = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(height, width, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    return Image.fromarray(pixels, mode="RGB")
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_path: Path) -> VLMYesNoScorer:
+    return VLMYesNoScorer(str(tiny_path), local_files_only=True, device="cpu", dtype="float32", batch_size=8)
+
+
+def mixed_candidates() -> list[Candidate]:
+    texts = [
+        "fox",
+        "a red fox in the snow w1 w2 w3 w4 w5",
+        "owl " * 30,
+        "the den w7",
+        "w10 w11 w12 w13 w14 w15 w16 w17 w18 w19 w20 w21",
+    ]
+    out = [Candidate(f"t{i}", text=t) for i, t in enumerate(texts)]
+    sizes = [(56, 56), (100, 60), (30, 90), (140, 140), (28, 28)]
+    out += [Candidate(f"i{i}", image=_image(w, h, i)) for i, (w, h) in enumerate(sizes)]
+    out += [Candidate("ti0", text="caption red fox", image=_image(70, 50, 11))]
+    out += [Candidate("ti1", text="caption owl w3 w4 w5 w6", image=_image(40, 80, 12))]
+    return out
+
+
+def test_loads_from_local_folder_by_str_and_path(tiny_path: Path, scorer: VLMYesNoScorer) -> None:
+    assert type(scorer.model).__name__ == "Qwen2VLForConditionalGeneration"
+    again = VLMYesNoScorer(tiny_path, local_files_only=True, device="cpu", dtype="float32")
+    assert again.name == scorer.name
+    assert scorer.name.startswith("vlm-yesno:tiny-qwen2vl")
+    assert scorer.outputs_probabilities is True
+
+
+def test_prompt_for_text_candidate_has_no_image(scorer: VLMYesNoScorer) -> None:
+    text, images = scorer.build_prompt(Query("red fox"), Candidate("t", text="a fox den"))
+    assert images == []
+    assert "<|image_pad|>" not in text
+    assert text.startswith("<|im_start|>user\nJudge whether")
+    assert "Query: red fox\nDocument: a fox den\nIs the document relevant" in text
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_prompt_for_image_and_captioned_image(scorer: VLMYesNoScorer) -> None:
+    image = _image(60, 60, 1)
+    text, images = scorer.build_prompt(Query("red fox"), Candidate("i", image=image))
+    assert images == [image]
+    assert "Document: <|vision_start|><|image_pad|><|vision_end|>\nIs the document" in text
+    text, images = scorer.build_prompt(Query("red fox"), Candidate("ti", image=image, text="a caption"))
+    assert len(images) == 1
+    assert "Document: <|vision_start|><|image_pad|><|vision_end|>\na caption\nIs" in text
+
+
+def test_prompt_with_image_query_keeps_image_order(scorer: VLMYesNoScorer) -> None:
+    q_image, c_image = _image(56, 56, 1), _image(84, 56, 2)
+    text, images = scorer.build_prompt(Query(text="fox", image=q_image), Candidate("i", image=c_image))
+    assert images == [q_image, c_image]
+    assert text.count("<|image_pad|>") == 2
+    assert "Query: <|vision_start|><|image_pad|><|vision_end|>fox\n" in text
+
+
+def test_monoqwen_preset_puts_document_first(tiny_path: Path) -> None:
+    mono = VLMYesNoScorer(tiny_path, prompt="monoqwen", local_files_only=True, device="cpu", dtype="float32")
+    text, _ = mono.build_prompt(Query("red fox"), Candidate("i", image=_image(56, 56, 3)))
+    assert "user\n<|vision_start|><|image_pad|><|vision_end|>Assert the relevance" in text
+    assert text.rstrip("\n").endswith("The query is: red fox<|im_end|>\n<|im_start|>assistant")
+    tok = mono._inputs.tokenizer
+    assert mono.positive_ids == [tok.convert_tokens_to_ids("True")]
+    assert mono.negative_ids == [tok.convert_tokens_to_ids("False")]
+
+
+def test_label_token_lookup(scorer: VLMYesNoScorer) -> None:
+    tok = scorer._inputs.tokenizer
+    assert label_token_id(tok, "yes") == tok.convert_tokens_to_ids("yes")
+    assert scorer.positive_ids == [tok.convert_tokens_to_ids("yes")]
+    assert scorer.negative_ids == [tok.convert_tokens_to_ids("no")]
+    with pytest.raises(ValueError, match=r"label 'yes no' is 2 tokens \['yes', 'no'\]"):
+        label_token_id(tok, "yes no")
+    with pytest.raises(ValueError, match="not in this tokenizer's vocabulary"):
+        label_token_id(tok, "maybe")
+
+
+def test_multi_token_label_fails_at_construction(tiny_path: Path) -> None:
+    prompt = VLMPrompt(template="{query} {document}", positive_label="very yes", negative_label="no")
+    with pytest.raises(ValueError, match="pick a label that is a single token"):
+        VLMYesNoScorer(tiny_path, prompt=prompt, local_files_only=True, device="cpu", dtype="float32")
+
+
+def test_prompt_validation() -> None:
+    with pytest.raises(ValueError, match=r"must contain \{document\} exactly once"):
+        VLMPrompt(template="Query: {query}")
+    with pytest.raises(ValueError, match="both positive and negative"):
+        VLMPrompt(template="{query}{document}", positive_label="yes", negative_label=("no", "yes"))
+
+
+def test_bad_settings_fail_clearly(tiny_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown prompt preset 'nope'"):
+        VLMYesNoScorer(tiny_path, prompt="nope", local_files_only=True)
+    with pytest.raises(ValueError, match="max_pixels must be at least 784"):
+        VLMYesNoScorer(tiny_path, max_pixels=10, local_files_only=True)
+    with pytest.raises(ValueError, match="could not load the vision-language model"):
+        VLMYesNoScorer(tiny_path / "missing", local_files_only=True, device="cpu")
+
+
+def test_scores_are_probabilities_of_yes_against_no(scorer: VLMYesNoScorer) -> None:
+    query = Query("red fox")
+    candidates = mixed_candidates()
+    scores = scorer.score(query, candidates)
+    assert len(scores) == len(candidates)
+    assert all(0.0 < s < 1.0 and math.isfinite(s) for s in scores)
+    assert max(scores) - min(scores) > 1e-3  # the scores depend on the candidate
+    # The same number straight from the model, one unpadded pair at a time.
+    for i in (0, 6, 11):
+        text, images = scorer.build_prompt(query, candidates[i])
+        batch = scorer._inputs.encode([text], images)
+        with torch.inference_mode():
+            logits = scorer.model(**batch).logits[0, -1]
+        pair = torch.softmax(logits[[scorer.positive_ids[0], scorer.negative_ids[0]]].float(), dim=-1)
+        assert scores[i] == pytest.approx(float(pair[0]), abs=1e-5)
+
+
+def test_batch_invariance_and_order(scorer: VLMYesNoScorer, tiny_path: Path) -> None:
+    query = Query("red fox in the snow")
+    candidates = mixed_candidates()
+    batched = scorer.score(query, candidates)
+    one_by_one = VLMYesNoScorer(tiny_path, local_files_only=True, device="cpu", dtype="float32", batch_size=1)
+    single = one_by_one.score(query, candidates)
+    for a, b in zip(batched, single, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    reversed_scores = scorer.score(query, candidates[::-1])[::-1]
+    for a, b in zip(batched, reversed_scores, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_image_query_batch_invariance(scorer: VLMYesNoScorer, tiny_path: Path) -> None:
+    query = Query(text="fox", image=_image(56, 84, 99))
+    candidates = mixed_candidates()[3:9]
+    batched = scorer.score(query, candidates)
+    scorer_b1 = VLMYesNoScorer(tiny_path, local_files_only=True, device="cpu", dtype="float32", batch_size=1)
+    for a, b in zip(batched, scorer_b1.score(query, candidates), strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_pixel_budget_downscales_large_images(tiny_path: Path) -> None:
+    small = VLMYesNoScorer(
+        tiny_path, max_pixels=56 * 56, local_files_only=True, device="cpu", dtype="float32"
+    )
+    _, images = small.build_prompt(Query("fox"), Candidate("i", image=_image(400, 200, 5)))
+    width, height = images[0].size
+    assert width * height <= 56 * 56
+    assert width / height == pytest.approx(2.0, rel=0.1)
+    assert small.name != VLMYesNoScorer(tiny_path, local_files_only=True, device="cpu", dtype="float32").name
+
+
+def test_long_text_is_cut_to_max_text_tokens(tiny_path: Path) -> None:
+    short = VLMYesNoScorer(tiny_path, max_text_tokens=5, local_files_only=True, device="cpu", dtype="float32")
+    text, _ = short.build_prompt(Query("fox"), Candidate("t", text=" ".join(WORDS[:40])))
+    assert "Document: w0 w1 w2 w3 w4\nIs" in text
+
+
+def test_rejects_undecoded_images(scorer: VLMYesNoScorer) -> None:
+    with pytest.raises(TypeError, match="expects decoded PIL images"):
+        scorer.score(Query("fox"), [Candidate("i", image="photo.jpg")])
+
+
+def test_reranker_uses_scores_as_probabilities(scorer: VLMYesNoScorer) -> None:
+    candidates = mixed_candidates()
+    ranked = MultimodalReranker(scorer).rerank(Query("red fox"), candidates)
+    assert len(ranked) == len(candidates)
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    for r in ranked:
+        assert r.score == pytest.approx(r.raw_score)  # no calibration applied to probabilities
+
+
+def test_empty_candidates(scorer: VLMYesNoScorer) -> None:
+    assert scorer.score(Query("fox"), []) == []
