@@ -102,10 +102,10 @@ class IngestReport:
         return self.added + self.updated
 
     def summary(self) -> str:
-        """One line, e.g. ``"82 text + 82 image records: 164 added, 0 updated, 0 unchanged, 0 failed"``."""
+        """One line, e.g. ``"82 text + 82 image records: 164 added, 0 updated, 0 unchanged, ..."``."""
         return (
             f"{self.texts} text + {self.images} image records: {self.added} added, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {len(self.failed)} failed files, {len(self.skipped)} skipped files"
+            f"{self.unchanged} unchanged, {len(self.failed)} failed, {len(self.skipped)} skipped"
         )
 
 
