@@ -59,7 +59,9 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\s])")
 # words that carry no topic; used only to rank sentences, never to filter evidence
 _STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have", "how", "i", "in", "is", "it", "its", "of", "on", "or", "show", "that", "the", "their", "there", "these", "this", "to", "was", "what", "when", "where", "which", "who", "why", "with", "you", "your", "me", "tell", "about", "picture", "photo", "image"]
+    """a an and are as at be by can do does for from has have how i in is it its of on or show
+    that the their there these this to was what when where which who why with you your me tell about
+    picture photo image""".split()  # noqa: SIM905
 )
 
 
