@@ -1,0 +1,155 @@
+"""CrossEncoderScorer on a tiny random BERT classifier built from a config, saved and loaded offline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from mm_rerank_components import Candidate, MultimodalReranker, Query  # noqa: E402
+from mm_rerank_components.calibration import PerModalityCalibrator, PlattCalibrator  # noqa: E402
+from mm_rerank_components.scorers import FakeScorer, ModalityRouter  # noqa: E402
+from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer  # noqa: E402
+
+WORDS = ["red", "fox", "snow", "owl", "den", "river", "a", "the", "in", "lives"] + [
+    f"w{i}" for i in range(40)
+]
+
+
+def build_tiny_bert(folder: Path, num_labels: int = 1) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        pad_token_id=0,
+    )
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)  # spread the random logits
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bert_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def scorer(bert_path: Path) -> CrossEncoderScorer:
+    return CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", batch_size=8)
+
+
+def passages() -> list[Candidate]:
+    texts = ["red fox", "the owl lives in the snow", "fox " * 20, "w1 w2 w3", "a den in the river w5 w6 w7"]
+    texts += [f"w{i} fox w{i + 1}" for i in range(7)]
+    return [Candidate(f"p{i}", text=t) for i, t in enumerate(texts)]
+
+
+def test_loads_offline_and_reports_logits(scorer: CrossEncoderScorer) -> None:
+    assert type(scorer.model).__name__ == "BertForSequenceClassification"
+    assert scorer.outputs_probabilities is False
+    assert scorer.modalities == frozenset({"text"})
+    assert scorer.name.startswith("cross-encoder:tiny-bert")
+
+
+def test_scores_match_the_model_logit(scorer: CrossEncoderScorer) -> None:
+    query, candidates = Query("red fox"), passages()
+    scores = scorer.score(query, candidates)
+    assert len(scores) == len(candidates) and all(math.isfinite(s) for s in scores)
+    assert max(scores) - min(scores) > 1e-3
+    one = scorer.tokenizer("red fox", candidates[1].text, return_tensors="pt")
+    with torch.inference_mode():
+        logit = float(scorer.model(**one).logits[0, 0])
+    assert scores[1] == pytest.approx(logit, abs=1e-5)
+
+
+def test_batch_invariance(scorer: CrossEncoderScorer, bert_path: Path) -> None:
+    query, candidates = Query("fox in the snow"), passages()
+    single = CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", batch_size=1)
+    for a, b in zip(scorer.score(query, candidates), single.score(query, candidates), strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_sigmoid_activation_gives_probabilities(bert_path: Path, scorer: CrossEncoderScorer) -> None:
+    probs = CrossEncoderScorer(bert_path, activation="sigmoid", local_files_only=True, device="cpu")
+    assert probs.outputs_probabilities is True
+    query, candidates = Query("red fox"), passages()
+    raw = scorer.score(query, candidates)
+    for p, r in zip(probs.score(query, candidates), raw, strict=True):
+        assert 0.0 < p < 1.0
+        assert p == pytest.approx(1.0 / (1.0 + math.exp(-r)), abs=1e-5)
+    assert probs.name != scorer.name
+
+
+def test_two_label_models_score_log_odds(tmp_path: Path) -> None:
+    path = build_tiny_bert(tmp_path / "two", num_labels=2)
+    two = CrossEncoderScorer(path, local_files_only=True, device="cpu")
+    batch = two.tokenizer("red fox", "a den", return_tensors="pt")
+    with torch.inference_mode():
+        logits = two.model(**batch).logits[0]
+    [score] = two.score(Query("red fox"), [Candidate("p", text="a den")])
+    assert score == pytest.approx(float(logits[1] - logits[0]), abs=1e-5)
+
+
+def test_rejects_images_and_image_queries(scorer: CrossEncoderScorer) -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(ValueError, match="reads text candidates only; 'i' is image"):
+        scorer.score(Query("fox"), [Candidate("i", image=image)])
+    with pytest.raises(ValueError, match="the query has no text"):
+        scorer.score(Query(image=image), [Candidate("p", text="fox")])
+
+
+def test_bad_arguments(bert_path: Path) -> None:
+    with pytest.raises(ValueError, match="activation must be 'none' or 'sigmoid'"):
+        CrossEncoderScorer(bert_path, activation="softmax", local_files_only=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="could not load the cross-encoder"):
+        CrossEncoderScorer(bert_path / "nope", local_files_only=True, device="cpu")
+
+
+def test_routing_text_to_cross_encoder_and_images_elsewhere(scorer: CrossEncoderScorer) -> None:
+    from PIL import Image
+
+    calibrated = CrossEncoderScorer(
+        model=scorer.model,
+        tokenizer=scorer.tokenizer,
+        device="cpu",
+        calibrator=PerModalityCalibrator({"text": PlattCalibrator(0.5, 0.0)}),
+    )
+    router = ModalityRouter({"text": calibrated, "image": FakeScorer(name="img")})
+    candidates = [*passages()[:4], Candidate("img", image=Image.new("RGB", (16, 16), (200, 0, 0)))]
+    ranked = MultimodalReranker(router).rerank(Query("red fox"), candidates)
+    assert {r.id for r in ranked} == {c.id for c in candidates}
+    raw = {
+        c.id: s for c, s in zip(candidates[:4], scorer.score(Query("red fox"), candidates[:4]), strict=True)
+    }
+    for r in ranked:
+        assert 0.0 <= r.score <= 1.0
+        if r.modality == "text":
+            assert r.score == pytest.approx(1.0 / (1.0 + math.exp(-0.5 * raw[r.id])), abs=1e-5)
