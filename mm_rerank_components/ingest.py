@@ -240,6 +240,7 @@ def ingest_folder(
     )
     for failure in scan.failed:
         logger.warning("not ingested: %s", failure)
+    retriever.create_collections()
     if scan.texts and retriever.text_collection_name is None:
         _fail_all(report, [r.path for r in scan.texts], "the text collection is switched off", on_error)
     elif scan.texts:

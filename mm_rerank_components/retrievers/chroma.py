@@ -294,6 +294,13 @@ class ChromaMultiCollectionRetriever:
         legacy = (collection.metadata or {}).get("hnsw:space")
         return str(legacy) if legacy in _SPACES else "l2"
 
+    def create_collections(self) -> None:
+        """Create the (switched-on) collections if they do not exist yet; ingest does this first, so a
+        folder with only passages still leaves an (empty) image collection to query."""
+        for kind, name in (("text", self.text_collection_name), ("image", self.image_collection_name)):
+            if name is not None:
+                self._collection(kind, create=True)
+
     def count(self) -> dict[str, int]:
         """Records per collection (``0`` for a collection that does not exist yet).
 

@@ -1,0 +1,134 @@
+"""The mm-rerank command line, with the model-free embedder and scorer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("chromadb")
+
+from PIL import Image
+
+from mm_rerank_components import cli
+
+FAST = ["--embedder", "hashing"]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "fox.txt").write_text("Red fox\n\nThe red fox lives in dens.\n")
+    (root / "owl.txt").write_text("Owls\n\nOwls hunt at night.\n")
+    Image.new("RGB", (16, 16), (220, 20, 20)).save(root / "red.png")
+    Image.new("RGB", (16, 16), (20, 20, 220)).save(root / "blue.jpg")
+    (root / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "red.png", "caption": "A red square"}) + "\n"
+    )
+    return root
+
+
+def test_ingest_then_query_prints_a_ranked_mixed_table(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "db")
+    assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "2 passages, 2 pictures" in out and "4 added, 0 updated, 0 unchanged, 0 failed" in out
+
+    assert cli.main(["query", "red fox", "--db", db, *FAST, "--scorer", "fake"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["rank", "modality", "score", "route", "title", "/", "path"]
+    first = lines[1].split()
+    assert first[:4] == ["1", "text", "1.000", "text->mm_text"] and "Red fox (fox.txt)" in lines[1]
+    assert any("text+image" in line and "A red square (red.png)" in line for line in lines[1:5])
+    assert any(line.split()[1:2] == ["image"] and "blue.jpg" in line for line in lines[1:5])
+    assert "4 candidates; first stage" in out and "rerank" in out
+
+
+def test_reingest_reports_unchanged(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "db")
+    cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"])
+    capsys.readouterr()
+    assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 0
+    assert "0 added, 0 updated, 4 unchanged" in capsys.readouterr().out
+
+
+def test_ingest_errors_are_listed_and_exit_nonzero(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder / "broken.webp").write_bytes(b"RIFF0000WEBPjunk")
+    (folder / "notes.docx").write_bytes(b"PK")
+    db = str(tmp_path / "db")
+    assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "4 added" in captured.out
+    assert "FAILED " in captured.err and "broken.webp" in captured.err
+    assert "skipped " in captured.err and "notes.docx: unsupported file type '.docx'" in captured.err
+    assert "1 file(s) could not be ingested" in captured.err
+    assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--fail-fast"]) == 1
+    assert "stopped (--fail-fast)" in capsys.readouterr().err
+
+
+def test_query_json_image_query_and_no_rerank(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "db")
+    cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"])
+    capsys.readouterr()
+    args = ["--db", db, *FAST, "--scorer", "fake", "--json"]
+    assert cli.main(["query", "--image", str(folder / "red.png"), *args]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["path"].endswith("red.png") and rows[0]["score"] == 1.0 and rows[0]["rank"] == 1
+    assert cli.main(["query", "owls", "--db", db, *FAST, "--scorer", "none", "--top-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:3] == ["1", "text", "-"] and "Owls (owl.txt)" in out
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["query", "--db", str(tmp_path / "db"), *FAST]) == 2
+    assert "give a question, --image PATH, or both" in capsys.readouterr().err
+    assert cli.main(["query", "x", "--image", "nope.png", "--db", str(tmp_path), *FAST]) == 2
+    assert "image not found: 'nope.png'" in capsys.readouterr().err
+    assert cli.main(["query", "x", "--db", str(tmp_path / "db"), *FAST, "--scorer", "fake"]) == 1
+    assert "collection 'mm_text' does not exist" in capsys.readouterr().err
+    assert cli.main(["ingest", str(tmp_path / "missing"), "--db", str(tmp_path / "db"), *FAST]) == 1
+    assert "folder not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["query", "x", "--db", "a", "--server", "h:1"])
+    assert exc.value.code == 2
+    assert cli.main(["info", "--server", "nonsense", *FAST]) == 1
+    assert "bad Chroma server address 'nonsense'" in capsys.readouterr().err
+
+
+def test_info_counts_records(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "db")
+    cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"])
+    capsys.readouterr()
+    assert cli.main(["info", "--db", db, *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "mm_text: 2 records" in out and "mm_images: 2 records" in out
+
+
+def test_eval_dispatches_the_rest_of_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    seen: list[list[str]] = []
+    fake_runner = types.ModuleType("mm_rerank_components.eval.runner")
+    fake_runner.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mm_rerank_components.eval.runner", fake_runner)
+    assert cli.main(["eval", "--task", "gcompris", "--scorer", "fake"]) == 0
+    assert seen == [["--task", "gcompris", "--scorer", "fake"]]
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "mm-rerank"
+    if not exe.exists():
+        pytest.skip("package not installed in this environment")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "ingest" in out.stdout and "query" in out.stdout
