@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -170,8 +170,8 @@ def test_make_answerer_reads_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]] = []
-    reply: dict[str, Any] = {}
+    requests: ClassVar[list[dict[str, Any]]] = []
+    reply: ClassVar[dict[str, Any]] = {}
     status = 200
 
     def do_POST(self) -> None:
