@@ -331,7 +331,7 @@ class ExtractiveAnswerer:
             caption = e.title or body or Path(e.image).name
             caption = caption if len(caption) <= 200 else caption[:197].rstrip() + "..."
             return f"Picture: {caption.rstrip('.')}."
-        sentences = [s.strip() for s in _SENTENCE_END.split(body) if s.strip()] or [body]
+        sentences = _sentences(e.text, e.title) or [body]
         ranked = sorted(
             range(len(sentences)),
             key=lambda i: (-len(query_words & set(_words(sentences[i]))), i),
@@ -339,6 +339,17 @@ class ExtractiveAnswerer:
         chosen = sorted(ranked[: self.sentences_per_item])
         quote = " ".join(sentences[i] for i in chosen)
         return quote if len(quote) <= 400 else quote[:397].rstrip() + "..."
+
+
+def _sentences(text: str, title: str | None) -> list[str]:
+    """Sentences of ``text``; line breaks end a sentence too, and a heading line equal to ``title`` goes."""
+    out = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if not line or (title is not None and line == title.strip()):
+            continue
+        out.extend(part.strip() for part in _SENTENCE_END.split(line) if part.strip())
+    return out
 
 
 # -- LLM configuration and answerer -------------------------------------------------------------------

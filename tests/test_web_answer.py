@@ -57,6 +57,20 @@ def test_extractive_quotes_best_sentence_cites_and_says_it_is_extractive() -> No
     assert "Never quoted" not in text
 
 
+def test_extractive_drops_heading_line_and_splits_on_line_breaks() -> None:
+    evidence = [
+        _ev(
+            1,
+            "Golden Temple\n\nThe Golden Temple is in Amritsar\nIt is covered in gold.",
+            title="Golden Temple",
+        )
+    ]
+    text = ExtractiveAnswerer().compose("Where is the Golden Temple?", evidence)
+    assert text.splitlines()[1] == "The Golden Temple is in Amritsar [1]"
+    two = ExtractiveAnswerer(sentences_per_item=2).compose("gold temple", evidence)
+    assert two.splitlines()[1] == "The Golden Temple is in Amritsar It is covered in gold. [1]"
+
+
 def test_extractive_without_evidence_says_so() -> None:
     answer = ExtractiveAnswerer().answer("anything?", [])
     assert answer.extractive and answer.answerer == "extractive"

@@ -1,0 +1,131 @@
+"""End to end in a real browser: Debian's headless Chromium, driven by Playwright, against the web chat
+served by uvicorn on 127.0.0.1 (a free port) from a thread started here.
+
+Chromium comes from ``apt-get install chromium`` (scripts/setup_system.sh); ``playwright install`` is never
+run. Without /usr/bin/chromium the test is skipped locally and FAILS when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mm_rerank_components import MultimodalReranker
+from mm_rerank_components.answer import ExtractiveAnswerer, RAGPipeline
+from mm_rerank_components.scorers import FakeScorer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("MM_RERANK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _require_chromium() -> None:
+    if os.path.exists(CHROMIUM) or shutil.which(CHROMIUM):
+        return
+    message = f"{CHROMIUM} not found: run 'bash scripts/setup_system.sh' (apt-get install chromium) as root"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    import uvicorn
+    from test_web_app import write_corpus
+
+    from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever, HashingEmbeddingFunction
+    from mm_rerank_components.web import create_app
+
+    ef = HashingEmbeddingFunction()
+    retriever = ChromaMultiCollectionRetriever(
+        path=tmp_path / "db", text_embedding_function=ef, image_embedding_function=ef, k_text=3, k_image=3
+    )
+    assert retriever.ingest_folder(write_corpus(tmp_path / "corpus")).failed == []
+    pipeline = RAGPipeline(
+        retriever, MultimodalReranker(FakeScorer()), answerer=ExtractiveAnswerer(), top_n=5
+    )
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(pipeline, title="Browser test chat"), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_chat_page_shows_answer_with_ranked_evidence(server_url: str, tmp_path: Path) -> None:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(server_url + "/")
+            assert page.title() == "Browser test chat"
+            page.fill("#question", "the blue sea")
+            page.click("#send")
+            page.wait_for_selector("ol.evidence li.item", timeout=20_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('ol.evidence img')].every(i => i.complete)",
+                timeout=20_000,
+            )
+
+            answer = page.inner_text(".answer")
+            assert "extractive answer (no LLM configured)" in answer
+            assert "[1]" in answer
+
+            items = page.query_selector_all("ol.evidence li.item")
+            assert 2 <= len(items) <= 5
+            modalities = [item.get_attribute("data-modality") for item in items]
+            assert set(modalities) <= {"text", "image", "text+image"}
+            assert "text" in modalities and any(m != "text" for m in modalities)
+            labels = [item.query_selector(".modality").inner_text() for item in items]  # type: ignore[union-attr]
+            assert labels == modalities
+            scores = [float(item.get_attribute("data-score") or "nan") for item in items]
+            assert scores == sorted(scores, reverse=True)
+            shown = [item.query_selector(".score").inner_text() for item in items]  # type: ignore[union-attr]
+            assert shown == [f"score {s:.3f}" for s in scores]
+
+            widths = page.eval_on_selector_all("ol.evidence img", "imgs => imgs.map(i => i.naturalWidth)")
+            assert len(widths) == sum(m != "text" for m in modalities)
+            assert all(w > 0 for w in widths), widths
+
+            page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+            assert (tmp_path / "chat.png").stat().st_size > 5_000
+            if os.environ.get("MM_RERANK_SCREENSHOT"):
+                page.screenshot(path=os.environ["MM_RERANK_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
