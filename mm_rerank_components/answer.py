@@ -264,7 +264,7 @@ def format_evidence(evidence: Sequence[Evidence], *, max_chars: int = 600) -> st
     lines = []
     for e in evidence:
         score = "n/a" if math.isnan(e.score) else f"{e.score:.3f}"
-        body = " ".join(e.text.split())
+        body = " ".join(_sentences(e.text, e.title)) if e.title else " ".join(e.text.split())
         if len(body) > max_chars:
             body = body[: max_chars - 3].rstrip() + "..."
         where = f" [picture: {Path(e.image).name}]" if e.image else ""
