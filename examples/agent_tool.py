@@ -1,0 +1,207 @@
+"""Retrieve-and-rerank as an agent tool, in LlamaIndex and in LangChain.
+
+The tool ``search_passages_and_pictures(query)`` asks the Chroma multi-collection retriever for 16
+passages + 16 pictures, reranks them on one unified relevance scale (the starter scorer) and returns the
+top evidence as numbered lines with modality and score. It is built twice:
+
+* LlamaIndex: a ``FunctionTool``; with an LLM configured, a ``ReActAgent`` decides when to call it;
+* LangChain: a ``@tool`` (content plus the evidence as artifact); with an LLM configured, a ReAct agent
+  in an ``AgentExecutor`` decides when to call it.
+
+With no LLM configured (MM_RERANK_LLM_MODEL unset) there is no model to make decisions, so a small
+**rule-based router** stands in for the agent: it is not an LLM and says so. It calls the tool through
+the framework's own tool interface for every question that is not a greeting, and composes an extractive
+answer with citations from what the tool returned.
+
+    python examples/agent_tool.py --question "What does a koala eat?"               # both frameworks
+    python examples/agent_tool.py --framework langchain -q "Which animal gives milk?"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+from mm_rerank_components.answer import Answer, Evidence, ExtractiveAnswerer, RAGPipeline, format_evidence
+
+TOOL_NAME = "search_passages_and_pictures"
+TOOL_DESCRIPTION = (
+    "Search the user's passages and pictures. Input: a search query (text). Returns the most relevant "
+    "passages and pictures, numbered, each with its modality and a relevance score between 0 and 1 that "
+    "is comparable between passages and pictures."
+)
+GREETING = re.compile(r"^\s*(hi|hello|hey|thanks|thank you|bye)\b[\s!.]*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What the tool returns: ``str()`` is the text an agent reads; ``evidence`` the structured list."""
+
+    query: str
+    evidence: list[Evidence]
+
+    def __str__(self) -> str:
+        if not self.evidence:
+            return f"No passages or pictures found for {self.query!r}."
+        return format_evidence(self.evidence, max_chars=400)
+
+
+def make_search(pipeline: RAGPipeline) -> Any:
+    """The retrieve-and-rerank function both tools wrap."""
+
+    def search_passages_and_pictures(query: str) -> SearchResult:
+        return SearchResult(query=query, evidence=pipeline.search(query))
+
+    search_passages_and_pictures.__doc__ = TOOL_DESCRIPTION
+    return search_passages_and_pictures
+
+
+# -- LlamaIndex ---------------------------------------------------------------------------------------
+
+
+def llama_index_tool(search: Any) -> Any:
+    from llama_index.core.tools import FunctionTool
+
+    return FunctionTool.from_defaults(fn=search, name=TOOL_NAME, description=TOOL_DESCRIPTION)
+
+
+def run_llama_index(question: str, search: Any, llm_config: Any) -> tuple[str, list[Evidence], str]:
+    tool = llama_index_tool(search)
+    if llm_config is None:
+        return route(question, lambda q: tool.call(query=q).raw_output, "LlamaIndex FunctionTool")
+    from _llm_llama_index import llama_index_llm
+    from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
+
+    agent = ReActAgent(tools=[tool], llm=llama_index_llm(llm_config))
+    found: list[Evidence] = []
+
+    async def go() -> str:
+        handler = agent.run(user_msg=question)
+        async for event in handler.stream_events():
+            if isinstance(event, ToolCallResult) and isinstance(event.tool_output.raw_output, SearchResult):
+                found.extend(event.tool_output.raw_output.evidence)
+        output = await handler
+        return str(output.response.content or "")
+
+    return asyncio.run(go()), found, f"LlamaIndex ReActAgent with {llm_config.model}"
+
+
+# -- LangChain ----------------------------------------------------------------------------------------
+
+
+def langchain_tool(search: Any) -> Any:
+    from langchain_core.tools import tool
+
+    @tool(TOOL_NAME, description=TOOL_DESCRIPTION, response_format="content_and_artifact")
+    def search_tool(query: str) -> tuple[str, SearchResult]:
+        result = search(query)
+        return str(result), result
+
+    return search_tool
+
+
+REACT_PROMPT = """Answer the question using the tools. Cite evidence numbers like [1].
+
+You have access to the following tools:
+
+{tools}
+
+Use this format:
+
+Question: the input question
+Thought: what to do next
+Action: one of [{tool_names}]
+Action Input: the input to the action
+Observation: the result of the action
+... (Thought/Action/Action Input/Observation can repeat)
+Thought: I now know the final answer
+Final Answer: the answer, citing evidence as [1], [2]
+
+Question: {input}
+Thought:{agent_scratchpad}"""
+
+
+def run_langchain(question: str, search: Any, llm_config: Any) -> tuple[str, list[Evidence], str]:
+    tool = langchain_tool(search)
+
+    def call(query: str) -> SearchResult:
+        message = tool.invoke(
+            {"type": "tool_call", "id": "router-1", "name": TOOL_NAME, "args": {"query": query}}
+        )
+        return message.artifact  # type: ignore[no-any-return]
+
+    if llm_config is None:
+        return route(question, call, "LangChain @tool")
+    from _llm_langchain import langchain_llm
+    from langchain_classic.agents import AgentExecutor, create_react_agent
+    from langchain_core.prompts import PromptTemplate
+
+    agent = create_react_agent(langchain_llm(llm_config), [tool], PromptTemplate.from_template(REACT_PROMPT))
+    executor = AgentExecutor(
+        agent=agent,
+        tools=[tool],
+        return_intermediate_steps=True,
+        handle_parsing_errors=True,
+        max_iterations=4,
+    )
+    result = executor.invoke({"input": question})
+    found = [e for _, observation in result["intermediate_steps"] for e in _evidence_of(observation)]
+    return str(result["output"]), found, f"LangChain ReAct agent (AgentExecutor) with {llm_config.model}"
+
+
+def _evidence_of(observation: Any) -> list[Evidence]:
+    artifact = getattr(observation, "artifact", observation)
+    return artifact.evidence if isinstance(artifact, SearchResult) else []
+
+
+# -- the no-LLM stand-in ------------------------------------------------------------------------------
+
+
+def route(question: str, call_tool: Any, tool_kind: str) -> tuple[str, list[Evidence], str]:
+    """A rule-based router, not an LLM: greetings get a fixed reply; every other question calls the tool
+    once with the question as the query, and the answer is extractive."""
+    who = f"rule-based router (no LLM configured; not an LLM) calling the {tool_kind}"
+    if GREETING.match(question):
+        return "Hello. Ask me about your passages and pictures.", [], who
+    result: SearchResult = call_tool(question)
+    answer: Answer = ExtractiveAnswerer().answer(question, result.evidence)
+    return answer.text, result.evidence, who
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__ or "")
+    p.add_argument("--framework", choices=("llama-index", "langchain", "both"), default="both")
+    args = p.parse_args(argv)
+    _common.quiet_libraries()
+    pipeline = RAGPipeline(
+        _common.open_retriever(args), _common.make_reranker(), answerer=ExtractiveAnswerer(), top_n=args.top_n
+    )
+    search = make_search(pipeline)
+    config = _common.llm_config(args)
+    runners = {"llama-index": run_llama_index, "langchain": run_langchain}
+    chosen = list(runners) if args.framework == "both" else [args.framework]
+
+    def ask(question: str) -> None:
+        for name in chosen:
+            text, evidence, who = runners[name](question, search, config)
+            print(f"=== {name}: {who}")
+            _common.show(text, evidence)
+            print()
+
+    if args.question:
+        ask(args.question)
+        return 0
+    _common.chat_loop(ask, f"Agent with a retrieve-and-rerank tool ({', '.join(chosen)}). Ctrl-D ends.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""A web chat over your passages and pictures: each answer with its ranked evidence (thumbnails,
+passages, modality and unified score).
+
+    python examples/web_chat.py                 # then open http://127.0.0.1:8000/
+    python examples/web_chat.py --question "Which farm animal gives us milk?"   # one answer, as JSON
+
+The page and API come from ``mm_rerank_components.web.create_app``; the pipeline is the Chroma
+multi-collection retriever + ``MultimodalReranker(StarterScorer())`` + the configured LLM
+(MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY), or the offline extractive answerer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+from mm_rerank_components.answer import ExtractiveAnswerer, LLMAnswerer, RAGPipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__ or "")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    args = p.parse_args(argv)
+    _common.quiet_libraries()
+    config = _common.llm_config(args)
+    pipeline = RAGPipeline(
+        _common.open_retriever(args),
+        _common.make_reranker(),
+        answerer=LLMAnswerer(config) if config else ExtractiveAnswerer(),
+        top_n=args.top_n,
+    )
+    if args.question:
+        print(json.dumps(pipeline.ask(args.question).to_dict(), indent=2, ensure_ascii=False))
+        return 0
+
+    import uvicorn
+
+    from mm_rerank_components.web import create_app
+
+    _common.log(f"open http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(pipeline), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
