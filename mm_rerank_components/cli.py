@@ -271,11 +271,8 @@ def _reranker(scorer: str) -> Any:
 
 
 def _warm_up(retriever: Any, reranker: Any) -> None:
-    """Load models before the timed query, so the printed timings are those of a warm service."""
-    for ef in (retriever.text_embedding_function, retriever.image_embedding_function):
-        load = getattr(ef, "load", None)
-        if callable(load):
-            load()
+    """Load models and open the database before the timed query, so timings are those of a warm service."""
+    retriever.warm_up()
     scorer = getattr(reranker, "scorer", None)
     load = getattr(scorer, "load", None)
     if callable(load):

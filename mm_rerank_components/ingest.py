@@ -367,7 +367,8 @@ def _scan_image(path: Path, root: Path, extra: Mapping[str, Any], scan: FolderSc
     except OSError as exc:
         scan.failed.append(IngestFailure(str(path), f"cannot read: {exc.strerror or exc}"))
         return
-    caption = extra.get("caption", extra.get("text"))
+    caption_key = "caption" if "caption" in extra else "text" if "text" in extra else None
+    caption = extra.get(caption_key) if caption_key else None
     sidecar = path.with_name(path.stem + CAPTION_SUFFIX)
     if sidecar.is_file():
         try:
@@ -377,7 +378,7 @@ def _scan_image(path: Path, root: Path, extra: Mapping[str, Any], scan: FolderSc
             return
     caption = str(caption).strip() if caption is not None and str(caption).strip() else None
     metadata: dict[str, Any] = {
-        **{k: v for k, v in extra.items() if k not in ("caption", "text")},
+        **{k: v for k, v in extra.items() if k not in ("caption", caption_key)},
         "kind": "image",
         "path": str(path),
         "rel_path": path.relative_to(root).as_posix(),

@@ -294,6 +294,17 @@ class ChromaMultiCollectionRetriever:
         legacy = (collection.metadata or {}).get("hnsw:space")
         return str(legacy) if legacy in _SPACES else "l2"
 
+    def warm_up(self) -> None:
+        """Connect, open both collections and load the embedding models now rather than on the first
+        query (embedding functions with a ``load()`` method are asked to load)."""
+        for ef in {id(e): e for e in (self.text_embedding_function, self.image_embedding_function)}.values():
+            load = getattr(ef, "load", None)
+            if callable(load):
+                load()
+        for kind, name in (("text", self.text_collection_name), ("image", self.image_collection_name)):
+            if name is not None:
+                self._collection(kind, create=False)
+
     def create_collections(self) -> None:
         """Create the (switched-on) collections if they do not exist yet; ingest does this first, so a
         folder with only passages still leaves an (empty) image collection to query."""
