@@ -5,7 +5,7 @@ passages + 16 pictures, reranks them on one unified relevance scale (the starter
 top evidence as numbered lines with modality and score. It is built twice:
 
 * LlamaIndex: a ``FunctionTool``; with an LLM configured, a ``ReActAgent`` decides when to call it;
-* LangChain: a ``@tool`` (content plus the evidence as artifact); with an LLM configured, a ReAct agent
+* LangChain: a ``@tool``; with an LLM configured, a ReAct agent
   in an ``AgentExecutor`` decides when to call it.
 
 With no LLM configured (MM_RERANK_LLM_MODEL unset) there is no model to make decisions, so a small
@@ -87,7 +87,7 @@ def run_llama_index(question: str, search: Any, llm_config: Any) -> tuple[str, l
         handler = agent.run(user_msg=question)
         async for event in handler.stream_events():
             if isinstance(event, ToolCallResult) and isinstance(event.tool_output.raw_output, SearchResult):
-                found.extend(event.tool_output.raw_output.evidence)
+                found[:] = event.tool_output.raw_output.evidence  # the evidence of the last search
         output = await handler
         return str(output.response.content or "")
 
@@ -97,13 +97,16 @@ def run_llama_index(question: str, search: Any, llm_config: Any) -> tuple[str, l
 # -- LangChain ----------------------------------------------------------------------------------------
 
 
-def langchain_tool(search: Any) -> Any:
+def langchain_tool(search: Any, seen: list[SearchResult]) -> Any:
+    """A LangChain tool; every result is also appended to ``seen``, since an ``AgentExecutor`` keeps
+    only the text an agent reads."""
     from langchain_core.tools import tool
 
-    @tool(TOOL_NAME, description=TOOL_DESCRIPTION, response_format="content_and_artifact")
-    def search_tool(query: str) -> tuple[str, SearchResult]:
+    @tool(TOOL_NAME, description=TOOL_DESCRIPTION)
+    def search_tool(query: str) -> str:
         result = search(query)
-        return str(result), result
+        seen.append(result)
+        return str(result)
 
     return search_tool
 
@@ -130,13 +133,12 @@ Thought:{agent_scratchpad}"""
 
 
 def run_langchain(question: str, search: Any, llm_config: Any) -> tuple[str, list[Evidence], str]:
-    tool = langchain_tool(search)
+    seen: list[SearchResult] = []
+    tool = langchain_tool(search, seen)
 
     def call(query: str) -> SearchResult:
-        message = tool.invoke(
-            {"type": "tool_call", "id": "router-1", "name": TOOL_NAME, "args": {"query": query}}
-        )
-        return message.artifact  # type: ignore[no-any-return]
+        tool.invoke({"query": query})
+        return seen[-1]
 
     if llm_config is None:
         return route(question, call, "LangChain @tool")
@@ -145,21 +147,10 @@ def run_langchain(question: str, search: Any, llm_config: Any) -> tuple[str, lis
     from langchain_core.prompts import PromptTemplate
 
     agent = create_react_agent(langchain_llm(llm_config), [tool], PromptTemplate.from_template(REACT_PROMPT))
-    executor = AgentExecutor(
-        agent=agent,
-        tools=[tool],
-        return_intermediate_steps=True,
-        handle_parsing_errors=True,
-        max_iterations=4,
-    )
+    executor = AgentExecutor(agent=agent, tools=[tool], handle_parsing_errors=True, max_iterations=4)
     result = executor.invoke({"input": question})
-    found = [e for _, observation in result["intermediate_steps"] for e in _evidence_of(observation)]
+    found = seen[-1].evidence if seen else []  # the evidence of the agent's last search
     return str(result["output"]), found, f"LangChain ReAct agent (AgentExecutor) with {llm_config.model}"
-
-
-def _evidence_of(observation: Any) -> list[Evidence]:
-    artifact = getattr(observation, "artifact", observation)
-    return artifact.evidence if isinstance(artifact, SearchResult) else []
 
 
 # -- the no-LLM stand-in ------------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The example scripts, run as a user runs them: subprocesses in one-shot mode on a tiny corpus built here
+(passages and generated pictures), with the real offline starter models.
+
+The no-LLM runs check the extractive answer and the evidence; the LLM runs point the examples at a tiny
+OpenAI-compatible server on 127.0.0.1 started by the test, to prove the framework LLM paths (LlamaIndex
+query and chat engines, LangChain LCEL, both ReAct agents) really send the evidence and use the reply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TIMEOUT = 240
+
+
+def write_corpus(folder: Path) -> Path:
+    """Four short passages and three simple pictures with captions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    passages = {
+        "cow.txt": "Cow\n\nThe cow is a farm animal that gives us milk. Cows eat grass in the meadow.",
+        "koala.txt": "Koala\n\nThe koala lives in Australia and eats eucalyptus leaves.",
+        "tower.txt": "Eiffel Tower\n\nThe Eiffel Tower is an iron tower in Paris, built in 1889.",
+        "sea.txt": "The sea\n\nThe ocean is salty water that covers most of the planet.",
+    }
+    for name, text in passages.items():
+        (folder / name).write_text(text + "\n", encoding="utf-8")
+    lines = []
+    for name, caption, draw in (
+        ("ball.png", "a red ball", lambda d: d.ellipse((20, 20, 108, 108), fill=(220, 20, 20))),
+        (
+            "grass.png",
+            "green grass in a meadow",
+            lambda d: d.rectangle((0, 64, 128, 128), fill=(30, 170, 40)),
+        ),
+        ("sky.png", "a blue sky", lambda d: d.rectangle((0, 0, 128, 80), fill=(60, 120, 230))),
+    ):
+        image = Image.new("RGB", (128, 128), (245, 245, 245))
+        draw(ImageDraw.Draw(image))
+        image.save(folder / name)
+        lines.append(json.dumps({"file_name": name, "caption": caption}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("examples")
+    return {"data": write_corpus(root / "corpus"), "db": root / "db"}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MM_RERANK_LLM", "OPENAI_"))  # never reach a real LLM from a test
+    }
+    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}, **extra)
+    return env
+
+
+def run_example(
+    script: str, corpus: dict[str, Path], *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        str(EXAMPLES / script),
+        "--db",
+        str(corpus["db"]),
+        "--data",
+        str(corpus["data"]),
+        "--top-n",
+        "4",
+        "--k",
+        "4",
+        *args,
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env=_env(**env), input=stdin, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, f"{script} failed:\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def evidence_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("[")]
+
+
+def assert_extractive_with_evidence(stdout: str, expect: str) -> None:
+    assert "Extractive answer (no LLM configured)" in stdout
+    assert "[1]" in stdout.split("Evidence, reranked")[0], "the answer cites evidence"
+    lines = evidence_lines(stdout.split("Evidence, reranked")[-1])
+    assert 1 <= len(lines) <= 4
+    assert any(modality in lines[0] for modality in ("(text,", "(image,", "(text+image,"))
+    assert "score " in lines[0]
+    assert expect in lines[0], f"expected {expect!r} at rank 1:\n{stdout}"
+
+
+# -- offline, extractive -------------------------------------------------------------------------------
+
+
+def test_llamaindex_chatbot_one_shot(corpus: dict[str, Path]) -> None:
+    result = run_example("llamaindex_chatbot.py", corpus, "--question", "Which farm animal gives us milk?")
+    assert_extractive_with_evidence(result.stdout, "Cow")
+    assert "The cow is a farm animal that gives us milk. [1]" in result.stdout
+
+
+def test_langchain_chatbot_one_shot(corpus: dict[str, Path]) -> None:
+    result = run_example("langchain_chatbot.py", corpus, "--question", "What does the koala eat?")
+    assert_extractive_with_evidence(result.stdout, "Koala")
+    assert "eats eucalyptus leaves. [1]" in result.stdout
+
+
+def test_agent_tool_one_shot_both_frameworks(corpus: dict[str, Path]) -> None:
+    result = run_example("agent_tool.py", corpus, "--question", "Where is the Eiffel Tower?")
+    sections = result.stdout.split("=== ")[1:]
+    assert [s.split(":")[0] for s in sections] == ["llama-index", "langchain"]
+    for section in sections:
+        assert "rule-based router (no LLM configured; not an LLM)" in section.splitlines()[0]
+        assert_extractive_with_evidence(section, "Eiffel Tower")
+    assert "LlamaIndex FunctionTool" in sections[0] and "LangChain @tool" in sections[1]
+
+
+def test_web_chat_one_shot_json(corpus: dict[str, Path]) -> None:
+    result = run_example("web_chat.py", corpus, "--question", "a red ball")
+    data = json.loads(result.stdout)
+    assert data["extractive"] is True and data["answer"].startswith("Extractive answer")
+    evidence = data["evidence"]
+    assert evidence[0]["modality"] in ("image", "text+image") and evidence[0]["title"] == "a red ball"
+    scores = [e["score"] for e in evidence]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_chat_loop_reads_questions_until_eof(corpus: dict[str, Path]) -> None:
+    result = run_example("llamaindex_chatbot.py", corpus, stdin="What does the koala eat?\nexit\n")
+    assert "you>" in result.stdout
+    assert "eats eucalyptus leaves. [1]" in result.stdout
+
+
+# -- with an LLM: a tiny OpenAI-compatible server on loopback ---------------------------------------------
+
+
+class FakeLLM(BaseHTTPRequestHandler):
+    """Plays a ReAct agent (search first, answer after an observation) or a plain RAG answerer."""
+
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeLLM.requests.append(body)
+        conversation = "\n".join(str(m.get("content")) for m in body["messages"])
+        if "search_passages_and_pictures" in conversation and "Observation: [1]" not in conversation:
+            wants_json = "JSON" in conversation  # LlamaIndex's ReAct prompt asks for JSON tool input
+            action_input = '{"query": "koala food"}' if wants_json else "koala food"
+            content = f"Thought: I should search.\nAction: search_passages_and_pictures\nAction Input: {action_input}"
+        elif "search_passages_and_pictures" in conversation:
+            content = "Thought: I can answer without using any more tools.\nFinal Answer: FAKE-AGENT: eucalyptus [1]."
+        else:
+            content = "FAKE-LLM: koalas eat eucalyptus [1]."
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def llm_env() -> Iterator[dict[str, str]]:
+    FakeLLM.requests.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "MM_RERANK_LLM_MODEL": "fake-llm",
+            "MM_RERANK_LLM_BASE_URL": f"http://127.0.0.1:{server.server_address[1]}/v1",
+            "MM_RERANK_LLM_API_KEY": "sk-test",
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_llamaindex_chatbot_with_llm(corpus: dict[str, Path], llm_env: dict[str, str]) -> None:
+    result = run_example("llamaindex_chatbot.py", corpus, "--question", "What does the koala eat?", **llm_env)
+    assert result.stdout.startswith("FAKE-LLM: koalas eat eucalyptus [1].")
+    assert "Extractive" not in result.stdout
+    (request,) = FakeLLM.requests
+    prompt = request["messages"][-1]["content"]
+    assert "Question: What does the koala eat?" in prompt
+    assert "[1] Koala (text, score" in prompt
+    assert request["model"] == "fake-llm"
+
+
+def test_langchain_chatbot_chat_loop_with_llm(corpus: dict[str, Path], llm_env: dict[str, str]) -> None:
+    stdin = "What does the koala eat?\nAnd the cow?\n"
+    result = run_example("langchain_chatbot.py", corpus, stdin=stdin, **llm_env)
+    assert result.stdout.count("FAKE-LLM: koalas eat eucalyptus [1].") == 2
+    assert len(FakeLLM.requests) == 2
+    second = FakeLLM.requests[1]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]  # history is kept
+    assert "Question: And the cow?" in second[-1]["content"]
+
+
+def test_agents_call_the_tool_with_llm(corpus: dict[str, Path], llm_env: dict[str, str]) -> None:
+    result = run_example("agent_tool.py", corpus, "--question", "What does the koala eat?", **llm_env)
+    sections = result.stdout.split("=== ")[1:]
+    assert "LlamaIndex ReActAgent with fake-llm" in sections[0]
+    assert "LangChain ReAct agent (AgentExecutor) with fake-llm" in sections[1]
+    for section in sections:
+        assert "FAKE-AGENT: eucalyptus [1]." in section
+        lines = evidence_lines(section.split("Evidence, reranked")[-1])
+        assert lines and "Koala" in lines[0], section  # the evidence came through the tool call
+    observations = [r for r in FakeLLM.requests if "Observation: [1]" in json.dumps(r)]
+    assert len(observations) == 2  # one agent turn per framework saw the tool's output
