@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Union
 if TYPE_CHECKING:
     import torch
 
+    from mm_rerank_components.calibration import Calibrator
+
 logger = logging.getLogger(__name__)
 
 MODELS_EXTRA_HINT = 'pip install "mm-rerank-components[models]"'
@@ -215,3 +217,16 @@ def to_device(batch: Mapping[str, Any], device: torch.device, float_dtype: torch
             )
         out[key] = value
     return out
+
+
+def as_calibrator(value: Calibrator | str | os.PathLike[str] | None) -> Calibrator | None:
+    """A calibrator object as given, or one loaded from the JSON file a path names."""
+    if value is None or hasattr(value, "calibrate"):
+        return value  # type: ignore[return-value]
+    if isinstance(value, (str, os.PathLike)):
+        from mm_rerank_components.calibration import load_calibrator
+
+        if not Path(value).is_file():
+            raise ValueError(f"calibrator file {os.fspath(value)!r} does not exist")
+        return load_calibrator(value)  # type: ignore[return-value]
+    raise TypeError(f"calibrator must be a Calibrator, a JSON path or None, got {type(value).__name__}")

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mm_rerank_components.calibration import Calibrator
 from mm_rerank_components.scorers._hf import (
     ModelRef,
+    as_calibrator,
     dtype_kwarg,
     load_error,
     model_id,
@@ -142,7 +142,7 @@ class CLIPScorer:
         self.max_length = int(getattr(text_config, "max_position_embeddings", 77) or 77)
         # SigLIP was trained on texts padded to the full length; CLIP pads to the longest in the batch.
         self._padding: bool | str = "max_length" if model_type in _SIGLIP_TYPES else True
-        self.calibrator = _as_calibrator(calibrator)
+        self.calibrator = as_calibrator(calibrator)
         settings = {"fusion": fusion, "dtype": str(self.dtype)}
         self.name = name or f"clip:{model_id(ref, self.model)}:{settings_digest(settings)}"
         if self.calibrator is None:
@@ -241,15 +241,3 @@ def _rgb(image: Any) -> Any:
             f"CLIPScorer expects decoded PIL images (the reranker decodes them), got {type(image).__name__}"
         )
     return image.convert("RGB") if image.mode != "RGB" else image
-
-
-def _as_calibrator(value: Calibrator | str | os.PathLike[str] | None) -> Calibrator | None:
-    if value is None or hasattr(value, "calibrate"):
-        return value  # type: ignore[return-value]
-    if isinstance(value, (str, os.PathLike)):
-        from mm_rerank_components.calibration import load_calibrator
-
-        if not Path(value).is_file():
-            raise ValueError(f"calibrator file {os.fspath(value)!r} does not exist")
-        return load_calibrator(value)  # type: ignore[return-value]
-    raise TypeError(f"calibrator must be a Calibrator, a JSON path or None, got {type(value).__name__}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mm_rerank_components.calibration import Calibrator
 from mm_rerank_components.scorers._hf import (
     ModelRef,
+    as_calibrator,
     dtype_kwarg,
     load_error,
     model_id,
@@ -50,7 +51,8 @@ class CrossEncoderScorer:
     Args:
         model_name_or_path: a Hugging Face id (``"cross-encoder/ms-marco-MiniLM-L-6-v2"``) or a local folder.
         model, tokenizer: ready objects instead of loading them.
-        calibrator: a :class:`~mm_rerank_components.Calibrator` fitted on this scorer's raw scores.
+        calibrator: a :class:`~mm_rerank_components.Calibrator` fitted on this scorer's raw scores, or the
+            path of its JSON file.
         activation: ``"none"`` (raw logits) or ``"sigmoid"`` (probabilities).
         device, dtype: as for :class:`~mm_rerank_components.scorers.VLMYesNoScorer`.
         batch_size: pairs per forward pass; max_length: tokens per (query, passage) pair.
@@ -71,7 +73,7 @@ class CrossEncoderScorer:
         *,
         model: Any = None,
         tokenizer: Any = None,
-        calibrator: Calibrator | None = None,
+        calibrator: Calibrator | str | os.PathLike[str] | None = None,
         activation: Activation = "none",
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = "auto",
@@ -92,7 +94,7 @@ class CrossEncoderScorer:
             raise ValueError("pass a model name or local path, or both model=... and tokenizer=...")
         self.activation = activation
         self.outputs_probabilities = activation == "sigmoid"
-        self.calibrator = calibrator
+        self.calibrator = as_calibrator(calibrator)
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = resolve_device(device)

@@ -330,37 +330,49 @@ class VLMYesNoScorer:
         if not candidates:
             return []
         prompts = [self.build_prompt(query, c) for c in candidates]
-        # Group by kind, then by size, so a batch pads little; scores go back to input order.
-        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i][1]), _cost(prompts[i])))
+        # Results stay on the device until every batch is queued, so on a GPU the next batch's
+        # preprocessing overlaps the current forward pass.
+        pending = [
+            (chunk, self._forward(self._encode([prompts[i] for i in chunk]))) for chunk in self._plan(prompts)
+        ]
         scores = [math.nan] * len(candidates)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            values = self._score_batch([prompts[i] for i in chunk])
-            for i, value in zip(chunk, values, strict=True):
-                scores[i] = value
+        for chunk, probs in pending:
+            for i, value in zip(chunk, probs.cpu().tolist(), strict=True):
+                scores[i] = float(value)
         return scores
 
-    def _score_batch(self, prompts: Sequence[tuple[str, list[Any]]]) -> list[float]:
-        torch = self.torch
+    def _plan(self, prompts: Sequence[tuple[str, list[Any]]]) -> list[list[int]]:
+        """Micro-batches of prompt indices: grouped by image count, then by size, so batches pad little."""
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i][1]), _cost(prompts[i])))
+        return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def _encode(self, prompts: Sequence[tuple[str, list[Any]]]) -> dict[str, Any]:
+        """Tokenise and preprocess one micro-batch (left-padded) and move it to the device."""
         texts = [text for text, _ in prompts]
         images = [image for _, imgs in prompts for image in imgs]
-        batch = self._inputs.encode(texts, images)
-        batch = to_device(batch, self.device, self.dtype)
-        kwargs: dict[str, Any] = dict(batch)
-        kwargs["use_cache"] = False
-        if self._keep_arg is not None:
-            kwargs[self._keep_arg] = 1
-        mask = batch["attention_mask"]
-        if not (images and self._uses_mrope):
+        encoded = self._inputs.encode(texts, images)
+        if bool(encoded["attention_mask"].all()):
+            # No padding: without a mask, attention can take its fastest (causal) kernel.
+            del encoded["attention_mask"]
+            return to_device(encoded, self.device, self.dtype)
+        batch = to_device(encoded, self.device, self.dtype)
+        if not ("pixel_values" in batch and self._uses_mrope):
             # With left padding the model's default positions (0..L-1) would shift every padded row;
             # count real tokens instead. Multimodal RoPE models build their own from the mask.
-            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            batch["position_ids"] = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        return batch
+
+    def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """P(positive label) for each row of an encoded micro-batch, as a tensor on the device."""
+        torch = self.torch
+        kwargs: dict[str, Any] = {**batch, "use_cache": False}
+        if self._keep_arg is not None:
+            kwargs[self._keep_arg] = 1
         with torch.inference_mode():
             logits = self.model(**kwargs).logits[:, -1, :].float()
         pos = torch.logsumexp(logits[:, self.positive_ids], dim=-1)
         neg = torch.logsumexp(logits[:, self.negative_ids], dim=-1)
-        probs = torch.sigmoid(pos - neg)
-        return [float(p) for p in probs.cpu()]
+        return torch.sigmoid(pos - neg)
 
 
 def _cost(prompt: tuple[str, list[Any]]) -> int:
