@@ -144,15 +144,24 @@ def read_image_bytes(ref: object, options: ImageOptions = DEFAULT_IMAGE_OPTIONS)
     if lowered.startswith("file://"):
         parsed = urllib.parse.urlparse(stripped)
         return _read_file(Path(urllib.request.url2pathname(parsed.path)), ref, options)
+    # base64 never contains '.', and a path to an image almost always does (its extension)
+    if len(stripped) >= _MIN_BASE64_LEN and "." not in stripped and _BASE64_CHARS.match(stripped):
+        if not _exists(stripped):
+            return _decode_base64(stripped, ref, options)
     if len(stripped) < 4096 and "\n" not in stripped:
         path = Path(stripped).expanduser()
-        if path.exists():
+        if path.exists() or "." in path.name or os.sep in stripped:
             return _read_file(path, ref, options)
-    if len(stripped) >= _MIN_BASE64_LEN and _BASE64_CHARS.match(stripped):
-        return _decode_base64(stripped, ref, options)
     raise ImageLoadError(
         f"image {_describe(ref)} is not an existing file, a URL, a data URI or base64 data; check the path"
     )
+
+
+def _exists(text: str) -> bool:
+    try:
+        return Path(text).exists()
+    except OSError:  # e.g. a long base64 string is "File name too long" as a path
+        return False
 
 
 def _read_file(path: Path, ref: object, options: ImageOptions) -> bytes:

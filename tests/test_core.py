@@ -201,6 +201,7 @@ def test_scorer_gets_decoded_rgb_images_for_every_reference_kind(tmp_path: Path)
         path.as_uri(),
         rgba,
         b64(rgba),
+        b64(png_bytes((0, 0, 0, 0), size=(400, 400), mode="RGBA")),  # longer than a file name may be
         "data:image/png;base64," + b64(rgba),
         Image.open(path),
     ]
