@@ -1,0 +1,138 @@
+"""Make docs/img/modality_gap.png: the modality gap and the unified scale, measured on the GCompris sample.
+
+For each of the 82 GCompris "explore" items the query is the item's title ("Golden Temple"); its
+relevant passage is its paragraph (title removed) and its relevant picture is its photo (no caption). All
+82 paragraphs and 82 photos are candidates for every query.
+
+Left: first-stage cosine similarities of the offline starter models (MiniLM for passages, EfficientNet
+ConSE for photos): relevant and irrelevant pairs, per modality. Right: the same pairs' unified scores
+from ``MultimodalReranker(StarterScorer())``. The script prints the numbers quoted in docs/concepts.md.
+
+    .venv/bin/python docs/img/modality_gap.py            # needs the sample: python scripts/quickstart.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_items(folder: Path) -> list[dict[str, str]]:
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text("utf-8").splitlines() if line]
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def merged_rank(text_scores: np.ndarray, image_scores: np.ndarray, target: int) -> int:
+    """1-based rank of image ``target`` in one list of all passages and photos sorted by score."""
+    merged = np.concatenate([text_scores, image_scores])
+    order = np.argsort(-merged, kind="stable")
+    return int(np.where(order == len(text_scores) + target)[0][0]) + 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=ROOT / ".cache" / "gcompris_explore")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("modality_gap.png"))
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    from mm_rerank_components import Candidate, MultimodalReranker, Query
+    from mm_rerank_components.scorers import StarterScorer
+    from mm_rerank_components.starter.models import StarterModels
+
+    items = load_items(args.data)
+    n = len(items)
+    titles = [r["title"] for r in items]
+    paragraphs = [r["text"] for r in items]
+    photos = [str(args.data / r["file_name"]) for r in items]
+
+    models = StarterModels()
+    q = models.embed_texts(titles)
+    t = models.embed_texts(paragraphs)
+    im = models.embed_images([Image.open(p).convert("RGB") for p in photos])
+    raw_text, raw_image = q @ t.T, q @ im.T  # cosines (unit vectors)
+
+    reranker = MultimodalReranker(StarterScorer(), batch_size=64)
+    uni_text = np.zeros((n, n))
+    uni_image = np.zeros((n, n))
+    candidates = [Candidate(f"t{j}", text=paragraphs[j]) for j in range(n)] + [
+        Candidate(f"i{j}", image=photos[j]) for j in range(n)
+    ]
+    for i, title in enumerate(titles):
+        for r in reranker.rerank(Query(title), candidates):
+            kind, j = r.id[0], int(r.id[1:])
+            (uni_text if kind == "t" else uni_image)[i, j] = r.score
+
+    eye = np.eye(n, dtype=bool)
+    groups = {
+        "passages, relevant": (raw_text[eye], uni_text[eye]),
+        "passages, irrelevant": (raw_text[~eye], uni_text[~eye]),
+        "photos, relevant": (raw_image[eye], uni_image[eye]),
+        "photos, irrelevant": (raw_image[~eye], uni_image[~eye]),
+    }
+    print(f"{n} queries x ({n} passages + {n} photos)")
+    for name, (raw, uni) in groups.items():
+        print(
+            f"  {name:22s} raw cosine mean {raw.mean():.3f} (sd {raw.std():.3f})   unified mean {uni.mean():.3f}"
+        )
+    raw_ranks = [merged_rank(raw_text[i], raw_image[i], i) for i in range(n)]
+    uni_ranks = [merged_rank(uni_text[i], uni_image[i], i) for i in range(n)]
+    top5_raw = sum(r <= 5 for r in raw_ranks)
+    top5_uni = sum(r <= 5 for r in uni_ranks)
+    print(f"  relevant photo in the merged top 5: raw cosine {top5_raw}/{n}, unified {top5_uni}/{n}")
+    print(
+        f"  median merged rank of the relevant photo: raw {np.median(raw_ranks):.0f}, unified {np.median(uni_ranks):.0f}"
+    )
+    below = np.mean([raw_image[i, i] < np.median(raw_text[i][~eye[i]]) for i in range(n)])
+    print(f"  relevant photo's raw cosine below the median irrelevant passage's: {below:.0%} of queries")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {
+        "passages, relevant": "#2e7d32",
+        "passages, irrelevant": "#a5d6a7",
+        "photos, relevant": "#8e24aa",
+        "photos, irrelevant": "#ce93d8",
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    for ax, which, title, bins in (
+        (axes[0], 0, "First stage: raw cosine similarity", np.linspace(-0.2, 1.0, 49)),
+        (axes[1], 1, "After reranking: unified score", np.linspace(0.0, 1.0, 41)),
+    ):
+        for name, values in groups.items():
+            ax.hist(
+                values[which],
+                bins=bins,
+                density=True,
+                histtype="stepfilled",
+                alpha=0.55,
+                color=colours[name],
+                label=name,
+                edgecolor=colours[name],
+            )
+        ax.set_title(title, fontsize=11)
+        ax.set_yticks([])
+        ax.set_xlabel("score")
+    axes[0].legend(fontsize=8, frameon=False, loc="upper right")
+    fig.suptitle(
+        f"GCompris sample, starter models: {n} title queries x {n} passages + {n} photos", fontsize=10
+    )
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, optimize=True)
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
