@@ -81,7 +81,8 @@ def main() -> None:
     print(f"{n} queries x ({n} passages + {n} photos)")
     for name, (raw, uni) in groups.items():
         print(
-            f"  {name:22s} raw cosine mean {raw.mean():.3f} (sd {raw.std():.3f})   unified mean {uni.mean():.3f}"
+            f"  {name:22s} raw cosine mean {raw.mean():.3f} (sd {raw.std():.3f})",
+            f"unified mean {uni.mean():.3f}",
         )
     raw_ranks = [merged_rank(raw_text[i], raw_image[i], i) for i in range(n)]
     uni_ranks = [merged_rank(uni_text[i], uni_image[i], i) for i in range(n)]
@@ -89,7 +90,8 @@ def main() -> None:
     top5_uni = sum(r <= 5 for r in uni_ranks)
     print(f"  relevant photo in the merged top 5: raw cosine {top5_raw}/{n}, unified {top5_uni}/{n}")
     print(
-        f"  median merged rank of the relevant photo: raw {np.median(raw_ranks):.0f}, unified {np.median(uni_ranks):.0f}"
+        "  median merged rank of the relevant photo:",
+        f"raw {np.median(raw_ranks):.0f}, unified {np.median(uni_ranks):.0f}",
     )
     below = np.mean([raw_image[i, i] < np.median(raw_text[i][~eye[i]]) for i in range(n)])
     print(f"  relevant photo's raw cosine below the median irrelevant passage's: {below:.0%} of queries")
