@@ -88,7 +88,7 @@ def run_llama_index(question: str, search: Any, llm_config: Any) -> tuple[str, l
         async for event in handler.stream_events():
             if isinstance(event, ToolCallResult) and isinstance(event.tool_output.raw_output, SearchResult):
                 found[:] = event.tool_output.raw_output.evidence  # the evidence of the last search
-        output = await handler
+        output: Any = await handler  # an AgentOutput
         return str(output.response.content or "")
 
     return asyncio.run(go()), found, f"LlamaIndex ReActAgent with {llm_config.model}"

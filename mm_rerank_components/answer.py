@@ -343,7 +343,7 @@ class ExtractiveAnswerer:
 
 def _sentences(text: str, title: str | None) -> list[str]:
     """Sentences of ``text``; line breaks end a sentence too, and a heading line equal to ``title`` goes."""
-    out = []
+    out: list[str] = []
     for line in text.splitlines():
         line = " ".join(line.split())
         if not line or (title is not None and line == title.strip()):
