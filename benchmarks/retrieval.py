@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorer", choices=("starter", "fake"), default="starter")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--k", type=int, default=16, help="hits per collection (default 16: 32 candidates)")
+    parser.add_argument(
+        "--images", choices=("preview", "original"), default="preview", help="what the reranker decodes"
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N text and N image queries")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/retrieval.json"))
     args = parser.parse_args(argv)
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()
     folder = export_gcompris_explore(args.data)
     scan = scan_folder(folder)
     kwargs: dict[str, Any] = {}
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mm-rerank-bench-") as tmp:
         retriever = ChromaMultiCollectionRetriever(
-            path=Path(tmp) / "db", k_text=args.k, k_image=args.k, **kwargs
+            path=Path(tmp) / "db", k_text=args.k, k_image=args.k, candidate_image=args.images, **kwargs
         )
         t = time.perf_counter()
         retriever.create_collections()
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": "gcompris-explore",
         "embedder": args.embedder,
         "scorer": args.scorer,
+        "candidate_images": args.images,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "k_text": args.k,
         "k_image": args.k,
         "cpu_count": os.cpu_count(),
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"GCompris explore: {ingest['texts']} passages + {ingest['images']} photos; "
-        f"embedder={args.embedder}, scorer={args.scorer}, cpus={os.cpu_count()}, torch threads={threads}"
+        f"embedder={args.embedder}, scorer={args.scorer}, images={args.images}, cpus={os.cpu_count()}, "
+        f"torch threads={threads}, load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}"
     )
     print(f"models loaded in {load_s:.1f} s")
     print(

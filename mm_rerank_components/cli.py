@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         default="starter",
         help="reranker scorer: the offline starter models (default), the model-free fake, or none",
     )
+    query.add_argument(
+        "--images",
+        choices=("preview", "original"),
+        default="preview",
+        help="what the reranker reads for a picture: the small preview stored at ingest (default; the "
+        "starter scorer reads 224 px) or the original file",
+    )
     query.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
     info = sub.add_parser("info", help="records per collection")
@@ -129,6 +136,7 @@ def _retriever(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = {
         "text_collection": args.text_collection,
         "image_collection": args.image_collection,
+        "candidate_image": getattr(args, "images", "original"),
     }
     if args.embedder == "hashing":
         from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction

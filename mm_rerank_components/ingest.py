@@ -24,8 +24,10 @@ instead; records written before it stay, and a re-run after the fix skips them a
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -48,6 +50,10 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_SUFFIX = ".caption.txt"
 _MAX_TITLE = 160
+#: Longest side of the JPEG preview stored with each picture (see ``preview_data_uri``).
+DEFAULT_PREVIEW_SIZE = 384
+#: Metadata key of that preview.
+PREVIEW_KEY = "preview"
 
 
 class IngestError(ValueError):
@@ -209,6 +215,7 @@ def ingest_folder(
     on_error: Literal["collect", "raise"] = "collect",
     progress: Callable[[int], None] | None = None,
     scan: FolderScan | None = None,
+    preview_size: int | None = DEFAULT_PREVIEW_SIZE,
 ) -> IngestReport:
     """Embed and upsert every passage and picture of ``folder`` into ``retriever``'s collections.
 
@@ -218,6 +225,10 @@ def ingest_folder(
             ``"raise"`` raises :class:`IngestError` on the first bad file (records already written stay).
         progress: called with the number of records just processed (the CLI feeds a progress bar).
         scan: a ready :func:`scan_folder` result, so a caller can size a progress bar first.
+        preview_size: also store a small JPEG preview of each picture (longest side in pixels) in its
+            metadata (``preview``, a data URI), which a retriever built with
+            ``candidate_image="preview"`` hands to the reranker instead of the full file; ``None``
+            stores none.
 
     Example:
         >>> report = ingest_folder("my_folder", retriever)  # doctest: +SKIP
@@ -225,6 +236,7 @@ def ingest_folder(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    check_preview_size(preview_size)
     if on_error not in ("collect", "raise"):
         raise ValueError(f"on_error must be 'collect' or 'raise', got {on_error!r}")
     start = time.perf_counter()
@@ -248,7 +260,7 @@ def ingest_folder(
     if scan.images and retriever.image_collection_name is None:
         _fail_all(report, [r.path for r in scan.images], "the image collection is switched off", on_error)
     elif scan.images:
-        _ingest_images(retriever, scan.images, batch_size, report, progress, on_error)
+        _ingest_images(retriever, scan.images, batch_size, report, progress, on_error, preview_size)
     report.seconds = time.perf_counter() - start
     logger.info("ingested %s: %s in %.1f s", scan.root, report.summary(), report.seconds)
     return report
@@ -506,6 +518,7 @@ def _ingest_images(
     report: IngestReport,
     progress: Callable[[int], None] | None,
     on_error: str,
+    preview_size: int | None,
 ) -> None:
     existing, stale = _plan(retriever, "image", [r.id for r in records], [r.path for r in records])
     todo = [r for r in records if r.id not in existing]
@@ -517,6 +530,7 @@ def _ingest_images(
         batch = todo[start : start + batch_size]
         decoded: list[tuple[ImageRecord, Any]] = []
         sizes: dict[str, tuple[int, int]] = {}
+        previews: dict[str, str] = {}
         for record in batch:
             try:
                 image = load_image(record.path, retriever.image_options)
@@ -528,6 +542,8 @@ def _ingest_images(
                 logger.warning("not ingested: %s: %s", record.path, exc)
                 continue
             sizes[record.id] = image.size
+            if preview_size is not None:
+                previews[record.id] = preview_data_uri(image, preview_size)
             decoded.append((record, _shrink(image)))
         vectors = _embed_images_isolating_failures(retriever, decoded, report, failed_paths, on_error)
         written = [
@@ -541,7 +557,13 @@ def _ingest_images(
                 documents=[r.caption for r, _, _ in written],
                 uris=[r.path for r, _, _ in written],
                 metadatas=[
-                    {**r.metadata, "width": sizes[r.id][0], "height": sizes[r.id][1]} for r, _, _ in written
+                    {
+                        **r.metadata,
+                        "width": sizes[r.id][0],
+                        "height": sizes[r.id][1],
+                        PREVIEW_KEY: previews.get(r.id),
+                    }
+                    for r, _, _ in written
                 ],
             )
             _count(report, [r.path for r, _, _ in written], stale)
@@ -574,6 +596,31 @@ def _embed_images_isolating_failures(
             report.failed.append(IngestFailure(record.path, f"embedding failed: {exc}"))
             out.append(None)
     return out
+
+
+def check_preview_size(preview_size: int | None) -> None:
+    if preview_size is not None and (
+        isinstance(preview_size, bool) or not isinstance(preview_size, int) or preview_size < 32
+    ):
+        raise ValueError(f"preview_size must be an int >= 32 or None, got {preview_size!r}")
+
+
+def preview_data_uri(image: Any, max_side: int = DEFAULT_PREVIEW_SIZE) -> str:
+    """A ``data:image/jpeg;base64,...`` preview of a PIL image, longest side at most ``max_side``.
+
+    Decoding a 384-px JPEG preview takes about a millisecond, against 10-20 ms for a 1024-px photo, which
+    is most of a rerank's cost when the scorer reads 224-px input anyway (the starter and CLIP scorers).
+
+    Example:
+        >>> from PIL import Image
+        >>> preview_data_uri(Image.new("RGB", (1000, 500)), 100)[:23]
+        'data:image/jpeg;base64,'
+    """
+    copy = image.convert("RGB")
+    copy.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    copy.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _shrink(image: Any, max_side: int = 1024) -> Any:

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== 2. models: offline starter encoders and scorer")
     t = time.perf_counter()
-    retriever = ChromaMultiCollectionRetriever(path=args.db)
+    # previews: the starter scorer reads 224-px images, so the reranker decodes the 384-px JPEG previews
+    # stored at ingest instead of the 1024-px photos (the table still shows the photo files)
+    retriever = ChromaMultiCollectionRetriever(path=args.db, candidate_image="preview")
     reranker = MultimodalReranker(StarterScorer())
     retriever.create_collections()
     retriever.warm_up()

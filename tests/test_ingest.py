@@ -74,6 +74,8 @@ def test_ingest_reads_every_supported_type_with_captions_and_metadata(folder: Pa
     assert images["animals/black.bmp"]["document"] == "Night"  # nested metadata.jsonl, "text" column
     assert images["green.webp"]["document"] == "" and "caption" not in images["green.webp"]["metadata"]
     assert all(i["id"].startswith("image-") for i in images.values())
+    assert all(i["metadata"]["preview"].startswith("data:image/jpeg;base64,") for i in images.values())
+    assert "preview" not in texts["fox.txt"]["metadata"]
     # and the records are searchable, routed to the right collection
     hits = r.retrieve("red fox", k_text=1, k_image=1)
     assert [(c.id, c.source) for c in hits] == [(texts["fox.txt"]["id"], "mm_text"), (red["id"], "mm_images")]
@@ -224,3 +226,11 @@ def test_non_recursive_scan_reports_subfolders(folder: Path) -> None:
     assert [(Path(s.path).name, s.reason) for s in scan.skipped] == [
         ("animals", "sub-folder (recursive=False)")
     ]
+
+
+def test_previews_can_be_switched_off(folder: Path, tmp_path: Path) -> None:
+    r = _retriever(tmp_path / "db")
+    ingest_folder(folder, r, preview_size=None)
+    assert all("preview" not in i["metadata"] for i in _all(r, "image").values())
+    with pytest.raises(ValueError, match="preview_size must be an int >= 32 or None"):
+        ingest_folder(folder, r, preview_size=0)

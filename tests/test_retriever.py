@@ -260,3 +260,35 @@ def test_importing_the_package_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_preview_candidates_carry_a_small_jpeg_and_keep_the_original_path(tmp_path: Path) -> None:
+    from mm_rerank_components import load_image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1200, 600), (220, 20, 20)).save(big)
+    writer = _retriever(tmp_path / "db")
+    writer.add_images([big], ids=["big"], captions=["red"])
+    writer.add_images([_png(tmp_path / "small.png", (20, 20, 220))], ids=["nopreview"], preview_size=None)
+
+    original = _retriever(tmp_path / "db").retrieve("red", k_text=0)
+    assert {c.id: c.image for c in original} == {
+        "big": str(big.resolve()),
+        "nopreview": str((tmp_path / "small.png").resolve()),
+    }
+    assert all("preview" not in c.metadata for c in original)  # the stored preview never leaks into metadata
+
+    previews = {
+        c.id: c for c in _retriever(tmp_path / "db", candidate_image="preview").retrieve("red", k_text=0)
+    }
+    hit = previews["big"]
+    assert isinstance(hit.image, str) and hit.image.startswith("data:image/jpeg;base64,")
+    assert hit.metadata["image_path"] == str(big.resolve()) and hit.metadata["image_preview"] is True
+    assert load_image(hit.image).size == (384, 192)
+    assert previews["nopreview"].image == str((tmp_path / "small.png").resolve())  # falls back to the URI
+    ranked = MultimodalReranker(FakeScorer()).rerank(Query("red"), list(previews.values()))
+    assert {r.id for r in ranked} == {"big", "nopreview"}
+    with pytest.raises(ValueError, match="candidate_image must be 'original' or 'preview'"):
+        _retriever(tmp_path / "db", candidate_image="thumbnail")
+    with pytest.raises(ValueError, match="preview_size must be an int >= 32 or None"):
+        writer.add_images([big], preview_size=8)

@@ -161,3 +161,27 @@ if RetrieversIntegrationTests is not None:
         @property
         def retriever_query_example(self) -> str:
             return "red fox"
+
+
+def test_faces_pass_previews_to_the_rerank_adapters(tmp_path: Path) -> None:
+    pytest.importorskip("llama_index.core")
+    pytest.importorskip("langchain_core")
+    from llama_index.core.schema import ImageNode
+
+    from mm_rerank_components.retrievers.langchain import ChromaLangChainRetriever
+    from mm_rerank_components.retrievers.llama_index import ChromaLlamaIndexRetriever
+
+    _build(tmp_path)
+    ef = HashingEmbeddingFunction()
+    r = ChromaMultiCollectionRetriever(
+        path=tmp_path / "db",
+        text_embedding_function=ef,
+        image_embedding_function=ef,
+        candidate_image="preview",
+    )
+    node = next(n.node for n in ChromaLlamaIndexRetriever(r).retrieve("red") if n.node.node_id == "img-red")
+    assert isinstance(node, ImageNode) and node.image_mimetype == "image/jpeg"
+    assert node.image and not node.image.startswith("data:") and node.image_path.endswith("red.png")
+    doc = next(d for d in ChromaLangChainRetriever(retriever=r).invoke("red") if d.id == "img-red")
+    assert doc.metadata["image"].startswith("data:image/jpeg;base64,")
+    assert doc.metadata["image_path"].endswith("red.png")

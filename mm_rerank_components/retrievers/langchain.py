@@ -30,7 +30,8 @@ def candidate_to_document(candidate: Candidate) -> Document:
 
     ``page_content`` is the passage or caption (``""`` for an uncaptioned picture); metadata is the
     candidate's metadata plus ``modality``, ``source`` and ``retrieval_score``, and for a picture
-    ``image_uri`` (and ``image_path`` when it is a local file). The document id is the candidate id.
+    ``image_uri`` (and ``image_path`` when it is a local file); a preview data URI (from
+    ``candidate_image="preview"``) goes to ``image``. The document id is the candidate id.
 
     Example:
         >>> c = Candidate("i1", image="/data/fox.jpg", text="A fox", source="mm_images")
@@ -50,9 +51,13 @@ def candidate_to_document(candidate: Candidate) -> Document:
                 f"candidate {candidate.id!r} holds an in-memory image ({type(candidate.image).__name__}); "
                 "a Document needs a path or URI string"
             )
-        metadata.setdefault("image_uri", candidate.image)
-        if "://" not in candidate.image and not candidate.image.startswith("data:"):
-            metadata.setdefault("image_path", candidate.image)
+        if candidate.image.startswith("data:"):
+            # a preview (candidate_image="preview"): the rerank compressor reads "image" first
+            metadata["image"] = candidate.image
+        else:
+            metadata.setdefault("image_uri", candidate.image)
+            if "://" not in candidate.image:
+                metadata.setdefault("image_path", candidate.image)
     return Document(page_content=candidate.text or "", metadata=metadata, id=candidate.id)
 
 

@@ -42,6 +42,7 @@ BOOKKEEPING_KEYS = (
     "chunk",
     "n_chunks",
     "modality",
+    "image_preview",
 )
 
 
@@ -50,7 +51,8 @@ def candidate_to_node(candidate: Candidate) -> NodeWithScore:
 
     The node id is the candidate id, the text the passage or caption, the metadata the candidate's
     metadata plus ``modality``, ``source`` and ``retrieval_score``; an ``ImageNode`` also gets
-    ``image_path`` (a local file) or ``image_url`` (any other URI). The score is ``retrieval_score``.
+    ``image_path`` (a local file) or ``image_url`` (any other URI), and ``image`` (base64) when the
+    candidate carries a preview data URI. The score is ``retrieval_score``.
 
     Example:
         >>> n = candidate_to_node(Candidate("p1", text="Foxes live in dens.", retrieval_score=0.5))
@@ -67,11 +69,25 @@ def candidate_to_node(candidate: Candidate) -> NodeWithScore:
     node: TextNode
     if candidate.image is not None and isinstance(candidate.image, str):
         image_path = metadata.get("image_path")
+        image_path = image_path if isinstance(image_path, str) else None
+        inline: str | None = None
+        mimetype: str | None = None
+        if candidate.image.startswith("data:"):
+            # a preview (candidate_image="preview"): inline base64, read first by the rerank adapter
+            header, _, inline = candidate.image.partition(",")
+            mimetype = header[5:].split(";")[0] or None
+        image_url = None
+        if image_path is None and inline is None:
+            image_url = candidate.image
+        elif image_path is None:
+            image_url = metadata.get("image_uri") if isinstance(metadata.get("image_uri"), str) else None
         node = ImageNode(
             id_=candidate.id,
             text=candidate.text or "",
-            image_path=image_path if isinstance(image_path, str) else None,
-            image_url=None if isinstance(image_path, str) else candidate.image,
+            image=inline,
+            image_mimetype=mimetype,
+            image_path=image_path,
+            image_url=image_url,
             metadata=metadata,
             excluded_llm_metadata_keys=hidden,
             excluded_embed_metadata_keys=hidden,
