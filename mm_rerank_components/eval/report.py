@@ -1,0 +1,206 @@
+"""Writing evaluation results: ``results.json``, ``report.md`` and PNG plots (matplotlib, lazily)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_recall", "plot_score_distributions", "write_json", "write_markdown"]
+
+_FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b"}
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            'evaluation plots need matplotlib: pip install "mm-rerank-components[eval]"'
+        ) from exc
+    return plt
+
+
+def family(pipeline: str) -> str:
+    """``"route"`` (one route), ``"fusion"`` (label-free merges) or ``"rerank"``."""
+    if pipeline in ("text-only", "image-only"):
+        return "route"
+    return "rerank" if pipeline.startswith("rerank:") else "fusion"
+
+
+def plot_recall(
+    task_name: str,
+    pipelines: Mapping[str, Mapping[str, Any]],
+    path: Path,
+    *,
+    split: str = "test",
+    metric: str = "recall@10",
+    target: float | None = None,
+) -> Path:
+    """Horizontal bars of ``metric`` per pipeline on ``split``; an optional dashed target line."""
+    plt = _plt()
+    names = list(pipelines)
+    values = [pipelines[n][split]["overall"][metric] for n in names]
+    shares = [pipelines[n][split]["image_share@10"] for n in names]
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(names) + 1.2), constrained_layout=True)
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, values, color=[_FAMILY_COLORS[family(n)] for n in names])
+    for yi, v, s in zip(y, values, shares, strict=True):
+        ax.text(v + 0.005, yi, f"{v:.3f}  (images {100 * s:.0f}% of top 10)", va="center", fontsize=7)
+    ax.set_yticks(y)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlim(0, min(1.0, max(values) * 1.45 + 0.02))
+    ax.set_xlabel(f"{metric} on {split} queries")
+    ax.set_title(f"{task_name}: {metric} per pipeline", fontsize=10)
+    if target is not None:
+        ax.axvline(target, linestyle="--", color="black", linewidth=1)
+        ax.text(target, y[-1] - 0.9, " +25% over best route", fontsize=7, va="bottom")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _FAMILY_COLORS.values()]
+    ax.legend(
+        handles, ["single route", "label-free merge", "two-stage rerank"], fontsize=7, loc="lower right"
+    )
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_score_distributions(
+    title: str,
+    raw: Sequence[float],
+    calibrated: Sequence[float],
+    modalities: Sequence[str],
+    labels: Sequence[int],
+    path: Path,
+) -> Path:
+    """Score histograms per modality and relevance, raw (left) and calibrated (right)."""
+    plt = _plt()
+    raw_a, cal_a = np.asarray(raw, float), np.asarray(calibrated, float)
+    mods, y = np.asarray(modalities, dtype=object), np.asarray(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), constrained_layout=True)
+    styles = {
+        ("text", 1): ("#1f77b4", "-"),
+        ("text", 0): ("#1f77b4", ":"),
+        ("image", 1): ("#d62728", "-"),
+        ("image", 0): ("#d62728", ":"),
+    }
+    for ax, values, name in ((axes[0], raw_a, "raw score"), (axes[1], cal_a, "calibrated probability")):
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
+        for (modality, label), (color, style) in styles.items():
+            mask = (mods == modality) & (y == label)
+            if mask.any():
+                ax.hist(
+                    values[mask],
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    color=color,
+                    linestyle=style,
+                    linewidth=1.4,
+                    label=f"{modality}, {'relevant' if label else 'not relevant'} ({int(mask.sum())})",
+                )
+        ax.set_xlabel(name)
+        ax.set_yscale("log")
+        ax.set_ylabel("density (log)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write_json(results: Mapping[str, Any], path: Path) -> Path:
+    """Write results as JSON (NaN becomes ``null``)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, np.generic):
+            return clean(value.item())
+        return value
+
+    path.write_text(json.dumps(clean(results), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_markdown(results: Mapping[str, Any], path: Path, image_dir: str | None = None) -> Path:
+    """A human-readable report: per task, the comparison table on held-out queries, targets, ECE, plots."""
+    lines = ["# mm-rerank evaluation", ""]
+    config = results.get("config", {})
+    lines.append(
+        f"First stage: `{config.get('embedder')}`, k_text={config.get('k_text')}, "
+        f"k_image={config.get('k_image')}. Metrics by ranx; the headline split is "
+        f"**{config.get('split', 'test')}** "
+        "(held-out queries that no calibration or choice was fitted on)."
+    )
+    lines.append("")
+    for task_name, task in results["tasks"].items():
+        summary = task["summary"]
+        lines += [f"## {task_name}", "", task["description"], ""]
+        lines.append(
+            f"{summary['documents']} documents ({summary['text_documents']} text, "
+            f"{summary['image_documents']} image); {summary['queries']} queries "
+            f"({summary['dev_queries']} dev, {summary['test_queries']} held-out test)."
+        )
+        lines.append("")
+        for split in ("test", "dev"):
+            lines += [
+                f"### {'Held-out test' if split == 'test' else 'Dev'} queries",
+                "",
+                "| pipeline | R@1 | R@5 | R@10 | nDCG@10 | MRR | hit@10 | text R@10 | image R@10 "
+                "| images in top 10 |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            ]
+            for name, entry in task["pipelines"].items():
+                m = entry[split]
+                o = m["overall"]
+                lines.append(
+                    f"| {name} | {_fmt(o['recall@1'])} | {_fmt(o['recall@5'])} | {_fmt(o['recall@10'])} | "
+                    f"{_fmt(o['ndcg@10'])} | {_fmt(o['mrr'])} | {_fmt(o.get('hit_rate@10'))} | "
+                    f"{_fmt(m['text'].get('recall@10'))} | {_fmt(m['image'].get('recall@10'))} | "
+                    f"{100 * m['image_share@10']:.0f}% |"
+                )
+            lines.append("")
+        targets = task.get("targets")
+        if targets:
+            lines += ["### Targets (held-out queries)", ""]
+            for check in targets["checks"]:
+                mark = "met" if check["met"] else "**missed**"
+                lines.append(f"- {check['name']}: {check['detail']} -> {mark}")
+            lines.append("")
+        if task.get("calibration"):
+            lines += [
+                "### Calibration (fitted on dev pairs, ECE on held-out test pairs)",
+                "",
+                "| scorer + method | ECE text | ECE image | pairs (test) |",
+                "| --- | --- | --- | --- |",
+            ]
+            for name, cal in task["calibration"].items():
+                ece = cal.get("ece_test", {})
+                lines.append(
+                    f"| {name} | {_fmt(ece.get('text'))} | {_fmt(ece.get('image'))} "
+                    f"| {cal.get('test_pairs', '–')} |"
+                )
+            lines.append("")
+        if image_dir is not None and task.get("plots"):
+            for caption, file_name in task["plots"].items():
+                lines += [f"![{caption}]({image_dir}/{file_name})", ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
