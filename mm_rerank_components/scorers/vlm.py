@@ -231,6 +231,8 @@ class VLMYesNoScorer:
         self._inputs = _build_inputs(
             transformers, self.model, ref, common, processor, tokenizer, image_processor, local_files_only
         )
+        if isinstance(self._inputs, _QwenVLInputs) and self.device.type == "cuda":
+            self._inputs.pixel_device = self.device
         tok = self._inputs.tokenizer
         self.positive_ids = [label_token_id(tok, label) for label in prompt.positive_labels]
         self.negative_ids = [label_token_id(tok, label) for label in prompt.negative_labels]
@@ -457,6 +459,13 @@ class _QwenVLInputs:
         self.image_token_id = int(image_token_id)
         self.merge_size = int(getattr(image_processor, "merge_size", 2))
         self.wants_token_types = wants_token_types
+        # Where a torchvision-backed ("fast") image processor should resize and normalise: the GPU, when
+        # the scorer runs on one. The PIL/numpy processors always work on the CPU.
+        self.pixel_device: Any = None
+        self._on_torch = any(
+            cls.__name__ in ("TorchvisionBackend", "BaseImageProcessorFast")
+            for cls in type(image_processor).__mro__
+        )
         _prepare_tokenizer(tokenizer)
 
     def render(self, messages: list[dict[str, Any]]) -> str:
@@ -465,7 +474,10 @@ class _QwenVLInputs:
     def encode(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if images:
-            vision = self.image_processor(images=images, return_tensors="pt")
+            kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
+            if self.pixel_device is not None and self._on_torch:
+                kwargs["device"] = str(self.pixel_device)
+            vision = self.image_processor(**kwargs)
             out["pixel_values"] = vision["pixel_values"]
             out["image_grid_thw"] = vision["image_grid_thw"]
             counts = iter([int(g.prod()) // self.merge_size**2 for g in vision["image_grid_thw"]])
