@@ -49,22 +49,28 @@ def plot_recall(
     names = list(pipelines)
     values = [pipelines[n][split]["overall"][metric] for n in names]
     shares = [pipelines[n][split]["image_share@10"] for n in names]
-    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(names) + 1.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.0, 0.3 * len(names) + 1.6), layout="constrained")
     y = np.arange(len(names))[::-1]
     ax.barh(y, values, color=[_FAMILY_COLORS[family(n)] for n in names])
     for yi, v, s in zip(y, values, shares, strict=True):
-        ax.text(v + 0.005, yi, f"{v:.3f}  (images {100 * s:.0f}% of top 10)", va="center", fontsize=7)
+        ax.text(v + 0.005, yi, f"{v:.3f} | {100 * s:.0f}% img", va="center", fontsize=7)
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlim(0, min(1.0, max(values) * 1.45 + 0.02))
-    ax.set_xlabel(f"{metric} on {split} queries")
-    ax.set_title(f"{task_name}: {metric} per pipeline", fontsize=10)
+    ax.set_xlim(0, min(1.0, max(values) * 1.35 + 0.02))
+    ax.set_xlabel(f"{metric}, {split} queries (n% img: share of images in the top 10)", fontsize=8)
+    ax.set_title(f"{task_name}: {metric} per pipeline", fontsize=10, pad=18)
     if target is not None:
         ax.axvline(target, linestyle="--", color="black", linewidth=1)
-        ax.text(target, y[-1] - 0.9, " +25% over best route", fontsize=7, va="bottom")
+        ax.text(target, y[-1] - 0.45, " best route +25%", fontsize=7, va="top")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _FAMILY_COLORS.values()]
     ax.legend(
-        handles, ["single route", "label-free merge", "two-stage rerank"], fontsize=7, loc="lower right"
+        handles,
+        ["single route", "label-free merge", "two-stage rerank"],
+        fontsize=7,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncols=3,
+        frameon=False,
     )
     fig.savefig(path, dpi=80)
     plt.close(fig)

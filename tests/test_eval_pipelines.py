@@ -1,0 +1,261 @@
+"""Labelled-data loading, pipelines, metrics and the runner on a tiny synthetic corpus (no models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mm_rerank_components.eval.embeddings import HashingEmbedder
+from mm_rerank_components.eval.pipelines import (
+    FUSION_PIPELINES,
+    FirstStage,
+    FirstStageScorer,
+    calibrated_run,
+    fusion_run,
+    ranking_to_run,
+    score_union,
+)
+from mm_rerank_components.eval.tasks import EvalTask, assign_split, load_labelled_jsonl
+from mm_rerank_components.scorers.fake import FakeScorer
+from mm_rerank_components.types import Candidate
+
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 10)}
+
+
+def write_corpus(root: Path) -> Path:
+    """Four colours, each as a text passage and a solid-colour image; queries name the colour."""
+    from PIL import Image
+
+    lines = []
+    for name, rgb in COLOURS.items():
+        Image.new("RGB", (16, 16), rgb).save(root / f"{name}.png")
+        lines.append({"type": "doc", "id": f"txt-{name}", "text": f"the colour {name} is bright {name}"})
+        lines.append({"type": "doc", "id": f"img-{name}", "image": f"{name}.png"})
+    for i, name in enumerate(COLOURS):
+        lines.append(
+            {
+                "type": "query",
+                "id": f"q-{name}",
+                "text": f"{name} colour",
+                "relevant": [f"txt-{name}", f"img-{name}"],
+                "split": "test" if i % 2 else "dev",
+            }
+        )
+    path = root / "labels.jsonl"
+    path.write_text("# a comment line\n" + "\n".join(json.dumps(x) for x in lines) + "\n\n")
+    return path
+
+
+def test_load_labelled_jsonl(tmp_path: Path) -> None:
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    assert task.name == "labels"
+    assert task.summary() == {
+        "documents": 8,
+        "text_documents": 4,
+        "image_documents": 4,
+        "queries": 4,
+        "dev_queries": 2,
+        "test_queries": 2,
+    }
+    assert Path(str(task.docs["img-red"].image)).is_absolute()
+    assert task.qrels["q-red"] == {"txt-red": 1, "img-red": 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["a"]', "must be a JSON object"),
+        ('{"type": "doc", "text": "x"}', 'non-empty string "id"'),
+        ('{"type": "doc", "id": "d"}', 'needs "text", "image" or both'),
+        ('{"type": "doc", "id": "d", "image": "missing.png"}', "image 'missing.png' not found"),
+        ('{"type": "query", "id": "q", "text": "x", "relevant": []}', 'needs "relevant"'),
+        ('{"type": "query", "id": "q", "text": "x", "relevant": {"d": -1}}', "must be an int >= 0"),
+        ('{"type": "query", "id": "q", "text": "x", "relevant": ["d"], "split": "train"}', '"split" must be'),
+        ('{"type": "passage", "id": "x"}', '"type" must be "doc" or "query"'),
+    ],
+)
+def test_load_labelled_jsonl_errors_name_the_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"type": "doc", "id": "d0", "text": "ok"}\n' + line + "\n")
+    with pytest.raises(
+        ValueError, match=r"bad\.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")
+    ):
+        load_labelled_jsonl(path)
+
+
+def test_load_labelled_jsonl_unknown_relevant_and_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(
+        '{"type": "doc", "id": "d", "text": "a"}\n{"type": "query", "id": "q", "text": "a", "relevant": ["nope"]}\n'
+    )
+    with pytest.raises(ValueError, match=r"query 'q' marks unknown documents relevant: \['nope'\]"):
+        load_labelled_jsonl(path)
+    path.write_text('{"type": "doc", "id": "d", "text": "a"}\n{"type": "doc", "id": "d", "text": "b"}\n')
+    with pytest.raises(ValueError, match="duplicate document id 'd'"):
+        load_labelled_jsonl(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_labelled_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_assign_split_is_stable_and_balanced() -> None:
+    splits = [assign_split(f"item-{i}") for i in range(2000)]
+    assert splits == [assign_split(f"item-{i}") for i in range(2000)]
+    assert 0.45 < splits.count("test") / 2000 < 0.55
+    assert assign_split("item-1", seed="other") in ("dev", "test")
+    with pytest.raises(ValueError, match="test_fraction must be between 0 and 1"):
+        assign_split("x", test_fraction=1.5)
+
+
+def _toy_first_stage() -> tuple[EvalTask, FirstStage]:
+    docs = {
+        "t1": Candidate("t1", text="alpha"),
+        "t2": Candidate("t2", text="beta"),
+        "i1": Candidate("i1", image="i1.png"),
+        "i2": Candidate("i2", image="i2.png"),
+    }
+    task = EvalTask("toy", "toy", docs, {"q": "alpha"}, {"q": {"t1": 1, "i2": 1}}, {"q": "test"})
+    # text cosines small, image cosines large: the modality gap raw merging falls for
+    first = FirstStage(["q"], ["t1", "t2"], ["i1", "i2"], np.array([[0.30, 0.10]]), np.array([[0.90, 0.80]]))
+    return task, first
+
+
+def test_fusion_pipelines_on_a_known_case() -> None:
+    _, first = _toy_first_stage()
+    order = {p: list(fusion_run(first, p, ["q"], k_text=2, k_image=2)["q"]) for p in FUSION_PIPELINES}
+    assert order["text-only"] == ["t1", "t2"]
+    assert order["image-only"] == ["i1", "i2"]
+    assert order["raw-merge"] == ["i1", "i2", "t1", "t2"]  # images win on raw scale
+    assert order["rrf"] == ["t1", "i1", "t2", "i2"]  # rank ties keep the text-first union order
+    assert order["minmax"] == ["t1", "i1", "t2", "i2"]
+    assert order["zscore"] == ["t1", "i1", "t2", "i2"]
+    with pytest.raises(ValueError, match="unknown pipeline 'magic'"):
+        fusion_run(first, "magic", ["q"])
+
+
+def test_ranking_to_run_scores_strictly_decrease() -> None:
+    run = ranking_to_run({"q": ["c", "a", "b"]})
+    assert list(run["q"]) == ["c", "a", "b"]
+    assert run["q"]["c"] > run["q"]["a"] > run["q"]["b"]
+
+
+def test_rerank_with_calibration_fixes_the_modality_gap(tmp_path: Path) -> None:
+    from mm_rerank_components.calibration import PerModalityCalibrator, PlattCalibrator
+
+    task, first = _toy_first_stage()
+    from PIL import Image
+
+    for name in ("i1", "i2"):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{name}.png")
+    task.docs["i1"] = Candidate("i1", image=str(tmp_path / "i1.png"))
+    task.docs["i2"] = Candidate("i2", image=str(tmp_path / "i2.png"))
+    scored = score_union(task, first, FirstStageScorer(), ["q"], k_text=2, k_image=2)
+    assert scored.items["q"] == [
+        ("t1", "text", 0.3),
+        ("t2", "text", 0.1),
+        ("i1", "image", 0.9),
+        ("i2", "image", 0.8),
+    ]
+    calibrator = PerModalityCalibrator({"text": PlattCalibrator(20, -4), "image": PlattCalibrator(20, -17)})
+    assert list(calibrated_run(scored, calibrator, ["q"])["q"]) == ["t1", "i1", "i2", "t2"]
+    assert list(calibrated_run(scored, None, ["q"])["q"]) == ["i1", "i2", "t1", "t2"]
+
+
+@pytest.mark.slow  # ranx compiles its numba kernels on first use
+def test_metrics_match_hand_computed_values() -> None:
+    from mm_rerank_components.eval.metrics import evaluate_run
+
+    task, first = _toy_first_stage()
+    raw = fusion_run(first, "raw-merge", ["q"], 2, 2)  # i1, i2, t1, t2; relevant: t1, i2
+    m = evaluate_run(task, raw, ["q"])
+    assert m["overall"]["recall@1"] == 0.0
+    assert m["overall"]["recall@5"] == 1.0
+    assert m["overall"]["mrr"] == 0.5
+    assert m["overall"]["hit_rate@10"] == 1.0
+    assert m["overall"]["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / (1 + 1 / np.log2(3)))
+    assert m["text"]["recall@10"] == 1.0 and m["text"]["mrr"] == pytest.approx(1 / 3)
+    assert m["image"]["mrr"] == 0.5
+    assert m["image_share@10"] == 0.5
+
+
+@pytest.mark.slow
+def test_run_evaluation_end_to_end_with_fake_scorer(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from mm_rerank_components.eval.runner import run_evaluation
+
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    out = tmp_path / "report"
+    results = run_evaluation(
+        [task],
+        HashingEmbedder(),
+        {"fake": FakeScorer(), "first-stage": FirstStageScorer()},
+        methods=("platt", "standardize"),
+        k_text=2,
+        k_image=2,
+        out_dir=out,
+    )
+    pipelines = results["tasks"]["labels"]["pipelines"]
+    assert set(FUSION_PIPELINES) <= set(pipelines)
+    assert {
+        "rerank:fake",
+        "rerank:fake+platt",
+        "rerank:first-stage+platt",
+        "rerank:first-stage+standardize",
+    } <= set(pipelines)
+    # text queries hash-match their passage: the text route finds every relevant passage (half of all)
+    assert pipelines["text-only"]["test"]["overall"]["recall@10"] == 0.5
+    for entry in pipelines.values():
+        for value in entry["test"]["overall"].values():
+            assert 0.0 <= value <= 1.0
+    assert (out / "results.json").exists() and (out / "report.md").exists()
+    written = json.loads((out / "results.json").read_text())
+    assert written["tasks"]["labels"]["targets"]["checks"]
+    report = (out / "report.md").read_text()
+    assert "| raw-merge |" in report and "Held-out test" in report
+    for png in (out / "img").glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert png.stat().st_size < 200_000
+
+
+@pytest.mark.slow
+def test_runner_main_on_user_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mm_rerank_components.eval.runner import main
+
+    data = write_corpus(tmp_path)
+    code = main(
+        [
+            "--data",
+            str(data),
+            "--scorer",
+            "fake",
+            "--calibration",
+            "platt",
+            "--embedder",
+            "hashing",
+            "--k-text",
+            "2",
+            "--k-image",
+            "2",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "labels (held-out test queries)" in out and "rerank:fake+platt" in out
+    assert (tmp_path / "r/results.json").exists()
+
+
+def test_runner_main_reports_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mm_rerank_components.eval.runner import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "doc"}\n')
+    assert main(["--data", str(bad), "--embedder", "hashing", "--out", str(tmp_path / "r")]) == 2
+    assert 'non-empty string "id"' in capsys.readouterr().err
