@@ -158,7 +158,9 @@ class VLMYesNoScorer:
             never required (pass ``"flash_attention_2"`` to use it).
         local_files_only, revision, cache_dir: passed to every ``from_pretrained``.
         trust_remote_code: off unless you pass True.
-        name: overrides the scorer name used in cache keys and reports.
+        name: overrides the scorer name used in cache keys and reports. Set it when passing a ready
+            ``model=`` (a merged fine-tune keeps its base model's name in its config), so cached scores
+            of the fine-tune and its base are told apart.
 
     Example:
         >>> scorer = VLMYesNoScorer("Qwen/Qwen2-VL-2B-Instruct", dtype="bfloat16")  # doctest: +SKIP
