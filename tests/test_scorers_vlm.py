@@ -98,9 +98,12 @@ def build_tiny_qwen2vl(folder: Path) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(config)
-    # Random init leaves logits near zero; widen the output layer so scores spread over (0, 1).
+    # Random init gives yes/no logits that barely move; make the two rows opposite and larger so the
+    # scores spread over (0, 1) and a mix-up between candidates shows.
     with torch.no_grad():
-        model.lm_head.weight.mul_(40.0)
+        yes, no = vocab["yes"], vocab["no"]
+        model.lm_head.weight[yes] = torch.randn(32) * 0.5
+        model.lm_head.weight[no] = -model.lm_head.weight[yes]
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
@@ -223,7 +226,7 @@ def test_scores_are_probabilities_of_yes_against_no(scorer: VLMYesNoScorer) -> N
     scores = scorer.score(query, candidates)
     assert len(scores) == len(candidates)
     assert all(0.0 < s < 1.0 and math.isfinite(s) for s in scores)
-    assert max(scores) - min(scores) > 1e-3  # the scores depend on the candidate
+    assert max(scores) - min(scores) > 0.05  # the scores depend on the candidate
     # The same number straight from the model, one unpadded pair at a time.
     for i in (0, 6, 11):
         text, images = scorer.build_prompt(query, candidates[i])
@@ -234,6 +237,7 @@ def test_scores_are_probabilities_of_yes_against_no(scorer: VLMYesNoScorer) -> N
         assert scores[i] == pytest.approx(float(pair[0]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_batch_invariance_and_order(scorer: VLMYesNoScorer, tiny_path: Path) -> None:
     query = Query("red fox in the snow")
     candidates = mixed_candidates()
@@ -289,3 +293,29 @@ def test_reranker_uses_scores_as_probabilities(scorer: VLMYesNoScorer) -> None:
 
 def test_empty_candidates(scorer: VLMYesNoScorer) -> None:
     assert scorer.score(Query("fox"), []) == []
+
+
+class _WrappedProcessor:
+    """An AutoProcessor-shaped object (``tokenizer`` + ``__call__(text=, images=)``) for the generic path."""
+
+    def __init__(self, scorer: VLMYesNoScorer) -> None:
+        self.tokenizer = scorer._inputs.tokenizer
+        self._inner = scorer._inputs
+        self.calls = 0
+
+    def __call__(self, text: list[str], images: list[Image.Image] | None = None, **kwargs: object) -> dict:
+        assert kwargs == {"padding": True, "return_tensors": "pt"}
+        self.calls += 1
+        return self._inner.encode(text, images or [])
+
+
+def test_ready_model_and_processor_path(scorer: VLMYesNoScorer) -> None:
+    processor = _WrappedProcessor(scorer)
+    generic = VLMYesNoScorer(model=scorer.model, processor=processor, device="cpu", name="generic")
+    assert generic.name == "generic"
+    query, candidates = Query("red fox"), mixed_candidates()
+    for a, b in zip(generic.score(query, candidates), scorer.score(query, candidates), strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert processor.calls == 2  # 12 candidates in micro-batches of 8
+    with pytest.raises(ValueError, match="also pass processor="):
+        VLMYesNoScorer(model=scorer.model, device="cpu")
