@@ -306,12 +306,15 @@ class ChromaMultiCollectionRetriever:
         return str(legacy) if legacy in _SPACES else "l2"
 
     def warm_up(self) -> None:
-        """Connect, open both collections and load the embedding models now rather than on the first
-        query (embedding functions with a ``load()`` method are asked to load)."""
-        for ef in {id(e): e for e in (self.text_embedding_function, self.image_embedding_function)}.values():
-            load = getattr(ef, "load", None)
-            if callable(load):
-                load()
+        """Connect, open both collections and run each embedding function once on a tiny input, so models
+        load now rather than on the first query."""
+        import numpy as np
+
+        if self.text_collection_name is not None:
+            self.embed_texts(["warm up"], kind="text", query=True)
+        if self.image_collection_name is not None:
+            self.embed_texts(["warm up"], kind="image", query=True)
+            self.embed_images([np.full((32, 32, 3), 127, dtype=np.uint8)], query=True)
         for kind, name in (("text", self.text_collection_name), ("image", self.image_collection_name)):
             if name is not None:
                 self._collection(kind, create=False)
@@ -559,22 +562,33 @@ class ChromaMultiCollectionRetriever:
         text = query.text if query.text is not None and query.text.strip() else None
         image = load_image(query.image, self.image_options) if query.image is not None else None
         image_vector: list[float] | None = None
+        text_vector: list[float] | None = None
         if image is not None and (self.image_collection_name is not None or self.image_query_searches_text):
             image_vector = self.embed_images([image], query=True)[0]
 
         if self.text_collection_name is not None and k_text > 0:
             if text is not None:
-                vector = self.embed_texts([text], kind="text", query=True)[0]
-                routes.append(self._search("text", vector, k_text, where, "text"))
+                text_vector = self.embed_texts([text], kind="text", query=True)[0]
+                routes.append(self._search("text", text_vector, k_text, where, "text"))
             if image_vector is not None and self.image_query_searches_text:
                 routes.append(self._search("text", image_vector, k_text, where, "image"))
         if self.image_collection_name is not None and k_image > 0:
             if text is not None:
-                vector = self.embed_texts([text], kind="image", query=True)[0]
-                routes.append(self._search("image", vector, k_image, where, "text"))
+                if text_vector is None or not self._shared_text_encoder():
+                    text_vector = self.embed_texts([text], kind="image", query=True)[0]
+                routes.append(self._search("image", text_vector, k_image, where, "text"))
             if image_vector is not None:
                 routes.append(self._search("image", image_vector, k_image, where, "image"))
         return _merge(routes)
+
+    def _shared_text_encoder(self) -> bool:
+        """Whether both embedding functions embed text identically, so a query text is embedded once:
+        the same object, or (the starter functions) two functions over one ``models`` instance."""
+        a, b = self.text_embedding_function, self.image_embedding_function
+        if a is b:
+            return True
+        models = getattr(a, "models", None)
+        return models is not None and models is getattr(b, "models", None)
 
     def _search(
         self, kind: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None, part: str
@@ -771,4 +785,7 @@ def _starter_embedding_functions() -> tuple[Any, Any]:
             'pip install "mm-rerank-components[starter]" (or pass text_embedding_function= and '
             f"image_embedding_function=): {exc}"
         ) from exc
-    return StarterTextEmbeddingFunction(), StarterImageEmbeddingFunction()
+    from mm_rerank_components.starter.models import StarterModels
+
+    models = StarterModels()  # one instance: both functions embed text with the same MiniLM
+    return StarterTextEmbeddingFunction(models=models), StarterImageEmbeddingFunction(models=models)
