@@ -143,6 +143,7 @@ def build_model(
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=shape is SHAPE_2B,  # Qwen2-VL-2B ties its LM head to the embeddings
     )
     torch.manual_seed(0)
     previous = torch.get_default_dtype()

@@ -148,8 +148,8 @@ class VLMYesNoScorer:
         tokenizer, image_processor: ready Qwen-VL tokenizer and image processor.
         prompt: a :class:`VLMPrompt` or a preset name from :data:`PROMPT_PRESETS`.
         device: ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"`` or None/``"auto"`` (CUDA, else MPS, else CPU).
-        dtype: ``"auto"`` (bf16 on CUDA, fp16 on MPS, fp32 on CPU), ``"float32"``, ``"bfloat16"``,
-            ``"float16"`` or a ``torch.dtype``.
+        dtype: ``"auto"`` (bf16 on CUDA, fp32 on MPS and CPU), ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or a ``torch.dtype``. With a ready ``model=``, "auto" keeps its dtype.
         batch_size: pairs per forward pass.
         max_pixels: pixel budget per image; larger images are downscaled (aspect kept) before the
             processor sees them. 448*448 gives 256 visual tokens on Qwen2-VL.
@@ -221,7 +221,9 @@ class VLMYesNoScorer:
         )
         if model is None:
             assert ref is not None
-            self.dtype = resolve_dtype(dtype, self.device)
+            # Qwen-family LMs are known to overflow in fp16, which "auto" picks on MPS; stay in fp32 there.
+            auto_mps = dtype in (None, "auto") and self.device.type == "mps"
+            self.dtype = self.torch.float32 if auto_mps else resolve_dtype(dtype, self.device)
             model = _load_model(transformers, ref, common, self.dtype, attn_implementation, local_files_only)
         else:
             self.dtype = (
