@@ -114,6 +114,7 @@ class CLIPScorer:
             trust_remote_code=trust_remote_code,
             cache_dir=cache_dir,
         )
+        ready_model = model is not None
         try:
             if model is None:
                 assert ref is not None
@@ -134,6 +135,8 @@ class CLIPScorer:
                     f"{model_id(ref, model)} ({type(model).__name__}) is not a dual encoder: it has no "
                     f"{method}(); use a CLIP or SigLIP checkpoint"
                 )
+        if ready_model and dtype in (None, "auto"):
+            self.dtype = next(model.parameters()).dtype  # a ready model keeps its dtype under "auto"
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor

@@ -106,6 +106,7 @@ class CrossEncoderScorer:
             cache_dir=cache_dir,
         )
         self.dtype = resolve_dtype(dtype, self.device)
+        ready_model = model is not None
         try:
             if model is None:
                 assert ref is not None
@@ -124,6 +125,8 @@ class CrossEncoderScorer:
                 f"{model_id(ref, model)} has {num_labels}"
             )
         self.num_labels = num_labels
+        if ready_model and dtype in (None, "auto"):
+            self.dtype = next(model.parameters()).dtype  # a ready model keeps its dtype under "auto"
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         settings = {"activation": activation, "max_length": max_length, "dtype": str(self.dtype)}
