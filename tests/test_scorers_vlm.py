@@ -319,3 +319,23 @@ def test_ready_model_and_processor_path(scorer: VLMYesNoScorer) -> None:
     assert processor.calls == 2  # 12 candidates in micro-batches of 8
     with pytest.raises(ValueError, match="also pass processor="):
         VLMYesNoScorer(model=scorer.model, device="cpu")
+
+
+def test_chat_template_kept_beside_the_processor(tiny_path: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "processor-template"
+    shutil.copytree(tiny_path, folder)
+    (folder / "chat_template.jinja").unlink()
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("chat_template", None)
+    config_path.write_text(json.dumps(config))
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    scorer = VLMYesNoScorer(folder, local_files_only=True, device="cpu", dtype="float32")
+    text, _ = scorer.build_prompt(Query("fox"), Candidate("t", text="den"))
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    (folder / "chat_template.json").unlink()
+    with pytest.raises(ValueError, match="has no chat template"):
+        VLMYesNoScorer(folder, local_files_only=True, device="cpu", dtype="float32")
