@@ -186,3 +186,9 @@ def test_wrong_number_of_scores_is_an_error() -> None:
     scorer = JinaRerankerM0Scorer(model=_WrongCount())
     with pytest.raises(ValueError, match="returned 1 scores for 2 text pairs"):
         scorer.score(Query("fox"), [Candidate("a", text="x"), Candidate("b", text="y")])
+
+
+def test_raw_logits_are_not_called_probabilities(scorer: JinaRerankerM0Scorer) -> None:
+    raw = JinaRerankerM0Scorer(model=_WrongCount(), compute_kwargs={"normalize_scores": False})
+    assert raw.outputs_probabilities is False
+    assert scorer.outputs_probabilities is True

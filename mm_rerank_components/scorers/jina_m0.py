@@ -50,7 +50,8 @@ class JinaRerankerM0Scorer:
     and the scorer logs that once.
 
     The published model's ``compute_score`` returns sigmoid-normalised relevance in ``[0, 1]``, so
-    ``outputs_probabilities`` is True; the reranker rejects scores outside ``[0, 1]``.
+    ``outputs_probabilities`` is True (False when ``compute_kwargs={"normalize_scores": False}`` asks for
+    raw logits, which then need a calibrator); the reranker rejects probabilities outside ``[0, 1]``.
 
     Args:
         model_name_or_path: a Hugging Face id (default ``"jinaai/jina-reranker-m0"``) or a local folder.
@@ -103,6 +104,8 @@ class JinaRerankerM0Scorer:
         self.batch_size = batch_size
         self.max_length = max_length
         self.compute_kwargs = dict(compute_kwargs or {})
+        # compute_kwargs={"normalize_scores": False} asks the model for raw logits: calibrate those.
+        self.outputs_probabilities = self.compute_kwargs.get("normalize_scores", True) is not False
         self._warned_query = False
         self.device: Any = None
         self.dtype: Any = None
