@@ -259,3 +259,14 @@ def test_runner_main_reports_bad_data(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text('{"type": "doc"}\n')
     assert main(["--data", str(bad), "--embedder", "hashing", "--out", str(tmp_path / "r")]) == 2
     assert 'non-empty string "id"' in capsys.readouterr().err
+
+
+def test_oracle_merge_picks_the_best_split_of_the_top() -> None:
+    from mm_rerank_components.eval.pipelines import oracle_merge_run
+
+    task, first = _toy_first_stage()
+    task.qrels["q"] = {"t1": 1, "t2": 1}
+    assert list(oracle_merge_run(first, task, ["q"], 2, 2, depth=2)["q"]) == ["t1", "t2", "i1", "i2"]
+    task.qrels["q"] = {"t1": 1, "i2": 1}
+    # every split of the top 2 holds one relevant document; the tie goes to the balanced split
+    assert list(oracle_merge_run(first, task, ["q"], 2, 2, depth=2)["q"])[:2] == ["t1", "i1"]

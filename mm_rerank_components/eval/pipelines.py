@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FUSION_PIPELINES",
+    "ORACLE_PIPELINE",
     "RRF_K",
     "FirstStage",
     "FirstStageScorer",
@@ -40,6 +41,7 @@ __all__ = [
     "compute_first_stage",
     "fit_on_dev",
     "fusion_run",
+    "oracle_merge_run",
     "ranking_to_run",
     "score_union",
 ]
@@ -288,3 +290,37 @@ class FirstStageScorer:
                 raise ValueError(f"candidate {c.id!r} has no retrieval_score; FirstStageScorer needs one")
             out.append(float(c.retrieval_score))
         return out
+
+
+ORACLE_PIPELINE = "oracle-merge (upper bound)"
+
+
+def oracle_merge_run(
+    first: FirstStage,
+    task: EvalTask,
+    query_ids: Sequence[str],
+    k_text: int = 16,
+    k_image: int = 16,
+    depth: int = 10,
+) -> Run:
+    """The best any merge of the two route lists could do at ``depth``, found by peeking at the labels.
+
+    For each query it keeps both routes' orders and picks how many of the top ``depth`` come from each
+    route so that the most relevant documents land there. It is a *reference*, not a pipeline: it
+    shows how much of the remaining gap is the merge's fault and how much the routes' (a relevant
+    document neither route returned cannot be merged in).
+    """
+    ranking: dict[str, list[str]] = {}
+    for qid in query_ids:
+        text = [d for d, _ in first.hits(qid, "text", k_text)]
+        image = [d for d, _ in first.hits(qid, "image", k_image)]
+        relevant = task.qrels[qid]
+
+        gains = [
+            sum(1 for d in text[:n] + image[: depth - n] if relevant.get(d, 0) > 0) for n in range(depth + 1)
+        ]
+        best = max(range(depth + 1), key=lambda n: (gains[n], -abs(n - depth // 2)))
+        head = text[:best] + image[: depth - best]
+        tail = [d for d in text[best:] + image[depth - best :] if d not in head]
+        ranking[qid] = head + tail
+    return ranking_to_run(ranking)

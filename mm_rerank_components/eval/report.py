@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["plot_recall", "plot_score_distributions", "write_json", "write_markdown"]
 
-_FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b"}
+_FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b", "reference": "#333333"}
 
 
 def _plt() -> Any:
@@ -32,6 +32,8 @@ def family(pipeline: str) -> str:
     """``"route"`` (one route), ``"fusion"`` (label-free merges) or ``"rerank"``."""
     if pipeline in ("text-only", "image-only"):
         return "route"
+    if "upper bound" in pipeline:
+        return "reference"
     return "rerank" if pipeline.startswith("rerank:") else "fusion"
 
 
@@ -65,11 +67,11 @@ def plot_recall(
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _FAMILY_COLORS.values()]
     ax.legend(
         handles,
-        ["single route", "label-free merge", "two-stage rerank"],
+        ["single route", "label-free merge", "two-stage rerank", "upper bound (uses labels)"],
         fontsize=7,
         loc="lower left",
         bbox_to_anchor=(0.0, 1.0),
-        ncols=3,
+        ncols=4,
         frameon=False,
     )
     fig.savefig(path, dpi=80)

@@ -34,11 +34,13 @@ from mm_rerank_components.eval.embeddings import Embedder
 from mm_rerank_components.eval.metrics import evaluate_run
 from mm_rerank_components.eval.pipelines import (
     FUSION_PIPELINES,
+    ORACLE_PIPELINE,
     FirstStageScorer,
     ScoredUnion,
     calibrated_run,
     compute_first_stage,
     fusion_run,
+    oracle_merge_run,
     score_union,
 )
 from mm_rerank_components.eval.tasks import EvalTask
@@ -196,6 +198,7 @@ def run_evaluation(
                     "ece_dev": _ece_by_modality(calibrator, scored, task, dev),
                     "test_pairs": test_pairs,
                 }
+        runs_all[ORACLE_PIPELINE] = oracle_merge_run(first, task, dev + test, k_text, k_image)
         for name, run in runs_all.items():
             entry["pipelines"][name] = {
                 "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),
