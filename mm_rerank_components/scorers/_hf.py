@@ -208,13 +208,21 @@ def load_error(what: str, ref: str, exc: Exception, local_files_only: bool) -> V
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device, float_dtype: torch.dtype) -> dict[str, Any]:
-    """Move a processor's output to ``device``; floating tensors (pixel values) take the model dtype."""
+    """Move a processor's output to ``device``; floating tensors (pixel values) take the model dtype.
+
+    To a CUDA device, CPU tensors go through pinned memory without blocking, so the host keeps preparing
+    the next batch while the GPU still runs the previous one (a plain copy would wait for it).
+    """
+    to_cuda = device.type == "cuda"
     out: dict[str, Any] = {}
     for key, value in batch.items():
         if hasattr(value, "to") and hasattr(value, "is_floating_point"):
-            value = (
-                value.to(device=device, dtype=float_dtype) if value.is_floating_point() else value.to(device)
-            )
+            if to_cuda and value.device.type == "cpu":
+                value = value.pin_memory().to(device, non_blocking=True)
+            else:
+                value = value.to(device)
+            if value.is_floating_point() and value.dtype != float_dtype:
+                value = value.to(float_dtype)
         out[key] = value
     return out
 
