@@ -339,3 +339,20 @@ def test_chat_template_kept_beside_the_processor(tiny_path: Path, tmp_path: Path
     (folder / "chat_template.json").unlink()
     with pytest.raises(ValueError, match="has no chat template"):
         VLMYesNoScorer(folder, local_files_only=True, device="cpu", dtype="float32")
+
+
+@pytest.mark.parametrize("bounds", [(28 * 28, 112 * 112), (56 * 56, 28 * 28 * 1280)])
+def test_qwen_pixels_match_the_image_processor(bounds: tuple[int, int]) -> None:
+    from mm_rerank_components.scorers.vlm import QwenPixels
+
+    processor = transformers.Qwen2VLImageProcessor(min_pixels=bounds[0], max_pixels=bounds[1])
+    assert QwenPixels.supports(processor)
+    pixels = QwenPixels(processor)
+    assert (pixels.min_pixels, pixels.max_pixels) == bounds
+    sizes = [(56, 56), (100, 60), (30, 90), (140, 140), (28, 28), (448, 448), (333, 211), (20, 500)]
+    images = [_image(w, h, i) for i, (w, h) in enumerate(sizes)]
+    ours, grid = pixels(images, torch.device("cpu"))
+    theirs = processor(images=images, return_tensors="pt")
+    assert grid.tolist() == theirs["image_grid_thw"].tolist()
+    assert ours.shape == theirs["pixel_values"].shape
+    assert torch.allclose(ours, theirs["pixel_values"].float(), atol=1e-5)

@@ -235,7 +235,7 @@ class VLMYesNoScorer:
         self._inputs = _build_inputs(
             transformers, self.model, ref, common, processor, tokenizer, image_processor, local_files_only
         )
-        if isinstance(self._inputs, _QwenVLInputs) and self.device.type == "cuda":
+        if isinstance(self._inputs, _QwenVLInputs):
             self._inputs.pixel_device = self.device
         tok = self._inputs.tokenizer
         self.positive_ids = [label_token_id(tok, label) for label in prompt.positive_labels]
@@ -463,9 +463,9 @@ class _QwenVLInputs:
         self.image_token_id = int(image_token_id)
         self.merge_size = int(getattr(image_processor, "merge_size", 2))
         self.wants_token_types = wants_token_types
-        # Where a torchvision-backed ("fast") image processor should resize and normalise: the GPU, when
-        # the scorer runs on one. The PIL/numpy processors always work on the CPU.
+        # Where pixels are normalised and cut into patches: the scorer's device (set by the scorer).
         self.pixel_device: Any = None
+        self._pixels = QwenPixels(image_processor) if QwenPixels.supports(image_processor) else None
         self._on_torch = any(
             cls.__name__ in ("TorchvisionBackend", "BaseImageProcessorFast")
             for cls in type(image_processor).__mro__
@@ -478,13 +478,16 @@ class _QwenVLInputs:
     def encode(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if images:
-            kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
-            if self.pixel_device is not None and self._on_torch:
-                kwargs["device"] = str(self.pixel_device)
-            vision = self.image_processor(**kwargs)
-            out["pixel_values"] = vision["pixel_values"]
-            out["image_grid_thw"] = vision["image_grid_thw"]
-            counts = iter([int(g.prod()) // self.merge_size**2 for g in vision["image_grid_thw"]])
+            if self._pixels is not None:
+                out["pixel_values"], out["image_grid_thw"] = self._pixels(images, self.pixel_device)
+            else:
+                kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
+                if self.pixel_device is not None and self.pixel_device.type == "cuda" and self._on_torch:
+                    kwargs["device"] = str(self.pixel_device)
+                vision = self.image_processor(**kwargs)
+                out["pixel_values"] = vision["pixel_values"]
+                out["image_grid_thw"] = vision["image_grid_thw"]
+            counts = iter([int(g.prod()) // self.merge_size**2 for g in out["image_grid_thw"]])
             texts = [self._expand(text, counts) for text in texts]
             if next(counts, None) is not None:
                 raise ValueError("more images than image placeholders in the prompts")
@@ -504,6 +507,109 @@ class _QwenVLInputs:
                 raise ValueError("more image placeholders in the prompts than images")
             out.append(self.image_token * n + piece)
         return "".join(out)
+
+
+class QwenPixels:
+    """Qwen2-VL image preprocessing in torch, on the scorer's device.
+
+    Same steps and numbers as ``Qwen2VLImageProcessor``: a PIL resize to the processor's ``smart_resize``
+    size (sides multiples of ``patch_size * merge_size``, pixel count within its bounds), rescale,
+    normalise, then patches of ``channels x temporal_patch_size x patch x patch`` in merge-window order.
+    Doing it here keeps the CPU work per image to one resize and a uint8 copy, with or without
+    torchvision, and on a GPU the arithmetic runs there. The tests check it against the processor.
+
+    Example:
+        >>> pixels, grid = QwenPixels(image_processor)([pil_image], torch.device("cpu"))  # doctest: +SKIP
+    """
+
+    CLASSES = frozenset({"Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil", "Qwen2VLImageProcessorFast"})
+
+    @classmethod
+    def supports(cls, image_processor: Any) -> bool:
+        return type(image_processor).__name__ in cls.CLASSES
+
+    def __init__(self, image_processor: Any) -> None:
+        import torch
+
+        self.torch = torch
+        ip = image_processor
+        self.patch = int(ip.patch_size)
+        self.temporal = int(ip.temporal_patch_size)
+        self.merge = int(ip.merge_size)
+        self.min_pixels, self.max_pixels = _pixel_bounds(ip)
+        self.do_resize = bool(getattr(ip, "do_resize", True))
+        self.resample = int(getattr(ip, "resample", 3) or 3)
+        self.scale = float(ip.rescale_factor) if getattr(ip, "do_rescale", True) else 1.0
+        normalise = getattr(ip, "do_normalize", True)
+        mean = list(ip.image_mean) if normalise else [0.0, 0.0, 0.0]
+        std = list(ip.image_std) if normalise else [1.0, 1.0, 1.0]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after Qwen2-VL's ``smart_resize``."""
+        factor = self.patch * self.merge
+        if max(height, width) / min(height, width) > 200:
+            raise ValueError(
+                f"image aspect ratio {max(height, width) / min(height, width):.0f} is above 200, which "
+                "Qwen2-VL cannot read; crop it first"
+            )
+        h_bar = max(factor, round(height / factor) * factor)
+        w_bar = max(factor, round(width / factor) * factor)
+        if h_bar * w_bar > self.max_pixels:
+            beta = math.sqrt((height * width) / self.max_pixels)
+            h_bar = max(factor, math.floor(height / beta / factor) * factor)
+            w_bar = max(factor, math.floor(width / beta / factor) * factor)
+        elif h_bar * w_bar < self.min_pixels:
+            beta = math.sqrt(self.min_pixels / (height * width))
+            h_bar = math.ceil(height * beta / factor) * factor
+            w_bar = math.ceil(width * beta / factor) * factor
+        return w_bar, h_bar
+
+    def __call__(self, images: Sequence[Any], device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+
+        torch = self.torch
+        device = device if device is not None else torch.device("cpu")
+        mean, std = self.mean.to(device), self.std.to(device)
+        rows, grids = [], []
+        for image in images:
+            if self.do_resize:
+                size = self.target_size(*image.size)
+                if size != image.size:
+                    image = image.resize(size, resample=self.resample)
+            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+            if device.type == "cuda":
+                pixels = pixels.pin_memory().to(device, non_blocking=True)
+            else:
+                pixels = pixels.to(device)
+            x = (pixels.permute(2, 0, 1).float() * self.scale - mean) / std
+            channels, height, width = x.shape
+            gh, gw, m, p = height // self.patch, width // self.patch, self.merge, self.patch
+            x = x.reshape(channels, gh // m, m, p, gw // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
+            x = x.unsqueeze(5).expand(*x.shape[:5], self.temporal, p, p)
+            rows.append(x.reshape(gh * gw, channels * self.temporal * p * p))
+            grids.append([1, gh, gw])
+        return torch.cat(rows), torch.tensor(grids, dtype=torch.long)
+
+
+def _pixel_bounds(image_processor: Any) -> tuple[int, int]:
+    """(min_pixels, max_pixels) across transformers versions' ways of storing them."""
+    size = getattr(image_processor, "size", None)
+
+    def pick(*names: str) -> int | None:
+        for name in names:
+            value = size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+            if value:
+                return int(value)
+            value = getattr(image_processor, name, None)
+            if isinstance(value, int) and value:
+                return value
+        return None
+
+    return pick("shortest_edge", "min_pixels") or 56 * 56, pick(
+        "longest_edge", "max_pixels"
+    ) or 28 * 28 * 1280
 
 
 class _ProcessorInputs:
