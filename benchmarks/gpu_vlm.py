@@ -261,6 +261,7 @@ def main() -> None:
         default=None,
         help="comma-separated micro-batch sizes to try (default: 8,16,32,50 on GPU, 16 on CPU)",
     )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -271,8 +272,8 @@ def main() -> None:
         raise SystemExit("--mode gpu-2b needs CUDA; use --cpu-tiny here")
     device = torch.device("cuda" if mode == "gpu-2b" else "cpu")
     dtype = torch.bfloat16 if mode == "gpu-2b" else torch.float32
-    if mode == "cpu-tiny":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # a shared CPU is steadier with fewer OpenMP threads
 
     tokenizer = build_tokenizer()
     model = build_model(SHAPE_2B if mode == "gpu-2b" else SHAPE_TINY, tokenizer, device, dtype)
