@@ -57,13 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=Path(".cache/gcompris_explore"))
     parser.add_argument("--embedder", choices=("starter", "hashing"), default="starter")
-    parser.add_argument("--scorer", choices=("starter", "fake"), default="starter")
+    parser.add_argument(
+        "--scorer",
+        choices=("starter", "starter-1view", "fake", "none"),
+        default="starter",
+        help="starter: StarterScorer() as in the quickstart; starter-1view: n_views=1; none: first stage only",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--k", type=int, default=16, help="hits per collection (default 16: 32 candidates)")
     parser.add_argument(
         "--images", choices=("preview", "original"), default="preview", help="what the reranker decodes"
     )
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N text and N image queries")
+    parser.add_argument(
+        "--limit", type=int, default=24, help="N text and N image queries, spread over the sample (0 = all)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/retrieval.json"))
     args = parser.parse_args(argv)
 
@@ -79,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.embedder == "hashing":
         ef = HashingEmbeddingFunction()
         kwargs = {"text_embedding_function": ef, "image_embedding_function": ef}
+    reranker: MultimodalReranker | None = None
     if args.scorer == "fake":
         from mm_rerank_components.scorers.fake import FakeScorer
 
         reranker = MultimodalReranker(FakeScorer())
-    else:
+    elif args.scorer.startswith("starter"):
         from mm_rerank_components.scorers.starter import StarterScorer
 
-        reranker = MultimodalReranker(StarterScorer())
+        reranker = MultimodalReranker(StarterScorer(n_views=1 if args.scorer == "starter-1view" else 5))
 
     with tempfile.TemporaryDirectory(prefix="mm-rerank-bench-") as tmp:
         retriever = ChromaMultiCollectionRetriever(
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         retriever.create_collections()
         retriever.warm_up()
-        load = getattr(reranker.scorer, "load", None)
+        load = getattr(getattr(reranker, "scorer", None), "load", None)
         if callable(load):
             load()
         load_s = time.perf_counter() - t
@@ -116,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         text_queries = [Query(text=q) for q in titles + questions]
         image_queries = [Query(image=r.path) for r in scan.images]
         if args.limit:
-            text_queries, image_queries = text_queries[: args.limit], image_queries[: args.limit]
+            text_queries = text_queries[:: max(1, len(text_queries) // args.limit)][: args.limit]
+            image_queries = image_queries[:: max(1, len(image_queries) // args.limit)][: args.limit]
 
         # warm-up: first queries pay for lazy initialisation (HNSW load, kernels), not measured
         for query in text_queries[:3] + image_queries[:2]:
-            reranker.rerank(query, retriever.retrieve(query))
+            candidates = retriever.retrieve(query)
+            if reranker is not None:
+                reranker.rerank(query, candidates)
 
         results: dict[str, Any] = {}
         for name, queries in (("text", text_queries), ("image", image_queries)):
@@ -129,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 candidates = retriever.retrieve(query)
                 t1 = time.perf_counter()
-                reranker.rerank(query, candidates)
+                if reranker is not None:
+                    reranker.rerank(query, candidates)
                 t2 = time.perf_counter()
                 first.append((t1 - t0) * 1000)
                 rerank.append((t2 - t1) * 1000)
