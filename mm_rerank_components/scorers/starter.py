@@ -1,0 +1,244 @@
+"""``StarterScorer``: a second stage built from the offline starter models, more careful than the first.
+
+The first stage (the Chroma route, :mod:`mm_rerank_components.starter.chroma`) compares the query with
+one cheap embedding per item: MiniLM for texts, ConSE over one letterboxed view for images. The scorer
+spends more compute per candidate, which is affordable on a few dozen candidates:
+
+* images: class probabilities averaged over several views (the whole image, zoomed crops, a mirror
+  image), then ConSE over an ensemble of class prompts (the synonyms, and the synonyms with the WordNet
+  gloss), so one bad prompt or one bad crop weighs less;
+* texts: the whole passage (MiniLM truncates at 256 tokens) *and* its best-matching window of a few
+  sentences, so a long passage with one relevant paragraph is not diluted;
+* text+image candidates: caption evidence and image evidence, mixed by ``caption_weight``;
+* image queries (``Query.image``) are embedded the same way as image candidates; a text+image query
+  averages its text and image embeddings.
+
+Raw scores are cosines in ``[-1, 1]`` (``outputs_probabilities=False``). The reranker turns them into
+probabilities with :meth:`StarterScorer.default_calibrator` (a calibration fitted on labelled data and
+shipped as ``starter/data/starter_calibration.json``) when the user passes no calibrator.
+
+Example:
+    >>> from mm_rerank_components import MultimodalReranker
+    >>> from mm_rerank_components.scorers.starter import StarterScorer
+    >>> reranker = MultimodalReranker(StarterScorer())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mm_rerank_components.scorers.base import ALL_MODALITIES
+from mm_rerank_components.starter.classes import PROMPT_STYLES, PromptStyle
+from mm_rerank_components.starter.conse import conse
+from mm_rerank_components.starter.models import StarterModels
+from mm_rerank_components.types import Candidate, Modality, Query
+
+if TYPE_CHECKING:
+    from mm_rerank_components.calibration import Calibrator
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "starter_calibration.json"
+DEFAULT_PROMPT_STYLES: tuple[PromptStyle, ...] = ("synonyms", "synonyms+definition")
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+
+
+def split_windows(text: str, sentences_per_window: int = 3, max_windows: int = 16) -> list[str]:
+    """Overlapping windows of ``sentences_per_window`` sentences (stride 1, or wider for long texts).
+
+    Returns ``[]`` when the text has no more sentences than one window (the whole text then suffices).
+
+    Example:
+        >>> split_windows("A. B. C. D.", sentences_per_window=2)
+        ['A. B.', 'B. C.', 'C. D.']
+    """
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    if len(sentences) <= sentences_per_window:
+        return []
+    starts = list(range(0, len(sentences) - sentences_per_window + 1))
+    if len(starts) > max_windows:
+        step = len(starts) / max_windows
+        starts = sorted({int(i * step) for i in range(max_windows)} | {starts[-1]})
+    return [" ".join(sentences[i : i + sentences_per_window]) for i in starts]
+
+
+class StarterScorer:
+    """Rerank text, image and text+image candidates with the offline starter models.
+
+    Args:
+        models: a ready :class:`~mm_rerank_components.starter.StarterModels` (its device and batch sizes
+            are used; its ``n_views``/``top_k``/``prompt_style`` are not: the scorer has its own below).
+            Default: a new one on ``device`` (weights are shared with any other instance on that device).
+        device: torch device when ``models`` is not given.
+        n_views: views per image whose class probabilities are averaged (1..7).
+        top_k: classes mixed by ConSE.
+        prompt_styles: class prompt styles whose text embeddings are averaged.
+        caption_weight: share of the caption in a text+image candidate's score (the rest is the image).
+        window_weight: share of the best sentence window in a long text candidate's score.
+        calibration_path: a calibration JSON for :meth:`default_calibrator`; default: the one shipped in
+            ``mm_rerank_components/starter/data/`` (if any).
+
+    Example:
+        >>> from mm_rerank_components.types import Candidate, Query
+        >>> scorer = StarterScorer()
+        >>> scorer.score(Query("a dog"), [Candidate("c", text="a puppy")])  # doctest: +SKIP
+        [0.62...]
+    """
+
+    outputs_probabilities = False
+    modalities: frozenset[Modality] = ALL_MODALITIES
+
+    def __init__(
+        self,
+        models: StarterModels | None = None,
+        device: str = "cpu",
+        n_views: int = 5,
+        top_k: int = 10,
+        prompt_styles: Sequence[PromptStyle] = DEFAULT_PROMPT_STYLES,
+        caption_weight: float = 0.5,
+        window_weight: float = 0.5,
+        calibration_path: str | Path | None = None,
+    ) -> None:
+        if not isinstance(n_views, int) or not 1 <= n_views <= 7:
+            raise ValueError(f"n_views must be an int between 1 and 7, got {n_views!r}")
+        if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
+            raise ValueError(f"top_k must be an int between 1 and 1000, got {top_k!r}")
+        styles = tuple(prompt_styles)
+        if not styles or any(s not in PROMPT_STYLES for s in styles):
+            raise ValueError(f"prompt_styles must be a non-empty subset of {PROMPT_STYLES}, got {styles!r}")
+        for label, weight in (("caption_weight", caption_weight), ("window_weight", window_weight)):
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(f"{label} must be between 0 and 1, got {weight!r}")
+        self.models = models if models is not None else StarterModels(device=device)
+        self.n_views = n_views
+        self.top_k = top_k
+        self.prompt_styles = styles
+        self.caption_weight = float(caption_weight)
+        self.window_weight = float(window_weight)
+        self.calibration_path = Path(calibration_path) if calibration_path is not None else None
+        self._lock = threading.Lock()
+        self._class_matrix: np.ndarray | None = None
+        self.name = (
+            f"starter:v{n_views}:k{top_k}:{'+'.join(styles)}:c{self.caption_weight:g}:w{self.window_weight:g}"
+        )
+
+    def __repr__(self) -> str:
+        return f"StarterScorer({self.name!r}, device={self.models.device!r})"
+
+    # -- loading ------------------------------------------------------------------------------------------
+    def load(self) -> StarterScorer:
+        """Load both models and embed the class prompts now (otherwise it happens on the first call)."""
+        self._classes()
+        _ = self.models.image_classifier
+        return self
+
+    def _classes(self) -> np.ndarray:
+        if self._class_matrix is None:
+            with self._lock:
+                if self._class_matrix is None:
+                    stacked = sum(self.models.class_embeddings(s) for s in self.prompt_styles)
+                    matrix = np.asarray(stacked, dtype=np.float32)
+                    matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+                    matrix.setflags(write=False)
+                    self._class_matrix = matrix
+        return self._class_matrix
+
+    # -- embeddings ---------------------------------------------------------------------------------------
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        """The scorer's image embeddings: multi-view class probabilities, ConSE over the prompt ensemble."""
+        probs = self.models.image_probabilities(list(images), n_views=self.n_views)
+        return conse(probs, self._classes(), self.top_k)
+
+    def embed_query(self, query: Query) -> np.ndarray:
+        """A unit-length 384-d embedding of the query (text, image, or the mean of both)."""
+        parts = []
+        if query.text is not None and query.text.strip():
+            parts.append(self.models.embed_texts([query.text])[0])
+        if query.image is not None:
+            parts.append(self.embed_images([_as_pil(query.image)])[0])
+        vec = np.mean(parts, axis=0)
+        return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32)
+
+    def _text_scores(self, q: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        full = self.models.embed_texts(list(texts)) @ q
+        windows = [split_windows(t) for t in texts]
+        flat = [w for ws in windows for w in ws]
+        if not flat or self.window_weight == 0.0:
+            return full
+        sims = self.models.embed_texts(flat) @ q
+        out = full.copy()
+        pos = 0
+        for i, ws in enumerate(windows):
+            if ws:
+                best = float(sims[pos : pos + len(ws)].max())
+                out[i] = (1.0 - self.window_weight) * full[i] + self.window_weight * max(best, full[i])
+                pos += len(ws)
+        return out
+
+    # -- Scorer protocol ----------------------------------------------------------------------------------
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        if not candidates:
+            return []
+        q = self.embed_query(query)
+        scores = np.zeros(len(candidates), dtype=np.float64)
+        text_idx = [i for i, c in enumerate(candidates) if c.text is not None and c.text.strip()]
+        image_idx = [i for i, c in enumerate(candidates) if c.image is not None]
+        texts = [candidates[i].text or "" for i in text_idx]
+        text_scores = dict(zip(text_idx, self._text_scores(q, texts).tolist(), strict=True))
+        image_scores: dict[int, float] = {}
+        if image_idx:
+            images = [_as_pil(candidates[i].image) for i in image_idx]
+            image_scores = dict(zip(image_idx, (self.embed_images(images) @ q).tolist(), strict=True))
+        for i in range(len(candidates)):
+            t, im = text_scores.get(i), image_scores.get(i)
+            if t is not None and im is not None:
+                scores[i] = self.caption_weight * float(t) + (1.0 - self.caption_weight) * im
+            elif t is not None:
+                scores[i] = float(t)
+            elif im is not None:
+                scores[i] = im
+            else:  # pragma: no cover - Candidate guarantees text or image
+                raise ValueError(f"candidate {candidates[i].id!r} has neither text nor image")
+        return [float(s) for s in scores]
+
+    # -- calibration --------------------------------------------------------------------------------------
+    def default_calibrator(self) -> Calibrator | None:
+        """The shipped calibration for this scorer, or ``None`` when no calibration JSON exists.
+
+        Loaded with :func:`mm_rerank_components.calibration.load_calibrator` from ``calibration_path`` or
+        ``mm_rerank_components/starter/data/starter_calibration.json``.
+        """
+        path = self.calibration_path
+        if path is None:
+            shipped = resources.files("mm_rerank_components.starter").joinpath("data", CALIBRATION_FILE)
+            if not shipped.is_file():
+                logger.debug(
+                    "no shipped starter calibration (%s); scores stay uncalibrated", CALIBRATION_FILE
+                )
+                return None
+            path = Path(str(shipped))
+        elif not path.is_file():
+            raise FileNotFoundError(f"calibration_path {str(path)!r} does not exist")
+        from mm_rerank_components.calibration import load_calibrator
+
+        return load_calibrator(path)
+
+
+def _as_pil(image: Any) -> Any:
+    """The reranker hands scorers decoded PIL images; anything else is decoded by the core's loader."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    from mm_rerank_components.media import load_image
+
+    return load_image(image)
