@@ -150,8 +150,8 @@ def content_id(kind: str, data: bytes, *parts: str) -> str:
     """A stable record id: ``"<kind>-"`` and 32 hex digits of a BLAKE2b hash of ``data`` and ``parts``.
 
     Example:
-        >>> content_id("text", b"hello")
-        'text-...'  # doctest: +SKIP
+        >>> content_id("text", b"hello")[:5], len(content_id("text", b"hello"))
+        ('text-', 37)
     """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(kind.encode())

@@ -504,7 +504,11 @@ class ChromaMultiCollectionRetriever:
         metadatas: Sequence[Mapping[str, Any]],
         uris: Sequence[str] | None = None,
     ) -> None:
-        """Low-level upsert of ready embeddings into the ``"text"`` or ``"image"`` collection."""
+        """Low-level upsert of ready embeddings into the ``"text"`` or ``"image"`` collection.
+
+        The first write creates both collections, so a query finds an (empty) collection of the other kind.
+        """
+        self.create_collections()
         collection = self._collection(kind, create=True)
         kwargs: dict[str, Any] = {
             "ids": list(ids),
