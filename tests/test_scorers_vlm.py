@@ -356,3 +356,14 @@ def test_qwen_pixels_match_the_image_processor(bounds: tuple[int, int]) -> None:
     assert grid.tolist() == theirs["image_grid_thw"].tolist()
     assert ours.shape == theirs["pixel_values"].shape
     assert torch.allclose(ours, theirs["pixel_values"].float(), atol=1e-5)
+
+
+def test_batches_keep_kinds_apart_and_even(scorer: VLMYesNoScorer) -> None:
+    prompts = [scorer.build_prompt(Query("fox"), c) for c in mixed_candidates()]  # 5 text, 7 with an image
+    plan = scorer._plan(prompts)
+    assert sorted(i for chunk in plan for i in chunk) == list(range(len(prompts)))
+    assert [len(chunk) for chunk in plan] == [5, 7]  # batch_size 8: 5 texts, then 7 with an image
+    for chunk in plan:
+        assert len({len(prompts[i][1]) for i in chunk}) == 1
+    many = prompts[:1] * 50
+    assert [len(c) for c in VLMYesNoScorer._plan(scorer, many)] == [8, 7, 7, 7, 7, 7, 7]

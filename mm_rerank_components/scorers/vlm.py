@@ -348,9 +348,26 @@ class VLMYesNoScorer:
         return scores
 
     def _plan(self, prompts: Sequence[tuple[str, list[Any]]]) -> list[list[int]]:
-        """Micro-batches of prompt indices: grouped by image count, then by size, so batches pad little."""
-        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i][1]), _cost(prompts[i])))
-        return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        """Micro-batches of prompt indices, at most ``batch_size`` each.
+
+        Pairs with different image counts never share a batch, and within a count they are sorted by size
+        and split into near-equal consecutive chunks (50 pairs at batch size 16: 13, 13, 12, 12), so
+        batches pad little and none is a small leftover.
+        """
+        groups: dict[int, list[int]] = {}
+        for i, (_, images) in enumerate(prompts):
+            groups.setdefault(len(images), []).append(i)
+        plan: list[list[int]] = []
+        for count in sorted(groups):
+            members = sorted(groups[count], key=lambda i: _cost(prompts[i]))
+            chunks = -(-len(members) // self.batch_size)
+            base, extra = divmod(len(members), chunks)
+            start = 0
+            for k in range(chunks):
+                size = base + (1 if k < extra else 0)
+                plan.append(members[start : start + size])
+                start += size
+        return plan
 
     def _encode(self, prompts: Sequence[tuple[str, list[Any]]]) -> dict[str, Any]:
         """Tokenise and preprocess one micro-batch (left-padded) and move it to the device."""
