@@ -185,6 +185,7 @@ def scan_folder(
     files = _list_files(root, recursive, scan)
     file_set = set(files)
     extra = _read_metadata_files(files, file_set, scan)
+    image_stems = {(p.parent, p.stem) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
 
     for path in files:
         name = path.name.lower()
@@ -193,7 +194,7 @@ def scan_folder(
             continue
         if name.endswith(CAPTION_SUFFIX):
             image_stem = path.name[: -len(CAPTION_SUFFIX)]
-            if not any(path.with_name(image_stem + e) in file_set for e in _case_variants(IMAGE_EXTENSIONS)):
+            if (path.parent, image_stem) not in image_stems:
                 scan.failed.append(IngestFailure(str(path), "caption file has no picture of the same name"))
             continue
         if ext in TEXT_EXTENSIONS:
@@ -283,10 +284,6 @@ def _list_files(root: Path, recursive: bool, scan: FolderScan) -> list[Path]:
                 scan.skipped.append(IngestFailure(str(Path(dirpath) / d), "sub-folder (recursive=False)"))
             break
     return files
-
-
-def _case_variants(extensions: frozenset[str]) -> list[str]:
-    return sorted({v for e in extensions for v in (e, e.upper())})
 
 
 def _read_metadata_files(

@@ -234,3 +234,12 @@ def test_previews_can_be_switched_off(folder: Path, tmp_path: Path) -> None:
     assert all("preview" not in i["metadata"] for i in _all(r, "image").values())
     with pytest.raises(ValueError, match="preview_size must be an int >= 32 or None"):
         ingest_folder(folder, r, preview_size=0)
+
+
+def test_sidecar_caption_matches_any_extension_case(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(root / "Photo.Jpg", format="JPEG")
+    (root / "Photo.caption.txt").write_text("a mixed-case file name")
+    scan = scan_folder(root)
+    assert scan.failed == [] and [i.caption for i in scan.images] == ["a mixed-case file name"]
