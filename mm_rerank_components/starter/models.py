@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 EMBEDDING_DIM = 384
 #: Defaults measured on the Tux Paint caption-to-image task (see docs/starter_models.md).
 DEFAULT_TOP_K = 10
-DEFAULT_PROMPT_STYLE: PromptStyle = "synonyms"
+DEFAULT_PROMPT_STYLE: PromptStyle = "synonyms+definition"
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class StarterModels:
         device: torch device for both models, e.g. ``"cpu"`` or ``"cuda"``.
         top_k: how many of the classifier's top classes ConSE mixes into an image embedding.
         prompt_style: how a class is written for the text encoder (``"name"``, ``"synonyms"``,
-            ``"synonyms+definition"``); ``"synonyms"`` lists every common synonym.
+            ``"synonyms+definition"``); the default lists every common synonym and the WordNet gloss.
         n_views: views per image for :meth:`embed_images` (1 = the whole letterboxed image; more adds
             crops and a mirror image and averages the class probabilities: steadier, slower).
         text_batch_size, image_batch_size: items per forward pass.
