@@ -1,5 +1,6 @@
-"""The example scripts, run as a user runs them: subprocesses in one-shot mode on a tiny corpus built here
-(passages and generated pictures), with the real offline starter models.
+"""The example scripts on a tiny corpus built here (passages and generated pictures), with the real
+offline starter models: each example's one-shot mode as a subprocess, as a user runs it; the chat loop and
+the LLM paths in this process (``main(argv)``), so the starter weights load once for all of them.
 
 The no-LLM runs check the extractive answer and the evidence; the LLM runs point the examples at a tiny
 OpenAI-compatible server on 127.0.0.1 started by the test, to prove the framework LLM paths (LlamaIndex
@@ -8,6 +9,8 @@ query and chat engines, LangChain LCEL, both ReAct agents) really send the evide
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -96,6 +99,33 @@ def run_example(
     return result
 
 
+def run_in_process(
+    script: str,
+    corpus: dict[str, Path],
+    *args: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stdin: str = "",
+    **env: str,
+) -> str:
+    """Run ``script``'s ``main`` in this process (the starter weights load once per process), return stdout."""
+    for name in list(os.environ):
+        if name.startswith(("MM_RERANK_LLM", "OPENAI_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    spec = importlib.util.spec_from_file_location(f"example_{Path(script).stem}", EXAMPLES / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    argv = ["--db", str(corpus["db"]), "--data", str(corpus["data"]), "--top-n", "4", "--k", "4", *args]
+    capsys.readouterr()
+    assert module.main(argv) == 0
+    return capsys.readouterr().out
+
+
 def evidence_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("[")]
 
@@ -145,10 +175,13 @@ def test_web_chat_one_shot_json(corpus: dict[str, Path]) -> None:
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
 
 
-def test_chat_loop_reads_questions_until_eof(corpus: dict[str, Path]) -> None:
-    result = run_example("llamaindex_chatbot.py", corpus, stdin="What does the koala eat?\nexit\n")
-    assert "you>" in result.stdout
-    assert "eats eucalyptus leaves. [1]" in result.stdout
+def test_chat_loop_reads_questions_until_exit(
+    corpus: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdin = "What does the koala eat?\nexit\nnever asked\n"
+    out = run_in_process("llamaindex_chatbot.py", corpus, capsys=capsys, monkeypatch=monkeypatch, stdin=stdin)
+    assert out.count("you>") == 2
+    assert "eats eucalyptus leaves. [1]" in out and "never asked" not in out
 
 
 # -- with an LLM: a tiny OpenAI-compatible server on loopback ---------------------------------------------
@@ -199,10 +232,23 @@ def llm_env() -> Iterator[dict[str, str]]:
         server.server_close()
 
 
-def test_llamaindex_chatbot_with_llm(corpus: dict[str, Path], llm_env: dict[str, str]) -> None:
-    result = run_example("llamaindex_chatbot.py", corpus, "--question", "What does the koala eat?", **llm_env)
-    assert result.stdout.startswith("FAKE-LLM: koalas eat eucalyptus [1].")
-    assert "Extractive" not in result.stdout
+def test_llamaindex_chatbot_with_llm(
+    corpus: dict[str, Path],
+    llm_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = run_in_process(
+        "llamaindex_chatbot.py",
+        corpus,
+        "--question",
+        "What does the koala eat?",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+        **llm_env,
+    )
+    assert out.startswith("FAKE-LLM: koalas eat eucalyptus [1].")
+    assert "Extractive" not in out
     (request,) = FakeLLM.requests
     prompt = request["messages"][-1]["content"]
     assert "Question: What does the koala eat?" in prompt
@@ -210,19 +256,39 @@ def test_llamaindex_chatbot_with_llm(corpus: dict[str, Path], llm_env: dict[str,
     assert request["model"] == "fake-llm"
 
 
-def test_langchain_chatbot_chat_loop_with_llm(corpus: dict[str, Path], llm_env: dict[str, str]) -> None:
+def test_langchain_chatbot_chat_loop_with_llm(
+    corpus: dict[str, Path],
+    llm_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     stdin = "What does the koala eat?\nAnd the cow?\n"
-    result = run_example("langchain_chatbot.py", corpus, stdin=stdin, **llm_env)
-    assert result.stdout.count("FAKE-LLM: koalas eat eucalyptus [1].") == 2
+    out = run_in_process(
+        "langchain_chatbot.py", corpus, capsys=capsys, monkeypatch=monkeypatch, stdin=stdin, **llm_env
+    )
+    assert out.count("FAKE-LLM: koalas eat eucalyptus [1].") == 2
     assert len(FakeLLM.requests) == 2
     second = FakeLLM.requests[1]["messages"]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]  # history is kept
     assert "Question: And the cow?" in second[-1]["content"]
 
 
-def test_agents_call_the_tool_with_llm(corpus: dict[str, Path], llm_env: dict[str, str]) -> None:
-    result = run_example("agent_tool.py", corpus, "--question", "What does the koala eat?", **llm_env)
-    sections = result.stdout.split("=== ")[1:]
+def test_agents_call_the_tool_with_llm(
+    corpus: dict[str, Path],
+    llm_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = run_in_process(
+        "agent_tool.py",
+        corpus,
+        "--question",
+        "What does the koala eat?",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+        **llm_env,
+    )
+    sections = out.split("=== ")[1:]
     assert "LlamaIndex ReActAgent with fake-llm" in sections[0]
     assert "LangChain ReAct agent (AgentExecutor) with fake-llm" in sections[1]
     for section in sections:
