@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder", choices=("starter", "hashing"), default="starter")
     parser.add_argument(
         "--scorer",
-        choices=("starter", "starter-1view", "fake", "none"),
+        choices=("starter", "fake", "none"),
         default="starter",
-        help="starter: StarterScorer() as in the quickstart; starter-1view: n_views=1; none: first stage only",
+        help="starter: StarterScorer() as in the quickstart; fake: FakeScorer; none: first stage only",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--k", type=int, default=16, help="hits per collection (default 16: 32 candidates)")
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from mm_rerank_components.scorers.fake import FakeScorer
 
         reranker = MultimodalReranker(FakeScorer())
-    elif args.scorer.startswith("starter"):
+    elif args.scorer == "starter":
         from mm_rerank_components.scorers.starter import StarterScorer
 
-        reranker = MultimodalReranker(StarterScorer(n_views=1 if args.scorer == "starter-1view" else 5))
+        reranker = MultimodalReranker(StarterScorer())
 
     with tempfile.TemporaryDirectory(prefix="mm-rerank-bench-") as tmp:
         retriever = ChromaMultiCollectionRetriever(
