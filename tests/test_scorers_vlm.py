@@ -48,7 +48,6 @@ def build_tiny_qwen2vl(folder: Path) -> Path:
     """A ~0.1M-parameter Qwen2-VL with a word-level tokenizer and the Qwen chat special tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil_ip
 
     words: list[str] = []
     for preset in PROMPT_PRESETS.values():
@@ -66,7 +65,7 @@ def build_tiny_qwen2vl(folder: Path) -> Path:
         additional_special_tokens=SPECIAL[1:],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    image_processor = pil_ip.Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
+    image_processor = transformers.Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=112 * 112)
     config = Qwen2VLConfig(
         text_config={
             "vocab_size": len(vocab),
