@@ -778,7 +778,7 @@ def reliability_plot(
     ax.set_ylabel("observed relevance rate")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     hist.set_xlabel("predicted probability of relevance")
     hist.set_ylabel("pairs")

@@ -316,3 +316,19 @@ def test_image_embedding_cache_keeps_scores_and_embeds_each_image_once(tmp_path:
     again = _EmbeddingScorer()
     ImageEmbeddingCachedScorer(again, task, tmp_path / "emb")
     assert again.image_calls == 0  # read back from the disk cache
+
+
+def test_score_union_disk_cache_skips_rescoring(tmp_path: Path) -> None:
+    from mm_rerank_components.eval.pipelines import compute_first_stage
+
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    first = compute_first_stage(task, HashingEmbedder())
+    scorer = FakeScorer()
+    one = score_union(task, first, scorer, task.query_ids(), 2, 2, cache_dir=tmp_path / "c")
+    calls = scorer.calls
+    two = score_union(task, first, scorer, task.query_ids(), 2, 2, cache_dir=tmp_path / "c")
+    assert scorer.calls == calls  # read back, not rescored
+    assert two.items == {q: [tuple(x) for x in v] for q, v in one.items.items()}
+    task.queries["q-red"] = "crimson colour"  # any change in the data invalidates the cache
+    score_union(task, first, scorer, task.query_ids(), 2, 2, cache_dir=tmp_path / "c")
+    assert scorer.calls > calls

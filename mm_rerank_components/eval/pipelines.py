@@ -15,7 +15,10 @@ order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,25 +227,54 @@ def score_union(
     k_image: int = 16,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> ScoredUnion:
     """Raw scores of ``scorer`` on each query's union, through the product's :class:`MultimodalReranker`.
 
     The reranker does what it does in production (validation, image decoding, batching by modality);
-    the raw scores are kept so that several calibrations can be compared without rescoring.
+    the raw scores are kept so that several calibrations can be compared without rescoring. With
+    ``cache_dir`` they are also saved, keyed by the scorer's ``name`` and every query and candidate,
+    so a second run with the same scorer settings and data reads them back instead of rescoring.
     """
     from mm_rerank_components.reranker import MultimodalReranker
 
+    name = str(getattr(scorer, "name", type(scorer).__name__))
+    unions = {qid: first.union(qid, k_text, k_image) for qid in query_ids}
+    cache_path = None
+    if cache_dir is not None:
+        digest = hashlib.sha256(name.encode())
+        for qid, union in unions.items():
+            digest.update(f"\x00{qid}\x00{task.queries[qid]}".encode())
+            for doc_id, _route, _score in union:
+                digest.update(f"\x01{doc_id}\x01{_doc_fingerprint(task.docs[doc_id])}".encode())
+        cache_path = cache_dir / f"union-{task.name}-{digest.hexdigest()[:24]}.json"
+        if cache_path.exists():
+            payload = json.loads(cache_path.read_text(encoding="utf-8"))
+            return ScoredUnion(name, {q: [(d, m, float(s)) for d, m, s in v] for q, v in payload.items()})
     reranker = MultimodalReranker(scorer, calibrator=SigmoidCalibrator(), batch_size=batch_size)
     items: dict[str, list[tuple[str, Modality, float]]] = {}
     for n, qid in enumerate(query_ids, start=1):
-        union = first.union(qid, k_text, k_image)
+        union = unions[qid]
         candidates = [_with_route(task.docs[d], route, s) for d, route, s in union]
         ranked = reranker.rerank(Query(text=task.queries[qid]), candidates)
         by_index = {r.index: r for r in ranked}
         items[qid] = [(c.id, c.modality, by_index[i].raw_score) for i, c in enumerate(candidates)]
         if progress is not None:
             progress(n, len(query_ids))
-    return ScoredUnion(getattr(scorer, "name", type(scorer).__name__), items)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps(items), encoding="utf-8")
+    return ScoredUnion(name, items)
+
+
+def _doc_fingerprint(candidate: Candidate) -> str:
+    image = candidate.image
+    if isinstance(image, str) and os.path.exists(image):
+        stat = os.stat(image)
+        image_key = f"{image}:{stat.st_size}:{stat.st_mtime_ns}"
+    else:
+        image_key = repr(type(image)) if image is not None else ""
+    return f"{candidate.text or ''}|{image_key}"
 
 
 def _with_route(candidate: Candidate, route: str, score: float) -> Candidate:

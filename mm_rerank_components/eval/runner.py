@@ -176,7 +176,7 @@ def run_evaluation(
                 _say(
                     f"[{task.name}] embedded the images for {scorer_name} in {time.perf_counter() - t0:.1f}s"
                 )
-            scored = score_union(task, first, scorer, dev + test, k_text, k_image)
+            scored = score_union(task, first, scorer, dev + test, k_text, k_image, cache_dir=cache_dir)
             scored_by_task[task.name][scorer_name] = scored
             _say(f"[{task.name}] scored the unions with {scorer_name} in {time.perf_counter() - t0:.1f}s")
             own = _default_calibrator(scorer)
@@ -315,7 +315,7 @@ def _plots(
             for m in sorted(set(mods))
         }
         name = f"{task.name}-reliability.png"
-        reliability_plot(groups, img_dir / name, title=f"{task.name}: {chosen} (held-out)")
+        reliability_plot(groups, img_dir / name, title=f"{task.name}: {chosen}\nheld-out pairs")
         plots[f"{task.name}: reliability diagram (held-out pairs)"] = name
     return plots
 
