@@ -272,52 +272,6 @@ def test_oracle_merge_picks_the_best_split_of_the_top() -> None:
     assert list(oracle_merge_run(first, task, ["q"], 2, 2, depth=2)["q"])[:2] == ["t1", "i1"]
 
 
-class _EmbeddingScorer:
-    """A scorer in the StarterScorer mould: image score = embed_images([image]) @ embed_query(query)."""
-
-    name = "toy-embedding"
-    outputs_probabilities = False
-    modalities = frozenset(("text", "image", "text+image"))
-
-    def __init__(self) -> None:
-        self.image_calls = 0
-
-    def embed_images(self, images):
-        self.image_calls += len(images)
-        return np.stack([np.asarray(im.convert("RGB"), dtype=float).mean(axis=(0, 1)) / 255 for im in images])
-
-    def embed_query(self, query):
-        return np.array([1.0, 0.5, 0.25]) if "red" in (query.text or "") else np.array([0.25, 0.5, 1.0])
-
-    def score(self, query, candidates):
-        q = self.embed_query(query)
-        out = []
-        for c in candidates:
-            if c.image is not None:
-                out.append(float(self.embed_images([c.image])[0] @ q))
-            else:
-                out.append(float(len(c.text or "")))
-        return out
-
-
-def test_image_embedding_cache_keeps_scores_and_embeds_each_image_once(tmp_path: Path) -> None:
-    from mm_rerank_components.eval.pipelines import ImageEmbeddingCachedScorer, compute_first_stage
-
-    task = load_labelled_jsonl(write_corpus(tmp_path))
-    first = compute_first_stage(task, HashingEmbedder())
-    plain = score_union(task, first, _EmbeddingScorer(), task.query_ids(), 4, 4)
-    inner = _EmbeddingScorer()
-    cached_scorer = ImageEmbeddingCachedScorer(inner, task, tmp_path / "emb")
-    cached = score_union(task, first, cached_scorer, task.query_ids(), 4, 4)
-    assert inner.image_calls == 4  # each of the four images once, for all four queries
-    for qid in task.query_ids():
-        assert [d for d, _, _ in cached.items[qid]] == [d for d, _, _ in plain.items[qid]]
-        assert [s for _, _, s in cached.items[qid]] == pytest.approx([s for _, _, s in plain.items[qid]])
-    again = _EmbeddingScorer()
-    ImageEmbeddingCachedScorer(again, task, tmp_path / "emb")
-    assert again.image_calls == 0  # read back from the disk cache
-
-
 def test_score_union_disk_cache_skips_rescoring(tmp_path: Path) -> None:
     from mm_rerank_components.eval.pipelines import compute_first_stage
 

@@ -39,7 +39,6 @@ __all__ = [
     "RRF_K",
     "FirstStage",
     "FirstStageScorer",
-    "ImageEmbeddingCachedScorer",
     "ScoredUnion",
     "calibrated_run",
     "compute_first_stage",
@@ -357,57 +356,3 @@ def oracle_merge_run(
         tail = [d for d in text[best:] + image[depth - best :] if d not in head]
         ranking[qid] = head + tail
     return ranking_to_run(ranking)
-
-
-class ImageEmbeddingCachedScorer:
-    """Scores image candidates from per-document image embeddings computed once per evaluation.
-
-    For scorers that expose ``embed_images(images)`` and ``embed_query(query)`` and score an image
-    candidate as ``embed_images([image]) @ embed_query(query)`` (the ``StarterScorer``), scoring each
-    image once instead of once per query that retrieves it changes no score and saves most of the time.
-    Text and text+image candidates go to the wrapped scorer unchanged. Image embeddings are kept on
-    disk under ``cache_dir`` keyed by the scorer's ``name`` and the image bytes.
-
-    Example:
-        >>> cached = ImageEmbeddingCachedScorer(StarterScorer(), task, cache_dir)  # doctest: +SKIP
-    """
-
-    def __init__(self, scorer: Any, task: EvalTask, cache_dir: Path | None = None, batch: int = 32) -> None:
-        from mm_rerank_components.media import load_image
-
-        self.scorer = scorer
-        self.name = str(scorer.name)
-        self.outputs_probabilities = bool(scorer.outputs_probabilities)
-        self.modalities = scorer.modalities
-        ids = [d for d, c in task.docs.items() if c.image is not None and c.modality == "image"]
-        paths = [task.docs[d].image for d in ids]
-        if any(not isinstance(p, str) for p in paths):
-            raise TypeError("ImageEmbeddingCachedScorer needs image documents given as file paths")
-
-        class _Adapter:
-            name = self.name
-
-            @staticmethod
-            def embed_texts(texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - never called
-                raise NotImplementedError
-
-            @staticmethod
-            def embed_images(images: Sequence[Any]) -> np.ndarray:
-                out = [
-                    np.asarray(scorer.embed_images([load_image(p) for p in images[i : i + batch]]))
-                    for i in range(0, len(images), batch)
-                ]
-                return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
-
-        matrix = cached_embeddings(_Adapter(), "image", paths, cache_dir) if ids else np.zeros((0, 1))
-        self._rows = {d: matrix[i] for i, d in enumerate(ids)}
-
-    def default_calibrator(self) -> Any:
-        factory = getattr(self.scorer, "default_calibrator", None)
-        return factory() if callable(factory) else None
-
-    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        if candidates and all(c.modality == "image" and c.id in self._rows for c in candidates):
-            q = np.asarray(self.scorer.embed_query(query))
-            return [float(self._rows[c.id] @ q) for c in candidates]
-        return [float(s) for s in self.scorer.score(query, candidates)]

@@ -36,7 +36,6 @@ from mm_rerank_components.eval.pipelines import (
     FUSION_PIPELINES,
     ORACLE_PIPELINE,
     FirstStageScorer,
-    ImageEmbeddingCachedScorer,
     ScoredUnion,
     calibrated_run,
     compute_first_stage,
@@ -170,12 +169,6 @@ def run_evaluation(
         scored_by_task[task.name] = {}
         for scorer_name, scorer in scorers.items():
             t0 = time.perf_counter()
-            if hasattr(scorer, "embed_images") and hasattr(scorer, "embed_query"):
-                # score each image once, not once per query that retrieves it (same scores, much faster)
-                scorer = ImageEmbeddingCachedScorer(scorer, task, cache_dir)
-                _say(
-                    f"[{task.name}] embedded the images for {scorer_name} in {time.perf_counter() - t0:.1f}s"
-                )
             scored = score_union(task, first, scorer, dev + test, k_text, k_image, cache_dir=cache_dir)
             scored_by_task[task.name][scorer_name] = scored
             _say(f"[{task.name}] scored the unions with {scorer_name} in {time.perf_counter() - t0:.1f}s")
