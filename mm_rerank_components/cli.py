@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.threads is not None:
+            set_threads(args.threads)
         if args.command == "ingest":
             return _ingest(args)
         if args.command == "query":
@@ -102,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("eval", help="run the benchmark runner (mm-rerank eval --help)", add_help=False)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the models (torch.set_num_threads); 1 is much faster on a busy machine",
+    )
     return parser
 
 
@@ -262,6 +270,17 @@ def _eval(argv: list[str]) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's CPU thread count (when torch is installed); a no-op for model-free runs."""
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
 
 
 def _reranker(scorer: str) -> Any:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from mm_rerank_components import MultimodalReranker, Query
-from mm_rerank_components.cli import format_table
+from mm_rerank_components.cli import format_table, set_threads
 from mm_rerank_components.eval.datasets import export_gcompris_explore
 from mm_rerank_components.ingest import ingest_folder, scan_folder
 from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path(".cache/gcompris_explore"), help="export folder")
     parser.add_argument("--db", type=Path, default=Path(".cache/quickstart_db"), help="Chroma folder")
     parser.add_argument("--top-n", type=int, default=8, help="rows shown per question (default 8)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        set_threads(args.threads)
 
     started = time.perf_counter()
     print("== 1. data: GCompris 'explore' photos and passages (Debian gcompris-qt-data)")

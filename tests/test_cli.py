@@ -102,6 +102,8 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as exc:
         cli.main(["query", "x", "--db", "a", "--server", "h:1"])
     assert exc.value.code == 2
+    assert cli.main(["--threads", "0", "info", "--db", str(tmp_path / "db"), *FAST]) == 1
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
     assert cli.main(["info", "--server", "nonsense", *FAST]) == 1
     assert "bad Chroma server address 'nonsense'" in capsys.readouterr().err
 
