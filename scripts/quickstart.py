@@ -15,6 +15,7 @@ Run from the repository root after ``pip install -e ".[all]"``::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,11 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, default=Path(".cache/quickstart_db"), help="Chroma folder")
     parser.add_argument("--top-n", type=int, default=8, help="rows shown per question (default 8)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads; default: 1 when the machine is already busy (load average above the "
+        "number of cores), where more threads spin-wait and run several times slower; else torch's choice",
     )
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        set_threads(args.threads)
+    threads = args.threads
+    if threads is None and hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        threads = 1
+        print(f"(the machine is busy: load average {os.getloadavg()[0]:.1f}; using 1 torch thread)")
+    if threads is not None:
+        set_threads(threads)
 
     started = time.perf_counter()
     print("== 1. data: GCompris 'explore' photos and passages (Debian gcompris-qt-data)")
