@@ -158,6 +158,18 @@ def test_default_calibrator_from_an_explicit_missing_path_is_an_error(tmp_path: 
         StarterScorer(calibration_path=tmp_path / "none.json").default_calibrator()
 
 
+def test_default_calibrator_loads_a_saved_calibration(tmp_path: Path) -> None:
+    from mm_rerank_components.calibration import PlattCalibrator
+    from mm_rerank_components.scorers.starter import CALIBRATION_FILE, StarterScorer
+
+    path = PlattCalibrator(2.0, -1.0).save(tmp_path / "cal.json")
+    calibrator = StarterScorer(calibration_path=path).default_calibrator()
+    assert calibrator is not None
+    assert calibrator.calibrate([0.5], ["image"]) == pytest.approx([0.5])
+    shipped = Path(__file__).parents[1] / "mm_rerank_components" / "starter" / "data" / CALIBRATION_FILE
+    assert (StarterScorer().default_calibrator() is not None) == shipped.is_file()
+
+
 def _query(text: str) -> object:
     from mm_rerank_components.types import Query
 
