@@ -145,9 +145,13 @@ def read_image_bytes(ref: object, options: ImageOptions = DEFAULT_IMAGE_OPTIONS)
         parsed = urllib.parse.urlparse(stripped)
         return _read_file(Path(urllib.request.url2pathname(parsed.path)), ref, options)
     # base64 never contains '.', and a path to an image almost always does (its extension)
-    if len(stripped) >= _MIN_BASE64_LEN and "." not in stripped and _BASE64_CHARS.match(stripped):
-        if not _exists(stripped):
-            return _decode_base64(stripped, ref, options)
+    if (
+        len(stripped) >= _MIN_BASE64_LEN
+        and "." not in stripped
+        and _BASE64_CHARS.match(stripped)
+        and not _exists(stripped)
+    ):
+        return _decode_base64(stripped, ref, options)
     if len(stripped) < 4096 and "\n" not in stripped:
         path = Path(stripped).expanduser()
         if path.exists() or "." in path.name or os.sep in stripped:
