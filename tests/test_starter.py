@@ -325,6 +325,22 @@ def test_models_load_once_and_are_shared(models: object) -> None:
 
 @needs_weights
 @pytest.mark.slow
+def test_one_instance_serves_several_threads(models: object) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"a photo of item number {i}" for i in range(8)]
+    expected = models.embed_texts(texts)  # type: ignore[attr-defined]
+    images = [_drawing(), _hopper()]
+    expected_images = models.embed_images(images)  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        text_runs = list(pool.map(lambda _: models.embed_texts(texts), range(4)))  # type: ignore[attr-defined]
+        image_runs = list(pool.map(lambda _: models.embed_images(images), range(4)))  # type: ignore[attr-defined]
+    assert all(np.allclose(r, expected, atol=1e-5) for r in text_runs)
+    assert all(np.allclose(r, expected_images, atol=1e-5) for r in image_runs)
+
+
+@needs_weights
+@pytest.mark.slow
 def test_chroma_embedding_functions_persist_and_reopen(
     models: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
