@@ -35,10 +35,10 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -99,6 +99,8 @@ class StarterScorer:
         image_cache_size: how many image embeddings to keep in memory, keyed by a hash of the pixels, so
             an image that comes back for another query is not run through the classifier again
             (0 turns the cache off).
+        text_cache_size: how many text embeddings (passages, sentence windows, queries) to keep in memory,
+            keyed by the text: a corpus's passages come back query after query (0 turns it off).
 
     Example:
         >>> from mm_rerank_components.types import Candidate, Query
@@ -123,6 +125,7 @@ class StarterScorer:
         window_weight: float = 0.5,
         calibration_path: str | Path | None = None,
         image_cache_size: int = 2048,
+        text_cache_size: int = 16384,
     ) -> None:
         if not isinstance(n_views, int) or not 1 <= n_views <= 7:
             raise ValueError(f"n_views must be an int between 1 and 7, got {n_views!r}")
@@ -147,12 +150,15 @@ class StarterScorer:
         self.caption_weight = float(caption_weight)
         self.window_weight = float(window_weight)
         self.calibration_path = Path(calibration_path) if calibration_path is not None else None
-        if image_cache_size < 0:
-            raise ValueError(f"image_cache_size must be >= 0, got {image_cache_size!r}")
+        for label, size in (("image_cache_size", image_cache_size), ("text_cache_size", text_cache_size)):
+            if not isinstance(size, int) or size < 0:
+                raise ValueError(f"{label} must be an int >= 0, got {size!r}")
         self.image_cache_size = image_cache_size
+        self.text_cache_size = text_cache_size
         self._lock = threading.Lock()
         self._class_matrix: np.ndarray | None = None
-        self._image_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._image_cache: _VectorLRU[bytes] = _VectorLRU(image_cache_size)
+        self._text_cache: _VectorLRU[str] = _VectorLRU(text_cache_size)
         self.name = (
             f"starter:v{n_views}:k{top_k}:{'+'.join(styles)}:m{self.class_match_weight:g}"
             f"@{self.class_match_temperature:g}:c{self.caption_weight:g}:w{self.window_weight:g}"
@@ -190,28 +196,19 @@ class StarterScorer:
     def _image_features(self, images: Sequence[Any]) -> np.ndarray:
         """``[ConSE embedding (384) | sqrt of class probabilities (1000)]`` per image, cached by pixels."""
         images = list(images)
-        if self.image_cache_size == 0:
-            return self._image_features_uncached(images)
-        keys = [_pixel_key(im) for im in images]
-        out = np.zeros((len(images), self.models.dim + 1000), dtype=np.float32)
-        missing: dict[bytes, list[int]] = {}
-        with self._lock:
-            for i, key in enumerate(keys):
-                hit = self._image_cache.get(key)
-                if hit is None:
-                    missing.setdefault(key, []).append(i)
-                else:
-                    self._image_cache.move_to_end(key)
-                    out[i] = hit
-        if missing:
-            fresh = self._image_features_uncached([images[pos[0]] for pos in missing.values()])
-            with self._lock:
-                for (key, positions), vec in zip(missing.items(), fresh, strict=True):
-                    out[positions] = vec
-                    self._image_cache[key] = vec
-                while len(self._image_cache) > self.image_cache_size:
-                    self._image_cache.popitem(last=False)
-        return out
+        return self._image_cache.get_or_compute(
+            [_pixel_key(im) for im in images],
+            lambda positions: self._image_features_uncached([images[i] for i in positions]),
+            width=self.models.dim + 1000,
+        )
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings, cached by text: the same passages come back query after query."""
+        return self._text_cache.get_or_compute(
+            texts,
+            lambda positions: self.models.embed_texts([texts[i] for i in positions]),
+            width=self.models.dim,
+        )
 
     def _image_features_uncached(self, images: list[Any]) -> np.ndarray:
         probs = self.models.image_probabilities(images, n_views=self.n_views)
@@ -222,7 +219,7 @@ class StarterScorer:
         """The query's unit-length embedding and the square root of its class distribution."""
         embs, sqrt_dists = [], []
         if query.text is not None and query.text.strip():
-            q = self.models.embed_texts([query.text])[0]
+            q = self._embed_texts([query.text])[0]
             logits = (self._classes() @ q) / self.class_match_temperature
             dist = np.exp(logits - logits.max())
             embs.append(q)
@@ -241,12 +238,12 @@ class StarterScorer:
         return self._query_features(query)[0]
 
     def _text_scores(self, q: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        full = self.models.embed_texts(list(texts)) @ q
+        full = self._embed_texts(list(texts)) @ q
         windows = [split_windows(t) for t in texts]
         flat = [w for ws in windows for w in ws]
         if not flat or self.window_weight == 0.0:
             return full
-        sims = self.models.embed_texts(flat) @ q
+        sims = self._embed_texts(flat) @ q
         out = full.copy()
         pos = 0
         for i, ws in enumerate(windows):
@@ -316,6 +313,46 @@ class StarterScorer:
                 self.name,
             )
         return calibrator
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _VectorLRU(Generic[K]):
+    """A thread-safe LRU of float32 vectors; computes the missing ones in one batch."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[K, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(
+        self, keys: Sequence[K], compute: Callable[[list[int]], np.ndarray], *, width: int
+    ) -> np.ndarray:
+        """Rows for ``keys``; ``compute(positions)`` returns rows for the first position of each missing
+        key, in order."""
+        if self.max_entries == 0:
+            return np.asarray(compute(list(range(len(keys)))), dtype=np.float32)
+        out = np.zeros((len(keys), width), dtype=np.float32)
+        missing: dict[K, list[int]] = {}
+        with self._lock:
+            for i, key in enumerate(keys):
+                hit = self._data.get(key)
+                if hit is None:
+                    missing.setdefault(key, []).append(i)
+                else:
+                    self._data.move_to_end(key)
+                    out[i] = hit
+        if missing:
+            fresh = compute([positions[0] for positions in missing.values()])
+            with self._lock:
+                for (key, positions), vec in zip(missing.items(), fresh, strict=True):
+                    out[positions] = vec
+                    self._data[key] = np.array(vec, dtype=np.float32)
+                    self._data.move_to_end(key)
+                while len(self._data) > self.max_entries:
+                    self._data.popitem(last=False)
+        return out
 
 
 def _pixel_key(image: Any) -> bytes:

@@ -5,7 +5,9 @@ Torch and transformers are imported only when a model is first needed, so import
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,11 +103,73 @@ class _Backend:
         with self.lock:
             if style not in self._class_embeddings:
                 prompts = [class_prompt(c, style) for c in load_imagenet_classes()]
-                emb = self.text.encode(prompts)
+                path = _class_cache_path(self.text_model_dir, prompts)
+                emb = _load_cached(path, (len(prompts), EMBEDDING_DIM))
+                if emb is None:
+                    emb = self.text.encode(prompts)
+                    _save_cached(path, emb)
+                    logger.debug("embedded %d class prompts (style %r)", len(prompts), style)
                 emb.setflags(write=False)
                 self._class_embeddings[style] = emb
-                logger.debug("embedded %d class prompts (style %r)", len(prompts), style)
             return self._class_embeddings[style]
+
+
+def class_cache_dir() -> Path | None:
+    """Where class-prompt embeddings are cached: ``$MM_RERANK_MODEL_CACHE``, else
+    ``~/.cache/mm_rerank_components``; ``MM_RERANK_MODEL_CACHE=off`` disables the cache."""
+    env = os.environ.get("MM_RERANK_MODEL_CACHE")
+    if env is not None and env.strip().lower() in ("", "0", "off", "none"):
+        return None
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mm_rerank_components"
+
+
+def _class_cache_path(text_model_dir: str | Path | None, prompts: Sequence[str]) -> Path | None:
+    """A file named by a hash of the prompts and of the text model's files (name, size, mtime), so a new
+    model or new prompts never reuse stale embeddings."""
+    root = class_cache_dir()
+    if root is None:
+        return None
+    from mm_rerank_components.starter.text import default_model_dir
+
+    model_dir = Path(text_model_dir) if text_model_dir is not None else default_model_dir()
+    digest = hashlib.blake2b(digest_size=16)
+    for prompt in prompts:
+        digest.update(prompt.encode() + b"\n")
+    try:
+        for f in sorted(model_dir.iterdir()):
+            if f.is_file():
+                stat = f.stat()
+                digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    except OSError:
+        return None
+    return root / f"class_embeddings-{digest.hexdigest()}.npy"
+
+
+def _load_cached(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable class-embedding cache %s: %s", path, exc)
+        return None
+    if emb.shape != shape or emb.dtype != np.float32 or not np.isfinite(emb).all():
+        logger.warning("ignoring class-embedding cache %s: shape %s, dtype %s", path, emb.shape, emb.dtype)
+        return None
+    return np.array(emb)
+
+
+def _save_cached(path: Path | None, emb: np.ndarray) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, emb.astype(np.float32), allow_pickle=False)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+    except OSError as exc:
+        logger.debug("could not write class-embedding cache %s: %s", path, exc)
 
 
 _backends: dict[tuple[str, str, str], _Backend] = {}
