@@ -60,7 +60,7 @@ def plot_recall(
     ax.set_yticklabels(names, fontsize=8)
     ax.set_xlim(0, min(1.0, max(values) * 1.35 + 0.02))
     ax.set_xlabel(f"{metric}, {split} queries (n% img: share of images in the top 10)", fontsize=8)
-    ax.set_title(f"{task_name}: {metric} per pipeline", fontsize=10, pad=18)
+    ax.set_title(f"{task_name}: {metric} per pipeline", fontsize=10, pad=30)
     if target is not None:
         ax.axvline(target, linestyle="--", color="black", linewidth=1)
         ax.text(target, y[-1] - 0.45, " best route +25%", fontsize=7, va="top")
@@ -71,7 +71,7 @@ def plot_recall(
         fontsize=7,
         loc="lower left",
         bbox_to_anchor=(0.0, 1.0),
-        ncols=4,
+        ncols=2,
         frameon=False,
     )
     fig.savefig(path, dpi=80)
