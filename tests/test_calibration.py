@@ -200,3 +200,20 @@ def test_reliability_plot_writes_png(tmp_path) -> None:
     out = tmp_path / "rel.png"
     reliability_plot({"text": (p, y), "image": (p**2, y)}, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shipped_starter_calibration_loads_and_covers_every_modality() -> None:
+    from importlib import resources
+
+    shipped = resources.files("mm_rerank_components.starter").joinpath("data", "starter_calibration.json")
+    cal = load_calibrator(str(shipped))
+    assert isinstance(cal, PerModalityCalibrator)
+    assert cal.scorer is not None and cal.scorer.startswith("starter:")
+    assert set(cal.calibrators) == {"text", "image", "text+image"}
+    for modality, inner in cal.calibrators.items():
+        assert isinstance(inner, PlattCalibrator) and inner.a > 0, modality
+        low, high = cal.calibrate([0.0, 0.9], [modality, modality])
+        assert 0.0 <= low < high <= 1.0
+    # the modality gap in numbers: one raw cosine means different things for text and images
+    text_p, image_p = cal.calibrate([0.5, 0.5], ["text", "image"])
+    assert text_p != pytest.approx(image_p, abs=0.05)

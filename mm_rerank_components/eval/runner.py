@@ -2,7 +2,7 @@
 
 Example (from a clean checkout, with the ``starter`` and ``eval`` extras)::
 
-    mm-rerank eval --out eval-report                 # Tux Paint + GCompris, all scorers
+    mm-rerank eval --out reports/eval                # Tux Paint + GCompris, all scorers
     mm-rerank eval --data my_labels.jsonl --scorer starter --out my-report
 
 Python::
@@ -394,7 +394,7 @@ def _parser() -> argparse.ArgumentParser:
         "--embedder", choices=("starter", "hashing"), default="starter", help="first-stage embeddings"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("eval-report"), help="output folder (default eval-report)"
+        "--out", type=Path, default=Path("reports/eval"), help="output folder (default reports/eval)"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="data and embedding cache (default ./.cache/data)"
