@@ -110,10 +110,11 @@ def test_missing_extra_raises_an_import_error_naming_it(monkeypatch: pytest.Monk
         require("chromadb", extra="chroma")
 
 
-def test_starter_models_validate_settings_without_loading_anything() -> None:
+def test_starter_models_validate_settings_without_loading_anything(tmp_path: Path) -> None:
     from mm_rerank_components.starter import StarterModels
 
-    models = StarterModels(top_k=5, n_views=3)
+    # backends are shared per process; a folder no other test uses gives a fresh one, whatever ran first
+    models = StarterModels(top_k=5, n_views=3, text_model_dir=tmp_path / "unused-model")
     assert models._backend._text is None and models._backend._image is None
     assert "k5" in models.name and "v3" in models.name
     with pytest.raises(ValueError, match="top_k must be an int between 1 and 1000, got 0"):
