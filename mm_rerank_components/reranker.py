@@ -112,7 +112,41 @@ def _size_key(candidate: Candidate) -> int:
     return size
 
 
-class MultimodalReranker:
+class _RerankerBase:
+    """What every reranker shares: the async form of ``rerank`` and the one-line cascade."""
+
+    def rerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        raise NotImplementedError
+
+    async def arerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        """Async :meth:`rerank`: the work runs in a worker thread, so the event loop is never blocked."""
+        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
+
+    def then(self, expensive: MultimodalReranker, *, keep: int) -> CascadeReranker:
+        """A cascade in one line: this (cheap) reranker keeps ``keep`` candidates, ``expensive`` orders them.
+
+        Example:
+            >>> from mm_rerank_components.scorers import FakeScorer
+            >>> cascade = MultimodalReranker(FakeScorer()).then(MultimodalReranker(FakeScorer()), keep=50)
+        """
+        return CascadeReranker(self, expensive, keep=keep)
+
+
+class MultimodalReranker(_RerankerBase):
     """Rerank mixed text and image candidates on one unified relevance scale.
 
     Args:
@@ -218,26 +252,6 @@ class MultimodalReranker:
                 )
         raw, errors = self._score_all(query, candidates)
         return self._rank(candidates, raw, errors, top_n, threshold)
-
-    async def arerank(
-        self,
-        query: Query | str,
-        candidates: Sequence[Candidate],
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-    ) -> list[RankedCandidate]:
-        """Async :meth:`rerank`: the work runs in a worker thread, so the event loop is never blocked."""
-        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
-
-    def then(self, expensive: MultimodalReranker, *, keep: int) -> CascadeReranker:
-        """A cascade in one line: this (cheap) reranker keeps ``keep`` candidates, ``expensive`` orders them.
-
-        Example:
-            >>> from mm_rerank_components.scorers import FakeScorer
-            >>> cascade = MultimodalReranker(FakeScorer()).then(MultimodalReranker(FakeScorer()), keep=50)
-        """
-        return CascadeReranker(self, expensive, keep=keep)
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -411,7 +425,7 @@ class MultimodalReranker:
         return [min(1.0, max(0.0, p)) for p in probabilities]
 
 
-class CascadeReranker:
+class CascadeReranker(_RerankerBase):
     """Two stages: ``cheap`` keeps the best ``keep`` candidates, ``expensive`` orders those.
 
     Results carry ``expensive``'s unified scores and ``index`` into the *original* input list. Candidates
@@ -424,9 +438,7 @@ class CascadeReranker:
         >>> cascade = CascadeReranker(cheap, expensive, keep=8)
     """
 
-    def __init__(
-        self, cheap: MultimodalReranker | CascadeReranker, expensive: MultimodalReranker, *, keep: int
-    ) -> None:
+    def __init__(self, cheap: _RerankerBase, expensive: MultimodalReranker, *, keep: int) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be a positive int, got {keep!r}")
         self.cheap = cheap
@@ -452,20 +464,6 @@ class CascadeReranker:
         for r in failed:
             results.append(dataclasses.replace(r, rank=len(results)))
         return results
-
-    async def arerank(
-        self,
-        query: Query | str,
-        candidates: Sequence[Candidate],
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-    ) -> list[RankedCandidate]:
-        """Async :meth:`rerank`, run in a worker thread."""
-        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
-
-    def then(self, expensive: MultimodalReranker, *, keep: int) -> CascadeReranker:
-        return CascadeReranker(self, expensive, keep=keep)
 
 
 @runtime_checkable
