@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# transformers' per-load progress bars would interleave with the chat output
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 from mm_rerank_components import MultimodalReranker
 from mm_rerank_components.answer import Evidence, LLMConfig, format_evidence
 from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever

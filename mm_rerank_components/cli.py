@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ SCORERS = ("starter", "fake", "none")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 failures, 2 bad usage)."""
+    # transformers' per-load progress bars would interleave with our tables; the CLI has its own bar
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "eval":
         return _eval(args_list[1:])

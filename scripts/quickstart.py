@@ -37,6 +37,7 @@ QUESTIONS: list[tuple[str, str | None, str | None]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep the output to our own tables
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
