@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -36,25 +35,9 @@ import transformers
 from PIL import Image
 
 from mm_rerank_components import Candidate, Query
-from mm_rerank_components.scorers.vlm import PROMPT_PRESETS, VLMYesNoScorer
+from mm_rerank_components.scorers.vlm import VLMYesNoScorer
+from mm_rerank_components.testing import QWEN_SPECIAL_TOKENS, build_qwen_word_tokenizer
 
-SPECIAL = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'text' %}{{ part['text'] }}"
-    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 N_WORDS = 5000
 
 # Qwen2-VL-2B-Instruct's published shapes.
@@ -107,31 +90,13 @@ SHAPE_TINY: dict[str, dict[str, Any]] = {
 
 def build_tokenizer() -> Any:
     """A word-level tokenizer with the Qwen chat special tokens: one token per word, no download."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words: list[str] = []
-    for preset in PROMPT_PRESETS.values():
-        words += re.findall(r"\w+|[^\w\s]+", preset.template)
-    vocab: dict[str, int] = {}
-    for token in [*SPECIAL, "[UNK]", "yes", "no", *words, *(f"w{i}" for i in range(N_WORDS))]:
-        vocab.setdefault(token, len(vocab))
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=SPECIAL[1:],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return build_qwen_word_tokenizer([f"w{i}" for i in range(N_WORDS)])
 
 
 def build_model(
     shape: dict[str, dict[str, Any]], tokenizer: Any, device: torch.device, dtype: torch.dtype
 ) -> Any:
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     text = dict(shape["text"])
     text.update(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]

@@ -6,7 +6,6 @@ Random weights prove the plumbing (prompts, label tokens, padding, batching), ne
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -18,53 +17,21 @@ from PIL import Image  # noqa: E402
 
 from mm_rerank_components import Candidate, MultimodalReranker, Query  # noqa: E402
 from mm_rerank_components.scorers.vlm import (  # noqa: E402
-    PROMPT_PRESETS,
     VLMPrompt,
     VLMYesNoScorer,
     label_token_id,
 )
+from mm_rerank_components.testing import QWEN_CHAT_TEMPLATE, build_qwen_word_tokenizer  # noqa: E402
 
-SPECIAL = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'text' %}{{ part['text'] }}"
-    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 WORDS = [f"w{i}" for i in range(60)] + ["fox", "red", "snow", "owl", "den", "a", "the", "caption"]
 
 
 def build_tiny_qwen2vl(folder: Path) -> Path:
     """A ~0.1M-parameter Qwen2-VL with a word-level tokenizer and the Qwen chat special tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    words: list[str] = []
-    for preset in PROMPT_PRESETS.values():
-        words += re.findall(r"\w+|[^\w\s]+", preset.template)
-    vocab: dict[str, int] = {}
-    for token in [*SPECIAL, "[UNK]", "yes", "no", "True", "False", *words, *WORDS]:
-        vocab.setdefault(token, len(vocab))
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=SPECIAL[1:],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = build_qwen_word_tokenizer(["True", "False", *WORDS])
+    vocab = tokenizer.get_vocab()
     image_processor = transformers.Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=112 * 112)
     config = Qwen2VLConfig(
         text_config={
@@ -331,7 +298,7 @@ def test_chat_template_kept_beside_the_processor(tiny_path: Path, tmp_path: Path
     config = json.loads(config_path.read_text())
     config.pop("chat_template", None)
     config_path.write_text(json.dumps(config))
-    (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_CHAT_TEMPLATE}))
     scorer = VLMYesNoScorer(folder, local_files_only=True, device="cpu", dtype="float32")
     text, _ = scorer.build_prompt(Query("fox"), Candidate("t", text="den"))
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
