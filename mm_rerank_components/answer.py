@@ -177,6 +177,11 @@ class Evidence:
         source: Any,
     ) -> Evidence:
         image_ref = str(image) if isinstance(image, (str, os.PathLike)) else None
+        if image_ref is not None and image_ref.startswith("data:"):
+            # an inline preview (the retriever's candidate_image="preview"): cite the original file
+            original = metadata.get("image_path") or metadata.get("image_uri")
+            if isinstance(original, str) and original:
+                image_ref = original
         text_str = text if isinstance(text, str) else ""
         if modality not in ("text", "image", "text+image"):
             has_text = bool(text_str.strip())

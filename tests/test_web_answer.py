@@ -309,3 +309,23 @@ def test_rag_pipeline_argument_errors() -> None:
         RAGPipeline(_ListRetriever([]), reranker, top_n=0)
     with pytest.raises(ValueError, match="question must be a non-empty string"):
         RAGPipeline(_ListRetriever([]), reranker, answerer=ExtractiveAnswerer()).ask("  ")
+
+
+def test_evidence_cites_the_original_file_not_an_inline_preview(tmp_path: Path) -> None:
+    from mm_rerank_components import Candidate, RankedCandidate
+    from mm_rerank_components.answer import Evidence
+
+    original = tmp_path / "fox.png"
+    preview = "data:image/jpeg;base64," + "A" * 80
+    ranked = RankedCandidate(
+        candidate=Candidate("img", image=preview, text="a fox", metadata={"image_path": str(original)}),
+        index=0,
+        score=0.9,
+        raw_score=0.9,
+        rank=0,
+    )
+    assert Evidence.from_ranked(ranked).image == str(original)
+    bare = RankedCandidate(
+        candidate=Candidate("img", image=preview), index=0, score=0.9, raw_score=0.9, rank=0
+    )
+    assert Evidence.from_ranked(bare).image == preview  # no original known: keep what there is

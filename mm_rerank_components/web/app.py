@@ -152,7 +152,7 @@ def create_app(
         for item, evidence in zip(payload["evidence"], answer.evidence, strict=True):
             local = _local_file(evidence.image) if evidence.image else None
             item["thumbnail"] = f"/api/image/{images.register(local)}" if local else None
-            item["image_name"] = Path(evidence.image).name if evidence.image else None
+            item["image_name"] = Path(local).name if local else None
             item.pop("image", None)  # never send server paths to the browser
         return payload
 
