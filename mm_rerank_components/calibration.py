@@ -752,15 +752,9 @@ def reliability_plot(
     Example:
         >>> fig = reliability_plot({"text": ([0.2, 0.8], [0, 1])}, "reliability.png")  # doctest: +SKIP
     """
-    try:
-        import matplotlib
+    from mm_rerank_components._deps import pyplot
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            'reliability_plot needs matplotlib: pip install "mm-rerank-components[eval]"'
-        ) from exc
+    plt = pyplot("reliability_plot")
     fig, (ax, hist) = plt.subplots(
         2, 1, figsize=(5.2, 6.0), gridspec_kw={"height_ratios": [3, 1]}, sharex=True, constrained_layout=True
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mm_rerank_components import _deps
 from mm_rerank_components.scorers import _hf
 
 
@@ -31,7 +32,7 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
             raise ModuleNotFoundError("No module named 'torch'", name="torch")
         return real(name, package)
 
-    monkeypatch.setattr(_hf.importlib, "import_module", fake_import)
+    monkeypatch.setattr(_deps.importlib, "import_module", fake_import)
     with pytest.raises(ImportError, match=r'pip install "mm-rerank-components\[models\]"'):
         _hf.require_models()
 
@@ -40,7 +41,7 @@ def test_broken_install_is_not_reported_as_missing_extra(monkeypatch: pytest.Mon
     def fake_import(name: str, package: str | None = None) -> object:
         raise ImportError("libfoo.so: cannot open shared object file", name="torch._C")
 
-    monkeypatch.setattr(_hf.importlib, "import_module", fake_import)
+    monkeypatch.setattr(_deps.importlib, "import_module", fake_import)
     with pytest.raises(ImportError, match="libfoo.so"):
         _hf.require_models()
 

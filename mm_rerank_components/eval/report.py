@@ -10,22 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from mm_rerank_components._deps import pyplot
+
 __all__ = ["plot_recall", "plot_score_distributions", "write_json", "write_markdown"]
 
 _FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b", "reference": "#333333"}
 
 
 def _plt() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            'evaluation plots need matplotlib: pip install "mm-rerank-components[eval]"'
-        ) from exc
-    return plt
+    return pyplot("evaluation plots")
 
 
 def family(pipeline: str) -> str:

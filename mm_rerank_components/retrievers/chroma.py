@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mm_rerank_components._deps import require
 from mm_rerank_components.media import ImageOptions, load_image
 from mm_rerank_components.types import Candidate, Query
 
@@ -41,13 +42,7 @@ _SPACES = ("cosine", "l2", "ip")
 
 
 def _chromadb() -> Any:
-    try:
-        import chromadb
-    except ImportError as exc:
-        raise ImportError(
-            'The Chroma retriever needs chromadb: pip install "mm-rerank-components[chroma]"'
-        ) from exc
-    return chromadb
+    return require("chromadb", "chroma", "the Chroma retriever")
 
 
 def embedder_name(embedding_function: Any) -> str:

@@ -7,13 +7,14 @@ first use and turns a missing package into one :class:`ImportError` that names t
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Union
+
+from mm_rerank_components._deps import require
 
 if TYPE_CHECKING:
     import torch
@@ -35,17 +36,8 @@ def require_models() -> tuple[ModuleType, ModuleType]:
     Example:
         >>> torch, transformers = require_models()  # doctest: +SKIP
     """
-    try:
-        torch = importlib.import_module("torch")
-        transformers = importlib.import_module("transformers")
-    except ImportError as exc:
-        # Only a missing top-level package means "extra not installed"; a broken install re-raises as is.
-        if exc.name not in ("torch", "transformers"):
-            raise
-        raise ImportError(
-            f"this scorer needs torch and transformers, which are not installed ({exc.name} is missing): "
-            f"{MODELS_EXTRA_HINT}"
-        ) from exc
+    torch = require("torch", "models", "this scorer")
+    transformers = require("transformers", "models", "this scorer")
     version = _version_tuple(transformers.__version__)
     if version < MIN_TRANSFORMERS:
         raise ImportError(
