@@ -367,8 +367,7 @@ class MultimodalReranker(_RerankerBase):
         top_n: int | None,
         threshold: float | None,
     ) -> list[RankedCandidate]:
-        scored = [i for i in range(len(candidates)) if i not in errors] if errors else range(len(candidates))
-        scored = list(scored)
+        scored = [i for i in range(len(candidates)) if i not in errors]
         probabilities = self._calibrate([raw[i] for i in scored], [candidates[i].modality for i in scored])
         order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
         # sorted(reverse=True) keeps ties in input order, which is the stability users rely on
