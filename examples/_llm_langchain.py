@@ -56,7 +56,7 @@ def langchain_llm(config: LLMConfig) -> BaseChatModel:
         from langchain_openai import ChatOpenAI
     except ImportError:
         return OpenAICompatibleChatModel(config)
-    return ChatOpenAI(  # type: ignore[no-any-return]
+    return ChatOpenAI(
         model=config.model,
         base_url=config.base_url,
         api_key=config.api_key or "unused",

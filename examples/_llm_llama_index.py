@@ -90,7 +90,7 @@ def llama_index_llm(config: LLMConfig) -> LLM:
         from llama_index.llms.openai_like import OpenAILike
     except ImportError:
         return OpenAICompatibleLlamaLLM(config)
-    return OpenAILike(  # type: ignore[no-any-return]
+    return OpenAILike(
         model=config.model,
         api_base=config.base_url,
         api_key=config.api_key or "unused",

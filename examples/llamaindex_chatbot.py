@@ -75,7 +75,7 @@ class EvidenceSynthesizer(BaseSynthesizer):
         ]
         return str(self._llm.chat(messages).message.content or "").strip()
 
-    def synthesize(  # type: ignore[override]
+    def synthesize(
         self,
         query: str | QueryBundle,
         nodes: list[NodeWithScore],
@@ -87,7 +87,7 @@ class EvidenceSynthesizer(BaseSynthesizer):
         source = list(nodes) + list(additional_source_nodes or [])
         return Response(text, source_nodes=source, metadata={"answerer": self.name})
 
-    async def asynthesize(  # type: ignore[override]
+    async def asynthesize(
         self,
         query: str | QueryBundle,
         nodes: list[NodeWithScore],

@@ -25,7 +25,7 @@ from mm_rerank_components.reranker import (
     ScorerError,
 )
 from mm_rerank_components.scorers.base import Scorer
-from mm_rerank_components.types import Candidate, ImageRef, Modality, Query, RankedCandidate
+from mm_rerank_components.types import Candidate, ImageRef, Modality, Precomputed, Query, RankedCandidate
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,7 @@ __all__ = [
     "ImageRef",
     "Modality",
     "MultimodalReranker",
+    "Precomputed",
     "Query",
     "RankedCandidate",
     "Reranker",

@@ -269,7 +269,7 @@ def image_key(ref: object) -> str:
     if isinstance(ref, os.PathLike) or (
         isinstance(ref, str) and not is_url(ref) and len(ref) < 4096 and "\n" not in ref
     ):
-        text = os.fspath(ref)  # type: ignore[arg-type]
+        text = os.fspath(ref)
         if text.lower().startswith("file://"):
             text = urllib.request.url2pathname(urllib.parse.urlparse(text).path)
         path = Path(text).expanduser()

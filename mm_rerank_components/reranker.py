@@ -209,7 +209,7 @@ class MultimodalReranker(_RerankerBase):
         if callable(default):
             shipped = default()
             if shipped is not None:
-                return shipped  # type: ignore[no-any-return]
+                return shipped
         if self.scorer.outputs_probabilities:
             return _ProbabilityPassThrough()
         logger.warning(

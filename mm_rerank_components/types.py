@@ -66,6 +66,31 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Precomputed:
+    """A signal the first stage already computed for a candidate, which a scorer may reuse.
+
+    A scorer reuses it only when ``producer`` names its own model and settings and ``content`` matches the
+    candidate's content, so a stale or misattached value is never used; otherwise it computes its own.
+    A scorer lists the ``kind`` values it can reuse in its ``reuses`` attribute.
+
+    Attributes:
+        kind: what it is, e.g. ``"text_embedding"`` or ``"image_classes"``.
+        producer: identifies the model and settings that made it (the embedding function's fingerprint).
+        content: a hash of the content it was computed from (the passage text, the picture's bytes).
+        value: the data itself (for example a tuple of floats).
+
+    Example:
+        >>> Precomputed("text_embedding", producer="minilm:abc", content="9f2c", value=(0.1, 0.2)).kind
+        'text_embedding'
+    """
+
+    kind: str
+    producer: str
+    content: str
+    value: Any = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One first-stage hit to be reranked: a passage, a picture, or a picture with its caption.
 
@@ -86,6 +111,10 @@ class Candidate:
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
     source: str | None = None
     retrieval_score: float | None = None
+    #: Signals the first stage already has (keyed by :attr:`Precomputed.kind`), for scorers to reuse.
+    precomputed: Mapping[str, Precomputed] = field(
+        default_factory=dict, hash=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or self.id == "":

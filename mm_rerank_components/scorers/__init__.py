@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mm_rerank_components.scorers.base import ALL_MODALITIES, Scorer
+from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer, Scorer
 from mm_rerank_components.scorers.fake import FakeScorer
 from mm_rerank_components.scorers.routing import ModalityRouter
 
@@ -21,7 +21,7 @@ _LAZY = {
     "CrossEncoderScorer": "mm_rerank_components.scorers.cross_encoder",
 }
 
-__all__ = ["ALL_MODALITIES", "FakeScorer", "ModalityRouter", "Scorer", *_LAZY]
+__all__ = ["ALL_MODALITIES", "BaseScorer", "FakeScorer", "ModalityRouter", "Scorer", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -116,7 +116,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         raise ValueError(
             f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16' (or a torch.dtype)"
         )
-    return getattr(torch, name)  # type: ignore[no-any-return]
+    return getattr(torch, name)
 
 
 def is_local_path(ref: ModelRef) -> bool:
@@ -228,5 +228,5 @@ def as_calibrator(value: Calibrator | str | os.PathLike[str] | None) -> Calibrat
 
         if not Path(value).is_file():
             raise ValueError(f"calibrator file {os.fspath(value)!r} does not exist")
-        return load_calibrator(value)  # type: ignore[return-value]
+        return load_calibrator(value)
     raise TypeError(f"calibrator must be a Calibrator, a JSON path or None, got {type(value).__name__}")

@@ -13,9 +13,12 @@ A scorer must return exactly one finite float per candidate, in input order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mm_rerank_components.types import Candidate, Modality, Query
+
+if TYPE_CHECKING:
+    from mm_rerank_components.calibration import Calibrator
 
 
 @runtime_checkable
@@ -40,3 +43,45 @@ class Scorer(Protocol):
 
 
 ALL_MODALITIES: frozenset[Modality] = frozenset(("text", "image", "text+image"))
+
+
+class BaseScorer:
+    """Base class of the package's scorers: the :class:`Scorer` protocol plus its declared optional hooks.
+
+    A user's scorer only needs the protocol; subclassing this adds the hooks the core and the CLI call
+    (the core checks ``isinstance(scorer, BaseScorer)``, never ``getattr``):
+
+    * :meth:`default_calibrator`: the calibration that ships with the scorer's weights, or None;
+    * :meth:`load`: load weights now rather than on the first :meth:`score` (services warm up with it);
+    * :attr:`reuses`: the :attr:`~mm_rerank_components.types.Precomputed.kind` values the scorer can take
+      from ``candidate.precomputed`` instead of recomputing them.
+
+    Scorers own their batching: the core hands each modality group over whole (see
+    :func:`mm_rerank_components.scorers._batching.plan_batches`), capped only by the reranker's optional
+    ``batch_size``.
+
+    Example:
+        >>> class LengthScorer(BaseScorer):
+        ...     name = "length"
+        ...     def score(self, query, candidates):
+        ...         return [float(len(c.text or "")) for c in candidates]
+        >>> LengthScorer().default_calibrator() is None
+        True
+    """
+
+    name: str = "base"
+    outputs_probabilities: bool = False
+    modalities: frozenset[Modality] = ALL_MODALITIES
+    reuses: frozenset[str] = frozenset()
+
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        """Return one raw score per candidate, in order."""
+        raise NotImplementedError
+
+    def default_calibrator(self) -> Calibrator | None:
+        """The calibration shipped with this scorer's weights and settings, or None."""
+        return None
+
+    def load(self) -> None:
+        """Load weights now (no-op for scorers without any)."""
+        return None

@@ -1,0 +1,147 @@
+"""What every ``mm-rerank`` command shares: database arguments, the retriever, threads, the result table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EMBEDDERS = ("starter", "hashing")
+SCORERS = ("starter", "fake", "none")
+
+
+def connection_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("database")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--db", type=Path, default=None, help="embedded Chroma folder (default ./chroma_db)")
+    where.add_argument("--server", default=None, help="a Chroma server as HOST:PORT (e.g. 127.0.0.1:8000)")
+    where.add_argument("--host", default=None, help="Chroma server host (with --port)")
+    group.add_argument("--port", type=int, default=None, help="Chroma server port (default 8000)")
+    group.add_argument("--ssl", action="store_true", help="use https for the Chroma server")
+    group.add_argument("--text-collection", default="mm_text", help="text collection name (default mm_text)")
+    group.add_argument(
+        "--image-collection", default="mm_images", help="image collection name (default mm_images)"
+    )
+    group.add_argument(
+        "--embedder",
+        choices=EMBEDDERS,
+        default="starter",
+        help="embedding functions: the offline starter models (default) or model-free hashing (for tests)",
+    )
+
+
+def retriever_from_args(args: argparse.Namespace) -> Any:
+    from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever, parse_server
+
+    host, port = args.host, args.port
+    if args.server is not None:
+        host, port = parse_server(args.server)
+    elif args.port is not None and host is None:
+        raise ValueError("--port needs --host (or use --server HOST:PORT)")
+    kwargs: dict[str, Any] = {
+        "text_collection": args.text_collection,
+        "image_collection": args.image_collection,
+        "candidate_image": getattr(args, "images", "original"),
+    }
+    if args.embedder == "hashing":
+        from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
+
+        ef = HashingEmbeddingFunction()
+        kwargs.update(text_embedding_function=ef, image_embedding_function=ef, image_query_searches_text=True)
+    if host is not None:
+        return ChromaMultiCollectionRetriever(host=host, port=port, ssl=args.ssl, **kwargs)
+    return ChromaMultiCollectionRetriever(path=args.db if args.db is not None else "chroma_db", **kwargs)
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's CPU thread count (when torch is installed); a no-op for model-free runs."""
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def reranker_by_name(scorer: str) -> Any:
+    from mm_rerank_components.reranker import MultimodalReranker
+
+    if scorer == "none":
+        return None
+    if scorer == "fake":
+        from mm_rerank_components.scorers.fake import FakeScorer
+
+        return MultimodalReranker(FakeScorer())
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    return MultimodalReranker(StarterScorer())
+
+
+def warm_up(retriever: Any, reranker: Any) -> None:
+    """Load models and open the database before the timed query, so timings are those of a warm service."""
+    retriever.warm_up()
+    scorer = getattr(reranker, "scorer", None)
+    load = getattr(scorer, "load", None)
+    if callable(load):
+        load()
+
+
+def progress_bar(total: int, *, disable: bool) -> Any:
+    if disable or total == 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        logging.getLogger(__name__).info('no progress bar: pip install "mm-rerank-components[cli]"')
+        return None
+    # disable=None turns the bar off when stderr is not a terminal (CI logs, pipes)
+    return tqdm(total=total, unit="rec", desc="ingest", disable=None, file=sys.stderr)
+
+
+def _label(candidate: Any) -> str:
+    meta = candidate.metadata
+    title = meta.get("title")
+    where = meta.get("rel_path") or meta.get("path") or meta.get("image_path") or candidate.id
+    if title and str(title) != Path(str(where)).stem:
+        return f"{title} ({where})"
+    return str(where)
+
+
+def row_dict(rank: int, candidate: Any, score: float) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "id": candidate.id,
+        "modality": candidate.modality,
+        "score": None if math.isnan(score) else round(score, 4),
+        "route": candidate.metadata.get("routes") or candidate.source,
+        "retrieval_score": candidate.retrieval_score,
+        "title": candidate.metadata.get("title"),
+        "path": candidate.metadata.get("path") or candidate.metadata.get("image_path"),
+    }
+
+
+def format_table(rows: Sequence[tuple[Any, float]], width: int = 110) -> str:
+    """Rank, modality, unified score, source route and title/path as an aligned text table.
+
+    Example:
+        >>> from mm_rerank_components import Candidate
+        >>> hit = Candidate("a", text="x", source="mm_text", metadata={"title": "Fox"})
+        >>> print(format_table([(hit, 0.91)]))
+        rank  modality    score  route                 title / path
+           1  text        0.910  mm_text               Fox (a)
+    """
+    header = f"{'rank':>4}  {'modality':<10}  {'score':>5}  {'route':<20}  title / path"
+    lines = [header]
+    for rank, (candidate, score) in enumerate(rows, start=1):
+        route = str(candidate.metadata.get("route") or candidate.source or "")
+        shown = "  -  " if math.isnan(score) else f"{score:.3f}"
+        label = _label(candidate)
+        prefix = f"{rank:>4}  {candidate.modality:<10}  {shown:>5}  {route[:20]:<20}  "
+        room = max(10, width - len(prefix))
+        lines.append(prefix + (label if len(label) <= room else label[: room - 1] + "…"))
+    return "\n".join(lines)

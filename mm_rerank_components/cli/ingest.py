@@ -1,0 +1,70 @@
+"""``mm-rerank ingest FOLDER``: embed a folder of passages and pictures into the two Chroma collections."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mm_rerank_components.cli._common import connection_args, progress_bar, retriever_from_args
+
+
+def register(sub: Any) -> None:
+    ingest = sub.add_parser("ingest", help="embed a folder of passages and pictures into Chroma")
+    ingest.add_argument(
+        "folder", type=Path, help="folder of .txt/.md passages and png/jpg/webp/gif/bmp pictures"
+    )
+    connection_args(ingest)
+    ingest.add_argument("--batch-size", type=int, default=32, help="records per embedding call (default 32)")
+    ingest.add_argument("--max-chars", type=int, default=2000, help="split longer passages (default 2000)")
+    ingest.add_argument("--non-recursive", action="store_true", help="ignore sub-folders")
+    ingest.add_argument("--fail-fast", action="store_true", help="stop at the first unreadable file")
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mm_rerank_components.ingest import IngestError, ingest_folder, scan_folder
+
+    start = time.perf_counter()
+    scan = scan_folder(args.folder, recursive=not args.non_recursive, max_chars=args.max_chars)
+    retriever = retriever_from_args(args)
+    total = len(scan.texts) + len(scan.images)
+    print(
+        f"{args.folder}: {len(scan.texts)} passages, {len(scan.images)} pictures -> {retriever.describe()} "
+        f"({retriever.text_collection_name}, {retriever.image_collection_name})"
+    )
+    bar = progress_bar(total, disable=args.no_progress)
+    try:
+        report = ingest_folder(
+            args.folder,
+            retriever,
+            batch_size=args.batch_size,
+            on_error="raise" if args.fail_fast else "collect",
+            progress=bar.update if bar is not None else None,
+            scan=scan,
+        )
+    except IngestError as exc:
+        print(f"mm-rerank ingest: stopped (--fail-fast): {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    rate = report.written / report.seconds if report.seconds > 0 and report.written else 0.0
+    print(report.summary())
+    print(f"took {seconds:.1f} s ({rate:.1f} new records/s)")
+    for skipped in report.skipped:
+        print(f"skipped {skipped}", file=sys.stderr)
+    for failure in report.failed:
+        print(f"FAILED {failure}", file=sys.stderr)
+    if report.failed:
+        print(
+            f"mm-rerank ingest: {len(report.failed)} file(s) could not be ingested (listed above); "
+            "everything else was. Fix them and run the same command again: unchanged files are skipped.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
