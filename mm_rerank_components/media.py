@@ -253,8 +253,20 @@ def _to_rgb(image: PILImage.Image) -> PILImage.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def text_key(text: str) -> str:
+    """The content key of a passage: what :class:`~mm_rerank_components.types.Precomputed` text signals
+    carry in ``content``, so a signal is reused only for exactly this text.
+
+    Example:
+        >>> text_key("a red fox") == text_key("a red fox") != text_key("a red fox.")
+        True
+    """
+    return "text:" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def image_key(ref: object) -> str:
-    """A cheap content key for caching scores of an image reference.
+    """A cheap content key of an image reference, for score caches and for the ``content`` of
+    :class:`~mm_rerank_components.types.Precomputed` image signals (the same reference gives the same key).
 
     Files are keyed by resolved path, size and modification time (no read); bytes, base64 and PIL images by
     a hash of their content; URLs by the URL.
