@@ -1,0 +1,568 @@
+"""Learned fusion: one calibrated relevance probability from the scorer's raw score and first-stage signals.
+
+A linear model over :class:`~mm_rerank_components.adapt.features.FeatureSpec` features, trained on
+labelled candidate lists with a pairwise logistic (RankNet) loss over every (more relevant, less
+relevant) pair of a query -- the hard negatives mined from both routes -- plus a small pointwise
+logistic term that anchors the intercept, with an L2 penalty. Training is full-batch Newton's method
+in numpy: convex, no random initialisation, the same weights on every machine, a second or two on a
+CPU. The seed only decides which pairs are kept when a query has more than ``max_pairs_per_query``
+and which queries share a calibration fold.
+
+The fused score is then mapped to P(relevant) per modality with Platt scaling
+(:class:`~mm_rerank_components.calibration.PlattCalibrator`), fitted on *out-of-fold* fused scores
+(each query scored by a model that did not train on it), so outputs stay on the package's unified
+probability scale and are not over-confident on the training queries.
+
+Example:
+    >>> from mm_rerank_components import Candidate
+    >>> lists = [
+    ...     LabelledList(f"q{i}", [Candidate(f"p{i}", text="x", source="text", retrieval_score=0.9),
+    ...                            Candidate(f"n{i}", text="y", source="text", retrieval_score=0.1)],
+    ...                  raw_scores=[0.8, 0.2], labels=[1, 0])
+    ...     for i in range(4)
+    ... ]
+    >>> model = fit_fusion(lists, seed=0)
+    >>> p = model.predict("q", lists[0].candidates, [0.8, 0.2])
+    >>> p[0] > p[1]
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+
+from mm_rerank_components.adapt.features import FeatureSpec
+from mm_rerank_components.calibration import (
+    PerModalityCalibrator,
+    PlattCalibrator,
+    calibrator_from_dict,
+    expected_calibration_error,
+)
+from mm_rerank_components.reranker import MultimodalReranker, _RerankerBase
+from mm_rerank_components.types import Candidate, Modality, Query, RankedCandidate
+
+__all__ = ["FUSION_FORMAT", "FusionModel", "LabelledList", "LearnedFusionReranker", "fit_fusion"]
+
+logger = logging.getLogger(__name__)
+
+FUSION_FORMAT = "mm-rerank-fusion"
+FUSION_FORMAT_VERSION = 1
+_POOLED = "all"
+
+
+@dataclass(frozen=True)
+class LabelledList:
+    """One query's candidate list with the scorer's raw scores and relevance labels (training data).
+
+    Args:
+        query: the query (a ``Query`` or its text).
+        candidates: the first-stage candidates, each with ``source`` (route) and ``retrieval_score``
+            where known.
+        raw_scores: the scorer's raw score of each candidate (finite).
+        labels: relevance grade of each candidate: 0 = not relevant, >= 1 = relevant.
+
+    Example:
+        >>> from mm_rerank_components import Candidate
+        >>> LabelledList("fox", [Candidate("a", text="fox")], [0.3], [1]).labels
+        (1,)
+    """
+
+    query: Query | str
+    candidates: tuple[Candidate, ...]
+    raw_scores: tuple[float, ...]
+    labels: tuple[int, ...]
+
+    def __init__(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        raw_scores: Sequence[float],
+        labels: Sequence[int | float | bool],
+    ) -> None:
+        if not (len(candidates) == len(raw_scores) == len(labels)):
+            raise ValueError(
+                f"LabelledList needs one raw score and one label per candidate, got {len(candidates)} "
+                f"candidates, {len(raw_scores)} scores and {len(labels)} labels"
+            )
+        grades = []
+        for label in labels:
+            grade = int(label)
+            if grade != label or grade < 0:
+                raise ValueError(f"labels must be relevance grades 0, 1, 2, ... got {label!r}")
+            grades.append(grade)
+        scores = tuple(float(s) for s in raw_scores)
+        if not all(math.isfinite(s) for s in scores):
+            raise ValueError("raw_scores must be finite; drop candidates the scorer could not score")
+        object.__setattr__(self, "query", query)
+        object.__setattr__(self, "candidates", tuple(candidates))
+        object.__setattr__(self, "raw_scores", scores)
+        object.__setattr__(self, "labels", tuple(grades))
+
+
+# --------------------------------------------------------------------------------------------------
+# The linear model and its training
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+@dataclass
+class _Problem:
+    z: np.ndarray  # standardised features, all rows
+    y: np.ndarray  # 0/1 relevance, all rows
+    row_w: np.ndarray  # pointwise weight of each row (each query sums to 1/queries)
+    pairs_d: np.ndarray  # z[better] - z[worse]
+    pair_w: np.ndarray  # each query's pairs sum to 1/queries_with_pairs
+
+    def loss_grad_hess(
+        self, theta: np.ndarray, l2: float, pointwise: float
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        d = self.z.shape[1]
+        w, b = theta[:d], theta[d]
+        loss = 0.5 * l2 * float(w @ w)
+        grad = np.zeros(d + 1)
+        grad[:d] = l2 * w
+        hess = np.zeros((d + 1, d + 1))
+        hess[:d, :d] = l2 * np.eye(d)
+        if len(self.pair_w):
+            margin = self.pairs_d @ w
+            loss += float(self.pair_w @ np.logaddexp(0.0, -margin))
+            p = _sigmoid(-margin)  # d/dm log(1+e^-m) = -sigmoid(-m)
+            grad[:d] -= self.pairs_d.T @ (self.pair_w * p)
+            hess[:d, :d] += (self.pairs_d.T * (self.pair_w * p * (1 - p))) @ self.pairs_d
+        if pointwise > 0:
+            s = self.z @ w + b
+            loss += pointwise * float(self.row_w @ (np.logaddexp(0.0, s) - self.y * s))
+            q = _sigmoid(s)
+            design = np.hstack([self.z, np.ones((len(s), 1))])
+            grad += pointwise * design.T @ (self.row_w * (q - self.y))
+            hess += pointwise * (design.T * (self.row_w * q * (1 - q))) @ design
+        # the intercept gets a tiny ridge so the system stays solvable without a pointwise term
+        hess[d, d] += 1e-9
+        return loss, grad, hess
+
+
+def _newton(
+    problem: _Problem, l2: float, pointwise: float, max_iter: int = 50
+) -> tuple[np.ndarray, float, int]:
+    theta = np.zeros(problem.z.shape[1] + 1)
+    loss, grad, hess = problem.loss_grad_hess(theta, l2, pointwise)
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - reported as the iteration count
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while scale > 1e-10:
+            trial = theta - scale * step
+            trial_loss, trial_grad, trial_hess = problem.loss_grad_hess(trial, l2, pointwise)
+            if trial_loss <= loss:
+                break
+            scale /= 2
+        else:
+            break
+        improvement = loss - trial_loss
+        theta, loss, grad, hess = trial, trial_loss, trial_grad, trial_hess
+        if improvement < 1e-10 or float(np.abs(grad).max()) < 1e-9:
+            break
+    return theta, loss, iterations
+
+
+def _build_problem(
+    matrices: Sequence[np.ndarray],
+    lists: Sequence[LabelledList],
+    mu: np.ndarray,
+    sd: np.ndarray,
+    rng: np.random.Generator,
+    max_pairs_per_query: int,
+) -> tuple[_Problem, int]:
+    z_parts, y_parts, rw_parts, d_parts, pw_parts = [], [], [], [], []
+    with_pairs = sum(1 for item in lists if len(set(item.labels)) > 1)
+    for x, item in zip(matrices, lists, strict=True):
+        z = (x - mu) / sd
+        grades = np.asarray(item.labels)
+        z_parts.append(z)
+        y_parts.append((grades > 0).astype(float))
+        rw_parts.append(np.full(len(z), 1.0 / (len(z) * len(lists))))
+        better, worse = np.nonzero(grades[:, None] > grades[None, :])
+        if len(better) == 0:
+            continue
+        if len(better) > max_pairs_per_query:
+            keep = np.sort(rng.choice(len(better), size=max_pairs_per_query, replace=False))
+            better, worse = better[keep], worse[keep]
+        d_parts.append(z[better] - z[worse])
+        pw_parts.append(np.full(len(better), 1.0 / (len(better) * with_pairs)))
+    dim = len(mu)
+    problem = _Problem(
+        z=np.vstack(z_parts),
+        y=np.concatenate(y_parts),
+        row_w=np.concatenate(rw_parts),
+        pairs_d=np.vstack(d_parts) if d_parts else np.zeros((0, dim)),
+        pair_w=np.concatenate(pw_parts) if pw_parts else np.zeros(0),
+    )
+    return problem, len(problem.pair_w)
+
+
+def _fit_linear(
+    matrices: Sequence[np.ndarray],
+    lists: Sequence[LabelledList],
+    *,
+    seed: int,
+    l2: float,
+    pointwise: float,
+    max_pairs_per_query: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, dict[str, Any]]:
+    stacked = np.vstack(matrices)
+    mu = stacked.mean(axis=0)
+    sd = stacked.std(axis=0)
+    sd[sd < 1e-12] = 1.0
+    rng = np.random.default_rng(seed)
+    problem, n_pairs = _build_problem(matrices, lists, mu, sd, rng, max_pairs_per_query)
+    theta, loss, iterations = _newton(problem, l2, pointwise)
+    dim = len(mu)
+    info = {"pairs": n_pairs, "loss": float(loss), "iterations": iterations}
+    return mu, sd, theta[:dim], float(theta[dim]), info
+
+
+# --------------------------------------------------------------------------------------------------
+# Ranking metrics on the training lists (pool-relative: the relevant documents inside each list)
+
+
+def _metrics(lists: Sequence[LabelledList], scores: Sequence[np.ndarray], k: int = 10) -> dict[str, float]:
+    recalls, ndcgs = [], []
+    for item, s in zip(lists, scores, strict=True):
+        grades = np.asarray(item.labels, dtype=float)
+        relevant = grades > 0
+        if not relevant.any():
+            continue
+        order = sorted(range(len(s)), key=lambda i: -s[i])[:k]
+        recalls.append(float(relevant[order].sum() / relevant.sum()))
+        gains = (2.0 ** grades[order] - 1) / np.log2(np.arange(2, len(order) + 2))
+        ideal_grades = np.sort(grades)[::-1][:k]
+        ideal = (2.0**ideal_grades - 1) / np.log2(np.arange(2, len(ideal_grades) + 2))
+        ndcgs.append(float(gains.sum() / ideal.sum()))
+    return {f"recall@{k}": float(np.mean(recalls)), f"ndcg@{k}": float(np.mean(ndcgs))}
+
+
+# --------------------------------------------------------------------------------------------------
+# The fitted model
+
+
+@dataclass
+class FusionModel:
+    """A trained learned-fusion model: features -> fused score -> calibrated P(relevant) per modality.
+
+    Build it with :func:`fit_fusion`; save it with :meth:`to_dict` (plain JSON) and read it back with
+    :meth:`from_dict`. Serve it with :class:`LearnedFusionReranker`.
+
+    Attributes:
+        spec: which features it reads.
+        mean, scale: the feature standardisation fitted on the training rows.
+        weights, bias: the linear model on standardised features (``fused = z @ weights + bias``).
+        calibrator: Platt maps per modality from the fused score to a probability.
+        training: what it was trained on and how it went (queries, pairs, loss, metrics, seed, l2).
+
+    Example:
+        >>> model = FusionModel.from_dict(model.to_dict())  # doctest: +SKIP
+    """
+
+    spec: FeatureSpec
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+    calibrator: PerModalityCalibrator
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    def fused_scores(
+        self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
+    ) -> list[float]:
+        """The uncalibrated fused score (a log-odds-like value) of each candidate."""
+        if not candidates:
+            return []
+        x = self.spec.transform(query, candidates, raw_scores)
+        return [float(v) for v in ((x - self.mean) / self.scale) @ self.weights + self.bias]
+
+    def predict(
+        self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
+    ) -> list[float]:
+        """Calibrated P(relevant) of each candidate of one query's list (same order as ``candidates``).
+
+        Example:
+            >>> model.predict("red fox", hits, raw_scores)  # doctest: +SKIP
+            [0.83, 0.04]
+        """
+        fused = self.fused_scores(query, candidates, raw_scores)
+        if not fused:
+            return []
+        return self.calibrator.calibrate(fused, [c.modality for c in candidates])
+
+    def weight_table(self) -> list[tuple[str, float]]:
+        """``(feature, weight on the standardised feature)``, largest magnitude first."""
+        pairs = [(n, float(w)) for n, w in zip(self.spec.names, self.weights, strict=True)]
+        return sorted(pairs, key=lambda p: -abs(p[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (lists of floats, no pickles)."""
+        return {
+            "format": FUSION_FORMAT,
+            "version": FUSION_FORMAT_VERSION,
+            "features": self.spec.to_dict(),
+            "feature_names": list(self.spec.names),
+            "mean": [float(v) for v in self.mean],
+            "scale": [float(v) for v in self.scale],
+            "weights": [float(v) for v in self.weights],
+            "bias": float(self.bias),
+            "calibration": self.calibrator.to_dict(),
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> FusionModel:
+        """Rebuild a model from :meth:`to_dict` output; ``source`` names the file in error messages."""
+        if data.get("format") != FUSION_FORMAT:
+            raise ValueError(f'{source} is not a learned-fusion model (expected "format": "{FUSION_FORMAT}")')
+        if data.get("version") != FUSION_FORMAT_VERSION:
+            raise ValueError(
+                f"{source} has fusion format version {data.get('version')!r}; this package reads "
+                f"version {FUSION_FORMAT_VERSION}"
+            )
+        try:
+            spec = FeatureSpec.from_dict(data["features"])
+            if list(spec.names) != list(data["feature_names"]):
+                raise ValueError(
+                    f"{source}: its feature names do not match what this package version builds from its "
+                    "feature settings; retrain with mm-rerank adapt"
+                )
+            arrays = [np.asarray(data[k], dtype=float) for k in ("mean", "scale", "weights")]
+            if any(a.shape != (len(spec.names),) for a in arrays):
+                raise ValueError(f"{source}: mean/scale/weights must each hold {len(spec.names)} numbers")
+            calibrator = calibrator_from_dict(data["calibration"], source=source)
+            if not isinstance(calibrator, PerModalityCalibrator):
+                raise ValueError(f"{source}: calibration must be a PerModalityCalibrator")
+            return cls(
+                spec, arrays[0], arrays[1], arrays[2], float(data["bias"]), calibrator, dict(data["training"])
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{source}: malformed learned-fusion model ({exc!r})") from exc
+
+
+def _folds(n: int, k: int, seed: int) -> list[int]:
+    order = np.random.default_rng(seed).permutation(n)
+    fold = [0] * n
+    for position, index in enumerate(order):
+        fold[int(index)] = position % k
+    return fold
+
+
+def _calibrate(
+    fused: Sequence[np.ndarray], lists: Sequence[LabelledList], scorer: str | None
+) -> PerModalityCalibrator:
+    scores = np.concatenate(fused)
+    labels = np.concatenate([(np.asarray(item.labels) > 0).astype(float) for item in lists])
+    modalities = np.asarray([c.modality for item in lists for c in item.candidates], dtype=object)
+    maps: dict[str, PlattCalibrator] = {}
+    stats: dict[str, Any] = {}
+    for modality in sorted(set(modalities)):
+        mask = modalities == modality
+        y = labels[mask]
+        entry: dict[str, Any] = {"pairs": int(mask.sum()), "positives": int(y.sum())}
+        if 0 < y.sum() < len(y):
+            maps[modality] = PlattCalibrator().fit(scores[mask], y)
+        else:
+            entry["map"] = f"pooled ({_POOLED!r}): this modality lacks relevant or non-relevant examples"
+        stats[modality] = entry
+    if 0 < labels.sum() < len(labels):
+        maps[_POOLED] = PlattCalibrator().fit(scores, labels)
+    if not maps:
+        raise ValueError("learned fusion needs relevant and non-relevant candidates to calibrate")
+    calibrator = PerModalityCalibrator(
+        maps,
+        fallback=_POOLED if _POOLED in maps else None,
+        scorer=scorer,
+        method="platt",
+    )
+    for modality, entry in stats.items():
+        mask = modalities == modality
+        mods = [cast(Modality, modality)] * int(mask.sum())
+        probs: np.ndarray = np.asarray(calibrator.calibrate([float(v) for v in scores[mask]], mods))
+        entry["ece"] = expected_calibration_error(probs, labels[mask])
+        entry["mean_probability"] = float(probs.mean())
+        entry["positive_rate"] = float(labels[mask].mean())
+    calibrator.stats = stats
+    return calibrator
+
+
+def fit_fusion(
+    lists: Sequence[LabelledList],
+    *,
+    seed: int = 0,
+    l2: float = 0.01,
+    pointwise: float = 0.2,
+    metadata_fields: Sequence[str] = (),
+    bm25: bool = True,
+    max_pairs_per_query: int = 400,
+    calibration_folds: int = 5,
+    scorer: str | None = None,
+) -> FusionModel:
+    """Train learned fusion on labelled candidate lists (every list given is training data).
+
+    Args:
+        lists: one :class:`LabelledList` per query; lists without a relevant and a non-relevant
+            candidate still count in the pointwise term but add no pairs.
+        seed: fixes pair subsampling and calibration folds; the same seed and data give identical
+            weights and scores.
+        l2: L2 penalty on the standardised weights (the losses are means, so 0.01 is mild).
+        pointwise: weight of the pointwise logistic term next to the pairwise one (0 = pairwise only).
+        metadata_fields: numeric ``Candidate.metadata`` fields to use as features.
+        bm25: whether to use the BM25 features (needs ``bm25s``).
+        max_pairs_per_query: pairs kept per query (a seeded sample beyond that).
+        calibration_folds: the Platt maps are fitted on out-of-fold fused scores from this many folds
+            of queries (in-sample when there are fewer than ``2 * folds`` queries).
+        scorer: the scorer's name, recorded with the calibration.
+
+    Example:
+        >>> model = fit_fusion(lists, seed=0, metadata_fields=["year"])  # doctest: +SKIP
+        >>> model.training["pairs"]  # doctest: +SKIP
+        5120
+    """
+    if not lists:
+        raise ValueError("fit_fusion needs at least one labelled list")
+    if l2 < 0 or pointwise < 0:
+        raise ValueError(f"l2 and pointwise must be >= 0, got l2={l2!r}, pointwise={pointwise!r}")
+    if l2 == 0 and pointwise == 0:
+        raise ValueError("with l2=0 and pointwise=0 separable data has no finite solution; set l2 > 0")
+    if not any(any(g > 0 for g in item.labels) for item in lists):
+        raise ValueError("fit_fusion needs at least one relevant candidate (label >= 1)")
+    started = time.perf_counter()
+    routes = sorted({c.source for item in lists for c in item.candidates if c.source is not None})
+    spec = FeatureSpec(routes=tuple(routes), metadata_fields=tuple(metadata_fields), bm25=bm25)
+    matrices = [spec.transform(item.query, item.candidates, item.raw_scores) for item in lists]
+    features_s = time.perf_counter() - started
+    kwargs = {"seed": seed, "l2": l2, "pointwise": pointwise, "max_pairs_per_query": max_pairs_per_query}
+    mu, sd, w, b, info = _fit_linear(matrices, lists, **kwargs)  # type: ignore[arg-type]
+
+    n = len(lists)
+    cross_fitted = calibration_folds >= 2 and n >= 2 * calibration_folds
+    if cross_fitted:
+        fold = _folds(n, calibration_folds, seed)
+        oof: list[np.ndarray] = [np.zeros(0)] * n
+        for f in range(calibration_folds):
+            train = [i for i in range(n) if fold[i] != f]
+            f_mu, f_sd, f_w, f_b, _ = _fit_linear(
+                [matrices[i] for i in train],
+                [lists[i] for i in train],
+                **kwargs,  # type: ignore[arg-type]
+            )
+            for i in range(n):
+                if fold[i] == f:
+                    oof[i] = ((matrices[i] - f_mu) / f_sd) @ f_w + f_b
+        calibration_scores = oof
+    else:
+        calibration_scores = [((x - mu) / sd) @ w + b for x in matrices]
+    calibrator = _calibrate(calibration_scores, lists, scorer)
+
+    fused = [((x - mu) / sd) @ w + b for x in matrices]
+    training: dict[str, Any] = {
+        "queries": n,
+        "candidates": int(sum(len(item.candidates) for item in lists)),
+        "positives": int(sum(sum(1 for g in item.labels if g > 0) for item in lists)),
+        **info,
+        "seed": seed,
+        "l2": l2,
+        "pointwise": pointwise,
+        "max_pairs_per_query": max_pairs_per_query,
+        "calibration": "out-of-fold" if cross_fitted else "in-sample",
+        "calibration_folds": calibration_folds if cross_fitted else 1,
+        "train_metrics": {
+            "raw_score": _metrics(lists, [np.asarray(item.raw_scores) for item in lists]),
+            "fused": _metrics(lists, fused),
+            "out_of_fold": _metrics(lists, calibration_scores) if cross_fitted else None,
+        },
+        "features_seconds": round(features_s, 4),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    logger.info(
+        "learned fusion: %d queries, %d pairs, loss %.4f after %d Newton steps",
+        n,
+        info["pairs"],
+        info["loss"],
+        info["iterations"],
+    )
+    return FusionModel(spec, mu, sd, w, b, calibrator, training)
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving
+
+
+class LearnedFusionReranker(_RerankerBase):
+    """A reranker that fuses a base reranker's raw scores with first-stage signals, calibrated.
+
+    The base :class:`~mm_rerank_components.MultimodalReranker` does the scoring (validation, image
+    decoding, batching, caching, ``on_error``); this class replaces its calibration with the learned
+    fusion model. Results are :class:`~mm_rerank_components.RankedCandidate` with ``score`` = the
+    calibrated fused probability, ``raw_score`` = the scorer's raw score and ``index`` into the input.
+    Candidates the base could not score (``on_error="keep"``) come last with their error, never dropped
+    (not by ``top_n`` or ``threshold`` either).
+
+    Example:
+        >>> from mm_rerank_components import MultimodalReranker
+        >>> from mm_rerank_components.scorers import FakeScorer
+        >>> reranker = LearnedFusionReranker(MultimodalReranker(FakeScorer()), model)  # doctest: +SKIP
+        >>> reranker.rerank("red fox", hits, top_n=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, base: MultimodalReranker, model: FusionModel) -> None:
+        if not isinstance(base, MultimodalReranker):
+            raise TypeError(f"base must be a MultimodalReranker (it provides raw scores), got {base!r}")
+        if not isinstance(model, FusionModel):
+            raise TypeError(f"model must be a FusionModel (see fit_fusion), got {model!r}")
+        self.base = base
+        self.model = model
+
+    @property
+    def scorer(self) -> Any:
+        return self.base.scorer
+
+    def rerank(
+        self,
+        query: Query | str,
+        candidates: Sequence[Candidate],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[RankedCandidate]:
+        """Score with the base, fuse, calibrate, sort; ``top_n`` and ``threshold`` apply to fused scores."""
+        MultimodalReranker._check_limits(top_n, threshold)
+        base = self.base.rerank(query, candidates)
+        if not base:
+            return []
+        scored = sorted((r for r in base if r.error is None), key=lambda r: r.index)
+        failed = [r for r in base if r.error is not None]
+        probabilities = self.model.predict(
+            query, [candidates[r.index] for r in scored], [r.raw_score for r in scored]
+        )
+        order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
+        if threshold is not None:
+            order = [o for o in order if probabilities[o] >= threshold]
+        if top_n is not None:
+            order = order[:top_n]
+        results = [
+            dataclasses.replace(scored[o], score=float(probabilities[o]), rank=rank)
+            for rank, o in enumerate(order)
+        ]
+        for r in failed:
+            results.append(dataclasses.replace(r, rank=len(results)))
+        return results

@@ -1,0 +1,203 @@
+"""Learned fusion: features, training, determinism, calibration and the LearnedFusionReranker."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mm_rerank_components import Candidate, MultimodalReranker, Query
+from mm_rerank_components.adapt import (
+    FeatureSpec,
+    FusionModel,
+    LabelledList,
+    LearnedFusionReranker,
+    fit_fusion,
+)
+from mm_rerank_components.adapt.features import bm25_pool_scores
+from mm_rerank_components.scorers import FakeScorer
+
+
+def _synthetic(n_queries: int = 40, seed: int = 1, informative: str = "meta") -> list[LabelledList]:
+    """Lists where the raw score is pure noise and one signal marks the two positives."""
+    rng = np.random.default_rng(seed)
+    lists = []
+    for q in range(n_queries):
+        candidates, raw, labels = [], [], []
+        for j in range(20):
+            route = "text" if j < 10 else "image"
+            relevant = j in (2, 13)
+            signal = float(rng.normal(2.0 if relevant else 0.0, 0.5))
+            candidates.append(
+                Candidate(
+                    f"q{q}-d{j}",
+                    text=f"passage {j}" if route == "text" else None,
+                    image=b"not decoded here" if route == "image" else None,
+                    source=route,
+                    retrieval_score=signal if informative == "retrieval" else float(rng.normal()),
+                    metadata={"signal": signal if informative == "meta" else float(rng.normal())},
+                )
+            )
+            raw.append(float(rng.normal()))
+            labels.append(int(relevant))
+        lists.append(LabelledList(f"query {q}", candidates, raw, labels))
+    return lists
+
+
+def _positives_on_top(model: FusionModel, lists: list[LabelledList]) -> float:
+    hits = 0
+    for item in lists:
+        probs = model.predict(item.query, item.candidates, item.raw_scores)
+        top = sorted(range(len(probs)), key=lambda i: -probs[i])[:2]
+        hits += sum(item.labels[i] for i in top)
+    return hits / (2 * len(lists))
+
+
+def test_fusion_learns_an_informative_metadata_field() -> None:
+    train, test = _synthetic(40, seed=1), _synthetic(20, seed=2)
+    model = fit_fusion(train, seed=0, metadata_fields=["signal"])
+    assert _positives_on_top(model, test) > 0.9
+    weights = dict(model.weight_table())
+    assert max(weights, key=lambda n: abs(weights[n])) == "meta:signal"
+    # without the field the raw score is noise: far worse
+    blind = fit_fusion(train, seed=0)
+    assert _positives_on_top(blind, test) < 0.5
+
+
+def test_fusion_learns_from_route_similarity() -> None:
+    train, test = (
+        _synthetic(40, seed=3, informative="retrieval"),
+        _synthetic(20, seed=4, informative="retrieval"),
+    )
+    model = fit_fusion(train, seed=0)
+    assert _positives_on_top(model, test) > 0.9
+    fused = model.training["train_metrics"]["fused"]["recall@10"]
+    assert fused > model.training["train_metrics"]["raw_score"]["recall@10"]
+
+
+def test_same_seed_identical_weights_and_scores() -> None:
+    lists = _synthetic(30, seed=5)
+    a = fit_fusion(lists, seed=7, metadata_fields=["signal"], max_pairs_per_query=20)
+    b = fit_fusion(lists, seed=7, metadata_fields=["signal"], max_pairs_per_query=20)
+    assert np.array_equal(a.weights, b.weights) and a.bias == b.bias
+    item = lists[0]
+    assert a.predict(item.query, item.candidates, item.raw_scores) == b.predict(
+        item.query, item.candidates, item.raw_scores
+    )
+    # another seed samples other pairs (allowed to differ; here it does, since pairs are subsampled)
+    c = fit_fusion(lists, seed=8, metadata_fields=["signal"], max_pairs_per_query=20)
+    assert not np.array_equal(a.weights, c.weights)
+
+
+def test_to_dict_round_trip_is_json_and_exact() -> None:
+    lists = _synthetic(12, seed=6)
+    model = fit_fusion(lists, seed=0, metadata_fields=["signal"])
+    text = json.dumps(model.to_dict())
+    again = FusionModel.from_dict(json.loads(text))
+    item = lists[3]
+    assert again.predict(item.query, item.candidates, item.raw_scores) == model.predict(
+        item.query, item.candidates, item.raw_scores
+    )
+    assert again.feature_names == model.feature_names
+
+
+def test_from_dict_rejects_other_json() -> None:
+    with pytest.raises(ValueError, match="not a learned-fusion model"):
+        FusionModel.from_dict({"format": "something-else"}, source="weights.json")
+
+
+def test_calibration_is_per_modality_and_honest_in_the_large() -> None:
+    lists = _synthetic(60, seed=8, informative="retrieval")
+    model = fit_fusion(lists, seed=0)
+    stats = model.calibrator.stats
+    assert set(stats) == {"text", "image"}
+    for entry in stats.values():
+        assert entry["ece"] < 0.05
+        assert abs(entry["mean_probability"] - entry["positive_rate"]) < 0.02
+    assert model.training["calibration"] == "out-of-fold"
+
+
+def test_missing_values_are_explicit_features() -> None:
+    spec = FeatureSpec(routes=("image", "text"), metadata_fields=("year",))
+    candidates = [
+        Candidate("a", text="red fox", source="text", retrieval_score=0.5, metadata={"year": 0}),
+        Candidate("b", image=b"x", source="image"),  # no retrieval score, no caption, no year
+        Candidate("c", text="owl", source="somewhere-else", retrieval_score=0.1, metadata={"year": "old"}),
+    ]
+    x = spec.transform(None, candidates, [0.0, 0.0, 1.0])
+    col = {n: j for j, n in enumerate(spec.names)}
+    assert x[:, col["query_text_missing"]].tolist() == [1, 1, 1]
+    assert x[:, col["retrieval_missing"]].tolist() == [0, 1, 0]
+    assert x[:, col["doc_text_missing"]].tolist() == [0, 1, 0]
+    # a real zero year is a value; a missing or non-numeric one is flagged
+    assert x[:, col["meta:year"]].tolist() == [0, 0, 0]
+    assert x[:, col["meta_missing:year"]].tolist() == [0, 1, 1]
+    assert x[2, col["route:<other>"]] == 1 and x[0, col["route:text"]] == 1
+    assert x[0, col["rr:text"]] == pytest.approx(1 / 61)
+
+
+def test_route_rank_follows_retrieval_score() -> None:
+    spec = FeatureSpec(routes=("text",), bm25=False)
+    candidates = [
+        Candidate(f"t{i}", text="x", source="text", retrieval_score=s) for i, s in enumerate([0.2, 0.9])
+    ]
+    x = spec.transform("q", candidates, [0.0, 0.0])
+    col = {n: j for j, n in enumerate(spec.names)}
+    assert x[:, col["rr:text"]].tolist() == pytest.approx([1 / 62, 1 / 61])
+    assert x[:, col["minmax:text"]].tolist() == [0.0, 1.0]
+
+
+def test_bm25_uses_the_pool() -> None:
+    scores = bm25_pool_scores("red fox den", ["the red fox sleeps in its den", "an owl at night", None])
+    assert scores[0] is not None and scores[0] > 0
+    assert scores[1] == 0.0 and scores[2] is None
+    assert bm25_pool_scores(None, ["text"]) == [None]
+
+
+def test_reranker_keeps_failed_candidates_last_and_maps_indices() -> None:
+    lists = _synthetic(12, seed=9, informative="retrieval")
+    model = fit_fusion(lists, seed=0)
+    base = MultimodalReranker(FakeScorer(), on_error="keep")
+    reranker = LearnedFusionReranker(base, model)
+    hits = [
+        Candidate("t0", text="red fox", source="text", retrieval_score=0.1),
+        Candidate("broken", image="/nonexistent/picture.png", source="image", retrieval_score=3.0),
+        Candidate("t1", text="red fox in snow", source="text", retrieval_score=2.5),
+        Candidate("t2", text="owl", source="text", retrieval_score=-1.0),
+    ]
+    ranked = reranker.rerank(Query("red fox"), hits, top_n=1)
+    assert [r.id for r in ranked] == ["t1", "broken"]
+    assert ranked[0].index == 2 and ranked[0].raw_score == 1.0  # FakeScorer's raw word overlap
+    assert ranked[-1].error is not None and math.isnan(ranked[-1].raw_score)
+    assert ranked[-1].candidate.metadata["rerank_error"] == ranked[-1].error
+    full = reranker.rerank("red fox", hits)
+    assert [r.rank for r in full] == [0, 1, 2, 3]
+    assert all(0.0 <= r.score <= 1.0 for r in full)
+    assert full == [*sorted(full[:-1], key=lambda r: -r.score), full[-1]]
+    assert reranker.rerank("red fox", hits, threshold=1.0)[-1].id == "broken"
+    assert reranker.rerank("red fox", []) == []
+
+
+def test_reranker_arerank_matches_rerank() -> None:
+    import asyncio
+
+    model = fit_fusion(_synthetic(12, seed=10), seed=0)
+    reranker = LearnedFusionReranker(MultimodalReranker(FakeScorer()), model)
+    hits = [
+        Candidate("a", text="fox", source="text", retrieval_score=0.3),
+        Candidate("b", text="owl", source="text"),
+    ]
+    assert asyncio.run(reranker.arerank("fox", hits)) == reranker.rerank("fox", hits)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="one raw score and one label"):
+        LabelledList("q", [Candidate("a", text="x")], [0.1, 0.2], [1])
+    with pytest.raises(ValueError, match="grades"):
+        LabelledList("q", [Candidate("a", text="x")], [0.1], [0.5])
+    with pytest.raises(ValueError, match="at least one relevant"):
+        fit_fusion([LabelledList("q", [Candidate("a", text="x")], [0.1], [0])])
+    with pytest.raises(TypeError, match="MultimodalReranker"):
+        LearnedFusionReranker(object(), fit_fusion(_synthetic(4)))  # type: ignore[arg-type]
