@@ -1,0 +1,133 @@
+"""The whole path: first-stage retrieval, reranking on the unified scale, and an answer.
+
+Example:
+    >>> from mm_rerank_components import Candidate, MultimodalReranker
+    >>> from mm_rerank_components.scorers import FakeScorer
+    >>> class ListRetriever:
+    ...     def retrieve(self, query):
+    ...         return [Candidate("a", text="Owls hunt at night."), Candidate("b", text="A red fox.")]
+    >>> rag = RAGPipeline(ListRetriever(), MultimodalReranker(FakeScorer()), top_n=1)
+    >>> sorted(rag.ask("red fox").timings)
+    ['answer', 'first_stage', 'rerank']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mm_rerank_components.answer.evidence import Answer, Answerer, Evidence
+from mm_rerank_components.answer.extractive import ExtractiveAnswerer
+from mm_rerank_components.answer.llm import LLMAnswerer, LLMConfig
+from mm_rerank_components.types import Candidate, Query
+
+if TYPE_CHECKING:
+    from mm_rerank_components.reranker import Reranker
+
+logger = logging.getLogger(__name__)
+
+
+def make_answerer(
+    config: LLMConfig | None = None, *, from_env: bool = True, reranker: Reranker | None = None
+) -> ExtractiveAnswerer | LLMAnswerer:
+    """An :class:`LLMAnswerer` when an LLM is configured (argument or environment), else extractive.
+
+    Args:
+        config: the LLM to ask; ``None`` reads the environment when ``from_env``.
+        from_env: read ``MM_RERANK_LLM_*`` / ``OPENAI_*`` when no ``config`` is given.
+        reranker: for the extractive answerer: scores the sentences of the top evidence, so the answer
+            quotes the sentences that answer the question (see :class:`ExtractiveAnswerer`).
+
+    Example:
+        >>> make_answerer(from_env=False).name
+        'extractive'
+    """
+    if config is None and from_env:
+        config = LLMConfig.from_env()
+    if config is None:
+        logger.info("no LLM configured (MM_RERANK_LLM_MODEL unset): answers are extractive")
+        return ExtractiveAnswerer(reranker=reranker)
+    return LLMAnswerer(config)
+
+
+class RAGPipeline:
+    """Retrieve broadly, rerank on the unified scale, answer from the top evidence.
+
+    Args:
+        retriever: anything with ``retrieve(query) -> list[Candidate]``, e.g.
+            :class:`~mm_rerank_components.retrievers.ChromaMultiCollectionRetriever`.
+        reranker: a :class:`~mm_rerank_components.MultimodalReranker` (or cascade).
+        answerer: an :class:`Answerer`; default :func:`make_answerer` (environment, else an extractive
+            answerer whose sentences are scored by ``reranker``).
+        top_n: evidence items kept after reranking.
+        threshold: drop evidence whose unified score is below this.
+
+    Example:
+        >>> from mm_rerank_components import MultimodalReranker
+        >>> from mm_rerank_components.scorers import FakeScorer
+        >>> class ListRetriever:
+        ...     def retrieve(self, query):
+        ...         return [Candidate("a", text="Owls hunt at night."), Candidate("b", text="A red fox.")]
+        >>> rag = RAGPipeline(ListRetriever(), MultimodalReranker(FakeScorer()),
+        ...                   answerer=ExtractiveAnswerer(), top_n=1)
+        >>> rag.ask("red fox").evidence[0].id
+        'b'
+    """
+
+    def __init__(
+        self,
+        retriever: Any,
+        reranker: Any,
+        answerer: Answerer | None = None,
+        *,
+        top_n: int = 5,
+        threshold: float | None = None,
+    ) -> None:
+        if not callable(getattr(retriever, "retrieve", None)):
+            raise TypeError(f"retriever must have retrieve(query) -> list[Candidate], got {retriever!r}")
+        if not callable(getattr(reranker, "rerank", None)):
+            raise TypeError(f"reranker must be a MultimodalReranker (or cascade), got {reranker!r}")
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+            raise ValueError(f"top_n must be a positive int, got {top_n!r}")
+        self.retriever = retriever
+        self.reranker = reranker
+        self.answerer: Answerer = answerer if answerer is not None else make_answerer(reranker=reranker)
+        self.top_n = top_n
+        self.threshold = threshold
+
+    def search(self, question: str | Query) -> list[Evidence]:
+        """First stage plus reranking: the top evidence, best first."""
+        return self._search(question, {})
+
+    def _search(self, question: str | Query, timings: dict[str, float]) -> list[Evidence]:
+        query = Query(text=question) if isinstance(question, str) else question
+        start = time.perf_counter()
+        candidates: list[Candidate] = list(self.retriever.retrieve(query))
+        timings["first_stage"] = time.perf_counter() - start
+        if not candidates:
+            timings["rerank"] = 0.0
+            return []
+        start = time.perf_counter()
+        ranked = self.reranker.rerank(query, candidates, top_n=self.top_n, threshold=self.threshold)
+        timings["rerank"] = time.perf_counter() - start
+        return [Evidence.from_ranked(r) for r in ranked]
+
+    def ask(self, question: str) -> Answer:
+        """Search and answer ``question``; the returned :class:`Answer` carries the evidence and timings."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        evidence = self._search(question.strip(), timings)
+        answered = time.perf_counter()
+        answer = self.answerer.answer(question.strip(), evidence)
+        timings["answer"] = time.perf_counter() - answered
+        return Answer(
+            question=answer.question,
+            text=answer.text,
+            evidence=answer.evidence,
+            answerer=answer.answerer,
+            seconds=time.perf_counter() - start,
+            timings=timings,
+        )
