@@ -45,6 +45,7 @@ import numpy as np
 from mm_rerank_components.scorers.base import ALL_MODALITIES
 from mm_rerank_components.starter.classes import PROMPT_STYLES, PromptStyle
 from mm_rerank_components.starter.conse import conse
+from mm_rerank_components.starter.image_models import DEFAULT_IMAGE_MODEL
 from mm_rerank_components.starter.models import StarterModels
 from mm_rerank_components.types import Candidate, Modality, Query
 
@@ -82,10 +83,13 @@ class StarterScorer:
     """Rerank text, image and text+image candidates with the offline starter models.
 
     Args:
-        models: a ready :class:`~mm_rerank_components.starter.StarterModels` (its device and batch sizes
-            are used; its ``n_views``/``top_k``/``prompt_style`` are not: the scorer has its own below).
-            Default: a new one on ``device`` (weights are shared with any other instance on that device).
+        models: a ready :class:`~mm_rerank_components.starter.StarterModels` (its device, model files and
+            batch sizes are used; its ``n_views``/``top_k``/``prompt_style`` are not: the scorer has its own
+            below). Default: a new one on ``device`` with ``image_model`` (weights are shared with any other
+            instance on that device).
         device: torch device when ``models`` is not given.
+        image_model: the image classifier when ``models`` is not given: ``"efficientnet-lite0"`` (default)
+            or ``"efficientnet-lite2"`` (more accurate, about 2.2x the compute; see docs/starter_models.md).
         n_views: views per image whose class probabilities are averaged (1..7; 1 measured best).
         top_k: classes mixed by ConSE.
         prompt_styles: class prompt styles whose text embeddings are averaged.
@@ -116,6 +120,7 @@ class StarterScorer:
         self,
         models: StarterModels | None = None,
         device: str = "cpu",
+        image_model: str | None = None,
         n_views: int = 1,
         top_k: int = 20,
         prompt_styles: Sequence[PromptStyle] = DEFAULT_PROMPT_STYLES,
@@ -137,7 +142,14 @@ class StarterScorer:
         for label, weight in (("caption_weight", caption_weight), ("window_weight", window_weight)):
             if not 0.0 <= weight <= 1.0:
                 raise ValueError(f"{label} must be between 0 and 1, got {weight!r}")
-        self.models = models if models is not None else StarterModels(device=device)
+        if models is None:
+            models = StarterModels(device=device, image_model=image_model or DEFAULT_IMAGE_MODEL)
+        elif image_model is not None and image_model != getattr(models, "image_model", image_model):
+            raise ValueError(
+                f"image_model={image_model!r} but the given models use {models.image_model!r}; "
+                "pass one or the other"
+            )
+        self.models = models
         if class_match_weight < 0:
             raise ValueError(f"class_match_weight must be >= 0, got {class_match_weight!r}")
         if not class_match_temperature > 0:
@@ -159,8 +171,9 @@ class StarterScorer:
         self._class_matrix: np.ndarray | None = None
         self._image_cache: _VectorLRU[bytes] = _VectorLRU(image_cache_size)
         self._text_cache: _VectorLRU[str] = _VectorLRU(text_cache_size)
+        files = f"{_label(models, 'text_label')}+{_label(models, 'image_label')}"
         self.name = (
-            f"starter:v{n_views}:k{top_k}:{'+'.join(styles)}:m{self.class_match_weight:g}"
+            f"starter:{files}:v{n_views}:k{top_k}:{'+'.join(styles)}:m{self.class_match_weight:g}"
             f"@{self.class_match_temperature:g}:c{self.caption_weight:g}:w{self.window_weight:g}"
         )
 
@@ -353,6 +366,12 @@ class _VectorLRU(Generic[K]):
                 while len(self._data) > self.max_entries:
                     self._data.popitem(last=False)
         return out
+
+
+def _label(models: Any, attr: str) -> str:
+    """The models' file label; test doubles without one are named by their class."""
+    value = getattr(models, attr, None)
+    return value if isinstance(value, str) else type(models).__name__.lower()
 
 
 def _pixel_key(image: Any) -> bytes:

