@@ -6,10 +6,11 @@ import asyncio
 import dataclasses
 import logging
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from mm_rerank_components.calibration import Calibrator, SigmoidCalibrator
 from mm_rerank_components.media import (
@@ -18,9 +19,11 @@ from mm_rerank_components.media import (
     ImageOptions,
     image_key,
     load_image,
+    text_key,
 )
-from mm_rerank_components.scorers.base import Scorer
-from mm_rerank_components.types import Candidate, Modality, Query, RankedCandidate
+from mm_rerank_components.scorers._batching import plan_batches
+from mm_rerank_components.scorers.base import BaseScorer, Scorer
+from mm_rerank_components.types import Candidate, Modality, Precomputed, Query, RankedCandidate
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,87 @@ def _size_key(candidate: Candidate) -> int:
     return size
 
 
+class _Item:
+    """One candidate on its way to the scorer: input position, prepared candidate, cache key."""
+
+    __slots__ = ("candidate", "index", "key")
+
+    def __init__(self, index: int, candidate: Candidate, key: Hashable | None) -> None:
+        self.index = index
+        self.candidate = candidate
+        self.key = key
+
+
+def _as_score(value: object) -> float:
+    """A scorer's value as float; None and non-numbers become nan, which the caller reports."""
+    if isinstance(value, bool):
+        return _NAN
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return _NAN
+
+
+def _ids(items: Sequence[_Item], most: int = 5) -> str:
+    shown = ", ".join(repr(item.candidate.id) for item in items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def check_request(query: object, top_n: object = None, threshold: object = None) -> Query:
+    """The validation the core and both framework adapters share: the query, ``top_n`` and ``threshold``.
+
+    Returns the query as a :class:`Query` (a ``str`` becomes ``Query(text=...)``); raises ``TypeError`` or
+    ``ValueError`` naming the bad value and the fix.
+
+    Example:
+        >>> check_request("red fox", top_n=3).text
+        'red fox'
+        >>> check_request("red fox", top_n=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: top_n must be a positive int or None, got True
+    """
+    if isinstance(query, str):
+        query = Query(text=query)
+    elif not isinstance(query, Query):
+        raise TypeError(
+            f"query must be a Query or a str, got {type(query).__name__}; build one with "
+            "Query(text=..., image=...)"
+        )
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0.0 <= float(threshold) <= 1.0
+    ):
+        raise ValueError(f"threshold must be a unified score between 0 and 1 or None, got {threshold!r}")
+    return query
+
+
+def check_candidates(candidates: object) -> None:
+    """Check that ``candidates`` is a list of :class:`Candidate`, naming the first bad position.
+
+    Example:
+        >>> check_candidates([Candidate("a", text="x")])  # None: a valid list
+        >>> check_candidates([Candidate("a", text="x"), None])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: candidates[1] is a NoneType, not a Candidate; ...
+    """
+    if isinstance(candidates, (str, bytes, Candidate)) or not isinstance(candidates, Sequence):
+        raise TypeError(
+            f"candidates must be a list of Candidate, got {type(candidates).__name__}; wrap a single "
+            "candidate in a list"
+        )
+    for position, candidate in enumerate(candidates):
+        if not isinstance(candidate, Candidate):
+            raise TypeError(
+                f"candidates[{position}] is a {type(candidate).__name__}, not a Candidate; build one "
+                "with Candidate(id=..., text=..., image=...)"
+            )
+
+
 class _RerankerBase:
     """What every reranker shares: the async form of ``rerank`` and the one-line cascade."""
 
@@ -178,7 +262,7 @@ class MultimodalReranker(_RerankerBase):
         scorer: Scorer,
         calibrator: Calibrator | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         cache: bool | int | ScoreCache | None = False,
         on_error: OnError = "raise",
         image_options: ImageOptions | None = None,
@@ -189,8 +273,12 @@ class MultimodalReranker(_RerankerBase):
                     f"scorer {scorer!r} lacks {attr!r}: a scorer needs name, outputs_probabilities, "
                     "modalities and score(query, candidates) (see mm_rerank_components.scorers.base.Scorer)"
                 )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size must be a positive int or None (no cap; the scorer batches), got {batch_size!r}"
+            )
         if on_error not in ("raise", "keep"):
             raise ValueError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
         if calibrator is not None and not hasattr(calibrator, "calibrate"):
@@ -201,13 +289,30 @@ class MultimodalReranker(_RerankerBase):
         self.on_error: OnError = on_error
         self.image_options = image_options or DEFAULT_IMAGE_OPTIONS
         self.calibrator: Calibrator = self._resolve_calibrator(calibrator)
+        # what the scorer may take from candidate.precomputed; plain Protocol scorers reuse nothing
+        self._reuses: frozenset[str] = (
+            frozenset(scorer.reuses) if isinstance(scorer, BaseScorer) else frozenset()
+        )
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], **kwargs: Any) -> Reranker:
+        """Load a saved reranker folder (scorer, calibration, fusion), as written by the ``adapt`` tools.
+
+        ``kwargs`` (e.g. ``cache=True``, ``on_error="keep"``) are passed on to the reranker it builds.
+
+        Example:
+            >>> reranker = MultimodalReranker.load("my-reranker")  # doctest: +SKIP
+            >>> reranker.rerank("red fox", hits)  # doctest: +SKIP
+        """
+        from mm_rerank_components.adapt.folder import load_reranker
+
+        return load_reranker(folder, **kwargs)
 
     def _resolve_calibrator(self, calibrator: Calibrator | None) -> Calibrator:
         if calibrator is not None:
             return calibrator
-        default = getattr(self.scorer, "default_calibrator", None)
-        if callable(default):
-            shipped = default()
+        if isinstance(self.scorer, BaseScorer):
+            shipped = self.scorer.default_calibrator()
             if shipped is not None:
                 return shipped
         if self.scorer.outputs_probabilities:
@@ -235,45 +340,14 @@ class MultimodalReranker(_RerankerBase):
         Returns the candidates in descending unified score (ties keep input order), cut to ``top_n`` and
         to scores ``>= threshold``; candidates kept by ``on_error="keep"`` follow at the end.
         """
-        query = self._check_query(query)
-        self._check_limits(top_n, threshold)
-        if isinstance(candidates, (str, bytes, Candidate)) or not isinstance(candidates, Sequence):
-            raise TypeError(
-                f"candidates must be a list of Candidate, got {type(candidates).__name__}; wrap a single "
-                "candidate in a list"
-            )
+        query = check_request(query, top_n, threshold)
+        check_candidates(candidates)
         if not candidates:
             return []
-        for position, candidate in enumerate(candidates):
-            if not isinstance(candidate, Candidate):
-                raise TypeError(
-                    f"candidates[{position}] is a {type(candidate).__name__}, not a Candidate; build one "
-                    "with Candidate(id=..., text=..., image=...)"
-                )
         raw, errors = self._score_all(query, candidates)
         return self._rank(candidates, raw, errors, top_n, threshold)
 
     # -- internals -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_query(query: Query | str) -> Query:
-        if isinstance(query, str):
-            return Query(text=query)
-        if not isinstance(query, Query):
-            raise TypeError(
-                f"query must be a Query or a str, got {type(query).__name__}; build one with "
-                "Query(text=..., image=...)"
-            )
-        return query
-
-    @staticmethod
-    def _check_limits(top_n: int | None, threshold: float | None) -> None:
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-            raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
-        if threshold is not None and not (
-            isinstance(threshold, (int, float)) and 0.0 <= float(threshold) <= 1.0
-        ):
-            raise ValueError(f"threshold must be a unified score between 0 and 1 or None, got {threshold!r}")
 
     def _prepare_query(self, query: Query) -> Query:
         if query.image is None:
@@ -290,63 +364,149 @@ class MultimodalReranker(_RerankerBase):
         prepared_query = self._prepare_query(query)
         raw: list[float] = [_NAN] * len(candidates)
         errors: dict[int, str] = {}
-        cache = self.cache
-        query_key = self._query_key(query) if cache is not None else None
-        keys: dict[int, Hashable] = {}
-        groups: dict[Modality, list[tuple[int, Candidate]]] = {}
-        supported = self.scorer.modalities
+        query_key = self._query_key(query) if self.cache is not None else None
+        groups: dict[Modality, list[_Item]] = {}
         for index, candidate in enumerate(candidates):
-            modality = candidate.modality
-            if modality not in supported:
-                self._fail(
-                    errors,
-                    index,
-                    candidate,
-                    f"scorer {self.scorer.name!r} cannot read {modality} candidates (it reads "
-                    f"{', '.join(sorted(supported))}); route them to another scorer with ModalityRouter",
+            item = self._prepare(index, candidate, query_key, raw, errors)
+            if item is not None:
+                groups.setdefault(candidate.modality, []).append(item)
+        for members in groups.values():
+            for batch in self._batches(members):
+                self._score_batch(prepared_query, batch, raw, errors)
+        return raw, errors
+
+    def _prepare(
+        self,
+        index: int,
+        candidate: Candidate,
+        query_key: Hashable | None,
+        raw: list[float],
+        errors: dict[int, str],
+    ) -> _Item | None:
+        """Check, look up in the cache, decode and filter one candidate; None when it needs no scoring."""
+        supported = self.scorer.modalities
+        if candidate.modality not in supported:
+            self._fail(
+                errors,
+                index,
+                candidate,
+                f"scorer {self.scorer.name!r} cannot read {candidate.modality} candidates (it reads "
+                f"{', '.join(sorted(supported))}); route them to another scorer with ModalityRouter",
+            )
+            return None
+        ref = candidate.image
+        # the content key of the image as given, computed once for the cache and the precomputed check
+        ref_key = image_key(ref) if ref is not None and self._needs_image_key(candidate) else None
+        key: Hashable | None = None
+        if self.cache is not None:
+            key = (self.scorer.name, query_key, candidate.text, ref_key)
+            hit = self.cache.get(key)
+            if hit is not None:
+                raw[index] = hit
+                return None
+        precomputed = self._reusable(candidate, ref_key) if candidate.precomputed else candidate.precomputed
+        image = ref
+        if ref is not None:
+            try:
+                image = load_image(ref, self.image_options)
+            except ImageLoadError as exc:
+                self._fail(errors, index, candidate, f"unreadable image: {exc}")
+                return None
+        if image is not ref or precomputed is not candidate.precomputed:
+            candidate = dataclasses.replace(candidate, image=image, precomputed=precomputed)
+        return _Item(index, candidate, key)
+
+    def _needs_image_key(self, candidate: Candidate) -> bool:
+        if self.cache is not None:
+            return True
+        return any(kind.startswith("image") and kind in self._reuses for kind in candidate.precomputed)
+
+    def _reusable(self, candidate: Candidate, ref_key: str | None) -> dict[str, Precomputed]:
+        """The precomputed signals the scorer may use: a kind it reuses, computed from this content."""
+        kept: dict[str, Precomputed] = {}
+        for name, signal in candidate.precomputed.items():
+            if signal.kind not in self._reuses:
+                continue
+            if signal.kind.startswith("text"):
+                expected = text_key(candidate.text) if candidate.text is not None else None
+            elif signal.kind.startswith("image"):
+                expected = ref_key
+            else:
+                expected = None  # no content to check it against, so it is never trusted
+            if expected is None or signal.content != expected:
+                logger.debug(
+                    "candidate %r: precomputed %r dropped, its content %r does not match %r",
+                    candidate.id,
+                    signal.kind,
+                    signal.content,
+                    expected,
                 )
                 continue
-            if cache is not None:
-                key = (
-                    self.scorer.name,
-                    query_key,
-                    candidate.text,
-                    image_key(candidate.image) if candidate.image is not None else None,
-                )
-                hit = cache.get(key)
-                if hit is not None:
-                    raw[index] = hit
-                    continue
-                keys[index] = key
-            if candidate.image is not None:
-                try:
-                    candidate = dataclasses.replace(
-                        candidate, image=load_image(candidate.image, self.image_options)
-                    )
-                except ImageLoadError as exc:
-                    self._fail(errors, index, candidate, f"unreadable image: {exc}")
-                    continue
-            groups.setdefault(modality, []).append((index, candidate))
+            kept[name] = signal
+        return kept
 
-        for members in groups.values():
-            members.sort(key=lambda item: _size_key(item[1]))
-            for start in range(0, len(members), self.batch_size):
-                batch = members[start : start + self.batch_size]
-                scores = self.scorer.score(prepared_query, [c for _, c in batch])
-                if len(scores) != len(batch):
-                    raise ScorerError(
-                        f"scorer {self.scorer.name!r} returned {len(scores)} scores for {len(batch)} "
-                        "candidates; a scorer must return exactly one score per candidate"
-                    )
-                for (index, candidate), value in zip(batch, scores, strict=True):
-                    value = float(value)
-                    if not math.isfinite(value):
-                        self._fail(errors, index, candidate, f"scorer {self.scorer.name!r} returned {value}")
-                        continue
-                    raw[index] = value
-                    if cache is not None:
-                        cache.put(keys[index], value)
-        return raw, errors
+    def _batches(self, members: list[_Item]) -> list[list[_Item]]:
+        """The whole modality group, or balanced batches of at most ``batch_size`` when capped."""
+        if self.batch_size is None or len(members) <= self.batch_size:
+            return [members]
+        plan = plan_batches([_size_key(m.candidate) for m in members], max_items=self.batch_size)
+        return [[members[i] for i in batch] for batch in plan]
+
+    def _score_batch(
+        self, query: Query, batch: list[_Item], raw: list[float], errors: dict[int, str]
+    ) -> None:
+        outcome = self._call_scorer(query, batch)
+        if isinstance(outcome, Exception):  # only with on_error="keep"
+            if len(batch) > 1:  # find the culprits: retry one candidate at a time
+                for item in batch:
+                    self._score_batch(query, [item], raw, errors)
+                return
+            message = f"scorer {self.scorer.name!r} failed: {type(outcome).__name__}: {outcome}"
+            self._fail(errors, batch[0].index, batch[0].candidate, message)
+            return
+        if len(outcome) != len(batch):
+            raise ScorerError(
+                f"scorer {self.scorer.name!r} returned {len(outcome)} scores for {len(batch)} "
+                "candidates; a scorer must return exactly one score per candidate"
+            )
+        for item, value in zip(batch, outcome, strict=True):
+            number = _as_score(value)
+            if not math.isfinite(number):
+                shown = number if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+                self._fail(
+                    errors, item.index, item.candidate, f"scorer {self.scorer.name!r} returned {shown!r}"
+                )
+                continue
+            raw[item.index] = number
+            if self.cache is not None:
+                self.cache.put(item.key, number)
+
+    def _call_scorer(self, query: Query, batch: list[_Item]) -> list[object] | Exception:
+        """The scorer's values for ``batch``; its exception is a ScorerError, or returned with "keep"."""
+        try:
+            values = self.scorer.score(query, [item.candidate for item in batch])
+        except Exception as exc:  # any scorer failure is reported with its batch, never lost
+            if self.on_error == "keep":
+                logger.warning(
+                    "scorer %r failed on %d candidates (%s): %s",
+                    self.scorer.name,
+                    len(batch),
+                    _ids(batch),
+                    exc,
+                )
+                return exc
+            raise ScorerError(
+                f"scorer {self.scorer.name!r} failed on a batch of {len(batch)} "
+                f"{batch[0].candidate.modality} candidates ({_ids(batch)}): {type(exc).__name__}: {exc}; "
+                "pass on_error='keep' to keep the candidates it cannot score, with the error recorded"
+            ) from exc
+        try:
+            return list(values)
+        except TypeError:
+            raise ScorerError(
+                f"scorer {self.scorer.name!r} returned {values!r}, not a list of scores; a scorer must "
+                "return one float per candidate"
+            ) from None
 
     def _fail(self, errors: dict[int, str], index: int, candidate: Candidate, message: str) -> None:
         if self.on_error == "raise":

@@ -29,8 +29,9 @@ from mm_rerank_components import (
     ScorerError,
 )
 from mm_rerank_components.calibration import SigmoidCalibrator
-from mm_rerank_components.scorers import FakeScorer, ModalityRouter
-from mm_rerank_components.types import Modality
+from mm_rerank_components.media import image_key, text_key
+from mm_rerank_components.scorers import BaseScorer, FakeScorer, ModalityRouter
+from mm_rerank_components.types import Modality, Precomputed
 
 
 class RecordingScorer:
@@ -141,7 +142,7 @@ def test_bad_top_n(top_n: object) -> None:
         MultimodalReranker(FakeScorer()).rerank("q", texts(("a", "x")), top_n=top_n)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("threshold", [-0.1, 1.5, "high"])
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, "high", True, False])
 def test_bad_threshold(threshold: object) -> None:
     with pytest.raises(ValueError, match="threshold must be a unified score between 0 and 1"):
         MultimodalReranker(FakeScorer()).rerank("q", texts(("a", "x")), threshold=threshold)  # type: ignore[arg-type]
@@ -189,6 +190,28 @@ def test_batches_group_one_modality_sorted_by_size(red_png: Path) -> None:
     assert [c.id for call in text_calls for c in call] == ["t-short", "t-mid", "t-long"]
     assert len(scorer.calls) == 4  # text: 2 batches, image: 1, text+image: 1
     assert sorted(r.index for r in ranked) == list(range(6))
+
+
+def test_each_modality_group_is_handed_over_whole_by_default(red_png: Path) -> None:
+    scorer = RecordingScorer()
+    cands = [Candidate(f"t{i}", text="x" * (50 - i)) for i in range(40)]
+    cands.insert(3, Candidate("img", image=str(red_png)))
+    reranker = MultimodalReranker(scorer)
+    assert reranker.batch_size is None
+    reranker.rerank("q", cands)
+    # one call per modality, in input order: the scorer sorts and batches by its own cost
+    assert [[c.id for c in call] for call in scorer.calls] == [
+        [f"t{i}" for i in range(40)],
+        ["img"],
+    ]
+
+
+def test_batch_size_is_a_balanced_memory_cap() -> None:
+    scorer = RecordingScorer()
+    MultimodalReranker(scorer, batch_size=4).rerank("q", [Candidate(f"t{i}", text="x") for i in range(9)])
+    assert [len(call) for call in scorer.calls] == [3, 3, 3]  # not 4, 4, 1
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int or None \(no cap"):
+        MultimodalReranker(FakeScorer(), batch_size=True)  # type: ignore[arg-type]
 
 
 def test_scorer_gets_decoded_rgb_images_for_every_reference_kind(tmp_path: Path) -> None:
@@ -410,12 +433,21 @@ def test_uncalibrated_scorer_warns_and_uses_sigmoid(caplog: pytest.LogCaptureFix
 
 
 def test_scorer_default_calibrator_is_used() -> None:
-    class Shipped(RawScorer):
+    class Shipped(RawScorer, BaseScorer):
         def default_calibrator(self) -> SigmoidCalibrator:
             return SigmoidCalibrator(temperature=0.5, shift=1.0)
 
     ranked = MultimodalReranker(Shipped({"a": 1.0})).rerank("q", texts(("a", "x")))
     assert ranked[0].score == 0.5
+
+
+def test_hooks_are_declared_not_guessed() -> None:
+    class Plain(RawScorer):  # not a BaseScorer: a look-alike method is not a hook
+        def default_calibrator(self) -> SigmoidCalibrator:
+            raise AssertionError("called an undeclared hook")
+
+    reranker = MultimodalReranker(Plain({"a": 0.0}))
+    assert isinstance(reranker.calibrator, SigmoidCalibrator)
 
 
 def test_sigmoid_calibrator_validates() -> None:
@@ -442,7 +474,7 @@ def test_modality_router_sends_each_modality_to_its_scorer(red_png: Path) -> Non
 
 
 def test_router_combines_shipped_calibrators(red_png: Path) -> None:
-    class Shipped(RawScorer):
+    class Shipped(RawScorer, BaseScorer):
         def default_calibrator(self) -> SigmoidCalibrator:
             return SigmoidCalibrator()
 
@@ -452,6 +484,77 @@ def test_router_combines_shipped_calibrators(red_png: Path) -> None:
     )
     assert [(r.id, r.score) for r in ranked] == [("i", 0.7), ("t", 0.5)]
     assert ModalityRouter({"text": RawScorer()}).default_calibrator() is None
+
+
+# -- precomputed signals -------------------------------------------------------------------------------
+
+
+class ReusingScorer(BaseScorer):
+    name = "reusing"
+    outputs_probabilities = True
+    reuses = frozenset({"text_embedding", "image_classes", "other"})
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, object]] = {}
+
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        for c in candidates:
+            self.seen[c.id] = {kind: p.value for kind, p in c.precomputed.items()}
+        return [0.5] * len(candidates)
+
+
+def _signal(kind: str, content: str, value: object = 1) -> Precomputed:
+    return Precomputed(kind, producer="first-stage", content=content, value=value)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_only_reused_and_matching_precomputed_signals_reach_the_scorer(
+    red_png: Path, blue_png: Path, cache: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = "a red fox"
+    good = {
+        "text_embedding": _signal("text_embedding", text_key(text), "t"),
+        "image_classes": _signal("image_classes", image_key(str(red_png)), "i"),
+        "text_tokens": _signal("text_tokens", text_key(text)),  # a kind the scorer does not reuse
+        "other": _signal("other", "whatever"),  # reused, but no content to check it against
+    }
+    stale = {
+        "text_embedding": _signal("text_embedding", text_key("another text")),
+        "image_classes": _signal("image_classes", image_key(str(blue_png))),
+    }
+    cands = [
+        Candidate("good", text=text, image=str(red_png), precomputed=good),
+        Candidate("stale", text=text, image=str(red_png), precomputed=stale),
+    ]
+    scorer = ReusingScorer()
+    with caplog.at_level(logging.DEBUG, logger="mm_rerank_components.reranker"):
+        MultimodalReranker(scorer, cache=cache).rerank("fox", cands)
+    assert scorer.seen == {"good": {"text_embedding": "t", "image_classes": "i"}, "stale": {}}
+    assert "precomputed 'image_classes' dropped" in caplog.text
+
+
+def test_plain_scorers_get_no_precomputed_signals() -> None:
+    scorer = RecordingScorer()
+    signal = _signal("text_embedding", text_key("x"))
+    MultimodalReranker(scorer).rerank("q", [Candidate("a", text="x", precomputed={"text_embedding": signal})])
+    assert scorer.calls[0][0].precomputed == {}
+
+
+def test_router_passes_each_route_only_its_own_kinds() -> None:
+    class TextReuser(ReusingScorer):
+        reuses = frozenset({"text_embedding"})
+        modalities = frozenset({"text"})
+
+    class ImageReuser(ReusingScorer):
+        reuses = frozenset({"image_classes"})
+        modalities = frozenset({"image"})
+
+    text_scorer = TextReuser()
+    router = ModalityRouter({"text": text_scorer, "image": ImageReuser()})
+    assert router.reuses == {"text_embedding", "image_classes"}
+    signal = _signal("text_embedding", text_key("x"), "t")
+    MultimodalReranker(router).rerank("q", [Candidate("a", text="x", precomputed={"text_embedding": signal})])
+    assert text_scorer.seen == {"a": {"text_embedding": "t"}}
 
 
 # -- async --------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 try:
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
-    from pydantic import ConfigDict, Field
+    from pydantic import ConfigDict, Field, field_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'MultimodalRerankCompressor needs langchain-core: pip install "mm-rerank-components[langchain]"'
@@ -61,18 +61,20 @@ class MultimodalRerankCompressor(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    reranker: Any = Field(description="A MultimodalReranker or CascadeReranker.")
+    reranker: Reranker = Field(description="A MultimodalReranker, CascadeReranker or other Reranker.")
     top_n: int | None = Field(default=None, description="Documents to return; None returns all, reordered.")
     threshold: float | None = Field(default=None, description="Drop documents scoring below this (0..1).")
     image_metadata_keys: tuple[str, ...] = DEFAULT_IMAGE_METADATA_KEYS
     caption_metadata_keys: tuple[str, ...] = DEFAULT_CAPTION_METADATA_KEYS
 
-    def model_post_init(self, context: Any, /) -> None:
-        if not isinstance(self.reranker, Reranker):
+    @field_validator("reranker", mode="before")
+    @classmethod
+    def _check_reranker(cls, value: Any) -> Any:
+        if not isinstance(value, Reranker):
             raise TypeError(
-                "reranker must be a MultimodalReranker (or CascadeReranker), got "
-                f"{type(self.reranker).__name__}"
+                f"reranker must be a MultimodalReranker (or CascadeReranker), got {type(value).__name__}"
             )
+        return value
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

@@ -83,7 +83,7 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
         image_metadata_keys: Sequence[str] = DEFAULT_IMAGE_METADATA_KEYS,
         **kwargs: Any,
     ) -> None:
-        if not hasattr(reranker, "rerank") or not hasattr(reranker, "arerank"):
+        if not isinstance(reranker, Reranker):
             raise TypeError(
                 f"reranker must be a MultimodalReranker (or CascadeReranker), got {type(reranker).__name__}"
             )

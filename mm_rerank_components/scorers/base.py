@@ -5,9 +5,15 @@ A scorer turns ``(query, candidates)`` into one raw relevance number per candida
 batching by modality, caching, calibration, sorting. When a scorer is called:
 
 * every ``candidate.image`` and ``query.image`` is already a decoded RGB ``PIL.Image.Image`` (or None);
-* all candidates in one call share one modality and there are at most ``batch_size`` of them.
+* all candidates in one call share one modality; the core hands over the whole group (or, when the
+  reranker's optional ``batch_size`` memory cap is set, balanced pieces of it), and the scorer cuts its own
+  batches by real cost with :func:`mm_rerank_components.scorers._batching.run_batched`;
+* ``candidate.precomputed`` holds only signals whose kind is in the scorer's ``reuses`` and whose content
+  matches the candidate (empty for a scorer that is not a :class:`BaseScorer`).
 
-A scorer must return exactly one finite float per candidate, in input order.
+A scorer must return exactly one finite float per candidate, in input order. If it raises, the reranker
+reports a :class:`~mm_rerank_components.ScorerError` naming it and the batch, or, with ``on_error="keep"``,
+retries one candidate at a time and keeps the ones that fail with the error recorded.
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ class BaseScorer:
 
     Scorers own their batching: the core hands each modality group over whole (see
     :func:`mm_rerank_components.scorers._batching.plan_batches`), capped only by the reranker's optional
-    ``batch_size``.
+    ``batch_size``. A ``text*`` kind in :attr:`reuses` is checked against
+    :func:`mm_rerank_components.media.text_key` of the candidate's text, an ``image*`` kind against
+    :func:`mm_rerank_components.media.image_key` of its image reference; other kinds are never passed on.
 
     Example:
         >>> class LengthScorer(BaseScorer):

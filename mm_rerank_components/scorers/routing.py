@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from mm_rerank_components.calibration import Calibrator
-from mm_rerank_components.scorers.base import Scorer
+from mm_rerank_components.scorers.base import BaseScorer, Scorer
 from mm_rerank_components.types import MODALITIES, Candidate, Modality, Query
 
 
-class ModalityRouter:
+def _reuses(scorer: Scorer) -> frozenset[str]:
+    return frozenset(scorer.reuses) if isinstance(scorer, BaseScorer) else frozenset()
+
+
+class ModalityRouter(BaseScorer):
     """A scorer that sends text candidates to one scorer and image candidates to another.
 
     Raw scores of different scorers are not comparable, so pass a per-modality calibrator to the reranker
@@ -40,6 +45,13 @@ class ModalityRouter:
         self.modalities: frozenset[Modality] = frozenset(self.routes)
         self.outputs_probabilities = all(s.outputs_probabilities for s in self.routes.values())
         self.name = "router(" + ",".join(f"{m}={s.name}" for m, s in sorted(self.routes.items())) + ")"
+        self.reuses: frozenset[str] = frozenset().union(*(_reuses(s) for s in self.routes.values()))
+
+    def load(self) -> None:
+        """Load every route's weights now."""
+        for scorer in self.routes.values():
+            if isinstance(scorer, BaseScorer):
+                scorer.load()
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         by_modality: dict[Modality, list[int]] = {}
@@ -50,7 +62,7 @@ class ModalityRouter:
             scorer = self.routes.get(modality)
             if scorer is None:
                 raise ValueError(f"ModalityRouter has no route for {modality} candidates")
-            values = scorer.score(query, [candidates[i] for i in positions])
+            values = scorer.score(query, [_only(candidates[i], _reuses(scorer)) for i in positions])
             if len(values) != len(positions):
                 raise ValueError(
                     f"scorer {scorer.name!r} returned {len(values)} scores for {len(positions)} candidates"
@@ -63,12 +75,19 @@ class ModalityRouter:
         """Each route's own calibration, applied per modality; None when a route has none and needs one."""
         calibrators: dict[Modality, Calibrator | None] = {}
         for modality, scorer in self.routes.items():
-            default = getattr(scorer, "default_calibrator", None)
-            shipped = default() if callable(default) else None
+            shipped = scorer.default_calibrator() if isinstance(scorer, BaseScorer) else None
             if shipped is None and not scorer.outputs_probabilities:
                 return None
             calibrators[modality] = shipped
         return _RoutedCalibrator(calibrators)
+
+
+def _only(candidate: Candidate, kinds: frozenset[str]) -> Candidate:
+    """The candidate with only the precomputed signals its route's scorer reuses."""
+    if all(signal.kind in kinds for signal in candidate.precomputed.values()):
+        return candidate
+    kept = {name: signal for name, signal in candidate.precomputed.items() if signal.kind in kinds}
+    return dataclasses.replace(candidate, precomputed=kept)
 
 
 class _RoutedCalibrator:
