@@ -1,0 +1,339 @@
+"""The saved reranker folder: ``config.json`` + ``fusion.json`` (weights) + ``calibration.json``.
+
+Everything is plain JSON (nothing pickled, no code runs on load). The folder records what it was
+trained on (a hash of the labelled data, counts per modality and route, the scorer's name and
+settings, the package version, the seed and the feature names), so a reranker can be traced back to
+its data. Read it with :func:`load_reranker`; ``MultimodalReranker.load(folder)``, the framework
+adapters' ``from_folder`` and ``mm-rerank query --reranker FOLDER`` all end here.
+
+Layout::
+
+    my-reranker/
+      config.json        what it is, which scorer, what it was trained on, which files hold the rest
+      fusion.json        the learned-fusion model: feature settings and names, standardisation, weights
+      calibration.json   Platt maps per modality (mm_rerank_components.calibration format)
+
+Example:
+    >>> save_reranker("my-reranker", model, scorer=FakeScorer())  # doctest: +SKIP
+    >>> reranker = load_reranker("my-reranker")  # doctest: +SKIP
+    >>> reranker.rerank("red fox", hits, top_n=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mm_rerank_components.adapt.fusion import FusionModel, LearnedFusionReranker
+from mm_rerank_components.calibration import PerModalityCalibrator, calibrator_from_dict
+from mm_rerank_components.reranker import MultimodalReranker, OnError, ScoreCache
+from mm_rerank_components.scorers.base import Scorer
+
+__all__ = [
+    "CONFIG_FILE",
+    "FOLDER_FORMAT",
+    "RerankerFolderError",
+    "load_reranker",
+    "read_config",
+    "save_reranker",
+    "scorer_from_spec",
+    "scorer_spec",
+]
+
+logger = logging.getLogger(__name__)
+
+FOLDER_FORMAT = "mm-rerank-reranker"
+FOLDER_FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+FUSION_FILE = "fusion.json"
+CALIBRATION_FILE = "calibration.json"
+
+_STARTER_SETTINGS = (
+    "n_views",
+    "top_k",
+    "prompt_styles",
+    "class_match_weight",
+    "class_match_temperature",
+    "caption_weight",
+    "window_weight",
+)
+
+
+class RerankerFolderError(ValueError):
+    """A reranker folder is missing, incomplete or malformed; the message names the folder and file."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Scorers: what the folder records, and how it rebuilds them
+
+
+def scorer_spec(scorer: Scorer) -> dict[str, Any]:
+    """What a folder records about ``scorer``: ``{"kind", "name", "settings"}``.
+
+    ``kind`` is ``"starter"``, ``"fake"``, ``"first-stage"`` (rebuilt on load) or ``"custom"`` (any
+    other scorer: pass it to :func:`load_reranker` as ``scorer=``).
+
+    Example:
+        >>> from mm_rerank_components.scorers import FakeScorer
+        >>> scorer_spec(FakeScorer())["kind"]
+        'fake'
+    """
+    from mm_rerank_components.eval.pipelines import FirstStageScorer
+    from mm_rerank_components.scorers.fake import FakeScorer
+
+    name = str(scorer.name)
+    if isinstance(scorer, FakeScorer):
+        return {"kind": "fake", "name": name, "settings": {"overrides": dict(scorer.overrides)}}
+    if isinstance(scorer, FirstStageScorer):
+        return {"kind": "first-stage", "name": name, "settings": {}}
+    if type(scorer).__name__ == "StarterScorer" and type(scorer).__module__.endswith("scorers.starter"):
+        settings = {key: getattr(scorer, key) for key in _STARTER_SETTINGS}
+        settings["prompt_styles"] = list(settings["prompt_styles"])
+        return {"kind": "starter", "name": name, "settings": settings}
+    return {
+        "kind": "custom",
+        "name": name,
+        "settings": {"class": f"{type(scorer).__module__}.{type(scorer).__qualname__}"},
+    }
+
+
+def _fake(settings: Mapping[str, Any], name: str) -> Scorer:
+    from mm_rerank_components.scorers.fake import FakeScorer
+
+    return FakeScorer(overrides=settings.get("overrides") or {}, name=name)
+
+
+def _first_stage(settings: Mapping[str, Any], name: str) -> Scorer:
+    from mm_rerank_components.eval.pipelines import FirstStageScorer
+
+    return FirstStageScorer()
+
+
+def _starter(settings: Mapping[str, Any], name: str) -> Scorer:
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    return StarterScorer(**{k: v for k, v in settings.items() if k in _STARTER_SETTINGS})
+
+
+#: How a recorded scorer is rebuilt, by ``kind``. Others (LoRA-tuned model scorers) may register here.
+SCORER_BUILDERS: dict[str, Callable[[Mapping[str, Any], str], Scorer]] = {
+    "fake": _fake,
+    "first-stage": _first_stage,
+    "starter": _starter,
+}
+
+
+def scorer_from_spec(spec: Mapping[str, Any], *, where: str = "<spec>") -> Scorer:
+    """Rebuild the scorer a folder recorded (see :func:`scorer_spec`).
+
+    Example:
+        >>> scorer_from_spec({"kind": "fake", "name": "fake", "settings": {}}).name
+        'fake'
+    """
+    kind = spec.get("kind")
+    builder = SCORER_BUILDERS.get(str(kind))
+    if builder is None:
+        raise RerankerFolderError(
+            f"{where}: the reranker was trained with scorer {spec.get('name')!r} (kind {kind!r}), which "
+            "cannot be rebuilt from the folder; pass it yourself: load_reranker(folder, scorer=...)"
+        )
+    scorer = builder(spec.get("settings") or {}, str(spec.get("name")))
+    if scorer.name != spec.get("name"):
+        raise RerankerFolderError(
+            f"{where}: rebuilt scorer is named {scorer.name!r} but the reranker was trained with "
+            f"{spec.get('name')!r}; this package version builds it differently, so retrain (mm-rerank adapt)"
+        )
+    return scorer
+
+
+# --------------------------------------------------------------------------------------------------
+# Save and load
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_reranker(
+    folder: str | os.PathLike[str],
+    model: FusionModel,
+    *,
+    scorer: Scorer | None = None,
+    scorer_info: Mapping[str, Any] | None = None,
+    trained_on: Mapping[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write a learned-fusion reranker folder and return its path.
+
+    Args:
+        folder: where to write (created if missing).
+        model: the fitted :class:`~mm_rerank_components.adapt.FusionModel`.
+        scorer: the scorer whose raw scores the model was trained on (recorded via :func:`scorer_spec`),
+            or ``scorer_info`` = an already made spec.
+        trained_on: what it was trained on (data hash, files, counts per modality/route, mining
+            settings); merged with the model's own training summary.
+        overwrite: replace an existing reranker folder's files (other files are left alone).
+
+    Example:
+        >>> from mm_rerank_components.scorers import FakeScorer
+        >>> save_reranker("my-reranker", model, scorer=FakeScorer())  # doctest: +SKIP
+        PosixPath('my-reranker')
+    """
+    from mm_rerank_components import __version__
+
+    if not isinstance(model, FusionModel):
+        raise TypeError(f"model must be a FusionModel (see fit_fusion), got {type(model).__name__}")
+    if scorer is None and scorer_info is None:
+        raise ValueError("save_reranker needs the scorer (scorer=...) the model was trained with")
+    spec = dict(scorer_info) if scorer_info is not None else scorer_spec(scorer)  # type: ignore[arg-type]
+    target = Path(folder)
+    if (target / CONFIG_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{target} already holds a reranker; pass overwrite=True to replace it")
+    target.mkdir(parents=True, exist_ok=True)
+    fusion = model.to_dict()
+    fusion.pop("calibration")  # written by the calibrator itself, in its own format
+    training = fusion.get("training", {})
+    config = {
+        "format": FOLDER_FORMAT,
+        "version": FOLDER_FORMAT_VERSION,
+        "kind": "learned-fusion",
+        "package_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scorer": spec,
+        "files": {"fusion": FUSION_FILE, "calibration": CALIBRATION_FILE},
+        "seed": training.get("seed"),
+        "feature_names": list(model.feature_names),
+        "trained_on": dict(trained_on or {}),
+        "training": training,
+    }
+    _write_json(target / FUSION_FILE, fusion)
+    model.calibrator.save(target / CALIBRATION_FILE)
+    _write_json(target / CONFIG_FILE, config)  # last: a folder with a config is complete
+    logger.info("saved learned-fusion reranker to %s", target)
+    return target
+
+
+def _read_json(path: Path, folder: Path, what: str) -> Any:
+    if not path.is_file():
+        raise RerankerFolderError(f"reranker folder {folder}: {path.name} is missing ({what})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RerankerFolderError(
+            f"reranker folder {folder}: {path.name} is not valid JSON (line {exc.lineno}: {exc.msg})"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise RerankerFolderError(f"reranker folder {folder}: {path.name} is not UTF-8 text") from exc
+
+
+def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a reranker folder's ``config.json`` (what it is and what it was trained on).
+
+    Example:
+        >>> read_config("my-reranker")["trained_on"]["queries"]  # doctest: +SKIP
+        200
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise RerankerFolderError(f"reranker folder {root} does not exist (train one with mm-rerank adapt)")
+    config = _read_json(root / CONFIG_FILE, root, "written last by mm-rerank adapt / save_reranker")
+    if not isinstance(config, dict) or config.get("format") != FOLDER_FORMAT:
+        raise RerankerFolderError(
+            f'reranker folder {root}: {CONFIG_FILE} is not a reranker config (expected "format": '
+            f'"{FOLDER_FORMAT}")'
+        )
+    if config.get("version") != FOLDER_FORMAT_VERSION:
+        raise RerankerFolderError(
+            f"reranker folder {root}: {CONFIG_FILE} has version {config.get('version')!r}; this package "
+            f"reads version {FOLDER_FORMAT_VERSION}"
+        )
+    if config.get("kind") != "learned-fusion":
+        raise RerankerFolderError(f"reranker folder {root}: unknown reranker kind {config.get('kind')!r}")
+    return config
+
+
+def load_fusion_model(folder: str | os.PathLike[str]) -> FusionModel:
+    """Only the :class:`FusionModel` of a folder (no scorer is built).
+
+    Example:
+        >>> load_fusion_model("my-reranker").feature_names[:2]  # doctest: +SKIP
+        ('raw:text', 'raw:image')
+    """
+    root = Path(folder)
+    config = read_config(root)
+    files = config.get("files") or {}
+    fusion_path = root / str(files.get("fusion", FUSION_FILE))
+    calibration_path = root / str(files.get("calibration", CALIBRATION_FILE))
+    fusion = _read_json(fusion_path, root, "the learned-fusion weights")
+    calibration = _read_json(calibration_path, root, "the calibration maps")
+    try:
+        calibrator = calibrator_from_dict(calibration, source=str(calibration_path))
+    except ValueError as exc:
+        raise RerankerFolderError(f"reranker folder {root}: {calibration_path.name}: {exc}") from exc
+    if not isinstance(calibrator, PerModalityCalibrator):
+        raise RerankerFolderError(
+            f"reranker folder {root}: {calibration_path.name} must hold a PerModalityCalibrator"
+        )
+    if not isinstance(fusion, dict):
+        raise RerankerFolderError(f"reranker folder {root}: {fusion_path.name} must hold a JSON object")
+    try:
+        model = FusionModel.from_dict(
+            {**fusion, "calibration": calibrator.to_dict()}, source=str(fusion_path)
+        )
+    except ValueError as exc:
+        raise RerankerFolderError(f"reranker folder {root}: {fusion_path.name}: {exc}") from exc
+    if list(model.feature_names) != list(config.get("feature_names") or []):
+        raise RerankerFolderError(
+            f"reranker folder {root}: feature names in {CONFIG_FILE} and {fusion_path.name} disagree; the "
+            "files come from different trainings"
+        )
+    return model
+
+
+def load_reranker(
+    folder: str | os.PathLike[str],
+    *,
+    scorer: Scorer | None = None,
+    on_error: OnError = "raise",
+    batch_size: int = 32,
+    cache: bool | int | ScoreCache | None = False,
+) -> LearnedFusionReranker:
+    """Load a reranker folder written by ``mm-rerank adapt`` / :func:`save_reranker`.
+
+    Args:
+        folder: the folder.
+        scorer: the scorer to use; by default the recorded one is rebuilt (starter, fake, first-stage).
+            A scorer you pass must carry the recorded ``name`` (the model was trained on its scores).
+        on_error, batch_size, cache: as for :class:`~mm_rerank_components.MultimodalReranker`.
+
+    Returns a :class:`~mm_rerank_components.adapt.LearnedFusionReranker`, which the LlamaIndex and
+    LangChain adapters accept as ``reranker=``.
+
+    Example:
+        >>> reranker = load_reranker("my-reranker")  # doctest: +SKIP
+        >>> [r.id for r in reranker.rerank("red fox", hits, top_n=3)]  # doctest: +SKIP
+    """
+    root = Path(folder)
+    config = read_config(root)
+    model = load_fusion_model(root)
+    spec = config.get("scorer") or {}
+    where = f"reranker folder {root}: {CONFIG_FILE}"
+    if scorer is None:
+        scorer = scorer_from_spec(spec, where=where)
+    elif scorer.name != spec.get("name"):
+        raise RerankerFolderError(
+            f"{where}: the reranker was trained on scores of {spec.get('name')!r}, but the scorer passed is "
+            f"{scorer.name!r}; pass that scorer (same settings) or retrain with mm-rerank adapt"
+        )
+    # the fusion model calibrates; the base only scores, so its own calibration is never used
+    from mm_rerank_components.calibration import SigmoidCalibrator
+
+    base = MultimodalReranker(
+        scorer, SigmoidCalibrator(), batch_size=batch_size, cache=cache, on_error=on_error
+    )
+    return LearnedFusionReranker(base, model)
