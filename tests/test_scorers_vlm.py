@@ -68,7 +68,7 @@ def build_tiny_qwen2vl(folder: Path) -> Path:
     # scores spread over (0, 1) and a mix-up between candidates shows.
     with torch.no_grad():
         yes, no = vocab["yes"], vocab["no"]
-        model.lm_head.weight[yes] = torch.randn(32) * 0.5
+        model.lm_head.weight[yes] = torch.randn(32) * 0.3
         model.lm_head.weight[no] = -model.lm_head.weight[yes]
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -309,7 +309,7 @@ def test_chat_template_kept_beside_the_processor(tiny_path: Path, tmp_path: Path
 
 @pytest.mark.parametrize("bounds", [(28 * 28, 112 * 112), (56 * 56, 28 * 28 * 1280)])
 def test_qwen_pixels_match_the_image_processor(bounds: tuple[int, int]) -> None:
-    from mm_rerank_components.scorers.vlm import QwenPixels
+    from mm_rerank_components.scorers._qwen_vision import QwenPixels
 
     processor = transformers.Qwen2VLImageProcessor(min_pixels=bounds[0], max_pixels=bounds[1])
     assert QwenPixels.supports(processor)
@@ -326,10 +326,11 @@ def test_qwen_pixels_match_the_image_processor(bounds: tuple[int, int]) -> None:
 
 def test_batches_keep_kinds_apart_and_even(scorer: VLMYesNoScorer) -> None:
     prompts = [scorer.build_prompt(Query("fox"), c) for c in mixed_candidates()]  # 5 text, 7 with an image
-    plan = scorer._plan(prompts)
+    prepared = scorer.prepare(Query("fox"), mixed_candidates())
+    plan = scorer._plan(prepared)
     assert sorted(i for chunk in plan for i in chunk) == list(range(len(prompts)))
     assert [len(chunk) for chunk in plan] == [5, 7]  # batch_size 8: 5 texts, then 7 with an image
     for chunk in plan:
         assert len({len(prompts[i][1]) for i in chunk}) == 1
-    many = prompts[:1] * 50
+    many = prepared[:1] * 50
     assert [len(c) for c in VLMYesNoScorer._plan(scorer, many)] == [8, 7, 7, 7, 7, 7, 7]

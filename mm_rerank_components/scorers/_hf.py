@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from mm_rerank_components._deps import require
 
@@ -28,6 +29,173 @@ MIN_TRANSFORMERS = (4, 45)
 
 #: A Hugging Face model id (``"Qwen/Qwen2-VL-2B-Instruct"``) or a local folder saved with ``save_pretrained``.
 ModelRef = Union[str, "os.PathLike[str]"]
+
+
+class LoadKwargs(TypedDict, total=False):
+    """The loading keywords every Hugging Face scorer accepts (see :class:`HFLoadOptions`)."""
+
+    device: str | torch.device | None
+    dtype: str | torch.dtype | None
+    local_files_only: bool
+    revision: str | None
+    cache_dir: str | os.PathLike[str] | None
+    trust_remote_code: bool
+    attn_implementation: str | None
+
+
+@dataclass(frozen=True)
+class HFLoadOptions:
+    """How a Hugging Face scorer loads and places its weights; one set of options for every backend.
+
+    Attributes:
+        device: ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"`` or None/``"auto"`` (CUDA, else MPS, else CPU).
+        dtype: ``"auto"`` (bf16 on CUDA, fp16 on MPS, fp32 on CPU), ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or a ``torch.dtype``. A ready ``model=`` keeps its own dtype under ``"auto"``.
+        local_files_only: never reach the network (the Hugging Face cache or a local folder only).
+        revision, cache_dir: passed to every ``from_pretrained``.
+        trust_remote_code: run code shipped in a model repository; off unless you pass True.
+        attn_implementation: ``"sdpa"``, ``"eager"``, ``"flash_attention_2"`` or None (the model's default).
+
+    Example:
+        >>> HFLoadOptions(device="cpu", local_files_only=True).trust_remote_code
+        False
+    """
+
+    device: str | torch.device | None = None
+    dtype: str | torch.dtype | None = "auto"
+    local_files_only: bool = False
+    revision: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+    def pretrained(self) -> dict[str, Any]:
+        """Keyword arguments for every ``from_pretrained`` call (tokenizers and processors included)."""
+        return pretrained_kwargs(
+            local_files_only=self.local_files_only,
+            revision=self.revision,
+            trust_remote_code=self.trust_remote_code,
+            cache_dir=self.cache_dir,
+        )
+
+
+@dataclass
+class HFModel:
+    """A loaded (or ready) model placed on its device, with what is needed to load its companions.
+
+    Example:
+        >>> loaded = load_hf_model("cross-encoder", "my-folder", None,
+        ...                        ("AutoModelForSequenceClassification",), HFLoadOptions())  # doctest: +SKIP
+        >>> tokenizer = loaded.companion("AutoTokenizer")  # doctest: +SKIP
+    """
+
+    model: Any
+    ref: str | None
+    device: torch.device
+    dtype: torch.dtype
+    options: HFLoadOptions
+    what: str
+    transformers: ModuleType = field(repr=False)
+
+    @property
+    def ident(self) -> str:
+        """The short weights identifier for scorer names (see :func:`model_id`)."""
+        return model_id(self.ref, self.model)
+
+    def companion(self, auto_class: str, given: Any = None) -> Any:
+        """``given`` if not None, else ``transformers.<auto_class>.from_pretrained(ref)`` with the options."""
+        if given is not None:
+            return given
+        if self.ref is None:
+            raise ValueError(
+                f"with a ready model=..., also pass the {auto_class.removeprefix('Auto')} object "
+                "(tokenizer=..., processor=... or image_processor=...), or the model_name_or_path to load "
+                "it from"
+            )
+        try:
+            return getattr(self.transformers, auto_class).from_pretrained(
+                self.ref, **self.options.pretrained()
+            )
+        except OSError as exc:
+            raise load_error(self.what, self.ref, exc, self.options.local_files_only) from exc
+
+
+def load_hf_model(
+    what: str,
+    model_name_or_path: ModelRef | None,
+    model: Any,
+    auto_classes: Sequence[str],
+    options: HFLoadOptions,
+    *,
+    fp32_on_mps: bool = False,
+) -> HFModel:
+    """The one loading path of every Hugging Face scorer: a ready ``model`` or ``from_pretrained``.
+
+    The first of ``auto_classes`` that recognises the checkpoint's configuration loads it; the model is
+    then moved to the options' device and dtype and put in eval mode. A ready model keeps its own dtype
+    under ``"auto"``; ``fp32_on_mps`` makes ``"auto"`` pick float32 on Apple MPS (models known to
+    overflow in fp16). Errors name the model and what to try.
+
+    Example:
+        >>> loaded = load_hf_model("cross-encoder", "folder", None, ("AutoModelForSequenceClassification",),
+        ...                        HFLoadOptions(local_files_only=True))  # doctest: +SKIP
+    """
+    torch, transformers = require_models()
+    if model_name_or_path is None and model is None:
+        raise ValueError(f"pass a model name or local path for the {what}, or a ready model=...")
+    device = resolve_device(options.device)
+    auto = options.dtype in (None, "auto")
+    dtype = resolve_dtype(options.dtype, device)
+    if auto and fp32_on_mps and device.type == "mps":
+        dtype = torch.float32
+    ref = model_ref_str(model_name_or_path) if model_name_or_path is not None else None
+    if model is None:
+        assert ref is not None
+        model = _from_pretrained(transformers, what, ref, auto_classes, options, dtype)
+    elif auto:
+        dtype = next(model.parameters()).dtype
+    model = model.to(device=device, dtype=dtype).eval()
+    return HFModel(model, ref, device, dtype, options, what, transformers)
+
+
+def _from_pretrained(
+    transformers: ModuleType,
+    what: str,
+    ref: str,
+    auto_classes: Sequence[str],
+    options: HFLoadOptions,
+    dtype: torch.dtype,
+) -> Any:
+    kwargs = {**options.pretrained(), **dtype_kwarg(transformers, dtype)}
+    if options.attn_implementation is not None:
+        kwargs["attn_implementation"] = options.attn_implementation
+    errors: list[str] = []
+    for name in auto_classes:
+        auto = getattr(transformers, name, None)
+        if auto is None:
+            continue
+        try:
+            return auto.from_pretrained(ref, **kwargs)
+        except ValueError as exc:  # "Unrecognized configuration class" or remote code refused: try the next
+            if not options.trust_remote_code and "trust_remote_code" in str(exc):
+                raise ValueError(
+                    f"{ref!r} runs its own model code from its repository, which this package never "
+                    "enables by itself: pass trust_remote_code=True if you trust that code"
+                ) from exc
+            errors.append(str(exc))
+        except OSError as exc:
+            raise load_error(what, ref, exc, options.local_files_only) from exc
+    reason = "; ".join(errors) or f"none of {list(auto_classes)} exists in this transformers"
+    raise load_error(what, ref, ValueError(reason), options.local_files_only)
+
+
+def check_positive(name: str, value: Any, *, optional: bool = False) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a positive int (or None when optional)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive int or None" if optional else "a positive int"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def require_models() -> tuple[ModuleType, ModuleType]:
