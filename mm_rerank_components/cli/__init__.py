@@ -5,7 +5,8 @@ Commands (``mm-rerank COMMAND --help`` lists every option):
 * ``ingest FOLDER``: embed a folder of passages and pictures into Chroma (:mod:`.ingest`);
 * ``query "TEXT" [--image PATH]``: first stage over both collections, then rerank (:mod:`.query`);
 * ``info``: records per collection (:mod:`.info`);
-* ``eval ...``: the benchmark runner (:mod:`.eval`), which parses its own options.
+* ``eval ...``: the benchmark runner (:mod:`.eval`), which parses its own options;
+* ``serve``: the rerank HTTP service, optionally on Ray Serve (:mod:`.serve`).
 
 Global options (``-v``, ``--threads N``) go before the command. ``--server HOST:PORT`` talks to a Chroma
 server instead of the embedded database.
@@ -28,7 +29,7 @@ from mm_rerank_components.cli._common import format_table, set_threads
 __all__ = ["COMMANDS", "format_table", "main", "set_threads"]
 
 #: Command modules under ``mm_rerank_components.cli``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("ingest", "query", "info", "eval")
+COMMANDS: tuple[str, ...] = ("ingest", "query", "info", "eval", "serve")
 
 #: Commands whose arguments are handed over untouched to their ``run_raw(argv)``.
 _RAW = frozenset({"eval"})

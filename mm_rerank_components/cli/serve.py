@@ -1,0 +1,150 @@
+"""``mm-rerank serve``: the rerank HTTP service (Jina/vLLM ``/v1/rerank``, Cohere ``/v2/rerank``).
+
+Runs under uvicorn in this process, or with ``--ray`` as a Ray Serve application with ``--replicas N``.
+The API key comes from ``--api-key`` or the ``MM_RERANK_API_KEY`` environment variable (better: it stays
+out of the process list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+_MB = 1024 * 1024
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve reranking over HTTP (Jina/vLLM /v1/rerank, Cohere /v2/rerank, /health, /metrics)",
+        description="Serve reranking over HTTP. Global options (-v, --threads N) go before 'serve'.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, local only)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    what = serve.add_argument_group("scorer")
+    what.add_argument(
+        "--scorer",
+        default="starter",
+        help="'starter' (offline starter models, default), 'fake' (model-free), or a factory "
+        "'module:callable' returning a scorer or a MultimodalReranker",
+    )
+    what.add_argument(
+        "--scorer-kwargs", default=None, help="JSON object of keyword arguments for the factory"
+    )
+    what.add_argument(
+        "--reranker", default=None, metavar="FOLDER", help="a saved reranker folder (mm-rerank adapt)"
+    )
+    what.add_argument("--device", default="cpu", help="torch device for model scorers (default cpu)")
+    what.add_argument(
+        "--model-name", default=None, help="model name echoed in responses (default: the scorer's)"
+    )
+    batching = serve.add_argument_group("micro-batching")
+    batching.add_argument("--batch-size", type=int, default=64, help="most candidates per scoring pass (64)")
+    batching.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="wait for more calls after the first (5)"
+    )
+    batching.add_argument("--no-micro-batching", action="store_true", help="score every request on its own")
+    batching.add_argument("--score-workers", type=int, default=1, help="scoring passes at once (1)")
+    batching.add_argument("--max-concurrency", type=int, default=64, help="requests prepared at once (64)")
+    limits = serve.add_argument_group("limits and safety")
+    limits.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MB (32)")
+    limits.add_argument("--max-documents", type=int, default=1000, help="most documents per request (1000)")
+    limits.add_argument("--max-image-mb", type=float, default=10.0, help="largest image in MB (10)")
+    limits.add_argument("--max-image-pixels", type=int, default=40_000_000, help="largest image in pixels")
+    limits.add_argument("--allow-urls", action="store_true", help="fetch http(s) image URLs (off by default)")
+    limits.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (or MM_RERANK_API_KEY)"
+    )
+    limits.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds a request may wait for scores (60)"
+    )
+    ray = serve.add_argument_group("Ray Serve")
+    ray.add_argument("--ray", action="store_true", help="serve with Ray Serve (extra 'ray')")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
+    ray.add_argument(
+        "--autoscale", default=None, metavar="MIN:MAX", help="autoscale between MIN and MAX replicas"
+    )
+    ray.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (1)")
+    ray.add_argument("--num-gpus", type=float, default=0.0, help="GPUs (or a fraction) per replica (0)")
+    serve.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~mm_rerank_components.serving.ServeConfig` the options describe."""
+    from mm_rerank_components.serving.engine import ServeConfig
+
+    kwargs: dict[str, Any] = {}
+    if args.scorer_kwargs:
+        try:
+            kwargs = json.loads(args.scorer_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"--scorer-kwargs is not JSON ({exc}); give e.g. '{{\"per_batch_s\": 0.02}}'"
+            ) from None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--scorer-kwargs must be a JSON object, got {args.scorer_kwargs!r}")
+    return ServeConfig(
+        scorer=args.scorer,
+        scorer_kwargs=kwargs,
+        reranker_folder=args.reranker,
+        device=args.device,
+        threads=getattr(args, "threads", None),
+        model=args.model_name,
+        micro_batching=not args.no_micro_batching,
+        max_batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        score_workers=args.score_workers,
+        max_concurrency=args.max_concurrency,
+        request_timeout_s=args.timeout,
+        max_body_bytes=int(args.max_body_mb * _MB),
+        max_documents=args.max_documents,
+        max_image_bytes=int(args.max_image_mb * _MB),
+        max_image_pixels=args.max_image_pixels,
+        allow_urls=args.allow_urls,
+        api_key=args.api_key or os.environ.get("MM_RERANK_API_KEY") or None,
+    )
+
+
+def _autoscale(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    low, sep, high = text.partition(":")
+    if not sep or not low.isdigit() or not high.isdigit() or not 0 <= int(low) <= int(high) or int(high) < 1:
+        raise ValueError(f"--autoscale must be MIN:MAX with 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
+    return int(low), int(high)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.ray:
+        from mm_rerank_components.serving.ray import run_ray
+
+        run_ray(
+            config,
+            host=args.host,
+            port=args.port,
+            replicas=args.replicas,
+            autoscale=_autoscale(args.autoscale),
+            ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        )
+        return 0
+    from mm_rerank_components._deps import require
+
+    uvicorn = require("uvicorn", "serve", "mm-rerank serve")
+    from mm_rerank_components.serving.app import create_app
+    from mm_rerank_components.serving.engine import RerankEngine
+
+    engine = RerankEngine(config)
+    print(
+        f"mm-rerank serve: {engine.model} on http://{args.host}:{args.port} "
+        f"(POST /v1/rerank, /rerank, /v2/rerank; GET /health, /metrics, /docs)",
+        file=sys.stderr,
+    )
+    try:
+        uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
+    finally:
+        engine.close()
+    return 0

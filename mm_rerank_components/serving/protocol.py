@@ -1,0 +1,354 @@
+"""The wire formats: parse Jina/vLLM and Cohere rerank requests, build their responses.
+
+Pure Python (no web framework), so the HTTP app, the Ray Serve deployment and the tests share it.
+
+Accepted shapes (a superset of what the clients send):
+
+* query: a string, ``{"text": ...}``, ``{"image": ...}``, ``{"text": ..., "image": ...}`` or
+  ``{"content": [parts]}`` with OpenAI chat parts (``{"type": "text", "text": ...}``,
+  ``{"type": "image_url", "image_url": {"url": ...}}``);
+* each document: the same shapes (Cohere v1's ``{"text": ...}`` included);
+* an image: a ``data:image/...;base64,`` URI, bare base64, or an ``http(s)://`` URL when the server allows
+  URLs. Server-side file paths are never accepted: a client must not make the server read its own files.
+
+Every problem raises :class:`RequestError` with the HTTP status, a short kind for metrics, a message that
+says what was wrong and what to send instead, and the index of the document concerned.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mm_rerank_components.media import ImageOptions, is_url
+from mm_rerank_components.types import Candidate, ImageRef, Query, RankedCandidate
+
+Api = Literal["jina", "cohere"]
+_B64 = re.compile(r"^[A-Za-z0-9+/_\-]+={0,2}$")
+_WS = re.compile(r"\s+")
+
+
+class RequestError(ValueError):
+    """A request the server refuses: ``status`` (4xx), ``kind`` (for metrics), ``index`` (a document).
+
+    Example:
+        >>> RequestError("documents must be a list", kind="invalid_type").status
+        400
+    """
+
+    def __init__(self, message: str, *, kind: str, status: int = 400, index: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.index = index
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON error body: ``detail`` (FastAPI/Jina clients) and ``message`` (Cohere clients)."""
+        message = str(self)
+        error: dict[str, Any] = {"type": self.kind, "message": message}
+        if self.index is not None:
+            error["index"] = self.index
+        return {"detail": message, "message": message, "error": error}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold; see :class:`~mm_rerank_components.serving.ServeConfig`."""
+
+    max_documents: int = 1000
+    image_options: ImageOptions = field(default_factory=ImageOptions)
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """A parsed request: valid candidates with their input positions, and per-document errors."""
+
+    query: Query
+    candidates: list[Candidate]
+    positions: list[int]
+    failed: dict[int, str]
+    documents: list[dict[str, Any]]
+    top_n: int | None
+    threshold: float | None
+    return_documents: bool
+    on_error: Literal["raise", "keep"]
+
+    @property
+    def n_documents(self) -> int:
+        return len(self.documents)
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """JSON object from the raw body, or :class:`RequestError`."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(
+            f"the body is not valid JSON ({exc}); send a JSON object like "
+            '{"query": "...", "documents": ["..."]}',
+            kind="malformed_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestError(
+            f"the body must be a JSON object, got {type(data).__name__}; send "
+            '{"query": "...", "documents": ["..."]}',
+            kind="invalid_type",
+        )
+    return data
+
+
+def parse_request(data: Mapping[str, Any], limits: Limits, api: Api = "jina") -> RerankRequest:
+    """Validate a rerank request body (already JSON-decoded) against ``limits``.
+
+    Example:
+        >>> req = parse_request({"query": "fox", "documents": ["a red fox", {"text": "owl"}]}, Limits())
+        >>> [c.text for c in req.candidates], req.positions
+        (['a red fox', 'owl'], [0, 1])
+    """
+    if "query" not in data:
+        raise RequestError(
+            'the request has no "query"; send {"query": "...", "documents": [...]}', kind="missing"
+        )
+    query = _parse_query(data["query"], limits)
+    documents = data.get("documents")
+    if not isinstance(documents, list):
+        raise RequestError(
+            f'"documents" must be a list, got {_type(documents)}; send "documents": ["...", ...]',
+            kind="invalid_type",
+        )
+    if not documents:
+        raise RequestError('"documents" is empty; send at least one document', kind="empty_documents")
+    if len(documents) > limits.max_documents:
+        raise RequestError(
+            f"{len(documents)} documents in one request, over this server's limit of {limits.max_documents}; "
+            "split them over several requests (or start the server with a larger --max-documents)",
+            kind="too_many_documents",
+            status=413,
+        )
+    on_error = data.get("on_error", "raise")
+    if on_error not in ("raise", "keep"):
+        raise RequestError(f'"on_error" must be "raise" or "keep", got {on_error!r}', kind="invalid_value")
+    candidates: list[Candidate] = []
+    positions: list[int] = []
+    failed: dict[int, str] = {}
+    echoes: list[dict[str, Any]] = []
+    for index, document in enumerate(documents):
+        try:
+            text, image, echo = _parse_content(document, f"documents[{index}]", limits)
+        except RequestError as exc:
+            if on_error == "raise":
+                exc.index = index
+                raise
+            failed[index] = str(exc)
+            echoes.append({})
+            continue
+        echoes.append(echo)
+        candidates.append(Candidate(id=str(index), text=text, image=image))
+        positions.append(index)
+    return RerankRequest(
+        query=query,
+        candidates=candidates,
+        positions=positions,
+        failed=failed,
+        documents=echoes,
+        top_n=_top_n(data.get("top_n")),
+        threshold=_threshold(data.get("threshold")),
+        return_documents=_flag(data.get("return_documents"), "return_documents", default=api == "jina"),
+        on_error=on_error,
+    )
+
+
+def _type(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _top_n(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(f'"top_n" must be a positive integer or null, got {value!r}', kind="invalid_value")
+    return value
+
+
+def _threshold(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise RequestError(
+            f'"threshold" must be a relevance score between 0 and 1 or null, got {value!r}',
+            kind="invalid_value",
+        )
+    return float(value)
+
+
+def _flag(value: object, name: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(f'"{name}" must be true or false, got {value!r}', kind="invalid_value")
+    return value
+
+
+def _parse_query(value: object, limits: Limits) -> Query:
+    try:
+        text, image, _ = _parse_content(value, "query", limits)
+    except RequestError as exc:
+        exc.kind = "invalid_query" if exc.kind == "invalid_document" else exc.kind
+        raise
+    return Query(text=text, image=image)
+
+
+def _parse_content(
+    value: object, where: str, limits: Limits
+) -> tuple[str | None, ImageRef | None, dict[str, Any]]:
+    """``(text, image, echo)`` of a query or document; echo is what ``return_documents`` sends back."""
+    text: str | None
+    image_value: object | None = None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict):
+        if "content" in value:
+            text, image_value = _parse_parts(value["content"], where)
+        else:
+            text = value.get("text")
+            image_value = value.get("image", value.get("image_url"))
+            if isinstance(image_value, dict):
+                image_value = image_value.get("url")
+        if text is not None and not isinstance(text, str):
+            raise RequestError(f"{where}: text must be a string, got {_type(text)}", kind="invalid_document")
+    else:
+        raise RequestError(
+            f'{where} must be a string or an object with "text" and/or "image" (or "content" parts), '
+            f"got {_type(value)}",
+            kind="invalid_document",
+        )
+    image = _image_ref(image_value, where, limits.image_options) if image_value is not None else None
+    if (text is None or not text.strip()) and image is None:
+        raise RequestError(f"{where} is empty: give it text, an image, or both", kind="invalid_document")
+    echo: dict[str, Any] = {}
+    if text is not None and text.strip():
+        echo["text"] = text
+    if image_value is not None:
+        echo["image"] = image_value
+    return (text if text is not None and text.strip() else None), image, echo
+
+
+def _parse_parts(parts: object, where: str) -> tuple[str | None, object | None]:
+    if not isinstance(parts, list):
+        raise RequestError(
+            f'{where}: "content" must be a list of parts, got {_type(parts)}', kind="invalid_document"
+        )
+    texts: list[str] = []
+    images: list[object] = []
+    for k, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if isinstance(part, dict) and kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part, dict) and kind in ("image_url", "image"):
+            ref = part.get(kind)
+            images.append(ref.get("url") if isinstance(ref, dict) else ref)
+        else:
+            raise RequestError(
+                f'{where}.content[{k}] must be {{"type": "text", "text": ...}} or '
+                f'{{"type": "image_url", "image_url": {{"url": ...}}}}, got {str(part)[:80]!r}',
+                kind="invalid_document",
+            )
+    if len(images) > 1:
+        raise RequestError(
+            f"{where} has {len(images)} images; send one image per document", kind="invalid_document"
+        )
+    return ("\n".join(texts) if texts else None), (images[0] if images else None)
+
+
+def _image_ref(value: object, where: str, options: ImageOptions) -> ImageRef:
+    """What the core's image loader may read: a data URI, decoded bytes, or an allowed URL; never a path."""
+    if not isinstance(value, str) or not value.strip():
+        raise RequestError(
+            f"{where}: image must be a data URI, base64 or an http(s) URL string, got {_type(value)}",
+            kind="invalid_image",
+        )
+    ref = value.strip()
+    if ref[:5].lower() == "data:":
+        return ref  # the loader decodes it with the byte cap
+    if is_url(ref):
+        if not options.allow_urls:
+            raise RequestError(
+                f"{where}: image is a URL and this server does not fetch URLs; send it as a data URI or "
+                "base64 (or start the server with --allow-urls)",
+                kind="url_not_allowed",
+            )
+        return ref
+    compact = _WS.sub("", ref)
+    if not _B64.match(compact):
+        raise RequestError(
+            f"{where}: image is not a data URI, base64 or an http(s) URL (file paths are not accepted by "
+            "the server); send the image bytes as base64",
+            kind="invalid_image",
+        )
+    if len(compact) * 3 // 4 > options.max_bytes:
+        raise RequestError(
+            f"{where}: image is about {len(compact) * 3 // 4} bytes, over this server's limit of "
+            f"{options.max_bytes}; downscale it",
+            kind="image_too_large",
+            status=413,
+        )
+    try:
+        if "-" in compact or "_" in compact:
+            return base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(f"{where}: image is not valid base64 ({exc})", kind="invalid_image") from None
+
+
+def build_response(
+    request: RerankRequest, ranked: Sequence[RankedCandidate], *, model: str, api: Api
+) -> dict[str, Any]:
+    """The response body: results sorted by unified score, each with the request's document ``index``.
+
+    ``ranked`` indexes point into ``request.candidates``; documents that failed parsing under
+    ``on_error="keep"`` follow the ranked ones, like candidates the core kept unscored.
+    """
+    results: list[dict[str, Any]] = []
+    kept: list[tuple[int, str]] = []
+    for item in ranked:
+        index = request.positions[item.index]
+        if item.error is not None:
+            kept.append((index, item.error))
+            continue
+        results.append(_result(request, index, item.score, item.raw_score, None))
+    kept.extend(request.failed.items())
+    for index, error in sorted(kept):
+        results.append(_result(request, index, 0.0, None, error))
+    images = sum(1 for c in request.candidates if c.image is not None)
+    if api == "cohere":
+        return {
+            "id": str(uuid.uuid4()),
+            "results": results,
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+        }
+    return {
+        "id": f"rerank-{uuid.uuid4().hex}",
+        "model": model,
+        "results": results,
+        "usage": {"documents": request.n_documents, "images": images},
+    }
+
+
+def _result(
+    request: RerankRequest, index: int, score: float, raw: float | None, error: str | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": index, "relevance_score": score}
+    if raw is not None and math.isfinite(raw):
+        out["raw_score"] = raw
+    if error is not None:
+        out["error"] = error
+    if request.return_documents:
+        out["document"] = request.documents[index]
+    return out
