@@ -288,7 +288,9 @@ def test_rag_pipeline_reranks_and_answers(red_png: Path) -> None:
         Candidate("pic", image=str(red_png), text="red fox picture"),
     ]
     retriever = _ListRetriever(candidates)
-    rag = RAGPipeline(retriever, MultimodalReranker(FakeScorer()), answerer=ExtractiveAnswerer(), top_n=2)
+    rag = RAGPipeline(
+        retriever, MultimodalReranker(FakeScorer()), answerer=ExtractiveAnswerer(), top_n=2, read_depth=2
+    )
     answer = rag.ask("  red fox  ")
     assert retriever.queries == [Query("red fox")]
     assert [e.id for e in answer.evidence] == ["fox", "pic"]
@@ -307,6 +309,8 @@ def test_rag_pipeline_argument_errors() -> None:
         RAGPipeline(_ListRetriever([]), object())
     with pytest.raises(ValueError, match="top_n must be a positive int"):
         RAGPipeline(_ListRetriever([]), reranker, top_n=0)
+    with pytest.raises(ValueError, match="read_depth must be a positive int"):
+        RAGPipeline(_ListRetriever([]), reranker, read_depth=0)
     with pytest.raises(ValueError, match="question must be a non-empty string"):
         RAGPipeline(_ListRetriever([]), reranker, answerer=ExtractiveAnswerer()).ask("  ")
 

@@ -91,14 +91,18 @@ class ExtractiveAnswerer:
     """Compose an answer from the top reranked evidence, with citations, without any language model.
 
     Args:
-        max_evidence: how many of the top items may be quoted.
+        max_evidence: how many of the top items may be quoted (default: 3 by word overlap; with a
+            ``reranker``, 10, so a sentence that answers the question is found below pictures that merely
+            look relevant).
         sentences_per_item: most sentences quoted from one item.
         min_score: items below this unified score are not quoted (they stay in the evidence list).
         reranker: scores each sentence of the top items against the question (use the pipeline's
             reranker, so the same models judge passages and sentences). The best ``max_quotes`` sentences
             are quoted, best first, each naming its item. Without it, each top item contributes the
             sentence sharing the most words with the question, in rank order.
-        max_quotes: how many sentences a reranker-scored answer quotes.
+        max_quotes: how many sentences a reranker-scored answer quotes at most.
+        quote_margin: a reranker-scored answer quotes a further sentence only when its unified score is
+            within this of the best sentence's, so a weak second quote does not dilute a clear answer.
 
     Example:
         >>> from mm_rerank_components import MultimodalReranker
@@ -116,13 +120,16 @@ class ExtractiveAnswerer:
 
     def __init__(
         self,
-        max_evidence: int = 3,
+        max_evidence: int | None = None,
         sentences_per_item: int = 1,
         min_score: float = 0.0,
         *,
         reranker: Reranker | None = None,
         max_quotes: int = 2,
+        quote_margin: float = 0.03,
     ) -> None:
+        if max_evidence is None:
+            max_evidence = 3 if reranker is None else 10
         for label, value in (
             ("max_evidence", max_evidence),
             ("sentences_per_item", sentences_per_item),
@@ -139,6 +146,9 @@ class ExtractiveAnswerer:
         self.min_score = min_score
         self.reranker = reranker
         self.max_quotes = max_quotes
+        if not 0.0 <= quote_margin <= 1.0:
+            raise ValueError(f"quote_margin must be between 0 and 1, got {quote_margin!r}")
+        self.quote_margin = quote_margin
 
     def answer(self, question: str, evidence: Sequence[Evidence]) -> Answer:
         """The extractive answer for ``question`` from ``evidence`` (best first)."""
@@ -194,7 +204,10 @@ class ExtractiveAnswerer:
         pool = _sentence_pool(top)
         if not pool:  # only uncaptioned pictures: nothing to score, cite them as they are
             return [Quote(_picture_line(e), e, e.score, 0) for e in top][: self.max_quotes]
-        candidates = [Candidate(f"{e.rank}:{position}", text=text) for e, position, text in pool]
+        if any(not is_caption for *_, is_caption in pool):
+            # a caption names a picture but rarely answers a question: quote passages when there are any
+            pool = [entry for entry in pool if not entry[3]]
+        candidates = [Candidate(f"{e.rank}:{position}", text=text) for e, position, text, _ in pool]
         ranked = self.reranker.rerank(Query(text=question), candidates)
         scored = sorted(
             ((r.score, pool[r.index]) for r in ranked),
@@ -202,11 +215,13 @@ class ExtractiveAnswerer:
         )
         chosen: list[Quote] = []
         per_item: dict[int, int] = {}
-        for score, (e, position, text) in scored:
+        for score, (e, position, text, is_caption) in scored:
+            if chosen and _or_low(score) < chosen[0].score - self.quote_margin:
+                break
             if per_item.get(e.rank, 0) >= self.sentences_per_item:
                 continue
             per_item[e.rank] = per_item.get(e.rank, 0) + 1
-            line = _picture_line(e) if e.image and position == 0 and not e.text.strip() else text
+            line = _picture_line(e) if is_caption else text
             chosen.append(Quote(_clip(line, _MAX_QUOTE), e, score, position))
             if len(chosen) == self.max_quotes:
                 break
@@ -214,17 +229,20 @@ class ExtractiveAnswerer:
         return chosen
 
 
-def _sentence_pool(top: Sequence[Evidence]) -> list[tuple[Evidence, int, str]]:
-    """(item, position, sentence) for every sentence of the top items; a picture offers its caption."""
-    pool: list[tuple[Evidence, int, str]] = []
+def _sentence_pool(top: Sequence[Evidence]) -> list[tuple[Evidence, int, str, bool]]:
+    """(item, position, sentence, is_caption) for every sentence of the top items.
+
+    A picture whose text is only its caption (or nothing) offers the caption, quoted as ``Picture: ...``.
+    """
+    pool: list[tuple[Evidence, int, str, bool]] = []
     for e in top:
         sentences = split_sentences(e.text, e.title)
         if e.image and not sentences:
-            caption = e.title or ""
-            if caption.strip():
-                pool.append((e, 0, caption.strip()))
+            caption = (e.title or e.text).strip()
+            if caption:
+                pool.append((e, 0, caption, True))
             continue
-        pool.extend((e, position, sentence) for position, sentence in enumerate(sentences))
+        pool.extend((e, position, sentence, False) for position, sentence in enumerate(sentences))
     return pool
 
 

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from mm_rerank_components.reranker import Reranker
 
 logger = logging.getLogger(__name__)
+
+_CITATION = re.compile(r"\[(\d{1,4})\]")
 
 
 def make_answerer(
@@ -60,8 +63,11 @@ class RAGPipeline:
         reranker: a :class:`~mm_rerank_components.MultimodalReranker` (or cascade).
         answerer: an :class:`Answerer`; default :func:`make_answerer` (environment, else an extractive
             answerer whose sentences are scored by ``reranker``).
-        top_n: evidence items kept after reranking.
+        top_n: evidence items shown with the answer (plus any further item the answer cites).
         threshold: drop evidence whose unified score is below this.
+        read_depth: how many of the best reranked items the answerer reads (at least ``top_n``). Deeper
+            than ``top_n`` by default, because the passage that answers a question often ranks just below
+            pictures that merely look relevant; an answer that cites such an item shows it too.
 
     Example:
         >>> from mm_rerank_components import MultimodalReranker
@@ -83,6 +89,7 @@ class RAGPipeline:
         *,
         top_n: int = 5,
         threshold: float | None = None,
+        read_depth: int = 10,
     ) -> None:
         if not callable(getattr(retriever, "retrieve", None)):
             raise TypeError(f"retriever must have retrieve(query) -> list[Candidate], got {retriever!r}")
@@ -90,17 +97,20 @@ class RAGPipeline:
             raise TypeError(f"reranker must be a MultimodalReranker (or cascade), got {reranker!r}")
         if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
             raise ValueError(f"top_n must be a positive int, got {top_n!r}")
+        if isinstance(read_depth, bool) or not isinstance(read_depth, int) or read_depth < 1:
+            raise ValueError(f"read_depth must be a positive int, got {read_depth!r}")
         self.retriever = retriever
         self.reranker = reranker
         self.answerer: Answerer = answerer if answerer is not None else make_answerer(reranker=reranker)
         self.top_n = top_n
         self.threshold = threshold
+        self.read_depth = read_depth
 
     def search(self, question: str | Query) -> list[Evidence]:
         """First stage plus reranking: the top evidence, best first."""
-        return self._search(question, {})
+        return self._search(question, {}, self.top_n)
 
-    def _search(self, question: str | Query, timings: dict[str, float]) -> list[Evidence]:
+    def _search(self, question: str | Query, timings: dict[str, float], depth: int) -> list[Evidence]:
         query = Query(text=question) if isinstance(question, str) else question
         start = time.perf_counter()
         candidates: list[Candidate] = list(self.retriever.retrieve(query))
@@ -109,7 +119,7 @@ class RAGPipeline:
             timings["rerank"] = 0.0
             return []
         start = time.perf_counter()
-        ranked = self.reranker.rerank(query, candidates, top_n=self.top_n, threshold=self.threshold)
+        ranked = self.reranker.rerank(query, candidates, top_n=depth, threshold=self.threshold)
         timings["rerank"] = time.perf_counter() - start
         return [Evidence.from_ranked(r) for r in ranked]
 
@@ -119,14 +129,15 @@ class RAGPipeline:
             raise ValueError(f"question must be a non-empty string, got {question!r}")
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        evidence = self._search(question.strip(), timings)
+        evidence = self._search(question.strip(), timings, max(self.top_n, self.read_depth))
         answered = time.perf_counter()
         answer = self.answerer.answer(question.strip(), evidence)
         timings["answer"] = time.perf_counter() - answered
+        cited = {int(n) for n in _CITATION.findall(answer.text)}
         return Answer(
             question=answer.question,
             text=answer.text,
-            evidence=answer.evidence,
+            evidence=[e for e in answer.evidence if e.rank <= self.top_n or e.rank in cited],
             answerer=answer.answerer,
             seconds=time.perf_counter() - start,
             timings=timings,
