@@ -75,6 +75,12 @@ class FakeModels:
 
     dim = 384
     device = "cpu"
+    n_views = 1
+    text_label = "fake-text"
+    image_label = "fake-image"
+    image_model = "efficientnet-lite0"
+    max_text_chars = 4096
+    text_batch_size = 64
 
     def __init__(self) -> None:
         self.encoder = CountingEncoder()

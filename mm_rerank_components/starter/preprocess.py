@@ -15,8 +15,45 @@ IMAGE_SIZE = 224
 _WHITE = (255, 255, 255)
 
 
+_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit or float greyscale image to 8 bits (mode ``"L"``); other modes pass through.
+
+    Pillow's ``convert("RGB")`` *clips* such pixels at 255, so a 16-bit photo turns white. The scale
+    follows the mode and the values' range: ``I;16`` modes and integers up to 65,535 are 16-bit (divided
+    by 257), floats within ``[0, 1]`` are multiplied by 255, values within ``[0, 255]`` stay, anything else
+    is stretched from its minimum and maximum.
+
+    Example:
+        >>> import numpy as np
+        >>> wide = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
+        >>> list(to_8bit(wide).getdata())
+        [0, 128, 255]
+    """
+    if image.mode not in _WIDE_MODES:
+        return image
+    arr = np.asarray(image).astype(np.float64)
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if image.mode.startswith("I;16"):
+        scaled = arr / 257.0
+    elif lo >= 0 and hi <= 255 and (image.mode != "F" or hi > 1):
+        scaled = arr
+    elif image.mode == "F" and lo >= 0 and hi <= 1:
+        scaled = arr * 255.0
+    elif lo >= 0 and hi <= 65535 and image.mode != "F":
+        scaled = arr / 257.0
+    else:
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
 def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """Return an RGB copy; transparency (RGBA, LA, palette with alpha) is composited onto white.
+    """Return an RGB copy; transparency (RGBA, LA, palette with alpha) is composited onto white, and
+    16-bit, 32-bit and float greyscale is scaled to 8 bits (:func:`to_8bit`), not clipped.
 
     Stamp-like images with transparent backgrounds otherwise turn black, which the classifier reads as
     night scenes.
@@ -27,6 +64,7 @@ def to_rgb_on_white(image: Image.Image) -> Image.Image:
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    image = to_8bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")

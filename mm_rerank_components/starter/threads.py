@@ -1,0 +1,159 @@
+"""How many CPU threads a starter model call uses: one per request under load, more for a big batch alone.
+
+Torch's intra-op threads help one large forward pass on an idle machine, and hurt when several requests
+run at once or other processes keep the cores busy: the threads then wait on each other. Measured on the
+starter models (``benchmarks/starter_threads.py``, table in ``docs/starter_models.md``), so the default
+policy (``threads=None``, "auto") is, per call:
+
+* one thread when another starter call is already running in this process (concurrent requests), or
+  when the machine is busy (1-minute load average above the core count minus one);
+* otherwise, for a batch of at least :data:`BIG_BATCH` images or :data:`BIG_BATCH` * 4 texts, up to
+  :data:`MAX_AUTO_THREADS` threads (never more than the cores);
+* one thread for everything else (a small rerank request finishes before more threads pay off).
+
+The auto policy never uses more threads than torch would (``torch.get_num_threads()``, which
+``OMP_NUM_THREADS`` or ``torch.set_num_threads`` lower). ``threads=N`` (on
+:class:`~mm_rerank_components.starter.StarterModels`, or the environment variable ``MM_RERANK_THREADS``)
+fixes the count. The count is set for the calling thread only (torch's OpenMP setting is per thread) and
+restored afterwards.
+
+Example:
+    >>> choose_threads(1, setting=3)
+    3
+    >>> choose_threads(2, setting=None, busy=True)
+    1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable that fixes the thread count of every starter model call ("auto" = the policy).
+ENV_VAR = "MM_RERANK_THREADS"
+#: Images in one call from which several threads may pay off (texts: four times as many).
+BIG_BATCH = 16
+#: The most threads the auto policy uses for one call.
+MAX_AUTO_THREADS = 4
+
+_in_flight = 0
+_in_flight_lock = threading.Lock()
+_load_cache: tuple[float, float] = (0.0, 0.0)
+
+
+def parse_threads(value: object, what: str = "threads") -> int | None:
+    """``None``/``"auto"`` -> None (the policy), a positive int (or its string) -> that int.
+
+    Example:
+        >>> parse_threads("2"), parse_threads("auto")
+        (2, None)
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    try:
+        count = int(value) if not isinstance(value, bool) else 0  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1:
+        raise ValueError(f"{what} must be a positive int or 'auto', got {value!r}")
+    return count
+
+
+def _env_threads() -> int | None:
+    raw = os.environ.get(ENV_VAR)
+    if raw is None:
+        return None
+    try:
+        return parse_threads(raw, ENV_VAR)
+    except ValueError:
+        logger.warning("ignoring %s=%r: use a positive int or 'auto'", ENV_VAR, raw)
+        return None
+
+
+def machine_busy() -> bool:
+    """Whether the 1-minute load average exceeds the core count minus one (read at most once a second).
+
+    Example:
+        >>> isinstance(machine_busy(), bool)
+        True
+    """
+    global _load_cache
+    now = time.monotonic()
+    checked, load = _load_cache
+    if now - checked > 1.0:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            load = 0.0
+        _load_cache = (now, load)
+    return load > (os.cpu_count() or 1) - 1
+
+
+def choose_threads(
+    items: int, setting: int | None, *, images: bool = True, busy: bool | None = None, concurrent: int = 1
+) -> int:
+    """The thread count for one call over ``items`` images (or texts, ``images=False``).
+
+    Args:
+        items: the call's batch size.
+        setting: a fixed count (returned as is), or None for the auto policy (module docstring).
+        images: whether the items are images (texts need a batch four times larger to use threads).
+        busy: whether the machine is busy; default: :func:`machine_busy`.
+        concurrent: starter calls running now in this process, this one included.
+
+    Example:
+        >>> choose_threads(64, None, busy=False, concurrent=1) >= 1
+        True
+        >>> choose_threads(64, None, busy=False, concurrent=2)
+        1
+    """
+    if setting is not None:
+        return setting
+    env = _env_threads()
+    if env is not None:
+        return env
+    big = items >= (BIG_BATCH if images else BIG_BATCH * 4)
+    if not big or concurrent > 1:
+        return 1
+    if busy if busy is not None else machine_busy():
+        return 1
+    return max(1, min(MAX_AUTO_THREADS, os.cpu_count() or 1))
+
+
+@contextmanager
+def model_threads(items: int, setting: int | None, *, images: bool = True) -> Iterator[int]:
+    """Run a model call with :func:`choose_threads` threads (this thread only), then restore the count.
+
+    Example:
+        >>> with model_threads(1, setting=1) as n:  # doctest: +SKIP
+        ...     n
+        1
+    """
+    global _in_flight
+    import torch
+
+    with _in_flight_lock:
+        _in_flight += 1
+        concurrent = _in_flight
+    try:
+        before = torch.get_num_threads()
+        fixed = setting if setting is not None else _env_threads()
+        count = choose_threads(items, fixed, images=images, concurrent=concurrent)
+        if fixed is None:
+            count = min(count, before)  # auto only ever lowers what torch was told
+        if count != before:
+            torch.set_num_threads(count)
+        try:
+            yield count
+        finally:
+            if count != before:
+                torch.set_num_threads(before)
+    finally:
+        with _in_flight_lock:
+            _in_flight -= 1
