@@ -19,6 +19,7 @@ _LAZY = {
     "JinaRerankerM0Scorer": "mm_rerank_components.scorers.jina_m0",
     "CLIPScorer": "mm_rerank_components.scorers.clip",
     "CrossEncoderScorer": "mm_rerank_components.scorers.cross_encoder",
+    "RemoteScorer": "mm_rerank_components.scorers.remote",
 }
 
 __all__ = ["ALL_MODALITIES", "BaseScorer", "FakeScorer", "ModalityRouter", "Scorer", *_LAZY]

@@ -177,7 +177,11 @@ class MicroBatcher:
     async def submit(self, call: ScoreCall) -> list[float]:
         """Queue ``call`` and wait for its scores (on the event loop that runs the batcher)."""
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            # first call, or a new event loop (a test client, a restarted server): start afresh there
+            if self._task is not None and not self._task.done() and not self._task.get_loop().is_closed():
+                self._task.get_loop().call_soon_threadsafe(self._task.cancel)
+            self._queue.clear()
             self._arrived = asyncio.Event()
             self._free = asyncio.Semaphore(self.workers)
             self._task = loop.create_task(self._collect())

@@ -1,0 +1,307 @@
+"""``RemoteScorer``: score with a rerank service over HTTP (ours, Jina, vLLM, Cohere or TEI).
+
+An app server without a GPU hands reranking to a GPU service and keeps everything else local: the
+:class:`~mm_rerank_components.MultimodalReranker` around this scorer still validates, decodes images,
+calibrates per modality and sorts, and the framework adapters and the Chroma pipeline work unchanged.
+
+What each ``api`` is sent (images as ``data:image/png;base64,`` URIs, lossless, so the service sees the
+very pixels the reranker decoded):
+
+=============  =================  =====================================================  ===============
+api            path               documents                                              modalities
+=============  =================  =====================================================  ===============
+``mm-rerank``  ``/v1/rerank``     ``{"text"}``, ``{"image"}``, ``{"text", "image"}``      all three
+``vllm``       ``/v1/rerank``     strings, or ``{"content": [text / image_url parts]}``  all three
+``jina``       ``/rerank``        ``{"text"}`` or ``{"image"}`` (jina-reranker-m0)        text, image
+``cohere``     ``/v2/rerank``     strings                                                text
+``tei``        ``/rerank``        ``"texts": [strings]``                                 text
+=============  =================  =====================================================  ===============
+
+``jina``'s path is relative to its API base (``base_url="https://api.jina.ai/v1"``); the others to the
+server root. A text-only API given an image candidate raises a clear error; route images to another
+scorer with :class:`~mm_rerank_components.scorers.ModalityRouter` instead.
+
+Only our own service returns calibrated probabilities (``outputs_probabilities=True`` for
+``"mm-rerank"``); the others return model scores whose scale differs between modalities, so the reranker
+calibrates them (pass a per-modality calibrator fitted with ``fit_calibrator``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from mm_rerank_components._deps import require
+from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
+from mm_rerank_components.types import Candidate, Modality, Query
+
+logger = logging.getLogger(__name__)
+
+RemoteApi = Literal["mm-rerank", "jina", "vllm", "cohere", "tei"]
+
+_PATHS: dict[str, str] = {
+    "mm-rerank": "/v1/rerank",
+    "vllm": "/v1/rerank",
+    "jina": "/rerank",
+    "cohere": "/v2/rerank",
+    "tei": "/rerank",
+}
+_MODALITIES: dict[str, frozenset[Modality]] = {
+    "mm-rerank": ALL_MODALITIES,
+    "vllm": ALL_MODALITIES,
+    "jina": frozenset(("text", "image")),
+    "cohere": frozenset(("text",)),
+    "tei": frozenset(("text",)),
+}
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class RemoteScorerError(RuntimeError):
+    """The service refused the request, kept failing, or answered something unusable."""
+
+
+def _data_uri(image: Any) -> str:
+    """A lossless PNG data URI of a decoded image (or of raw bytes / an existing data URI)."""
+    if isinstance(image, str) and image[:5].lower() == "data:":
+        return image
+    if isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+    else:
+        from mm_rerank_components.media import load_image
+
+        buffer = io.BytesIO()
+        load_image(image).save(buffer, format="PNG")
+        data = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+class RemoteScorer(BaseScorer):
+    """Raw relevance from a remote rerank service; batches, retries and keeps a total deadline.
+
+    Args:
+        base_url: the service, e.g. ``"http://gpu-box:8080"`` (for ``api="jina"``: the API base,
+            ``"https://api.jina.ai/v1"``).
+        api: the request shape: ``"mm-rerank"`` (this package's ``mm-rerank serve``), ``"jina"``,
+            ``"vllm"``, ``"cohere"`` or ``"tei"``.
+        model: the model name sent with each request (required by Jina, Cohere and multi-model vLLM).
+        api_key: sent as ``Authorization: Bearer <api_key>``.
+        timeout: total seconds one :meth:`score` call may take, batches and retries included.
+        batch_size: most documents per HTTP request.
+        max_retries: retries of a request that got 408, 429, 5xx or a connection error, with exponential
+            backoff from ``backoff_s`` (a ``Retry-After`` header is honoured), within ``timeout``.
+        path: the endpoint path, when the service is mounted elsewhere.
+        outputs_probabilities: override the default (True only for ``"mm-rerank"``, see module notes).
+        client: a ready ``httpx.Client`` (tests pass one with a mock transport).
+
+    Example:
+        >>> from mm_rerank_components import MultimodalReranker
+        >>> scorer = RemoteScorer("http://127.0.0.1:8080", api="mm-rerank")  # doctest: +SKIP
+        >>> reranker = MultimodalReranker(scorer)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api: RemoteApi = "mm-rerank",
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        batch_size: int = 64,
+        max_retries: int = 4,
+        backoff_s: float = 0.25,
+        path: str | None = None,
+        outputs_probabilities: bool | None = None,
+        client: Any = None,
+    ) -> None:
+        if api not in _PATHS:
+            raise ValueError(f"api must be one of {sorted(_PATHS)}, got {api!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s):// URL, got {base_url!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        self.base_url = base_url.rstrip("/")
+        self.api: RemoteApi = api
+        self.url = self.base_url + (path if path is not None else _PATHS[api])
+        self.model = model
+        self.timeout = float(timeout)
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.backoff_s = float(backoff_s)
+        self.modalities = _MODALITIES[api]
+        self.outputs_probabilities = (
+            api == "mm-rerank" if outputs_probabilities is None else outputs_probabilities
+        )
+        self.name = f"remote:{api}:{model or self.base_url}"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if client is None:
+            httpx = require("httpx", "remote", "RemoteScorer")
+            client = httpx.Client()
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"RemoteScorer({self.url!r}, api={self.api!r}, model={self.model!r})"
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.client.close()
+
+    def __enter__(self) -> RemoteScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- Scorer protocol ------------------------------------------------------------------------------
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        """One score per candidate, in order, from as many requests as ``batch_size`` needs."""
+        if not candidates:
+            return []
+        for candidate in candidates:
+            if candidate.modality not in self.modalities:
+                raise ValueError(
+                    f"candidate {candidate.id!r} is {candidate.modality}, but api={self.api!r} reads only "
+                    f"{', '.join(sorted(self.modalities))}; route such candidates to another scorer with "
+                    "ModalityRouter, or use api='mm-rerank' or 'vllm'"
+                )
+        deadline = time.monotonic() + self.timeout
+        encoded_query = self._query(query)
+        scores: list[float] = []
+        for start in range(0, len(candidates), self.batch_size):
+            batch = candidates[start : start + self.batch_size]
+            body = self._body(encoded_query, [self._document(c) for c in batch])
+            scores.extend(self._parse(self._post(body, deadline), len(batch)))
+        return scores
+
+    # -- request shapes -------------------------------------------------------------------------------
+    def _query(self, query: Query) -> Any:
+        if query.image is None:
+            return query.text
+        if self.api in ("cohere", "tei", "jina"):
+            raise ValueError(
+                f"api={self.api!r} takes text queries only; this query has an image. Use api='mm-rerank' "
+                "or 'vllm', or query with text"
+            )
+        uri = _data_uri(query.image)
+        if self.api == "vllm":
+            parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": uri}}]
+            if query.text:
+                parts.insert(0, {"type": "text", "text": query.text})
+            return {"content": parts}
+        return {"text": query.text, "image": uri} if query.text else {"image": uri}
+
+    def _document(self, candidate: Candidate) -> Any:
+        text = candidate.text if candidate.text and candidate.text.strip() else None
+        if candidate.image is None:
+            if self.api in ("mm-rerank", "jina"):
+                return {"text": text}
+            return text
+        uri = _data_uri(candidate.image)
+        if self.api == "vllm":
+            parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": uri}}]
+            if text:
+                parts.insert(0, {"type": "text", "text": text})
+            return {"content": parts}
+        if self.api == "jina" and text:
+            raise ValueError(
+                f"candidate {candidate.id!r} has text and an image; Jina documents are one or the other. "
+                "Score the caption and the picture separately, or use api='mm-rerank' or 'vllm'"
+            )
+        return {"text": text, "image": uri} if text else {"image": uri}
+
+    def _body(self, query: Any, documents: list[Any]) -> dict[str, Any]:
+        if self.api == "tei":
+            return {"query": query, "texts": documents, "raw_scores": False, "return_text": False}
+        body: dict[str, Any] = {"query": query, "documents": documents, "top_n": len(documents)}
+        if self.api != "cohere":
+            body["return_documents"] = False
+        if self.model is not None:
+            body["model"] = self.model
+        return body
+
+    def _parse(self, payload: Any, n: int) -> list[float]:
+        items = (
+            payload if self.api == "tei" else (payload.get("results") if isinstance(payload, dict) else None)
+        )
+        key = "score" if self.api == "tei" else "relevance_score"
+        if not isinstance(items, list):
+            raise RemoteScorerError(f"{self.url} answered without a results list: {str(payload)[:200]!r}")
+        scores: list[float | None] = [None] * n
+        for item in items:
+            index, value = (item.get("index"), item.get(key)) if isinstance(item, dict) else (None, None)
+            if not isinstance(index, int) or not 0 <= index < n or not isinstance(value, (int, float)):
+                raise RemoteScorerError(f"{self.url} answered a malformed result {str(item)[:200]!r}")
+            if item.get("error"):
+                raise RemoteScorerError(f"{self.url} could not score document {index}: {item['error']}")
+            scores[index] = float(value)
+        missing = [i for i, s in enumerate(scores) if s is None or not math.isfinite(s)]
+        if missing:
+            raise RemoteScorerError(
+                f"{self.url} returned no usable score for documents {missing[:10]} of {n}; a rerank service "
+                "must score every document (is top_n or a threshold cutting the list?)"
+            )
+        return [float(s) for s in scores if s is not None]
+
+    # -- transport ------------------------------------------------------------------------------------
+    def _post(self, body: dict[str, Any], deadline: float) -> Any:
+        httpx = require("httpx", "remote", "RemoteScorer")
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RemoteScorerError(
+                    f"{self.url}: no answer within the total timeout of {self.timeout:g} s"
+                )
+            problem: str
+            retry_after: float | None = None
+            try:
+                response = self.client.post(self.url, json=body, headers=self._headers, timeout=remaining)
+            except httpx.TransportError as exc:  # connection refused, reset, timed out
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 300:
+                    return response.json()
+                problem = f"HTTP {response.status_code}: {_message(response)}"
+                if response.status_code not in _RETRY_STATUS:
+                    raise RemoteScorerError(f"{self.url} refused the request ({problem})")
+                retry_after = _retry_after(response)
+            if attempt >= self.max_retries:
+                raise RemoteScorerError(f"{self.url} failed after {attempt + 1} attempts; last: {problem}")
+            pause = retry_after if retry_after is not None else self.backoff_s * 2**attempt
+            if time.monotonic() + pause >= deadline:
+                raise RemoteScorerError(
+                    f"{self.url}: giving up, the next retry would pass the total timeout of "
+                    f"{self.timeout:g} s; last: {problem}"
+                )
+            logger.info("%s: %s; retry %d in %.2f s", self.url, problem, attempt + 1, pause)
+            time.sleep(pause)
+            attempt += 1
+
+
+def _message(response: Any) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(payload, dict):
+        for key in ("message", "detail", "error"):
+            if isinstance(payload.get(key), str):
+                return str(payload[key])[:300]
+    return str(payload)[:200]
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
