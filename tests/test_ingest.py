@@ -22,7 +22,7 @@ def _retriever(db: Path, ef: Any = None) -> ChromaMultiCollectionRetriever:
 
 
 def _all(r: ChromaMultiCollectionRetriever, kind: str) -> dict[str, Any]:
-    got = r._collection(kind, create=False).get(include=["documents", "metadatas", "uris"])
+    got = r.store.collection(kind, create=False).get(include=["documents", "metadatas", "uris"])
     return {
         m["rel_path"]: {"id": i, "document": d, "metadata": m, "uri": (got["uris"] or [None] * 99)[n]}
         for n, (i, d, m) in enumerate(zip(got["ids"], got["documents"], got["metadatas"], strict=True))

@@ -110,15 +110,22 @@ def test_image_query_can_search_text_collection_in_a_shared_space(tmp_path: Path
     assert {c.id for c in candidates} == {"t-red", "t-green", "i-red"}
 
 
-def test_duplicate_ids_are_merged_keeping_the_best_hit_and_all_routes(tmp_path: Path) -> None:
+def test_records_sharing_an_id_in_two_collections_are_both_kept(tmp_path: Path) -> None:
+    # the old merge keyed hits by id alone and silently dropped the text record here
     r = _retriever(tmp_path / "db")
     r.add_texts(["red things"], ids=["shared"])
     r.add_images([_png(tmp_path / "r.png", (220, 20, 20))], ids=["shared"], captions=["red"])
     candidates = r.retrieve("red")
-    assert [c.id for c in candidates] == ["shared"]
-    only = candidates[0]
-    assert only.source == "mm_images"  # the image hit is an exact match (similarity 1)
-    assert only.metadata["routes"] == "text->mm_text,text->mm_images"
+    assert sorted((c.source, c.id) for c in candidates) == [("mm_images", "shared"), ("mm_text", "shared")]
+    assert [c.metadata["routes"] for c in candidates] == ["text->mm_text", "text->mm_images"]
+
+
+def test_hits_of_one_record_are_merged_keeping_the_best_and_all_routes(tmp_path: Path) -> None:
+    r = _retriever(tmp_path / "db")
+    r.add_images([_png(tmp_path / "b.png", (10, 10, 230))], ids=["img-blue"], captions=["owls"])
+    (only,) = r.retrieve(Query(text="owls at night", image=str(_png(tmp_path / "q.png", (10, 10, 230)))))
+    assert only.metadata["routes"] == "text->mm_images,image->mm_images"
+    assert only.metadata["route"] == "image->mm_images" and only.retrieval_score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_text_plus_image_query_uses_both_parts(
@@ -145,17 +152,50 @@ def test_reopening_the_database_finds_the_data(
 
 
 def test_add_is_idempotent(filled: ChromaMultiCollectionRetriever, tmp_path: Path) -> None:
-    report = filled.add_texts(["The red fox lives in dens."], ids=["fox"])
-    assert (report.added, report.unchanged) == (0, 1)
-    report = filled.add_images([tmp_path / "red.png"], ids=["img-red"])
-    assert (report.added, report.unchanged) == (0, 1)
+    report = filled.add_texts(["The red fox lives in dens."], ids=["fox"], metadatas=[{"title": "Fox"}])
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 1)
+    report = filled.add_images([tmp_path / "red.png"], ids=["img-red"], captions=["a red square"])
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 1)
     assert filled.count() == {"mm_text": 3, "mm_images": 2}
     # default ids come from content: the same text twice is one record
     report = filled.add_texts(["same text", "same text"])
     assert (report.added, report.unchanged) == (1, 1)
     assert filled.add_texts(["same text"]).unchanged == 1
-    with pytest.raises(ValueError, match="id 'x' is given twice with different texts"):
+    with pytest.raises(ValueError, match="id 'x' is given twice with different content"):
         filled.add_texts(["a", "b"], ids=["x", "x"])
+
+
+def test_a_changed_caption_or_text_is_written(filled: ChromaMultiCollectionRetriever, tmp_path: Path) -> None:
+    # the old add_images left out the caption from its id and skipped the record as unchanged
+    report = filled.add_images([tmp_path / "red.png"], ids=["img-red"], captions=["a crimson square"])
+    assert (report.added, report.updated, report.unchanged) == (0, 1, 0)
+    report = filled.add_texts(["Foxes live in earths."], ids=["fox"])
+    assert (report.added, report.updated) == (0, 1)
+    hits = {c.id: c for c in filled.retrieve("crimson earths")}
+    assert hits["img-red"].text == "a crimson square" and hits["fox"].text == "Foxes live in earths."
+    # default ids: the same file with a new caption replaces its old record (one record per file)
+    plain = _retriever(tmp_path / "db2")
+    plain.add_images([tmp_path / "red.png"], captions=["one"])
+    report = plain.add_images([tmp_path / "red.png"], captions=["two"])
+    assert (report.added, report.updated) == (0, 1) and plain.count()["mm_images"] == 1
+
+
+def test_both_write_paths_store_the_same_record(tmp_path: Path) -> None:
+    from mm_rerank_components.ingest import ingest_folder
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("RGB", (1600, 800), (220, 20, 20)).save(folder / "big.png")
+    a, b = _retriever(tmp_path / "a"), _retriever(tmp_path / "b")
+    ingest_folder(folder, a)
+    b.add_images([folder / "big.png"])
+    got_a = a.store.collection("image", create=False).get(include=["embeddings", "metadatas"])
+    got_b = b.store.collection("image", create=False).get(include=["embeddings", "metadatas"])
+    assert got_a["ids"] == got_b["ids"]  # one id formula
+    assert list(got_a["embeddings"][0]) == list(got_b["embeddings"][0])  # one shrink before embedding
+    meta_a, meta_b = got_a["metadatas"][0], got_b["metadatas"][0]
+    assert meta_a.pop("rel_path") == "big.png"
+    assert meta_a == meta_b and meta_b["preview"].startswith("data:image/jpeg;base64,")
 
 
 def test_add_images_reports_broken_files_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -164,8 +204,9 @@ def test_add_images_reports_broken_files_and_keeps_the_rest(tmp_path: Path) -> N
     bad.write_bytes(b"this is not a picture")
     report = r.add_images([bad, _png(tmp_path / "ok.png", (0, 200, 0)), tmp_path / "missing.png"])
     assert report.added == 1
-    assert [Path(f.path).name for f in report.failed] == ["bad.png", "missing.png"]
-    assert "cannot decode" in report.failed[0].reason and "not found" in report.failed[1].reason
+    failed = {Path(f.path).name: f.reason for f in report.failed}
+    assert sorted(failed) == ["bad.png", "missing.png"]
+    assert "cannot decode" in failed["bad.png"] and "no such file" in failed["missing.png"]
 
 
 def test_custom_collection_names_and_switching_a_route_off(tmp_path: Path) -> None:

@@ -6,7 +6,16 @@ Example:
     >>> from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
 """
 
-from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever, distance_to_similarity
+from mm_rerank_components.retrievers._hits import distance_to_similarity
+from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever
+from mm_rerank_components.retrievers.chroma_store import ChromaStore
+from mm_rerank_components.retrievers.embedders import embedding_functions
 from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
 
-__all__ = ["ChromaMultiCollectionRetriever", "HashingEmbeddingFunction", "distance_to_similarity"]
+__all__ = [
+    "ChromaMultiCollectionRetriever",
+    "ChromaStore",
+    "HashingEmbeddingFunction",
+    "distance_to_similarity",
+    "embedding_functions",
+]

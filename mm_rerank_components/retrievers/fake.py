@@ -56,6 +56,10 @@ class HashingEmbeddingFunction:
     def name() -> str:
         return "mm-rerank-hashing"
 
+    def get_config(self) -> dict[str, Any]:
+        """The settings that shape the vectors, recorded with a collection so a mismatch is refused."""
+        return {"dim": self.dim}
+
     def __call__(self, input: Sequence[Any]) -> list[list[float]]:
         self.calls += 1
         return [self._one(item) for item in input]

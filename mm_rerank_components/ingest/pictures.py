@@ -1,0 +1,82 @@
+"""Decoding pictures for ingest in a small worker pool, one batch ahead of the embedding model.
+
+Reading, decoding, the preview and the downscale to :data:`~.records.EMBED_MAX_SIDE` run in threads
+(Pillow releases the GIL while it decodes and resizes), so the next batch is ready when the model
+finishes the current one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from mm_rerank_components.ingest.files import FileRejected, read_regular_file
+from mm_rerank_components.ingest.records import ImageRecord, preview_data_uri, shrink
+from mm_rerank_components.media import ImageLoadError, ImageOptions, load_image
+
+
+@dataclass(frozen=True)
+class DecodedPicture:
+    """A picture ready to embed: the downscaled image, its original size and its preview (or ``None``)."""
+
+    record: ImageRecord
+    image: Any
+    size: tuple[int, int]
+    preview: str | None
+
+
+@dataclass(frozen=True)
+class PictureFailure:
+    """A picture that could not be read or decoded."""
+
+    record: ImageRecord
+    reason: str
+
+
+def default_workers() -> int:
+    """Decoding threads: one per spare core, at least one, at most four."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def decode_picture(
+    record: ImageRecord, options: ImageOptions, preview_size: int | None
+) -> DecodedPicture | PictureFailure:
+    """Read (regular files only, at most ``options.max_bytes``), decode, preview and downscale."""
+    try:
+        data = read_regular_file(record.path, options.max_bytes)
+        image = load_image(data, options)
+    except (FileRejected, ImageLoadError) as exc:
+        return PictureFailure(record, str(exc))
+    preview = preview_data_uri(image, preview_size) if preview_size is not None else None
+    return DecodedPicture(record, shrink(image), image.size, preview)
+
+
+def decoded_batches(
+    records: Sequence[ImageRecord],
+    batch_size: int,
+    options: ImageOptions,
+    preview_size: int | None,
+    workers: int,
+) -> Iterator[list[DecodedPicture | PictureFailure]]:
+    """Batches of decoded pictures, in order; the next batch is decoded while the caller embeds this one.
+
+    At most two batches are held in memory at a time.
+    """
+    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mm-rerank-decode") as pool:
+        pending: deque[list[Future[DecodedPicture | PictureFailure]]] = deque()
+
+        def submit(batch: Sequence[ImageRecord]) -> None:
+            pending.append([pool.submit(decode_picture, r, options, preview_size) for r in batch])
+
+        submit(batches[0])
+        for index in range(len(batches)):
+            if index + 1 < len(batches):
+                submit(batches[index + 1])
+            yield [future.result() for future in pending.popleft()]
