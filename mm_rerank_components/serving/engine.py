@@ -11,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import importlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from mm_rerank_components.serving.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+# the core names a candidate by id and position; the service names the request's document instead
+_CANDIDATE_PREFIX = re.compile(r"^candidate '[^']*' \(index \d+\): ")
 
 RerankerFactory = Callable[[BatchingScorer, OnError], Any]
 
@@ -326,8 +330,10 @@ class RerankEngine:
                     request.query, request.candidates, top_n=request.top_n, threshold=request.threshold
                 )
             except CandidateError as exc:
+                index = request.positions[exc.index]
+                message = _CANDIDATE_PREFIX.sub("", str(exc))
                 raise RequestError(
-                    str(exc), kind="unreadable_document", index=request.positions[exc.index]
+                    f"documents[{index}]: {message}", kind="unreadable_document", index=index
                 ) from None
             except ImageLoadError as exc:  # the query's image
                 raise RequestError(str(exc), kind="invalid_image") from None
