@@ -243,3 +243,114 @@ def test_sidecar_caption_matches_any_extension_case(tmp_path: Path) -> None:
     (root / "Photo.caption.txt").write_text("a mixed-case file name")
     scan = scan_folder(root)
     assert scan.failed == [] and [i.caption for i in scan.images] == ["a mixed-case file name"]
+
+
+# -- hostile files: nothing hangs, nothing fills memory, the rest is ingested ------------------------------
+
+
+def _bounded(fn: Any, seconds: float = 20.0) -> Any:
+    """Run ``fn`` in a thread and fail (instead of hanging the suite) if it does not finish in time."""
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread below
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s (a FIFO or device was read?)"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_fifos_and_devices_fail_alone_and_never_hang(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "good.txt").write_text("fine words")
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(root / "good.png")
+    os.mkfifo(root / "pipe.txt")
+    os.mkfifo(root / "pipe.jpg")
+    (root / "zero.txt").symlink_to("/dev/zero")
+    (root / "zero.jpg").symlink_to("/dev/zero")
+    r = _retriever(tmp_path / "db")
+    report = _bounded(lambda: ingest_folder(root, r, follow_symlinks=True, max_bytes=1000))
+    failed = {Path(f.path).name: f.reason for f in report.failed}
+    assert set(failed) == {"pipe.txt", "pipe.jpg", "zero.txt", "zero.jpg"}
+    assert "FIFO" in failed["pipe.txt"] and "not a regular file" in failed["pipe.jpg"]
+    assert "character device" in failed["zero.txt"] and "character device" in failed["zero.jpg"]
+    assert report.added == 2 and r.count() == {"mm_text": 1, "mm_images": 1}
+    # add_images refuses them too, and still adds the good picture
+    added = _bounded(
+        lambda: r.add_images([root / "pipe.jpg", "/dev/zero", root / "good.png"], ids=["a", "b", "c"])
+    )
+    assert sorted(Path(f.path).name for f in added.failed) == ["pipe.jpg", "zero"]
+    assert added.written == 1  # written as "c" (replacing the folder's record of that file)
+
+
+def test_files_over_max_bytes_are_refused_before_reading(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "big.txt").write_text("word " * 400)
+    (root / "small.txt").write_text("word")
+    report = ingest_folder(root, _retriever(tmp_path / "db"), max_bytes=100)
+    assert [(Path(f.path).name, "over the limit of 100" in f.reason) for f in report.failed] == [
+        ("big.txt", True)
+    ]
+    assert report.added == 1
+
+
+def test_links_leaving_the_folder_are_skipped_unless_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "outside" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash")
+    root = tmp_path / "d"
+    (root / "sub").mkdir(parents=True)
+    (root / "notes.txt").write_text("my notes")
+    (root / "passwd.txt").symlink_to(secret)
+    (root / "sub" / "again.txt").symlink_to(root / "notes.txt")  # inside: read at its target
+    (root / "outside_dir").symlink_to(secret.parent, target_is_directory=True)
+    (root / "loop.txt").symlink_to(root / "loop.txt")
+    r = _retriever(tmp_path / "db")
+    report = ingest_folder(root, r)
+    skipped = {Path(s.path).name: s.reason for s in report.skipped}
+    assert "outside the folder" in skipped["passwd.txt"] and "follow_symlinks=True" in skipped["passwd.txt"]
+    assert "outside the folder" in skipped["outside_dir"] and "inside the folder" in skipped["again.txt"]
+    assert [(Path(f.path).name, f.reason) for f in report.failed] == [
+        ("loop.txt", "cannot read: symbolic link loop")
+    ]
+    assert report.added == 1 and "root:x" not in str([c.text for c in r.retrieve("root", k_image=0)])
+    followed = ingest_folder(root, _retriever(tmp_path / "db2"), follow_symlinks=True)
+    assert followed.added == 2  # notes.txt and passwd.txt
+    assert {Path(s.path).name: s.reason for s in followed.skipped}[
+        "passwd"
+    ] == "unsupported file type '(none)'"
+
+
+def test_a_bad_metadata_row_fails_alone(tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "d"
+    root.mkdir()
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(root / "blue.png")
+    (root / "loop.png").symlink_to(root / "loop.png")
+    rows = [
+        {"file_name": "bad\u0000name.png", "caption": "nul"},
+        {"file_name": "loop.png", "caption": "a loop"},
+        {"file_name": "blue.png", "caption": "a blue square"},
+    ]
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    r = _retriever(tmp_path / "db")
+    report = ingest_folder(root, r)
+    failed = sorted(f"{Path(f.path).name} {f.reason}" for f in report.failed)
+    assert failed[0].startswith("loop.png cannot read: symbolic link loop")
+    assert "metadata.jsonl:1 file_name 'bad\\x00name.png' holds a NUL byte" in failed[1]
+    assert "metadata.jsonl:2 file_name 'loop.png' names no file" in failed[2]
+    assert report.added == 1 and [c.text for c in r.retrieve("blue", k_text=0)] == ["a blue square"]

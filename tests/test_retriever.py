@@ -125,7 +125,9 @@ def test_hits_of_one_record_are_merged_keeping_the_best_and_all_routes(tmp_path:
     r.add_images([_png(tmp_path / "b.png", (10, 10, 230))], ids=["img-blue"], captions=["owls"])
     (only,) = r.retrieve(Query(text="owls at night", image=str(_png(tmp_path / "q.png", (10, 10, 230)))))
     assert only.metadata["routes"] == "text->mm_images,image->mm_images"
-    assert only.metadata["route"] == "image->mm_images" and only.retrieval_score == pytest.approx(1.0, abs=1e-5)
+    assert only.metadata["route"] == "image->mm_images" and only.retrieval_score == pytest.approx(
+        1.0, abs=1e-5
+    )
 
 
 def test_text_plus_image_query_uses_both_parts(
