@@ -42,6 +42,9 @@ class Evidence:
         title: a short title when the metadata has one.
         source: the collection or route that found it.
         metadata: the remaining metadata (not sent to an LLM).
+        error: why the reranker could not read or score it (kept by ``on_error="keep"``), else ``None``.
+            Answers are written from the readable evidence only. The message may name a server path:
+            log it, never show it to a remote user.
 
     Example:
         >>> Evidence(rank=1, id="i1", modality="image", score=0.7, image="/data/fox.webp").label
@@ -57,6 +60,7 @@ class Evidence:
     title: str | None = None
     source: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    error: str | None = None
 
     @property
     def label(self) -> str:
@@ -77,6 +81,7 @@ class Evidence:
             image=ranked.candidate.image,
             metadata=ranked.candidate.metadata,
             source=ranked.candidate.source,
+            error=ranked.error,
         )
 
     @classmethod
@@ -134,6 +139,7 @@ class Evidence:
         image: Any,
         metadata: Mapping[str, Any],
         source: Any,
+        error: str | None = None,
     ) -> Evidence:
         image_ref = str(image) if isinstance(image, (str, os.PathLike)) else None
         if image_ref is not None and image_ref.startswith("data:"):
@@ -160,6 +166,7 @@ class Evidence:
             title=str(title) if title else None,
             source=str(source) if source else None,
             metadata=dict(metadata),
+            error=error,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +180,7 @@ class Evidence:
             "image": self.image,
             "title": self.title,
             "source": self.source,
+            "error": self.error,
         }
 
 

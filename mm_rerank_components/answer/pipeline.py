@@ -60,7 +60,9 @@ class RAGPipeline:
     Args:
         retriever: anything with ``retrieve(query) -> list[Candidate]``, e.g.
             :class:`~mm_rerank_components.retrievers.ChromaMultiCollectionRetriever`.
-        reranker: a :class:`~mm_rerank_components.MultimodalReranker` (or cascade).
+        reranker: a :class:`~mm_rerank_components.MultimodalReranker` (or cascade). Build it with
+            ``on_error="keep"`` for a service: a candidate it cannot read (a deleted picture) is then kept
+            in the evidence with its ``error``, logged, and the answer is written from the rest.
         answerer: an :class:`Answerer`; default :func:`make_answerer` (environment, else an extractive
             answerer whose sentences are scored by ``reranker``).
         top_n: evidence items shown with the answer (plus any further item the answer cites).
@@ -130,14 +132,19 @@ class RAGPipeline:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         evidence = self._search(question.strip(), timings, max(self.top_n, self.read_depth))
+        readable = [e for e in evidence if e.error is None]
+        for e in evidence:
+            if e.error is not None:  # kept by on_error="keep": shown as unreadable, never quoted
+                logger.warning("evidence %s (%s) could not be read: %s", e.id, e.label, e.error)
         answered = time.perf_counter()
-        answer = self.answerer.answer(question.strip(), evidence)
+        answer = self.answerer.answer(question.strip(), readable)
         timings["answer"] = time.perf_counter() - answered
         cited = {int(n) for n in _CITATION.findall(answer.text)}
+        shown = [e for e in answer.evidence if e.rank <= self.top_n or e.rank in cited]
         return Answer(
             question=answer.question,
             text=answer.text,
-            evidence=[e for e in answer.evidence if e.rank <= self.top_n or e.rank in cited],
+            evidence=shown + [e for e in evidence if e.error is not None],
             answerer=answer.answerer,
             seconds=time.perf_counter() - start,
             timings=timings,

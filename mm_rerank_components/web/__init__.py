@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mm_rerank_components.web.app import ImageRegistry, create_app
+    from mm_rerank_components.web.limits import WebLimits
 
-__all__ = ["ImageRegistry", "create_app"]
+__all__ = ["ImageRegistry", "WebLimits", "create_app"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,10 +4,15 @@ Routes:
 
 * ``GET /`` the page (``static/index.html`` in the package);
 * ``POST /api/ask`` with ``{"question": "..."}``: the answer, who wrote it (``extractive`` or
-  ``llm:<model>``) and the ranked evidence, each picture with a ``thumbnail`` URL;
+  ``llm:<model>``), per-step timings and the ranked evidence, each picture with a ``thumbnail`` URL;
 * ``GET /api/image/{token}``: a JPEG thumbnail of a picture. Tokens are random and issued only for
   pictures that the pipeline returned as evidence, so the endpoint cannot be used to read any other file;
-* ``GET /api/health``: ``{"ok": true, "answerer": ...}``.
+* ``GET /api/health``: ``{"ok": true, "answerer": ...}``, answered on the event loop, never behind questions.
+
+Limits (:class:`~mm_rerank_components.web.limits.WebLimits`): a body size cap (413), at most
+``max_concurrent`` questions answered at once in worker threads and ``max_waiting`` queued (else 503), 400
+for text that is not text (a lone surrogate, control characters). Error bodies are short fixed texts that
+never echo the request and never name a server path; the details go to the server log.
 """
 
 from __future__ import annotations
@@ -23,13 +28,23 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, Response
+    import anyio
+    import anyio.to_thread
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel, Field
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('The web chat needs FastAPI: pip install "mm-rerank-components[web]"') from exc
 
 from mm_rerank_components.media import ImageLoadError, ImageOptions, load_image
+from mm_rerank_components.web.limits import (
+    INVALID_REQUEST,
+    NOT_TEXT,
+    BodySizeLimit,
+    WebLimits,
+    question_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +122,19 @@ def create_app(
     title: str = "mm-rerank chat",
     image_options: ImageOptions | None = None,
     registry: ImageRegistry | None = None,
+    limits: WebLimits | None = None,
 ) -> FastAPI:
     """A FastAPI app that answers questions with ``pipeline`` and shows the ranked evidence.
 
     Args:
         pipeline: a :class:`~mm_rerank_components.answer.RAGPipeline`, or any object whose
-            ``ask(question)`` returns an :class:`~mm_rerank_components.answer.Answer`.
+            ``ask(question)`` returns an :class:`~mm_rerank_components.answer.Answer`. Build its reranker
+            with ``on_error="keep"``: a picture deleted after ingest is then shown as unreadable and the
+            answer comes from the rest (with ``"raise"`` such a question fails with a 500).
         title: the page title.
         image_options: limits for reading pictures when making thumbnails.
         registry: the token registry for thumbnails (a fresh one by default).
+        limits: body size cap, concurrency and queue (see :class:`WebLimits`).
 
     Example:
         >>> app = create_app(pipeline)  # doctest: +SKIP
@@ -123,41 +142,120 @@ def create_app(
     """
     if not callable(getattr(pipeline, "ask", None)):
         raise TypeError(f"pipeline must have ask(question) -> Answer (e.g. RAGPipeline), got {pipeline!r}")
+    _warn_if_raising(pipeline)
+    limits = limits or WebLimits()
     images = registry or ImageRegistry()
-    options = image_options or ImageOptions()
-    lock = threading.Lock()  # one question at a time: the models use every core anyway
     page = _page().replace("{{TITLE}}", _html_escape(title))
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
 
     @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
+    async def index() -> str:
         return page
 
     @app.get("/api/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         answerer = getattr(getattr(pipeline, "answerer", None), "name", None)
         return {"ok": True, "answerer": answerer}
 
+    _add_ask_route(app, pipeline, limits, images)
+    _add_image_route(app, images, image_options or ImageOptions())
+    return app
+
+
+def _warn_if_raising(pipeline: Any) -> None:
+    from mm_rerank_components.reranker import MultimodalReranker
+
+    reranker = getattr(pipeline, "reranker", None)
+    if isinstance(reranker, MultimodalReranker) and reranker.on_error == "raise":
+        logger.warning(
+            "the web chat's reranker has on_error='raise': a question whose hits include an unreadable "
+            "picture fails; build it with MultimodalReranker(..., on_error='keep') to answer from the rest"
+        )
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's default body echoes the input (a 10 MB question came back whole, and a lone surrogate
+    # could not even be encoded: a 500): fixed text instead
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    if any(error.get("type") == "string_unicode" for error in errors):
+        return JSONResponse({"detail": NOT_TEXT}, status_code=400)
+    return JSONResponse({"detail": INVALID_REQUEST}, status_code=422)
+
+
+class _Queue:
+    """Questions waiting or being answered; the async limit that replaced the in-thread lock."""
+
+    def __init__(self, limits: WebLimits) -> None:
+        self.limiter = anyio.CapacityLimiter(limits.max_concurrent)
+        self.max_pending = limits.max_concurrent + limits.max_waiting
+        self.pending = 0
+
+
+def _add_ask_route(app: FastAPI, pipeline: Any, limits: WebLimits, images: ImageRegistry) -> None:
+    queue = _Queue(limits)
+
     @app.post("/api/ask")
-    def ask(request: AskRequest) -> dict[str, Any]:
+    async def ask(request: AskRequest) -> dict[str, Any]:
         question = request.question.strip()
         if not question:
             raise HTTPException(status_code=400, detail="the question is empty")
-        with lock:
-            try:
-                answer = pipeline.ask(question)
-            except ValueError as exc:
-                raise HTTPException(status_code=400, detail=str(exc)) from exc
-        payload: dict[str, Any] = answer.to_dict()
-        for item, evidence in zip(payload["evidence"], answer.evidence, strict=True):
-            local = _local_file(evidence.image) if evidence.image else None
-            item["thumbnail"] = f"/api/image/{images.register(local)}" if local else None
-            item["image_name"] = Path(local).name if local else None
-            item.pop("image", None)  # never send server paths to the browser
-        return payload
+        problem = question_problem(question)
+        if problem is not None:
+            raise HTTPException(status_code=400, detail=problem)
+        if queue.pending >= queue.max_pending:
+            raise HTTPException(
+                status_code=503, detail="busy: too many questions waiting", headers={"Retry-After": "2"}
+            )
+        queue.pending += 1
+        try:
+            # waits on the event loop for a slot, then runs the models in a worker thread
+            answer = await anyio.to_thread.run_sync(_ask, pipeline, question, limiter=queue.limiter)
+        finally:
+            queue.pending -= 1
+        return _payload(answer, images)
 
+
+def _ask(pipeline: Any, question: str) -> Any:
+    """``pipeline.ask``, with failures logged in full here and reported to the browser in fixed words."""
+    from mm_rerank_components.answer import LLMError
+    from mm_rerank_components.reranker import CandidateError
+
+    try:
+        return pipeline.ask(question)
+    except CandidateError as exc:
+        logger.warning(
+            "a search result could not be read (use on_error='keep' to answer from the rest): %s", exc
+        )
+        raise HTTPException(
+            status_code=500, detail="a search result could not be read; see the server log"
+        ) from exc
+    except LLMError as exc:
+        logger.warning("the language model failed: %s", exc)
+        raise HTTPException(
+            status_code=502, detail="the language model could not answer; see the server log"
+        ) from exc
+    except ValueError as exc:
+        logger.info("question rejected: %s", exc)
+        raise HTTPException(status_code=400, detail="the question could not be answered as asked") from exc
+
+
+def _payload(answer: Any, images: ImageRegistry) -> dict[str, Any]:
+    payload: dict[str, Any] = answer.to_dict()
+    for item, evidence in zip(payload["evidence"], answer.evidence, strict=True):
+        local = _local_file(evidence.image) if evidence.image else None
+        item["thumbnail"] = f"/api/image/{images.register(local)}" if local else None
+        item["image_name"] = Path(local).name if local else None
+        item.pop("image", None)  # never send server paths to the browser
+        if item.get("error"):  # the detail (often a path) is in the server log
+            item["error"] = "could not be read"
+    return payload
+
+
+def _add_image_route(app: FastAPI, images: ImageRegistry, options: ImageOptions) -> None:
     @app.get("/api/image/{token}")
-    def image(token: str) -> Response:
+    def image(token: str) -> Response:  # sync: file I/O runs in a worker thread
         path = images.resolve(token)
         if path is None:
             raise HTTPException(status_code=404, detail="unknown image token")
@@ -172,8 +270,6 @@ def create_app(
         return Response(
             buffer.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
         )
-
-    return app
 
 
 def _html_escape(text: str) -> str:
