@@ -211,11 +211,6 @@ class RemoteScorer(BaseScorer):
             if text:
                 parts.insert(0, {"type": "text", "text": text})
             return {"content": parts}
-        if self.api == "jina" and text:
-            raise ValueError(
-                f"candidate {candidate.id!r} has text and an image; Jina documents are one or the other. "
-                "Score the caption and the picture separately, or use api='mm-rerank' or 'vllm'"
-            )
         return {"text": text, "image": uri} if text else {"image": uri}
 
     def _body(self, query: Any, documents: list[Any]) -> dict[str, Any]:
