@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from mm_rerank_components.calibration import Calibrator, SigmoidCalibrator
 from mm_rerank_components.media import (
     DEFAULT_IMAGE_OPTIONS,
+    CancelToken,
     ImageLoadError,
     ImageOptions,
+    OperationCancelled,
+    cache_key,
+    cancel_scope,
+    check_cancelled,
     image_key,
     load_image,
     text_key,
@@ -136,6 +143,15 @@ def _as_score(value: object) -> float:
         return _NAN
 
 
+def _content_key(candidate: Candidate, side: str) -> str | None:
+    """What a precomputed signal's ``content`` must equal: the text's or the image reference's key."""
+    if side == "text":
+        return text_key(candidate.text) if candidate.text is not None else None
+    if side == "image":
+        return image_key(candidate.image) if candidate.image is not None else None
+    return None  # an unknown kind has no content to check it against, so it is never trusted
+
+
 def _ids(items: Sequence[_Item], most: int = 5) -> str:
     shown = ", ".join(repr(item.candidate.id) for item in items[:most])
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
@@ -162,6 +178,22 @@ def check_request(query: object, top_n: object = None, threshold: object = None)
             f"query must be a Query or a str, got {type(query).__name__}; build one with "
             "Query(text=..., image=...)"
         )
+    check_limits(top_n, threshold)
+    return query
+
+
+def check_limits(top_n: object = None, threshold: object = None) -> None:
+    """Check ``top_n`` (a positive int or None) and ``threshold`` (a unified score in [0, 1] or None).
+
+    Booleans are rejected: ``top_n=True`` is a mistake, not a request for one result.
+
+    Example:
+        >>> check_limits(top_n=5, threshold=0.5)
+        >>> check_limits(threshold=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: threshold must be a unified score between 0 and 1 or None, got True
+    """
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
         raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
     if threshold is not None and (
@@ -170,7 +202,6 @@ def check_request(query: object, top_n: object = None, threshold: object = None)
         or not 0.0 <= float(threshold) <= 1.0
     ):
         raise ValueError(f"threshold must be a unified score between 0 and 1 or None, got {threshold!r}")
-    return query
 
 
 def check_candidates(candidates: object) -> None:
@@ -196,6 +227,27 @@ def check_candidates(candidates: object) -> None:
             )
 
 
+#: Worker threads ``arerank`` uses, shared by all rerankers: asyncio's default pool is left to the
+#: application, and a call cancelled while it waits on I/O releases its thread at once.
+ASYNC_WORKERS = min(32, (os.cpu_count() or 1) + 4)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=ASYNC_WORKERS, thread_name_prefix="mm-rerank")
+        return _pool
+
+
+def _run_cancellable(token: CancelToken, work: Callable[[], list[RankedCandidate]]) -> list[RankedCandidate]:
+    with cancel_scope(token):
+        check_cancelled()
+        return work()
+
+
 class _RerankerBase:
     """What every reranker shares: the async form of ``rerank`` and the one-line cascade."""
 
@@ -217,8 +269,17 @@ class _RerankerBase:
         top_n: int | None = None,
         threshold: float | None = None,
     ) -> list[RankedCandidate]:
-        """Async :meth:`rerank`: the work runs in a worker thread, so the event loop is never blocked."""
-        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
+        """Async :meth:`rerank`: the work runs in the package's own bounded thread pool, so the event loop is
+        never blocked; cancelling the task stops the work (between candidates and batches, and at once
+        for a URL being fetched)."""
+        token = CancelToken()
+        work = functools.partial(self.rerank, query, candidates, top_n=top_n, threshold=threshold)
+        future = asyncio.get_running_loop().run_in_executor(_executor(), _run_cancellable, token, work)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
 
     def then(self, expensive: MultimodalReranker, *, keep: int) -> CascadeReranker:
         """A cascade in one line: this (cheap) reranker keeps ``keep`` candidates, ``expensive`` orders them.
@@ -357,8 +418,8 @@ class MultimodalReranker(_RerankerBase):
         except ImageLoadError as exc:
             raise ImageLoadError(f"query image: {exc}") from exc
 
-    def _query_key(self, query: Query) -> tuple[str | None, str | None]:
-        return (query.text, image_key(query.image) if query.image is not None else None)
+    def _query_key(self, query: Query) -> Hashable:
+        return (query.text, cache_key(query.image) if query.image is not None else None)
 
     def _score_all(self, query: Query, candidates: Sequence[Candidate]) -> tuple[list[float], dict[int, str]]:
         prepared_query = self._prepare_query(query)
@@ -367,6 +428,7 @@ class MultimodalReranker(_RerankerBase):
         query_key = self._query_key(query) if self.cache is not None else None
         groups: dict[Modality, list[_Item]] = {}
         for index, candidate in enumerate(candidates):
+            check_cancelled()
             item = self._prepare(index, candidate, query_key, raw, errors)
             if item is not None:
                 groups.setdefault(candidate.modality, []).append(item)
@@ -394,18 +456,16 @@ class MultimodalReranker(_RerankerBase):
                 f"{', '.join(sorted(supported))}); route them to another scorer with ModalityRouter",
             )
             return None
-        ref = candidate.image
-        # the content key of the image as given, computed once for the cache and the precomputed check
-        ref_key = image_key(ref) if ref is not None and self._needs_image_key(candidate) else None
         key: Hashable | None = None
         if self.cache is not None:
+            ref_key = cache_key(candidate.image) if candidate.image is not None else None
             key = (self.scorer.name, query_key, candidate.text, ref_key)
             hit = self.cache.get(key)
             if hit is not None:
                 raw[index] = hit
                 return None
-        precomputed = self._reusable(candidate, ref_key) if candidate.precomputed else candidate.precomputed
-        image = ref
+        precomputed = self._reusable(candidate) if candidate.precomputed else candidate.precomputed
+        ref = image = candidate.image
         if ref is not None:
             try:
                 image = load_image(ref, self.image_options)
@@ -416,23 +476,17 @@ class MultimodalReranker(_RerankerBase):
             candidate = dataclasses.replace(candidate, image=image, precomputed=precomputed)
         return _Item(index, candidate, key)
 
-    def _needs_image_key(self, candidate: Candidate) -> bool:
-        if self.cache is not None:
-            return True
-        return any(kind.startswith("image") and kind in self._reuses for kind in candidate.precomputed)
-
-    def _reusable(self, candidate: Candidate, ref_key: str | None) -> dict[str, Precomputed]:
+    def _reusable(self, candidate: Candidate) -> dict[str, Precomputed]:
         """The precomputed signals the scorer may use: a kind it reuses, computed from this content."""
         kept: dict[str, Precomputed] = {}
+        keys: dict[str, str | None] = {}  # content keys, computed at most once each
         for name, signal in candidate.precomputed.items():
             if signal.kind not in self._reuses:
                 continue
-            if signal.kind.startswith("text"):
-                expected = text_key(candidate.text) if candidate.text is not None else None
-            elif signal.kind.startswith("image"):
-                expected = ref_key
-            else:
-                expected = None  # no content to check it against, so it is never trusted
+            side = signal.kind[:4] if signal.kind.startswith("text") else signal.kind[:5]
+            if side not in keys:
+                keys[side] = _content_key(candidate, side)
+            expected = keys[side]
             if expected is None or signal.content != expected:
                 logger.debug(
                     "candidate %r: precomputed %r dropped, its content %r does not match %r",
@@ -455,6 +509,7 @@ class MultimodalReranker(_RerankerBase):
     def _score_batch(
         self, query: Query, batch: list[_Item], raw: list[float], errors: dict[int, str]
     ) -> None:
+        check_cancelled()
         outcome = self._call_scorer(query, batch)
         if isinstance(outcome, Exception):  # only with on_error="keep"
             if len(batch) > 1:  # find the culprits: retry one candidate at a time
@@ -485,6 +540,8 @@ class MultimodalReranker(_RerankerBase):
         """The scorer's values for ``batch``; its exception is a ScorerError, or returned with "keep"."""
         try:
             values = self.scorer.score(query, [item.candidate for item in batch])
+        except OperationCancelled:
+            raise
         except Exception as exc:  # any scorer failure is reported with its batch, never lost
             if self.on_error == "keep":
                 logger.warning(

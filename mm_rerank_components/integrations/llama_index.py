@@ -1,4 +1,5 @@
-"""LlamaIndex adapter: :class:`MultimodalRerankPostprocessor`, a node postprocessor for mixed nodes.
+"""LlamaIndex: the node translator (:func:`to_node`, :func:`from_node`) and
+:class:`MultimodalRerankPostprocessor`, a node postprocessor for mixed text and image nodes.
 
 Requires the ``llama-index`` extra: ``pip install "mm-rerank-components[llama-index]"``.
 """
@@ -10,34 +11,153 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-try:
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr
-    from llama_index.core.callbacks import CBEventType, EventPayload
-    from llama_index.core.instrumentation import get_dispatcher
-    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
-    from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeWithScore, QueryBundle
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "MultimodalRerankPostprocessor needs llama-index-core: "
-        'pip install "mm-rerank-components[llama-index]"'
-    ) from exc
+from mm_rerank_components._deps import require
 
-from mm_rerank_components.integrations._common import (
+require("llama_index.core", "llama-index", "MultimodalRerankPostprocessor")
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator  # noqa: E402
+from llama_index.core.callbacks import CBEventType, EventPayload  # noqa: E402
+from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent  # noqa: E402
+from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.schema import (  # noqa: E402
+    BaseNode,
+    ImageNode,
+    MetadataMode,
+    NodeWithScore,
+    QueryBundle,
+    TextNode,
+)
+
+from mm_rerank_components.integrations._common import (  # noqa: E402
+    BOOKKEEPING_KEYS,
+    IMAGE_PATH_KEY,
+    IMAGE_URI_KEY,
+    NODE_IMAGE_KEYS,
     RESULT_KEYS,
+    candidate_metadata,
     first_present,
     float_or_none,
+    image_reference,
     result_metadata,
+    string_or_none,
+    strip_added,
 )
-from mm_rerank_components.reranker import Reranker
-from mm_rerank_components.types import Candidate, Query, RankedCandidate
+from mm_rerank_components.media import classify  # noqa: E402
+from mm_rerank_components.reranker import Reranker, check_limits, check_request  # noqa: E402
+from mm_rerank_components.types import Candidate, Query, RankedCandidate  # noqa: E402
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
-#: Metadata keys read for an ImageNode's image when its ``image``, ``image_path`` and ``image_url`` are
-#: all empty (``file_path`` is what LlamaIndex's SimpleDirectoryReader sets).
-DEFAULT_IMAGE_METADATA_KEYS = ("file_path", "image_path", "image_uri")
+DEFAULT_IMAGE_METADATA_KEYS = NODE_IMAGE_KEYS
+
+
+# -- the translator ------------------------------------------------------------------------------------------
+
+
+def to_node(candidate: Candidate) -> NodeWithScore:
+    """A Candidate as a LlamaIndex node: ``ImageNode`` when it has an image, else ``TextNode``.
+
+    The node id is the candidate id, the text the passage or caption, the metadata the candidate's
+    metadata plus ``modality``, ``source`` and ``retrieval_score`` (hidden from LLM prompts and
+    embeddings with the other bookkeeping keys). An ``ImageNode`` carries a local file in ``image_path``,
+    a URI in ``image_url`` and a data URI or base64 picture in ``image`` (with ``image_mimetype``); a
+    preview keeps the original picture's ``image_path``/``image_url`` from the metadata. The score is
+    ``retrieval_score``. :func:`from_node` turns it back into the same Candidate.
+
+    Example:
+        >>> n = to_node(Candidate("p1", text="Foxes live in dens.", retrieval_score=0.5))
+        >>> type(n.node).__name__, n.score
+        ('TextNode', 0.5)
+        >>> from_node(n) == Candidate("p1", text="Foxes live in dens.", retrieval_score=0.5)
+        True
+    """
+    metadata = candidate_metadata(candidate, what="an ImageNode")
+    hidden = [k for k in BOOKKEEPING_KEYS if k in metadata]
+    image = image_reference(candidate, "an ImageNode")
+    if image is None:
+        text_node = TextNode(
+            id_=candidate.id,
+            text=candidate.text or "",
+            metadata=metadata,
+            excluded_llm_metadata_keys=hidden,
+            excluded_embed_metadata_keys=hidden,
+        )
+        return NodeWithScore(node=text_node, score=candidate.retrieval_score)
+    fields: dict[str, Any] = {}
+    kind = classify(image)
+    if kind in ("data", "base64"):
+        header, _, payload = image.partition(",") if kind == "data" else ("", "", image)
+        fields["image"] = payload
+        fields["image_mimetype"] = header[5:].split(";")[0] or None if header else None
+        # a preview: the original picture stays citable
+        fields["image_path"] = string_or_none(metadata.get(IMAGE_PATH_KEY))
+        fields["image_url"] = None if fields["image_path"] else string_or_none(metadata.get(IMAGE_URI_KEY))
+    elif kind == "path":
+        fields["image_path"] = image
+    else:
+        fields["image_url"] = image
+    node = ImageNode(
+        id_=candidate.id,
+        text=candidate.text or "",
+        metadata=metadata,
+        excluded_llm_metadata_keys=hidden,
+        excluded_embed_metadata_keys=hidden,
+        **fields,
+    )
+    return NodeWithScore(node=node, score=candidate.retrieval_score)
+
+
+def from_node(
+    scored: NodeWithScore, position: int = 0, *, image_keys: tuple[str, ...] = NODE_IMAGE_KEYS
+) -> Candidate:
+    """A LlamaIndex node as a Candidate.
+
+    An ``ImageNode``'s picture is its ``image`` (base64; a data URI again when ``image_mimetype`` is set),
+    then ``image_path``, ``image_url``, then the metadata ``image_keys``; its text is the caption. A node
+    with an ``image_resource`` (``llama_index.core.schema.Node``) is read the same way. Keys that
+    :func:`to_node` added are removed from the metadata; ``position`` names the node in errors.
+
+    Example:
+        >>> from_node(NodeWithScore(node=TextNode(id_="t", text="owls"), score=0.2)).retrieval_score
+        0.2
+    """
+    if not isinstance(scored, NodeWithScore):
+        raise TypeError(
+            f"nodes[{position}] is a {type(scored).__name__}, not a NodeWithScore; pass "
+            "NodeWithScore(node=..., score=...)"
+        )
+    node = scored.node
+    image = _image_of(node, image_keys)
+    if isinstance(node, ImageNode) and image is None:
+        raise ValueError(
+            f"ImageNode {node.node_id!r} (position {position}) has no image: set image, image_path or "
+            f"image_url, or one of the metadata keys {list(image_keys)}"
+        )
+    metadata = dict(node.metadata)
+    return Candidate(
+        id=node.node_id,
+        text=node.get_content(metadata_mode=MetadataMode.NONE) or None,
+        image=image,
+        metadata=strip_added(metadata),
+        source=string_or_none(metadata.get("source")),
+        retrieval_score=float_or_none(scored.score),
+    )
+
+
+def _image_of(node: BaseNode, image_keys: tuple[str, ...]) -> Any | None:
+    if isinstance(node, ImageNode):
+        if node.image:
+            return f"data:{node.image_mimetype};base64,{node.image}" if node.image_mimetype else node.image
+        return node.image_path or node.image_url or first_present(node.metadata, image_keys)
+    resource = getattr(node, "image_resource", None)  # llama_index.core.schema.Node (media resources)
+    if resource is not None:
+        return resource.data or (str(resource.path) if resource.path else None) or resource.url
+    return None
+
+
+# -- the adapter --------------------------------------------------------------------------------
 
 
 class MultimodalRerankPostprocessor(BaseNodePostprocessor):
@@ -74,6 +194,18 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
     model_name: str = Field(default="", description="Scorer name, reported in rerank events.")
     _reranker: Reranker = PrivateAttr()
 
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _check_top_n(cls, value: Any) -> Any:
+        check_limits(top_n=value)
+        return value
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _check_threshold(cls, value: Any) -> Any:
+        check_limits(threshold=value)
+        return value
+
     def __init__(
         self,
         reranker: Reranker,
@@ -104,13 +236,31 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "MultimodalRerankPostprocessor"
 
+    @classmethod
+    def from_folder(cls, folder: str, **kwargs: Any) -> MultimodalRerankPostprocessor:
+        """A postprocessor around a saved reranker folder (see ``MultimodalReranker.load``).
+
+        ``kwargs`` are the postprocessor's settings (``top_n``, ``threshold``, ...).
+
+        Example:
+            >>> post = MultimodalRerankPostprocessor.from_folder("my-reranker", top_n=5)  # doctest: +SKIP
+        """
+        from mm_rerank_components.reranker import MultimodalReranker
+
+        return cls(reranker=MultimodalReranker.load(folder), **kwargs)
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker this postprocessor calls."""
+        return self._reranker
+
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         query = self._query(query_bundle)
         if not nodes:
             return []
-        candidates = [self._to_candidate(n, i) for i, n in enumerate(nodes)]
+        candidates = self._candidates(nodes)
         with self._rerank_events(nodes, query_bundle) as finish:
             ranked = self._reranker.rerank(query, candidates, top_n=self.top_n, threshold=self.threshold)
             return finish(self._to_nodes(nodes, ranked))
@@ -121,7 +271,7 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
         query = self._query(query_bundle)
         if not nodes:
             return []
-        candidates = [self._to_candidate(n, i) for i, n in enumerate(nodes)]
+        candidates = self._candidates(nodes)
         with self._rerank_events(nodes, query_bundle) as finish:
             ranked = await self._reranker.arerank(
                 query, candidates, top_n=self.top_n, threshold=self.threshold
@@ -155,8 +305,7 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
 
     # -- translation ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _query(query_bundle: QueryBundle | None) -> Query:
+    def _query(self, query_bundle: QueryBundle | None) -> Query:
         if query_bundle is None:
             raise ValueError(
                 "MultimodalRerankPostprocessor needs a query: pass query_bundle=QueryBundle(...) "
@@ -166,39 +315,10 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
         image = getattr(query_bundle, "image_path", None) or None
         if text is None and image is None:
             raise ValueError("the QueryBundle has an empty query_str and no image_path: give one or both")
-        return Query(text=text, image=image)
+        return check_request(Query(text=text, image=image), self.top_n, self.threshold)
 
-    def _to_candidate(self, scored: NodeWithScore, position: int) -> Candidate:
-        node = scored.node
-        text = node.get_content(metadata_mode=MetadataMode.NONE) or None
-        image = self._image_of(node)
-        if isinstance(node, ImageNode) and image is None:
-            raise ValueError(
-                f"ImageNode {node.node_id!r} (position {position}) has no image: set image, image_path or "
-                f"image_url, or one of the metadata keys {list(self.image_metadata_keys)}"
-            )
-        metadata = dict(node.metadata)
-        return Candidate(
-            id=node.node_id,
-            text=text,
-            image=image,
-            metadata=metadata,
-            source=metadata.get("source") if isinstance(metadata.get("source"), str) else None,
-            retrieval_score=float_or_none(scored.score),
-        )
-
-    def _image_of(self, node: BaseNode) -> Any | None:
-        if isinstance(node, ImageNode):
-            return (
-                node.image
-                or node.image_path
-                or node.image_url
-                or first_present(node.metadata, self.image_metadata_keys)
-            )
-        resource = getattr(node, "image_resource", None)  # llama_index.core.schema.Node (media resources)
-        if resource is not None:
-            return resource.data or (str(resource.path) if resource.path else None) or resource.url
-        return None
+    def _candidates(self, nodes: Sequence[NodeWithScore]) -> list[Candidate]:
+        return [from_node(n, i, image_keys=self.image_metadata_keys) for i, n in enumerate(nodes)]
 
     def _to_nodes(self, nodes: list[NodeWithScore], ranked: list[RankedCandidate]) -> list[NodeWithScore]:
         out = []

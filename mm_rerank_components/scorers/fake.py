@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 
@@ -14,6 +15,11 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def _tokens(text: str | None) -> set[str]:
     return set(_WORD.findall(text.lower())) if text else set()
+
+
+def _digest(overrides: Mapping[str, float]) -> str:
+    text = json.dumps(sorted(overrides.items()), separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 def _image_signature(image: object) -> tuple[int, ...]:
@@ -31,22 +37,27 @@ class FakeScorer:
       candidates get distinct, repeatable scores;
     * a text+image candidate gets the larger of its two.
 
-    ``overrides`` pins the score of given candidate ids, which tests use to force an order. Scores are
-    already in ``[0, 1]``, so the reranker needs no calibrator.
+    ``overrides`` pins the score of given candidate ids, which tests use to force an order; they are part
+    of :attr:`name` (``fake(overrides=<digest>)``), so two fakes with different settings never share a
+    cache entry. Scores are already in ``[0, 1]``, so the reranker needs no calibrator.
 
     Example:
         >>> from mm_rerank_components import Candidate, Query
         >>> hits = [Candidate("a", text="a red fox"), Candidate("b", text="owl")]
         >>> FakeScorer().score(Query("red fox"), hits)
         [1.0, 0.0]
+        >>> FakeScorer().name, FakeScorer(overrides={"a": 0.9}).name
+        ('fake', 'fake(overrides=bb3d02d8)')
     """
 
     outputs_probabilities = True
     modalities: frozenset[Modality] = ALL_MODALITIES
 
     def __init__(self, overrides: Mapping[str, float] | None = None, name: str = "fake") -> None:
-        self.overrides = dict(overrides or {})
-        self.name = name
+        self.overrides = {str(k): float(v) for k, v in (overrides or {}).items()}
+        suffix = f"(overrides={_digest(self.overrides)})" if self.overrides else ""
+        # a name that already carries these settings (a saved reranker's record) is kept as it is
+        self.name = name if name.endswith(suffix) else name + suffix
         self.calls = 0  # number of score() calls, so tests can see batching and caching
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
