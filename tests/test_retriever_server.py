@@ -90,6 +90,7 @@ def test_ingest_and_retrieve_through_a_chroma_server(chroma_server: tuple[str, i
         host=host, port=port, text_embedding_function=ef, image_embedding_function=ef
     )
     assert r.describe() == f"http://{host}:{port}"
+    assert r.client._server._session.timeout.read == 60.0  # every request is bounded, not chromadb's None
     report = ingest_folder(folder, r)
     assert report.ok and report.added == 4
     again = ingest_folder(folder, r)

@@ -42,8 +42,13 @@ from mm_rerank_components.retrievers._hits import (
     hits_from_result,
     merge,
 )
-from mm_rerank_components.retrievers.chroma_store import EMBEDDER_KEY, ChromaStore, Collections, space_of
-from mm_rerank_components.retrievers.embedders import embedder_name, embedding_functions, text_producer
+from mm_rerank_components.retrievers.chroma_store import EMBEDDER_KEY, ChromaStore, Collections
+from mm_rerank_components.retrievers.embedders import (
+    embedder_name,
+    embedding_functions,
+    shares_text_encoder,
+    text_producer,
+)
 from mm_rerank_components.types import Candidate, Query
 
 if TYPE_CHECKING:
@@ -357,42 +362,20 @@ class ChromaMultiCollectionRetriever:
 
     def _text_vector(self, text: str, kind: Kind, done: dict[str, list[float]]) -> list[float]:
         # one embedding per query text when both collections embed text identically
-        if kind == "image" and self._shared_text_encoder():
+        if kind == "image" and shares_text_encoder(
+            self.text_embedding_function, self.image_embedding_function
+        ):
             kind = "text"
         if kind not in done:
             done[kind] = self.embed_texts([text], kind=kind, query=True)[0]
         return done[kind]
 
-    def _shared_text_encoder(self) -> bool:
-        """Whether both embedding functions embed text identically, so a query text is embedded once:
-        the same object, or (the starter functions) two functions over one ``models`` instance."""
-        a, b = self.text_embedding_function, self.image_embedding_function
-        if a is b:
-            return True
-        models = getattr(a, "models", None)
-        return models is not None and models is getattr(b, "models", None)
-
     def _search(
         self, kind: Kind, vector: Sequence[float], k: int, where: Mapping[str, Any] | None, part: str
     ) -> list[Hit]:
-        collection = self._store.collection(kind, create=False)
-        include = ["documents", "metadatas", "distances"]
-        include += ["uris"] if kind == "image" else ["embeddings"]
-        with self._store.calls():
-            result = collection.query(
-                query_embeddings=[list(map(float, vector))],
-                n_results=k,
-                where=dict(where) if where else None,
-                include=include,
-            )
-        options = HitOptions(
-            kind=kind,
-            collection=collection.name,
-            space=space_of(collection),
-            route=f"{part}->{collection.name}",
-            candidate_image=self.candidate_image,
-            text_producer=text_producer(self.text_embedding_function) if kind == "text" else None,
-        )
+        name, space, result = self._store.query(kind, vector, k, where)
+        producer = text_producer(self.text_embedding_function) if kind == "text" else None
+        options = HitOptions(kind, name, space, f"{part}->{name}", self.candidate_image, producer)
         return hits_from_result(result, options)
 
 

@@ -147,6 +147,23 @@ class ChromaStore:
         with self.calls():
             return int(collection.count())
 
+    def query(
+        self, kind: Kind, vector: Sequence[float], k: int, where: Mapping[str, Any] | None
+    ) -> tuple[str, str, Mapping[str, Any]]:
+        """The ``k`` nearest records of the ``kind`` collection: its name, its distance space and Chroma's
+        result (stored passage embeddings included, for the reranker to reuse)."""
+        collection = self.collection(kind, create=False)
+        include = ["documents", "metadatas", "distances"]
+        include += ["uris"] if kind == "image" else ["embeddings"]
+        with self.calls():
+            result = collection.query(
+                query_embeddings=[list(map(float, vector))],
+                n_results=k,
+                where=dict(where) if where else None,
+                include=include,
+            )
+        return str(collection.name), space_of(collection), result
+
     # -- the store protocol ----------------------------------------------------------------------------
 
     def existing_ids(self, kind: Kind, ids: Sequence[str]) -> dict[str, str]:

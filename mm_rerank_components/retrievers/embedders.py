@@ -113,6 +113,15 @@ def text_producer(embedding_function: Any) -> str | None:
     return fingerprint(embedding_function)
 
 
+def shares_text_encoder(text_ef: Any, image_ef: Any) -> bool:
+    """Whether two embedding functions embed text identically, so a query text is embedded once: the same
+    object, or (the starter functions) two functions over one ``models`` instance."""
+    if text_ef is image_ef:
+        return True
+    models = getattr(text_ef, "models", None)
+    return models is not None and models is getattr(image_ef, "models", None)
+
+
 def as_array(image: Any) -> Any:
     """A PIL image or ``HxWx3`` array as a uint8 ``HxWx3`` numpy array (Chroma's image type)."""
     import numpy as np
