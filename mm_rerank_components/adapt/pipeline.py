@@ -1,0 +1,449 @@
+"""``adapt(...)``: labels -> matched records -> mined pools -> raw scores -> learned fusion -> saved folder.
+
+This is what ``mm-rerank adapt`` runs. Each step is timed and reported:
+
+1. **labels**: read the labels file (eval or FlagEmbedding format) and an optional click log;
+2. **index**: without a database, embed the labels' own documents into a temporary embedded Chroma with
+   the first stage's embedding functions (first-stage work, timed apart); with one, find each label
+   document among its records by content (unmatched ones are reported);
+3. **retrieve**: each query's top ``k_text`` passages and ``k_image`` pictures (first-stage work);
+4. **score**: the scorer's raw score of every pool candidate (through the product's
+   :class:`~mm_rerank_components.MultimodalReranker`, so images are decoded and errors kept the same way);
+5. **fusion**: :func:`~mm_rerank_components.adapt.fit_fusion` (pairwise on the mined hard negatives,
+   then Platt per modality);
+6. **save**: :func:`~mm_rerank_components.adapt.save_reranker`.
+
+Example:
+    >>> result = adapt("labels.jsonl", out="my-reranker", scorer="starter")  # doctest: +SKIP
+    >>> print(format_report(result.report))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mm_rerank_components.adapt.folder import save_reranker, scorer_spec
+from mm_rerank_components.adapt.fusion import FusionModel, LabelledList, LearnedFusionReranker, fit_fusion
+from mm_rerank_components.adapt.labels import LabelSet, load_labels
+from mm_rerank_components.adapt.mining import DocMatch, MinedSet, index_labels, match_documents, mine
+from mm_rerank_components.calibration import SigmoidCalibrator, expected_calibration_error
+from mm_rerank_components.reranker import MultimodalReranker
+from mm_rerank_components.scorers.base import Scorer
+
+__all__ = ["SCORER_NAMES", "AdaptResult", "adapt", "format_report", "score_mined", "scorer_by_name"]
+
+logger = logging.getLogger(__name__)
+
+#: Scorers ``adapt`` builds by name (the CLI's ``--scorer``).
+SCORER_NAMES = ("starter", "fake", "first-stage")
+
+
+def scorer_by_name(name: str) -> Scorer:
+    """``"starter"`` (the offline starter models), ``"fake"`` (model-free, for tests) or ``"first-stage"``
+    (the retrieval similarity itself: fusion over first-stage signals only, no second model).
+
+    Example:
+        >>> scorer_by_name("fake").name
+        'fake'
+    """
+    if name == "fake":
+        from mm_rerank_components.scorers.fake import FakeScorer
+
+        return FakeScorer()
+    if name == "first-stage":
+        from mm_rerank_components.eval.pipelines import FirstStageScorer
+
+        return FirstStageScorer()
+    if name == "starter":
+        from mm_rerank_components.scorers.starter import StarterScorer
+
+        return StarterScorer()
+    raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORER_NAMES)}, or pass a Scorer")
+
+
+@dataclass
+class AdaptResult:
+    """What :func:`adapt` returns: the model, a ready reranker, the folder (if saved) and the report."""
+
+    model: FusionModel
+    reranker: LearnedFusionReranker
+    folder: Path | None
+    report: dict[str, Any]
+
+
+def _temporary_retriever(embedder: str | tuple[Any, Any], workdir: str, candidate_image: str) -> Any:
+    from mm_rerank_components._deps import require
+    from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever
+
+    chromadb = require("chromadb", "chroma", "mm-rerank adapt without --db")
+    client = chromadb.PersistentClient(path=workdir)
+    common: dict[str, Any] = {"client": client, "candidate_image": candidate_image}
+    if isinstance(embedder, tuple):
+        text_ef, image_ef = embedder
+        return ChromaMultiCollectionRetriever(
+            **common, text_embedding_function=text_ef, image_embedding_function=image_ef
+        )
+    if embedder == "hashing":
+        from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
+
+        ef = HashingEmbeddingFunction()
+        return ChromaMultiCollectionRetriever(
+            client=client, text_embedding_function=ef, image_embedding_function=ef
+        )
+    if embedder == "starter":
+        return ChromaMultiCollectionRetriever(**common)
+    raise ValueError(
+        f"embedder must be 'starter', 'hashing' or a (text, image) pair of functions, got {embedder!r}"
+    )
+
+
+def score_mined(
+    mined: MinedSet, scorer: Scorer, *, batch_size: int | None = None
+) -> tuple[list[LabelledList], dict[str, Any]]:
+    """Raw scores of every mined pool as :class:`LabelledList` training data, plus a scoring summary.
+
+    Candidates the scorer cannot read are left out of training and counted (with the first errors).
+    """
+    base = MultimodalReranker(scorer, SigmoidCalibrator(), batch_size=batch_size, on_error="keep")
+    lists: list[LabelledList] = []
+    failed: list[str] = []
+    pairs = 0
+    for item in mined.lists:
+        ranked = base.rerank(item.query.text, item.candidates)
+        by_index = {r.index: r for r in ranked}
+        keep = [i for i in range(len(item.candidates)) if by_index[i].error is None]
+        failed += [f"{item.candidates[i].id}: {by_index[i].error}" for i in by_index if by_index[i].error]
+        if not keep:
+            continue
+        pairs += len(keep)
+        lists.append(
+            LabelledList(
+                item.query.text,
+                [item.candidates[i] for i in keep],
+                [by_index[i].raw_score for i in keep],
+                [item.grades[i] for i in keep],
+            )
+        )
+    summary = {"scorer": str(scorer.name), "pairs": pairs, "failed": len(failed), "errors": failed[:5]}
+    return lists, summary
+
+
+def _shipped_ece(scorer: Scorer, lists: Sequence[LabelledList]) -> dict[str, float]:
+    """ECE per modality of the scorer's own shipped calibration on this data (for comparison)."""
+    default = getattr(scorer, "default_calibrator", None)
+    calibrator = default() if callable(default) else None
+    if calibrator is None:
+        return {}
+    by_modality: dict[str, tuple[list[float], list[int]]] = {}
+    for item in lists:
+        modalities = [c.modality for c in item.candidates]
+        probs = calibrator.calibrate(list(item.raw_scores), modalities)
+        for modality, p, grade in zip(modalities, probs, item.labels, strict=True):
+            entry = by_modality.setdefault(modality, ([], []))
+            entry[0].append(float(p))
+            entry[1].append(int(grade > 0))
+    return {m: expected_calibration_error(p, y) for m, (p, y) in sorted(by_modality.items())}
+
+
+def _counts(lists: Sequence[LabelledList]) -> dict[str, Any]:
+    modality: dict[str, dict[str, int]] = {}
+    route: dict[str, dict[str, int]] = {}
+    for item in lists:
+        for candidate, grade in zip(item.candidates, item.labels, strict=True):
+            for table, key in ((modality, candidate.modality), (route, str(candidate.source))):
+                entry = table.setdefault(key, {"candidates": 0, "positives": 0})
+                entry["candidates"] += 1
+                entry["positives"] += int(grade > 0)
+    return {"by_modality": dict(sorted(modality.items())), "by_route": dict(sorted(route.items()))}
+
+
+def adapt(
+    data: str | os.PathLike[str] | None = None,
+    *,
+    clicks: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    retriever: Any | None = None,
+    embedder: str | tuple[Any, Any] = "starter",
+    scorer: str | Scorer = "starter",
+    k_text: int = 16,
+    k_image: int = 16,
+    seed: int = 0,
+    l2: float = 0.01,
+    pointwise: float = 0.2,
+    metadata_fields: Sequence[str] = (),
+    splits: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    candidate_image: str = "preview",
+    labels: LabelSet | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AdaptResult:
+    """Adapt a reranker to your data: mine hard negatives, train learned fusion, save the folder.
+
+    Args:
+        data, clicks: the labels file and an optional click log (see
+            :mod:`~mm_rerank_components.adapt.labels`), or ``labels=`` an already loaded
+            :class:`~mm_rerank_components.adapt.labels.LabelSet`.
+        out: the folder to write (``None``: nothing is saved).
+        retriever: your :class:`~mm_rerank_components.retrievers.chroma.ChromaMultiCollectionRetriever`
+            (its database holds the documents; label documents are matched to records by content).
+            Without one, the labels' documents are embedded into a temporary Chroma with ``embedder``
+            (``"starter"``, ``"hashing"`` or a ``(text_fn, image_fn)`` pair).
+        scorer: ``"starter"``, ``"fake"``, ``"first-stage"`` or any Scorer (a custom one must then be
+            passed again to ``load_reranker(folder, scorer=...)``).
+        k_text, k_image: first-stage depth per route (use the depth you will serve with).
+        seed, l2, pointwise, metadata_fields: see :func:`~mm_rerank_components.adapt.fit_fusion`.
+        splits: train only on queries of these splits (e.g. ``("dev",)``); default: every query.
+        batch_size: the reranker's batch cap while scoring.
+        candidate_image: for the temporary database, what the scorer reads for a picture: the stored
+            ``"preview"`` (default, as ``mm-rerank query`` does) or the ``"original"`` file.
+        progress: called with a short message as each step starts (the CLI prints them).
+
+    Returns an :class:`AdaptResult`; ``format_report(result.report)`` is the human-readable report.
+
+    Example:
+        >>> result = adapt("labels.jsonl", out="my-reranker", scorer="fake")  # doctest: +SKIP
+        >>> result.report["mining"]["routes"]  # doctest: +SKIP
+    """
+    say = progress or (lambda message: logger.info("%s", message))
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(step: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[step] = round(now - since, 3)
+        return now
+
+    say("reading labels")
+    if labels is None:
+        labels = load_labels(data, clicks=clicks, splits=splits)
+    the_scorer = scorer_by_name(scorer) if isinstance(scorer, str) else scorer
+    t = lap("labels", started)
+    workdir: str | None = None
+    try:
+        if retriever is None:
+            workdir = tempfile.mkdtemp(prefix="mm-rerank-adapt-")
+            retriever = _temporary_retriever(embedder, workdir, candidate_image)
+            say(f"embedding {len(labels.docs)} label documents into a temporary Chroma")
+            match: DocMatch = index_labels(labels, retriever)
+            mode = "temporary"
+        else:
+            say(f"matching {len(labels.docs)} label documents to the records of {retriever.describe()}")
+            match = match_documents(labels, retriever)
+            mode = "database"
+        t = lap("index", t)
+        say(f"retrieving pools for {len(labels.queries)} queries (k_text={k_text}, k_image={k_image})")
+        mined = mine(labels, retriever, match, k_text=k_text, k_image=k_image)
+        where = retriever.describe() if mode == "database" else "temporary embedded Chroma"
+        embedders = _embedder_names(retriever)
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    t = lap("retrieve", t)
+    if not mined.lists:
+        raise ValueError(
+            "no labelled query could be mined: " + "; ".join(list(mined.skipped_queries.values())[:3])
+        )
+    say(f"scoring {sum(len(m.candidates) for m in mined.lists)} candidates with {the_scorer.name}")
+    lists, scoring = score_mined(mined, the_scorer, batch_size=batch_size)
+    t = lap("score", t)
+    say("training learned fusion")
+    model = fit_fusion(
+        lists,
+        seed=seed,
+        l2=l2,
+        pointwise=pointwise,
+        metadata_fields=metadata_fields,
+        scorer=str(the_scorer.name),
+    )
+    t = lap("fusion", t)
+    shipped = _shipped_ece(the_scorer, lists)
+    counts = _counts(lists)
+    report: dict[str, Any] = {
+        "labels": labels.summary(),
+        "matching": {
+            "mode": mode,
+            "where": where,
+            "embedders": embedders,
+            "matched_documents": len(match.records),
+            "unmatched_documents": len(match.unmatched),
+            "unmatched": [f"{k}: {why}" for k, why in list(match.unmatched.items())[:10]],
+            "skipped_queries": len(mined.skipped_queries),
+            "skipped": list(mined.skipped_queries.values())[:10],
+        },
+        "mining": {
+            "k_text": k_text,
+            "k_image": k_image,
+            "queries": len(mined.lists),
+            "queries_without_positive_in_pool": sum(
+                1 for m in mined.lists if not any(g > 0 for g in m.grades)
+            ),
+            "routes": mined.route_counts(),
+        },
+        "scoring": scoring,
+        "counts": counts,
+        "calibration": {
+            m: {**entry, **({"shipped_ece": shipped[m]} if m in shipped else {})}
+            for m, entry in model.calibrator.stats.items()
+        },
+        "fusion": model.training,
+        "top_weights": [(name, round(w, 4)) for name, w in model.weight_table()[:8]],
+    }
+    folder: Path | None = None
+    if out is not None:
+        say(f"saving the reranker to {out}")
+        trained_on = {
+            "data_sha256": labels.sha256,
+            "files": labels.files,
+            "queries": len(lists),
+            "splits": list(splits) if splits is not None else "all",
+            "database": where,
+            "embedders": embedders,
+            "k_text": k_text,
+            "k_image": k_image,
+            **counts,
+            "mining_routes": report["mining"]["routes"],
+        }
+        folder = save_reranker(out, model, scorer_info=scorer_spec(the_scorer), trained_on=trained_on)
+        t = lap("save", t)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    # first-stage work: embedding the documents (temporary database) and the queries' retrieval
+    first_stage = timings["retrieve"] + (timings["index"] if mode == "temporary" else 0.0)
+    timings["total_excluding_first_stage"] = round(timings["total"] - first_stage, 3)
+    report["timings"] = timings
+    report["folder"] = str(folder) if folder is not None else None
+    reranker = LearnedFusionReranker(
+        MultimodalReranker(the_scorer, SigmoidCalibrator(), batch_size=batch_size), model
+    )
+    return AdaptResult(model, reranker, folder, report)
+
+
+def _embedder_names(retriever: Any) -> dict[str, str]:
+    from mm_rerank_components.retrievers.chroma import embedder_name
+
+    return {
+        "text": embedder_name(retriever.text_embedding_function),
+        "image": embedder_name(retriever.image_embedding_function),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return ["  " + line for line in lines]
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The human-readable report of :func:`adapt` (what ``mm-rerank adapt`` prints).
+
+    Example:
+        >>> print(format_report(result.report))  # doctest: +SKIP
+    """
+    lines: list[str] = []
+    labels = report["labels"]
+    lines.append(
+        f"labels: {labels['queries']} queries, {labels['documents']} documents "
+        f"{labels['documents_by_modality']}, {labels['positives']} positives, "
+        f"{labels['labelled_negatives']} labelled negatives"
+        + (
+            f", {labels['click_lines']} click lines ({labels['click_lines_without_click']} without a click)"
+            if labels["click_lines"]
+            else ""
+        )
+    )
+    matching = report["matching"]
+    lines.append(
+        f"documents: {matching['matched_documents']} found in {matching['where']}, "
+        f"{matching['unmatched_documents']} unmatched"
+    )
+    lines += [f"  unmatched {u}" for u in matching["unmatched"]]
+    if matching["skipped_queries"]:
+        lines.append(f"queries skipped (no relevant document in the database): {matching['skipped_queries']}")
+        lines += [f"  {s}" for s in matching["skipped"]]
+    mining = report["mining"]
+    lines.append(
+        f"mining (k_text={mining['k_text']}, k_image={mining['k_image']}): {mining['queries']} queries, "
+        f"{mining['queries_without_positive_in_pool']} with no positive in their pool"
+    )
+    lines += _table(
+        [
+            "route",
+            "candidates",
+            "positives",
+            "hard negatives",
+            "labelled negatives",
+            "positives not retrieved",
+        ],
+        [
+            [
+                r,
+                c["candidates"],
+                c["positives"],
+                c["hard_negatives"],
+                c["labelled_negatives"],
+                c["positives_not_retrieved"],
+            ]
+            for r, c in mining["routes"].items()
+        ],
+    )
+    scoring = report["scoring"]
+    lines.append(
+        f"scoring: {scoring['pairs']} pairs with {scoring['scorer']}, {scoring['failed']} unreadable"
+    )
+    lines += [f"  {e}" for e in scoring["errors"]]
+    lines.append("calibration per modality (Platt on out-of-fold fused scores):")
+    lines += _table(
+        ["modality", "pairs", "positives", "mean predicted", "observed rate", "ECE", "shipped ECE"],
+        [
+            [
+                m,
+                c["pairs"],
+                c["positives"],
+                c.get("mean_probability", float("nan")),
+                c.get("positive_rate", float("nan")),
+                c.get("ece", float("nan")),
+                c.get("shipped_ece", "-"),
+            ]
+            for m, c in report["calibration"].items()
+        ],
+    )
+    fusion = report["fusion"]
+    metrics = fusion["train_metrics"]
+    lines.append(
+        f"fusion: {fusion['queries']} queries, {fusion['pairs']} pairs, loss {fusion['loss']:.4f} after "
+        f"{fusion['iterations']} Newton steps (seed {fusion['seed']}, l2 {fusion['l2']})"
+    )
+    rows = [["raw score", *metrics["raw_score"].values()], ["fused (in-sample)", *metrics["fused"].values()]]
+    if metrics.get("out_of_fold"):
+        rows.append(["fused (out-of-fold)", *metrics["out_of_fold"].values()])
+    lines += _table(["training queries", *metrics["raw_score"].keys()], rows)
+    lines.append("  (recall of the relevant documents inside each pool; held-out quality: mm-rerank eval)")
+    lines.append("top weights: " + ", ".join(f"{n} {w:+.3f}" for n, w in report["top_weights"]))
+    timings = report["timings"]
+    lines.append(
+        "time: "
+        + ", ".join(
+            f"{k} {v:.2f} s" for k, v in timings.items() if k not in ("total", "total_excluding_first_stage")
+        )
+        + f"; total {timings['total']:.2f} s "
+        f"({timings['total_excluding_first_stage']:.2f} s without first-stage embedding)"
+    )
+    if report.get("folder"):
+        lines.append(f"saved: {report['folder']}")
+    return "\n".join(lines)
