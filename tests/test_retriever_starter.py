@@ -6,8 +6,11 @@ scikit-learn's sample photos when present), so nothing is downloaded.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +125,37 @@ def test_cli_query_with_the_starter_models(
         cli.main(["query", "--image", str(folder / "hopper.jpg"), "--db", db, "--json", "--top-n", "2"]) == 0
     )
     assert '"rank": 1' in capsys.readouterr().out
+
+
+def test_the_second_stage_reuses_what_the_first_stage_stored(
+    starter_db: tuple[ChromaMultiCollectionRetriever, Path],
+) -> None:
+    starter = pytest.importorskip("mm_rerank_components.scorers.starter")
+    retriever, _ = starter_db
+    query = Query("Which farm animal gives us milk?")
+    candidates = retriever.retrieve(query)
+    scorer = starter.StarterScorer(models=retriever.text_embedding_function.models)
+    texts = [c for c in candidates if c.source == "mm_text"]
+    pictures = [c for c in candidates if c.source == "mm_images"]
+    assert texts and pictures
+    assert all(c.precomputed["text_embedding"].producer == scorer.text_producer for c in texts)
+    assert all(c.precomputed["image_classes"].producer == scorer.image_producer for c in pictures)
+    # reusing the stored signals scores like computing them afresh (the stored classes keep 32 of 1000)
+    calls: list[int] = []
+    classify = scorer.models.image_probabilities
+
+    def counting(images: Any, **kwargs: Any) -> Any:
+        calls.append(len(images))
+        return classify(images, **kwargs)
+
+    scorer.models = copy.copy(scorer.models)
+    scorer.models.image_probabilities = counting
+    reused = MultimodalReranker(scorer).rerank(query, candidates)
+    assert calls == []  # no picture went through the classifier again
+    fresh_candidates = [dataclasses.replace(c, precomputed={}) for c in candidates]
+    fresh = MultimodalReranker(starter.StarterScorer(models=scorer.models)).rerank(query, fresh_candidates)
+    assert sum(calls) == len(pictures)  # without the stored classes, every picture is classified
+    by_key = {(r.candidate.source, r.id): r.raw_score for r in fresh}
+    for r in reused:
+        assert r.raw_score == pytest.approx(by_key[(r.candidate.source, r.id)], abs=0.02)
+    assert [(r.candidate.source, r.id) for r in reused][:3] == [(r.candidate.source, r.id) for r in fresh][:3]

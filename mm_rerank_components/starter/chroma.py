@@ -39,13 +39,20 @@ from chromadb.api.types import (  # noqa: E402
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 
 from mm_rerank_components.starter.classes import PROMPT_STYLES, PromptStyle  # noqa: E402
+from mm_rerank_components.starter.image_models import DEFAULT_IMAGE_MODEL  # noqa: E402
 from mm_rerank_components.starter.models import (  # noqa: E402
     DEFAULT_PROMPT_STYLE,
     DEFAULT_TOP_K,
     StarterModels,
 )
+from mm_rerank_components.starter.precomputed import (  # noqa: E402
+    IMAGE_CLASSES,
+    TEXT_EMBEDDING,
+    image_producer,
+    text_producer,
+)
 
-_CONFIG_KEYS = ("device", "top_k", "prompt_style", "n_views")
+_CONFIG_KEYS = ("device", "top_k", "prompt_style", "n_views", "image_model")
 
 
 def _models_from_config(config: dict[str, Any]) -> StarterModels:
@@ -57,6 +64,7 @@ def _models_from_config(config: dict[str, Any]) -> StarterModels:
         top_k=int(config.get("top_k", DEFAULT_TOP_K)),
         prompt_style=cast(PromptStyle, config.get("prompt_style", DEFAULT_PROMPT_STYLE)),
         n_views=int(config.get("n_views", 1)),
+        image_model=str(config.get("image_model", DEFAULT_IMAGE_MODEL)),
     )
 
 
@@ -66,6 +74,7 @@ def _config_of(models: StarterModels) -> dict[str, Any]:
         "top_k": models.top_k,
         "prompt_style": models.prompt_style,
         "n_views": models.n_views,
+        "image_model": models.image_model,
     }
 
 
@@ -130,6 +139,11 @@ class StarterTextEmbeddingFunction(EmbeddingFunction[Documents]):
     def name() -> str:
         return "mm_rerank_starter_text"
 
+    def signal_producer(self, kind: str) -> str | None:
+        """The fingerprint :class:`~mm_rerank_components.scorers.starter.StarterScorer` compares before it
+        reuses a stored passage embedding (``kind="text_embedding"``)."""
+        return text_producer(self.models) if kind == TEXT_EMBEDDING else None
+
     def default_space(self) -> Space:
         return "cosine"
 
@@ -168,7 +182,8 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
         top_k: classes ConSE mixes per image.
         prompt_style: how classes are written for the text encoder (see ``StarterModels``).
         n_views: views per image (1 is fastest).
-        models: a ready :class:`~mm_rerank_components.starter.StarterModels` to use instead of the four
+        image_model: ``"efficientnet-lite0"`` (default) or another size the starter models offer.
+        models: a ready :class:`~mm_rerank_components.starter.StarterModels` to use instead of the five
             settings above.
 
     Example:
@@ -189,11 +204,18 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
         prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE,
         n_views: int = 1,
         models: StarterModels | None = None,
+        image_model: str = DEFAULT_IMAGE_MODEL,
     ) -> None:
         self.models = (
             models
             if models is not None
-            else StarterModels(device=device, top_k=top_k, prompt_style=prompt_style, n_views=n_views)
+            else StarterModels(
+                device=device,
+                top_k=top_k,
+                prompt_style=prompt_style,
+                n_views=n_views,
+                image_model=image_model,
+            )
         )
 
     def __call__(self, input: Embeddable) -> Embeddings:
@@ -212,6 +234,25 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
             images = [_array_to_pil(items[i], i) for i in image_pos]
             out[image_pos] = self.models.embed_images(images)
         return _as_list(out)
+
+    def embed_with_classes(self, images: list[Any]) -> tuple[Embeddings, list[str], str]:
+        """Embeddings of pictures (numpy arrays) and, from the same classifier pass, each picture's compact
+        class probabilities and their producer, which ingest stores for the second stage to reuse.
+
+        Example:
+            >>> vectors, classes, producer = StarterImageEmbeddingFunction().embed_with_classes(
+            ...     [np.zeros((8, 8, 3), dtype=np.uint8)])  # doctest: +SKIP
+            >>> classes[0][:4], producer  # doctest: +SKIP
+            ('904:', 'starter-image:efficientnet-lite0-...:v1:p2')
+        """
+        pictures = [_array_to_pil(image, i) for i, image in enumerate(images)]
+        vectors, classes = self.models.embed_images_and_classes(pictures)
+        return _as_list(vectors), classes, image_producer(self.models)
+
+    def signal_producer(self, kind: str) -> str | None:
+        """The fingerprint of what this function hands the second stage: the stored class probabilities
+        (``"image_classes"``); text embeddings are the text function's."""
+        return image_producer(self.models) if kind == IMAGE_CLASSES else None
 
     @staticmethod
     def name() -> str:
@@ -242,7 +283,7 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
 
     def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
         self.validate_config(new_config)
-        for key in ("top_k", "prompt_style", "n_views"):
+        for key in ("top_k", "prompt_style", "n_views", "image_model"):
             if key in new_config and new_config[key] != old_config.get(key):
                 raise ValueError(
                     f"{key} changes the stored image embeddings and cannot be updated "
