@@ -201,3 +201,36 @@ def test_custom_scorer_needs_to_be_passed(tmp_path: Path) -> None:
     ):
         load_reranker(tmp_path / "r2")
     assert load_reranker(tmp_path / "r2", scorer=scorer).rerank("fox", _hits())
+
+
+def test_adapters_from_folder(trained: tuple[LearnedFusionReranker, Path]) -> None:
+    original, folder = trained
+    docs = [Document("an owl at night", id="t1"), Document("a fox in the snow", id="t2")]
+    via_folder = MultimodalRerankCompressor.from_folder(str(folder)).compress_documents(docs, "the fox")
+    direct = MultimodalRerankCompressor(reranker=original).compress_documents(docs, "the fox")
+    assert [(d.id, d.metadata["relevance_score"]) for d in via_folder] == [
+        (d.id, d.metadata["relevance_score"]) for d in direct
+    ]
+    nodes = [
+        NodeWithScore(node=TextNode(id_="t1", text="an owl at night"), score=0.9),
+        NodeWithScore(node=TextNode(id_="t2", text="a fox in the snow"), score=0.4),
+    ]
+    post = MultimodalRerankPostprocessor.from_folder(str(folder), top_n=1)
+    out = post.postprocess_nodes(nodes, query_bundle=QueryBundle("the fox"))
+    direct_nodes = MultimodalRerankPostprocessor(reranker=original, top_n=1).postprocess_nodes(
+        nodes, query_bundle=QueryBundle("the fox")
+    )
+    assert [(n.node.node_id, n.score) for n in out] == [(n.node.node_id, n.score) for n in direct_nodes]
+
+
+def test_starter_scorer_settings_round_trip() -> None:
+    from mm_rerank_components.adapt.folder import scorer_from_spec, scorer_spec
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    scorer = StarterScorer(top_k=10, window_chars=300, caption_weight=0.25)
+    spec = json.loads(json.dumps(scorer_spec(scorer)))
+    assert spec["kind"] == "starter" and spec["settings"]["window_chars"] == 300
+    assert scorer_from_spec(spec).name == scorer.name
+    spec["name"] = "starter:something-else"
+    with pytest.raises(RerankerFolderError, match="builds it differently"):
+        scorer_from_spec(spec)

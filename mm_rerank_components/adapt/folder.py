@@ -61,6 +61,7 @@ _STARTER_SETTINGS = (
     "class_match_temperature",
     "caption_weight",
     "window_weight",
+    "window_chars",
 )
 
 
@@ -92,8 +93,11 @@ def scorer_spec(scorer: Scorer) -> dict[str, Any]:
     if isinstance(scorer, FirstStageScorer):
         return {"kind": "first-stage", "name": name, "settings": {}}
     if type(scorer).__name__ == "StarterScorer" and type(scorer).__module__.endswith("scorers.starter"):
-        settings = {key: getattr(scorer, key) for key in _STARTER_SETTINGS}
+        settings = {key: getattr(scorer, key) for key in _STARTER_SETTINGS if hasattr(scorer, key)}
         settings["prompt_styles"] = list(settings["prompt_styles"])
+        image_model = getattr(getattr(scorer, "models", None), "image_model", None)
+        if image_model is not None:
+            settings["image_model"] = image_model
         return {"kind": "starter", "name": name, "settings": settings}
     return {
         "kind": "custom",
@@ -117,7 +121,8 @@ def _first_stage(settings: Mapping[str, Any], name: str) -> Scorer:
 def _starter(settings: Mapping[str, Any], name: str) -> Scorer:
     from mm_rerank_components.scorers.starter import StarterScorer
 
-    return StarterScorer(**{k: v for k, v in settings.items() if k in _STARTER_SETTINGS})
+    kwargs = {k: v for k, v in settings.items() if k in _STARTER_SETTINGS or k == "image_model"}
+    return StarterScorer(**kwargs)
 
 
 #: How a recorded scorer is rebuilt, by ``kind``. Others (LoRA-tuned model scorers) may register here.
