@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EMBEDDERS = ("starter", "hashing")
+#: First-stage embedders by name; ``clip:PATH`` takes a local CLIP-family model folder.
+EMBEDDERS = ("starter", "hashing", "clip:PATH")
 SCORERS = ("starter", "fake", "none")
 
 
@@ -28,10 +29,35 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--embedder",
-        choices=EMBEDDERS,
+        type=embedder_spec,
         default="starter",
-        help="embedding functions: the offline starter models (default) or model-free hashing (for tests)",
+        metavar="{starter,hashing,clip:PATH}",
+        help="embedding functions: the offline starter models (default), model-free hashing (for tests), "
+        "or a local CLIP-family model folder (clip:PATH; CLIP, SigLIP)",
     )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds a Chroma server may take to answer a request (default 60)",
+    )
+
+
+def embedder_spec(text: str) -> str:
+    """``--embedder``'s value, checked: ``starter``, ``hashing`` or ``clip:PATH`` with an existing PATH.
+
+    Example:
+        >>> embedder_spec("hashing")
+        'hashing'
+    """
+    if text in ("starter", "hashing"):
+        return text
+    if text.startswith("clip:") and len(text) > len("clip:"):
+        path = Path(text[len("clip:") :]).expanduser()
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"no CLIP model folder at {str(path)!r} (from {text!r})")
+        return f"clip:{path}"
+    raise argparse.ArgumentTypeError(f"unknown embedder {text!r}; use starter, hashing or clip:PATH")
 
 
 def retriever_from_args(args: argparse.Namespace) -> Any:
@@ -46,14 +72,11 @@ def retriever_from_args(args: argparse.Namespace) -> Any:
         "text_collection": args.text_collection,
         "image_collection": args.image_collection,
         "candidate_image": getattr(args, "images", "original"),
+        "embedder": args.embedder,
     }
-    if args.embedder == "hashing":
-        from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
-
-        ef = HashingEmbeddingFunction()
-        kwargs.update(text_embedding_function=ef, image_embedding_function=ef, image_query_searches_text=True)
     if host is not None:
-        return ChromaMultiCollectionRetriever(host=host, port=port, ssl=args.ssl, **kwargs)
+        timeout = getattr(args, "timeout", 60.0)
+        return ChromaMultiCollectionRetriever(host=host, port=port, ssl=args.ssl, timeout=timeout, **kwargs)
     return ChromaMultiCollectionRetriever(path=args.db if args.db is not None else "chroma_db", **kwargs)
 
 

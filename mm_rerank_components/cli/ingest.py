@@ -10,6 +10,8 @@ from typing import Any
 
 from mm_rerank_components.cli._common import connection_args, progress_bar, retriever_from_args
 
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # the same as mm_rerank_components.ingest.DEFAULT_MAX_BYTES
+
 
 def register(sub: Any) -> None:
     ingest = sub.add_parser("ingest", help="embed a folder of passages and pictures into Chroma")
@@ -20,6 +22,20 @@ def register(sub: Any) -> None:
     ingest.add_argument("--batch-size", type=int, default=32, help="records per embedding call (default 32)")
     ingest.add_argument("--max-chars", type=int, default=2000, help="split longer passages (default 2000)")
     ingest.add_argument("--non-recursive", action="store_true", help="ignore sub-folders")
+    ingest.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="also ingest links that lead out of the folder (default: listed as skipped)",
+    )
+    ingest.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"largest file read, in bytes (default {DEFAULT_MAX_BYTES}); larger ones are listed as failed",
+    )
+    ingest.add_argument(
+        "--workers", type=int, default=None, help="threads decoding pictures (default: one per spare core)"
+    )
     ingest.add_argument("--fail-fast", action="store_true", help="stop at the first unreadable file")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(handler=run)
@@ -29,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from mm_rerank_components.ingest import IngestError, ingest_folder, scan_folder
 
     start = time.perf_counter()
-    scan = scan_folder(args.folder, recursive=not args.non_recursive, max_chars=args.max_chars)
+    scan = scan_folder(
+        args.folder,
+        recursive=not args.non_recursive,
+        max_chars=args.max_chars,
+        follow_symlinks=args.follow_symlinks,
+        max_bytes=args.max_bytes,
+    )
     retriever = retriever_from_args(args)
     total = len(scan.texts) + len(scan.images)
     print(
@@ -45,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             on_error="raise" if args.fail_fast else "collect",
             progress=bar.update if bar is not None else None,
             scan=scan,
+            workers=args.workers,
         )
     except IngestError as exc:
         print(f"mm-rerank ingest: stopped (--fail-fast): {exc}", file=sys.stderr)
