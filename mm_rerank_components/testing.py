@@ -64,3 +64,81 @@ def build_qwen_word_tokenizer(words: Sequence[str]) -> Any:
     )
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     return tokenizer
+
+
+def build_bert_word_tokenizer(words: Sequence[str]) -> Any:
+    """A word-level BERT-style fast tokenizer (``[CLS] a [SEP] b [SEP]`` pairs, token types), built offline.
+
+    The vocabulary holds ``[PAD] [UNK] [CLS] [SEP] [MASK] [unused0] [unused1]`` then ``words``.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "[unused1]"]
+    vocab: dict[str, int] = {}
+    for token in [*specials, *words]:
+        vocab.setdefault(token, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+#: all-MiniLM-L6-v2 / ms-marco-MiniLM-L-6-v2 shapes (vocabulary size aside: the word tokenizer's).
+MINILM_L6_SHAPE: dict[str, int] = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+}
+TINY_BERT_SHAPE: dict[str, int] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
+
+
+def build_bert_cross_encoder(
+    folder: Any,
+    words: Sequence[str],
+    *,
+    num_labels: int = 1,
+    shape: dict[str, int] | None = None,
+    seed: int = 1,
+) -> Any:
+    """A random-weight BERT sequence classifier plus word tokenizer, saved to ``folder`` (returned).
+
+    Example:
+        >>> build_bert_cross_encoder(tmp_path, ["fox"], shape=MINILM_L6_SHAPE)  # doctest: +SKIP
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = build_bert_word_tokenizer(words)
+    config = BertConfig(
+        vocab_size=len(tokenizer.get_vocab()),
+        num_labels=num_labels,
+        pad_token_id=0,
+        **(shape or TINY_BERT_SHAPE),
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)  # spread the random logits
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -21,37 +21,9 @@ WORDS = ["red", "fox", "snow", "owl", "den", "river", "a", "the", "in", "lives"]
 
 
 def build_tiny_bert(folder: Path, num_labels: int = 1) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from mm_rerank_components.testing import build_bert_cross_encoder
 
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
-    )
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=num_labels,
-        pad_token_id=0,
-    )
-    torch.manual_seed(1)
-    model = BertForSequenceClassification(config)
-    with torch.no_grad():
-        model.classifier.weight.mul_(20.0)  # spread the random logits
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return Path(build_bert_cross_encoder(folder, WORDS, num_labels=num_labels))
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +67,31 @@ def test_batch_invariance(scorer: CrossEncoderScorer, bert_path: Path) -> None:
         assert a == pytest.approx(b, abs=1e-4)
 
 
+def test_batches_follow_the_token_budget_and_tokenise_once(bert_path: Path) -> None:
+    query, candidates = Query("fox in the snow"), passages()
+    tight = CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", max_batch_tokens=1)
+    calls: list[int] = []
+    forward = tight.forward
+
+    def counting_forward(batch: dict) -> torch.Tensor:
+        calls.append(int(batch["input_ids"].shape[0]))
+        return forward(batch)
+
+    tight.forward = counting_forward  # type: ignore[method-assign]
+    tokenize_calls = []
+    tokenize = tight.tokenize
+    tight.tokenize = lambda q, t: tokenize_calls.append(len(t)) or tokenize(q, t)  # type: ignore[method-assign]
+    loose = CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", max_batch_tokens=None)
+    for a, b in zip(tight.score(query, candidates), loose.score(query, candidates), strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert calls == [1] * len(candidates)  # a budget of 1 token: one pair per forward pass
+    assert tokenize_calls == [len(candidates)]  # every pair tokenised once, in one call
+    assert loose.max_batch_tokens is None and tight.max_batch_tokens == 1
+    assert CrossEncoderScorer(bert_path, local_files_only=True, device="cpu").max_batch_tokens == 1024
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive int, 'auto' or None"):
+        CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", max_batch_tokens=0)
+
+
 def test_sigmoid_activation_gives_probabilities(bert_path: Path, scorer: CrossEncoderScorer) -> None:
     probs = CrossEncoderScorer(bert_path, activation="sigmoid", local_files_only=True, device="cpu")
     assert probs.outputs_probabilities is True
@@ -129,6 +126,8 @@ def test_rejects_images_and_image_queries(scorer: CrossEncoderScorer) -> None:
 def test_bad_arguments(bert_path: Path) -> None:
     with pytest.raises(ValueError, match="activation must be 'none' or 'sigmoid'"):
         CrossEncoderScorer(bert_path, activation="softmax", local_files_only=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        CrossEncoderScorer(bert_path, batch_size=0, local_files_only=True)
     with pytest.raises(ValueError, match="could not load the cross-encoder"):
         CrossEncoderScorer(bert_path / "nope", local_files_only=True, device="cpu")
 

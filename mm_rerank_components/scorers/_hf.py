@@ -398,3 +398,17 @@ def as_calibrator(value: Calibrator | str | os.PathLike[str] | None) -> Calibrat
             raise ValueError(f"calibrator file {os.fspath(value)!r} does not exist")
         return load_calibrator(value)
     raise TypeError(f"calibrator must be a Calibrator, a JSON path or None, got {type(value).__name__}")
+
+
+def default_token_budget(value: int | str | None, device: Any) -> int | None:
+    """The padded-token budget per batch: the one given, or for ``"auto"`` a device default.
+
+    On CPU small batches run fastest (they stay in cache): 1024 padded tokens measured 0.55-0.8x
+    sentence-transformers' time on a MiniLM-L6-shaped cross-encoder (``benchmarks/cross_encoder_vs_st.py``),
+    against 1.0-1.4x for one batch of 32. On an accelerator the budget is left to ``batch_size`` alone.
+    """
+    if value == "auto":
+        return 1024 if getattr(device, "type", "cpu") == "cpu" else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max_batch_tokens must be a positive int, 'auto' or None, got {value!r}")
+    return value if value is None else int(value)

@@ -230,16 +230,3 @@ def score_in_batches(
         for i, value in zip(chunk, values, strict=True):
             scores[i] = float(value)
     return scores
-
-
-def default_token_budget(value: int | str | None, device: Any) -> int | None:
-    """The padded-token budget per batch: the one given, or for ``"auto"`` a device default.
-
-    On CPU small batches run fastest (they stay in cache: 4096 padded tokens); on an accelerator the
-    budget is left to ``batch_size`` alone.
-    """
-    if value == "auto":
-        return 4096 if getattr(device, "type", "cpu") == "cpu" else None
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"max_batch_tokens must be a positive int, 'auto' or None, got {value!r}")
-    return value if value is None else int(value)

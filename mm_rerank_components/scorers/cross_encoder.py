@@ -14,31 +14,32 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mm_rerank_components.calibration import Calibrator
+from mm_rerank_components.scorers._batching import plan_batches
 from mm_rerank_components.scorers._hf import (
+    HFLoadOptions,
     ModelRef,
     as_calibrator,
-    dtype_kwarg,
-    load_error,
-    model_id,
-    model_ref_str,
-    pretrained_kwargs,
-    require_models,
-    resolve_device,
-    resolve_dtype,
+    check_positive,
+    default_token_budget,
+    load_hf_model,
     settings_digest,
     to_device,
 )
+from mm_rerank_components.scorers.base import BaseScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
+
+    from mm_rerank_components.scorers._hf import LoadKwargs
 
 logger = logging.getLogger(__name__)
 
 Activation = Literal["none", "sigmoid"]
 
 
-class CrossEncoderScorer:
+class CrossEncoderScorer(BaseScorer):
     """Relevance of text candidates from a cross-encoder (``AutoModelForSequenceClassification``).
 
     The raw score is the model's relevance logit: the single output of a one-label model (ms-marco
@@ -54,10 +55,15 @@ class CrossEncoderScorer:
         calibrator: a :class:`~mm_rerank_components.Calibrator` fitted on this scorer's raw scores, or the
             path of its JSON file.
         activation: ``"none"`` (raw logits) or ``"sigmoid"`` (probabilities).
-        device, dtype: as for :class:`~mm_rerank_components.scorers.VLMYesNoScorer`.
-        batch_size: pairs per forward pass; max_length: tokens per (query, passage) pair.
-        local_files_only, revision, cache_dir, trust_remote_code: passed to ``from_pretrained``.
+        batch_size: at most this many pairs per forward pass (the scorer's batching knob).
+        max_batch_tokens: padded tokens per forward pass; ``"auto"`` is 1024 on CPU (small batches stay
+            in cache and measured fastest) and no budget on an accelerator; None: ``batch_size`` alone.
+            Pairs are tokenised once, sorted by length and cut into balanced batches.
+        max_length: tokens per (query, passage) pair.
         name: overrides the scorer name.
+        load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords (``device``, ``dtype``,
+            ``local_files_only``, ``revision``, ``cache_dir``, ``trust_remote_code``,
+            ``attn_implementation``).
 
     Example:
         >>> scorer = CrossEncoderScorer("cross-encoder/ms-marco-MiniLM-L-6-v2")  # doctest: +SKIP
@@ -75,62 +81,43 @@ class CrossEncoderScorer:
         tokenizer: Any = None,
         calibrator: Calibrator | str | os.PathLike[str] | None = None,
         activation: Activation = "none",
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = "auto",
         batch_size: int = 32,
+        max_batch_tokens: int | str | None = "auto",
         max_length: int = 512,
-        local_files_only: bool = False,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        trust_remote_code: bool = False,
         name: str | None = None,
+        **load: Unpack[LoadKwargs],
     ) -> None:
-        self.torch, transformers = require_models()
         if activation not in ("none", "sigmoid"):
             raise ValueError(f"activation must be 'none' or 'sigmoid', got {activation!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if model_name_or_path is None and (model is None or tokenizer is None):
-            raise ValueError("pass a model name or local path, or both model=... and tokenizer=...")
+        check_positive("batch_size", batch_size)
+        check_positive("max_length", max_length)
         self.activation = activation
         self.outputs_probabilities = activation == "sigmoid"
         self.calibrator = as_calibrator(calibrator)
         self.batch_size = batch_size
         self.max_length = max_length
-        self.device = resolve_device(device)
-        ref = model_ref_str(model_name_or_path) if model_name_or_path is not None else None
-        common = pretrained_kwargs(
-            local_files_only=local_files_only,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            cache_dir=cache_dir,
+        loaded = load_hf_model(
+            "cross-encoder",
+            model_name_or_path,
+            model,
+            ("AutoModelForSequenceClassification",),
+            HFLoadOptions(**load),
         )
-        self.dtype = resolve_dtype(dtype, self.device)
-        ready_model = model is not None
-        try:
-            if model is None:
-                assert ref is not None
-                model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                    ref, **common, **dtype_kwarg(transformers, self.dtype)
-                )
-            if tokenizer is None:
-                assert ref is not None
-                tokenizer = transformers.AutoTokenizer.from_pretrained(ref, **common)
-        except OSError as exc:
-            raise load_error("cross-encoder", str(ref), exc, local_files_only) from exc
-        num_labels = int(getattr(model.config, "num_labels", 1))
+        import torch  # importable now: load_hf_model checked the extra
+
+        self.torch = torch
+        self.model, self.device, self.dtype = loaded.model, loaded.device, loaded.dtype
+        self.max_batch_tokens = default_token_budget(max_batch_tokens, self.device)
+        self.tokenizer = loaded.companion("AutoTokenizer", tokenizer)
+        num_labels = int(getattr(self.model.config, "num_labels", 1))
         if num_labels not in (1, 2):
             raise ValueError(
                 f"a cross-encoder needs 1 output (relevance logit) or 2 (not relevant / relevant); "
-                f"{model_id(ref, model)} has {num_labels}"
+                f"{loaded.ident} has {num_labels}"
             )
         self.num_labels = num_labels
-        if ready_model and dtype in (None, "auto"):
-            self.dtype = next(model.parameters()).dtype  # a ready model keeps its dtype under "auto"
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.tokenizer = tokenizer
         settings = {"activation": activation, "max_length": max_length, "dtype": str(self.dtype)}
-        self.name = name or f"cross-encoder:{model_id(ref, self.model)}:{settings_digest(settings)}"
+        self.name = name or f"cross-encoder:{loaded.ident}:{settings_digest(settings)}"
         if calibrator is None and not self.outputs_probabilities:
             logger.info(
                 "CrossEncoderScorer %s emits logits; pass calibrator=... to put them on the unified scale",
@@ -154,29 +141,42 @@ class CrossEncoderScorer:
                     f"CrossEncoderScorer reads text candidates only; {candidate.id!r} is "
                     f"{candidate.modality}: route images to another scorer with ModalityRouter"
                 )
-        texts = [c.text or "" for c in candidates]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        scores = [math.nan] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            for i, value in zip(chunk, self._score_batch(query.text, [texts[i] for i in chunk]), strict=True):
-                scores[i] = value
+        encoded = self.tokenize(query.text, [c.text or "" for c in candidates])
+        scores = [math.nan] * len(candidates)
+        lengths = [len(row) for row in encoded["input_ids"]]
+        for chunk in plan_batches(lengths, max_items=self.batch_size, max_cost=self.max_batch_tokens):
+            for i, value in zip(chunk, self.forward(self.pad(encoded, chunk)).tolist(), strict=True):
+                scores[i] = float(value)
         return scores
 
-    def _score_batch(self, query: str, texts: list[str]) -> list[float]:
-        torch = self.torch
-        batch = self.tokenizer(
-            [query] * len(texts),
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
+    def tokenize(self, query: str, texts: Sequence[str]) -> dict[str, list[list[int]]]:
+        """Every (query, passage) pair tokenised once, truncated to ``max_length``, unpadded."""
+        return dict(
+            self.tokenizer([query] * len(texts), list(texts), truncation=True, max_length=self.max_length)
         )
-        batch = to_device(batch, self.device, self.dtype)
+
+    def pad(self, encoded: dict[str, list[list[int]]], chunk: Sequence[int]) -> dict[str, Any]:
+        """The rows ``chunk`` of :meth:`tokenize`'s output, right-padded into tensors on the device."""
+        torch = self.torch
+        width = max(len(encoded["input_ids"][i]) for i in chunk)
+        pad_values = {"input_ids": int(self.tokenizer.pad_token_id or 0)}
+        batch: dict[str, Any] = {}
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key not in encoded:
+                continue
+            out = torch.full((len(chunk), width), pad_values.get(key, 0), dtype=torch.long)
+            for r, i in enumerate(chunk):
+                row = encoded[key][i]
+                out[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            batch[key] = out
+        return to_device(batch, self.device, self.dtype)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The raw relevance (logit, or its sigmoid) of each row of a padded batch, on the CPU."""
+        torch = self.torch
         with torch.inference_mode():
             logits = self.model(**batch).logits.float()
         raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
         if self.activation == "sigmoid":
             raw = torch.sigmoid(raw)
-        return [float(v) for v in raw.cpu()]
+        return raw.cpu()

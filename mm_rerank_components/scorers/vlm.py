@@ -22,6 +22,7 @@ from mm_rerank_components.scorers._hf import (
     HFLoadOptions,
     ModelRef,
     check_positive,
+    default_token_budget,
     load_hf_model,
     settings_digest,
 )
@@ -30,7 +31,6 @@ from mm_rerank_components.scorers._yesno import (
     YesNoHead,
     YesNoPrompt,
     cut_text,
-    default_token_budget,
     label_token_id,
     plan_groups,
     score_in_batches,
