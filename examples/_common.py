@@ -83,14 +83,16 @@ def open_retriever(args: argparse.Namespace) -> ChromaMultiCollectionRetriever:
 
 
 def make_reranker() -> MultimodalReranker:
-    """The offline starter scorer, calibrated so passages and pictures share one scale."""
+    """The offline starter scorer, calibrated so passages and pictures share one scale.
+
+    ``on_error="keep"``: a candidate that cannot be read (a picture deleted since ingest) stays in the
+    results with its error instead of failing the question; the answer is written from the rest.
+    """
     from mm_rerank_components.scorers.starter import StarterScorer
 
-    reranker = MultimodalReranker(StarterScorer(), cache=True)
-    load = getattr(reranker.scorer, "load", None)
-    if callable(load):
-        load()
-    return reranker
+    scorer = StarterScorer()
+    scorer.load()  # load the weights now, not during the first question
+    return MultimodalReranker(scorer, cache=True, on_error="keep")
 
 
 def llm_config(args: argparse.Namespace) -> LLMConfig | None:

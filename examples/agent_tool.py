@@ -5,8 +5,10 @@ passages + 16 pictures, reranks them on one unified relevance scale (the starter
 top evidence as numbered lines with modality and score. It is built twice:
 
 * LlamaIndex: a ``FunctionTool``; with an LLM configured, a ``ReActAgent`` decides when to call it;
-* LangChain: a ``@tool``; with an LLM configured, a ReAct agent
-  in an ``AgentExecutor`` decides when to call it.
+* LangChain: a ``@tool``; with an LLM configured, a ReAct agent decides when to call it. The agent
+  loop is a dozen lines over langchain-core runnables (prompt | model | parser, the tool's output fed
+  back as the Observation): LangChain 1.x keeps its prebuilt ``AgentExecutor`` in the separate
+  ``langchain-classic`` package, and this example runs with what ``mm-rerank-components[all]`` installs.
 
 With no LLM configured (MM_RERANK_LLM_MODEL unset) there is no model to make decisions, so a small
 **rule-based router** stands in for the agent: it is not an LLM and says so. It calls the tool through
@@ -73,10 +75,12 @@ def llama_index_tool(search: Any) -> Any:
     return FunctionTool.from_defaults(fn=search, name=TOOL_NAME, description=TOOL_DESCRIPTION)
 
 
-def run_llama_index(question: str, search: Any, llm_config: Any) -> tuple[str, list[Evidence], str]:
+def run_llama_index(
+    question: str, search: Any, llm_config: Any, answerer: ExtractiveAnswerer
+) -> tuple[str, list[Evidence], str]:
     tool = llama_index_tool(search)
     if llm_config is None:
-        return route(question, lambda q: tool.call(query=q).raw_output, "LlamaIndex FunctionTool")
+        return route(question, lambda q: tool.call(query=q).raw_output, "LlamaIndex FunctionTool", answerer)
     from _llm_llama_index import llama_index_llm
     from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
 
@@ -98,8 +102,8 @@ def run_llama_index(question: str, search: Any, llm_config: Any) -> tuple[str, l
 
 
 def langchain_tool(search: Any, seen: list[SearchResult]) -> Any:
-    """A LangChain tool; every result is also appended to ``seen``, since an ``AgentExecutor`` keeps
-    only the text an agent reads."""
+    """A LangChain tool; every result is also appended to ``seen``, since an agent keeps only the text it
+    reads."""
     from langchain_core.tools import tool
 
     @tool(TOOL_NAME, description=TOOL_DESCRIPTION)
@@ -132,7 +136,41 @@ Question: {input}
 Thought:{agent_scratchpad}"""
 
 
-def run_langchain(question: str, search: Any, llm_config: Any) -> tuple[str, list[Evidence], str]:
+_FINAL = re.compile(r"Final Answer\s*:\s*(.*)", re.DOTALL)
+_ACTION = re.compile(r"Action\s*:\s*(.*?)\s*\nAction\s*Input\s*:\s*(.*)", re.DOTALL)
+
+
+def react_loop(llm: Any, tool: Any, question: str, max_steps: int = 4) -> str:
+    """A ReAct agent over langchain-core: the model writes Thought / Action / Action Input, the tool's
+    output goes back as the Observation, until the model writes a Final Answer."""
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import PromptTemplate
+
+    prompt = PromptTemplate.from_template(REACT_PROMPT).partial(
+        tools=f"{TOOL_NAME}: {TOOL_DESCRIPTION}", tool_names=TOOL_NAME
+    )
+    step_chain = prompt | llm.bind(stop=["\nObservation:"]) | StrOutputParser()
+    scratchpad = ""
+    for _ in range(max_steps):
+        step = step_chain.invoke({"input": question, "agent_scratchpad": scratchpad})
+        final = _FINAL.search(step)
+        if final:
+            return final.group(1).strip()
+        action = _ACTION.search(step)
+        if action is None or action.group(1).strip() != TOOL_NAME:
+            observation = (
+                f"Invalid format: write 'Action: {TOOL_NAME}' and 'Action Input: ...', or a Final Answer."
+            )
+        else:
+            query = action.group(2).strip().splitlines()[0].strip().strip('"')
+            observation = str(tool.invoke({"query": query}))
+        scratchpad += f"{step}\nObservation: {observation}\nThought:"
+    return f"(the agent stopped after {max_steps} steps without a final answer)"
+
+
+def run_langchain(
+    question: str, search: Any, llm_config: Any, answerer: ExtractiveAnswerer
+) -> tuple[str, list[Evidence], str]:
     seen: list[SearchResult] = []
     tool = langchain_tool(search, seen)
 
@@ -141,29 +179,27 @@ def run_langchain(question: str, search: Any, llm_config: Any) -> tuple[str, lis
         return seen[-1]
 
     if llm_config is None:
-        return route(question, call, "LangChain @tool")
+        return route(question, call, "LangChain @tool", answerer)
     from _llm_langchain import langchain_llm
-    from langchain_classic.agents import AgentExecutor, create_react_agent
-    from langchain_core.prompts import PromptTemplate
 
-    agent = create_react_agent(langchain_llm(llm_config), [tool], PromptTemplate.from_template(REACT_PROMPT))
-    executor = AgentExecutor(agent=agent, tools=[tool], handle_parsing_errors=True, max_iterations=4)
-    result = executor.invoke({"input": question})
+    answer = react_loop(langchain_llm(llm_config), tool, question)
     found = seen[-1].evidence if seen else []  # the evidence of the agent's last search
-    return str(result["output"]), found, f"LangChain ReAct agent (AgentExecutor) with {llm_config.model}"
+    return answer, found, f"LangChain ReAct agent (langchain-core loop) with {llm_config.model}"
 
 
 # -- the no-LLM stand-in ------------------------------------------------------------------------------
 
 
-def route(question: str, call_tool: Any, tool_kind: str) -> tuple[str, list[Evidence], str]:
+def route(
+    question: str, call_tool: Any, tool_kind: str, answerer: ExtractiveAnswerer
+) -> tuple[str, list[Evidence], str]:
     """A rule-based router, not an LLM: greetings get a fixed reply; every other question calls the tool
     once with the question as the query, and the answer is extractive."""
     who = f"rule-based router (no LLM configured; not an LLM) calling the {tool_kind}"
     if GREETING.match(question):
         return "Hello. Ask me about your passages and pictures.", [], who
     result: SearchResult = call_tool(question)
-    answer: Answer = ExtractiveAnswerer().answer(question, result.evidence)
+    answer: Answer = answerer.answer(question, result.evidence)
     return answer.text, result.evidence, who
 
 
@@ -172,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--framework", choices=("llama-index", "langchain", "both"), default="both")
     args = p.parse_args(argv)
     _common.quiet_libraries()
-    pipeline = RAGPipeline(
-        _common.open_retriever(args), _common.make_reranker(), answerer=ExtractiveAnswerer(), top_n=args.top_n
-    )
+    reranker = _common.make_reranker()
+    extractive = ExtractiveAnswerer(reranker=reranker)  # scores sentences with the same models
+    pipeline = RAGPipeline(_common.open_retriever(args), reranker, answerer=extractive, top_n=args.top_n)
     search = make_search(pipeline)
     config = _common.llm_config(args)
     runners = {"llama-index": run_llama_index, "langchain": run_langchain}
@@ -182,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ask(question: str) -> None:
         for name in chosen:
-            text, evidence, who = runners[name](question, search, config)
+            text, evidence, who = runners[name](question, search, config, extractive)
             print(f"=== {name}: {who}")
             _common.show(text, evidence)
             print()

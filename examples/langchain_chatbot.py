@@ -1,13 +1,16 @@
 """A LangChain chatbot over your passages and pictures, with the evidence shown.
 
 Pipeline: the Chroma multi-collection retriever (16 passages + 16 pictures per question) as a LangChain
-retriever, wrapped in a ``ContextualCompressionRetriever`` whose compressor is
-``MultimodalRerankCompressor`` (the starter scorer: one unified relevance scale for both modalities),
-then an LCEL chain that answers from the top documents with citations [1], [2].
+retriever, then ``MultimodalRerankCompressor`` (the starter scorer: one unified relevance scale for both
+modalities) as a document compressor, then an LCEL chain that answers from the top documents with
+citations [1], [2]. Retrieve-then-compress is one ``RunnableLambda``: it is what LangChain's
+``ContextualCompressionRetriever`` does, without needing the ``langchain-classic`` package, so
+``pip install "mm-rerank-components[all]"`` runs this example.
 
 The answer step is the LLM configured in the environment (any OpenAI-compatible endpoint:
 MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY) behind a chat prompt; with none it is
-a ``RunnableLambda`` running the offline extractive answerer, which says that it is extractive.
+a ``RunnableLambda`` running the offline extractive answerer, which scores the sentences of the top
+documents with the same reranker, quotes the best ones and says that it is extractive.
 
     python examples/langchain_chatbot.py --question "Which farm animal gives us milk?"
     python examples/langchain_chatbot.py            # chat in the terminal
@@ -23,7 +26,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
-from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -46,13 +48,18 @@ PROMPT = ChatPromptTemplate.from_messages(
 def build_chain(args: Any) -> Runnable[dict[str, Any], dict[str, Any]]:
     """``{"question", "history"} -> {"question", "history", "documents", "answer"}``."""
     base = ChromaLangChainRetriever(retriever=_common.open_retriever(args))
-    compressor = MultimodalRerankCompressor(reranker=_common.make_reranker(), top_n=args.top_n)
-    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base)
+    reranker = _common.make_reranker()
+    compressor = MultimodalRerankCompressor(reranker=reranker, top_n=args.top_n)
+
+    def retrieve_and_rerank(question: str) -> list[Document]:
+        return list(compressor.compress_documents(base.invoke(question), question))
+
+    retriever = RunnableLambda(retrieve_and_rerank, name="retrieve_and_rerank")
 
     config = _common.llm_config(args)
     answer: Runnable[dict[str, Any], str]
     if config is None:
-        extractive = ExtractiveAnswerer()
+        extractive = ExtractiveAnswerer(reranker=reranker)
         answer = RunnableLambda(
             lambda x: extractive.compose(x["question"], Evidence.from_langchain(x["documents"])),
             name="extractive_answer",

@@ -45,7 +45,12 @@ class EvidenceSynthesizer(BaseSynthesizer):
     answer instead of pretending.
     """
 
-    def __init__(self, llm: LLM | None = None, callback_manager: CallbackManager | None = None) -> None:
+    def __init__(
+        self,
+        llm: LLM | None = None,
+        callback_manager: CallbackManager | None = None,
+        reranker: Any = None,
+    ) -> None:
         # BaseSynthesizer.__init__ would resolve Settings.llm (OpenAI by default): set its fields here
         self._llm = llm  # type: ignore[assignment]
         self._callback_manager = callback_manager or CallbackManager([])
@@ -53,7 +58,8 @@ class EvidenceSynthesizer(BaseSynthesizer):
         self._output_cls = None
         self._empty_response = "No evidence was found for this question."
         self._multimodal = False
-        self._extractive = ExtractiveAnswerer()
+        # without an LLM: the sentences of the top nodes are scored by the same reranker
+        self._extractive = ExtractiveAnswerer(reranker=reranker)
         self.name = f"llm:{llm.metadata.model_name}" if llm is not None else "extractive"
 
     def _get_prompts(self) -> PromptDictType:
@@ -106,7 +112,8 @@ class EvidenceSynthesizer(BaseSynthesizer):
 def build_query_engine(args: Any) -> tuple[RetrieverQueryEngine, LLM | None, Any, Any]:
     """The query engine, the LLM (or None), and the LlamaIndex retriever and postprocessor."""
     retriever = ChromaLlamaIndexRetriever(_common.open_retriever(args))
-    postprocessor = MultimodalRerankPostprocessor(reranker=_common.make_reranker(), top_n=args.top_n)
+    reranker = _common.make_reranker()
+    postprocessor = MultimodalRerankPostprocessor(reranker=reranker, top_n=args.top_n)
     config = _common.llm_config(args)
     llm = None
     if config is not None:
@@ -115,7 +122,7 @@ def build_query_engine(args: Any) -> tuple[RetrieverQueryEngine, LLM | None, Any
         llm = llama_index_llm(config)
     engine = RetrieverQueryEngine(
         retriever=retriever,
-        response_synthesizer=EvidenceSynthesizer(llm),
+        response_synthesizer=EvidenceSynthesizer(llm, reranker=reranker),
         node_postprocessors=[postprocessor],
     )
     return engine, llm, retriever, postprocessor

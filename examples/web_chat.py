@@ -5,8 +5,10 @@ passages, modality and unified score).
     python examples/web_chat.py --question "Which farm animal gives us milk?"   # one answer, as JSON
 
 The page and API come from ``mm_rerank_components.web.create_app``; the pipeline is the Chroma
-multi-collection retriever + ``MultimodalReranker(StarterScorer())`` + the configured LLM
-(MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY), or the offline extractive answerer.
+multi-collection retriever + ``MultimodalReranker(StarterScorer(), on_error="keep")`` + the configured LLM
+(MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY), or the offline extractive answerer
+(which quotes the sentences the same reranker scores best). A picture deleted since ingest is shown as
+unreadable and the answer comes from the rest; the page never sees a server path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 
-from mm_rerank_components.answer import ExtractiveAnswerer, LLMAnswerer, RAGPipeline
+from mm_rerank_components.answer import RAGPipeline, make_answerer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _common.quiet_libraries()
     config = _common.llm_config(args)
+    reranker = _common.make_reranker()
     pipeline = RAGPipeline(
         _common.open_retriever(args),
-        _common.make_reranker(),
-        answerer=LLMAnswerer(config) if config else ExtractiveAnswerer(),
+        reranker,
+        # the LLM if configured, else extractive answers whose sentences the same reranker scores
+        answerer=make_answerer(config, from_env=False, reranker=reranker),
         top_n=args.top_n,
     )
     if args.question:

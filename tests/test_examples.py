@@ -140,19 +140,93 @@ def assert_extractive_with_evidence(stdout: str, expect: str) -> None:
     assert expect in lines[0], f"expected {expect!r} at rank 1:\n{stdout}"
 
 
+# -- what the examples import: everything must come with mm-rerank-components[all] (issue #11, item 14) --
+
+
+def _all_extra_closure() -> set[str]:
+    """Canonical names of every distribution ``pip install "mm-rerank-components[all]"`` installs: the
+    package's ``all`` extra (as installed), expanded through each installed package's requirements."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    visited: set[tuple[str, frozenset[str]]] = set()
+    todo = [Requirement("mm-rerank-components[all]")]
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in visited:
+            continue
+        visited.add(key)
+        seen.add(key[0])
+        try:
+            dist = distribution(req.name)
+        except PackageNotFoundError:
+            continue  # not installed here (a platform marker): it has no imports to offer the examples
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in (*req.extras, "")):
+                todo.append(sub)
+    return seen
+
+
+def _required_imports(path: Path) -> set[str]:
+    """Top-level modules ``path`` imports, except those guarded by ``except ImportError`` (optional)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    optional: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in node.handlers
+        ):
+            optional.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_example_runs_with_the_all_extra() -> None:
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    installed = _all_extra_closure()
+    providers = packages_distributions()
+    local = {p.stem for p in EXAMPLES.glob("*.py")} | {"mm_rerank_components", "__future__"}
+    missing = []
+    for script in sorted(EXAMPLES.glob("*.py")):
+        for module in sorted(_required_imports(script) - local - set(sys.stdlib_module_names)):
+            dists = {canonicalize_name(d) for d in providers.get(module, [])}
+            if not dists & installed:
+                missing.append(
+                    f"{script.name} imports {module} ({', '.join(sorted(dists)) or 'not installed'})"
+                )
+    assert not missing, "not installed by mm-rerank-components[all]:\n" + "\n".join(missing)
+
+
 # -- offline, extractive -------------------------------------------------------------------------------
 
 
 def test_llamaindex_chatbot_one_shot(corpus: dict[str, Path]) -> None:
     result = run_example("llamaindex_chatbot.py", corpus, "--question", "Which farm animal gives us milk?")
     assert_extractive_with_evidence(result.stdout, "Cow")
-    assert "The cow is a farm animal that gives us milk. [1]" in result.stdout
+    assert "The cow is a farm animal that gives us milk. (Cow [1])" in result.stdout
 
 
 def test_langchain_chatbot_one_shot(corpus: dict[str, Path]) -> None:
     result = run_example("langchain_chatbot.py", corpus, "--question", "What does the koala eat?")
     assert_extractive_with_evidence(result.stdout, "Koala")
-    assert "eats eucalyptus leaves. [1]" in result.stdout
+    assert "eats eucalyptus leaves. (Koala [1])" in result.stdout
 
 
 def test_agent_tool_one_shot_both_frameworks(corpus: dict[str, Path]) -> None:
@@ -181,7 +255,7 @@ def test_chat_loop_reads_questions_until_exit(
     stdin = "What does the koala eat?\nexit\nnever asked\n"
     out = run_in_process("llamaindex_chatbot.py", corpus, capsys=capsys, monkeypatch=monkeypatch, stdin=stdin)
     assert out.count("you>") == 2
-    assert "eats eucalyptus leaves. [1]" in out and "never asked" not in out
+    assert "eats eucalyptus leaves. (Koala [1])" in out and "never asked" not in out
 
 
 # -- with an LLM: a tiny OpenAI-compatible server on loopback ---------------------------------------------
@@ -290,7 +364,7 @@ def test_agents_call_the_tool_with_llm(
     )
     sections = out.split("=== ")[1:]
     assert "LlamaIndex ReActAgent with fake-llm" in sections[0]
-    assert "LangChain ReAct agent (AgentExecutor) with fake-llm" in sections[1]
+    assert "LangChain ReAct agent (langchain-core loop) with fake-llm" in sections[1]
     for section in sections:
         assert "FAKE-AGENT: eucalyptus [1]." in section
         lines = evidence_lines(section.split("Evidence, reranked")[-1])
