@@ -25,7 +25,7 @@ Example:
     '207:0.7,208:0.1'
     >>> expanded = expand_classes("207:0.7,208:0.1")
     >>> round(float(expanded[207]), 3), round(float(expanded.sum()), 3)
-    (0.7, 1.0)
+    (0.7, 0.8)
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 TEXT_EMBEDDING = "text_embedding"
 #: ``Precomputed.kind`` of a picture's compact ImageNet class probabilities.
 IMAGE_CLASSES = "image_classes"
-#: Classes kept by :func:`compact_classes` by default (measured: rankings unchanged, docs/starter_models.md).
-DEFAULT_COMPACT_K = 32
+#: Classes kept by :func:`compact_classes` by default: the number StarterScorer reads (its ``class_k``), so
+#: a reused list gives the scores a fresh classification gives (measured, docs/starter_models.md).
+DEFAULT_COMPACT_K = 50
 #: Bump when preprocessing changes the class probabilities (v2: 16-bit and float pictures scaled to 8 bits).
 IMAGE_PREPROCESSING = "p2"
 #: Bump when text handling changes the embeddings (b1: passages bounded to 16 characters per token).
@@ -86,8 +87,9 @@ def image_producer(models: StarterModels, n_views: int | None = None) -> str:
 def compact_classes(probabilities: Any, k: int = DEFAULT_COMPACT_K) -> str:
     """The ``k`` most probable classes of one picture as ``"index:probability,..."``, most probable first.
 
-    Probabilities keep 4 significant digits. The string is short (about 12 characters a class), so it fits
-    in Chroma metadata; :func:`expand_classes` turns it back into a 1,000-class vector.
+    Probabilities keep 6 significant digits. The string is short (about 14 characters a class, some 700
+    for the default 50), so it fits in Chroma metadata; :func:`expand_classes` turns it back into a
+    1,000-class vector.
 
     Args:
         probabilities: one picture's ``(1000,)`` class probabilities (a row of
@@ -112,7 +114,7 @@ def compact_classes(probabilities: Any, k: int = DEFAULT_COMPACT_K) -> str:
     if not np.isfinite(probs).all() or probs.min() < 0:
         raise ValueError("class probabilities must be finite and >= 0")
     top = np.argsort(-probs, kind="stable")[:k]
-    return ",".join(f"{int(i)}:{probs[i]:.4g}" for i in top)
+    return ",".join(f"{int(i)}:{probs[i]:.6g}" for i in top)
 
 
 def parse_classes(value: Any) -> list[tuple[int, float]]:
@@ -156,24 +158,19 @@ def parse_classes(value: Any) -> list[tuple[int, float]]:
 def expand_classes(value: Any) -> np.ndarray:
     """A float32 ``(1000,)`` probability vector from a compact value (see :func:`parse_classes`).
 
-    The listed classes keep their probabilities; the mass left over (``1 - sum``) is spread evenly over
-    the classes not listed, so the vector sums to one.
+    The listed classes keep their probabilities and the others are 0, which is what StarterScorer reads of
+    a freshly classified picture too (its top ``class_k`` classes).
 
     Example:
-        >>> v = expand_classes("9:0.75,3:0.25")
+        >>> v = expand_classes("9:0.75,3:0.2")
         >>> float(v[9]), float(v[0])
         (0.75, 0.0)
     """
     pairs = parse_classes(value)
-    out = np.zeros(NUM_CLASSES, dtype=np.float64)
+    out = np.zeros(NUM_CLASSES, dtype=np.float32)
     for index, prob in pairs:
         out[index] = prob
-    rest = 1.0 - float(out.sum())
-    if rest > 0 and len(pairs) < NUM_CLASSES:
-        listed = np.zeros(NUM_CLASSES, dtype=bool)
-        listed[[i for i, _ in pairs]] = True
-        out[~listed] = rest / (NUM_CLASSES - len(pairs))
-    return out.astype(np.float32)
+    return out
 
 
 def text_signal(models: StarterModels, text: str, embedding: Any) -> Precomputed:
