@@ -37,6 +37,13 @@ logger = logging.getLogger(__name__)
 _ENGINE: RerankEngine | None = None
 
 
+def _register_engine(engine: RerankEngine) -> None:
+    # Ray ships the deployment class by value, so its methods see a copy of this module's globals; a
+    # module-level function is shipped by reference and sets the real one, which the routes read
+    global _ENGINE
+    _ENGINE = engine
+
+
 def _replica_engine() -> RerankEngine:
     if _ENGINE is None:
         raise RuntimeError("no RerankDeployment replica has started in this process")
@@ -64,7 +71,6 @@ class RerankDeployment:
     """
 
     def __init__(self, config: ServeConfig) -> None:
-        global _ENGINE
         self._pool = concurrent.futures.ThreadPoolExecutor(config.score_workers, thread_name_prefix="score")
         self.engine = RerankEngine(config, submit=self.score)
         handler: Any = self.score  # Ray's batch wrapper carries the setters
@@ -73,7 +79,7 @@ class RerankDeployment:
         else:
             handler.set_max_batch_size(1 if not _SIZE_BY_CANDIDATES else config.max_batch_size)
         handler.set_batch_wait_timeout_s(config.max_wait_ms / 1000.0 if config.micro_batching else 0.0)
-        _ENGINE = self.engine
+        _register_engine(self.engine)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, **_BATCH_OPTIONS)
     async def score(self, calls: list[ScoreCall]) -> list[list[float]]:
