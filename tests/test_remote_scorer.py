@@ -37,7 +37,7 @@ def mock(handler: Callable[[Any], Any]) -> tuple[Any, list[dict[str, Any]]]:
 
 def ranked_reply(body: dict[str, Any], key: str = "relevance_score") -> Any:
     """Scores 1/(1+position), returned in reverse order (a client must use ``index``)."""
-    n = len(body.get("documents") or body.get("texts"))
+    n = len(body.get("documents") or body["texts"])
     results = [{"index": i, key: 1.0 / (1 + i)} for i in reversed(range(n))]
     return httpx.Response(200, json=results if key == "score" else {"results": results})
 
@@ -177,7 +177,7 @@ def test_malformed_answers() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="api must be one of"):
-        RemoteScorer("http://x", api="openai")  # type: ignore[arg-type]
+        RemoteScorer("http://x", api="openai")  # type: ignore[arg-type, unused-ignore]
     with pytest.raises(ValueError, match="base_url must be"):
         RemoteScorer("gpu:8080")
     with pytest.raises(ValueError, match="batch_size"):

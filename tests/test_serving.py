@@ -498,3 +498,85 @@ def test_cohere_sdk_with_api_key_and_error() -> None:
     finally:
         live.stop()
         engine.close()
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def test_cli_options_map_to_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mm_rerank_components.cli import _parser
+    from mm_rerank_components.cli.serve import config_from_args
+
+    monkeypatch.setenv("MM_RERANK_API_KEY", "from-env")
+    args = _parser().parse_args(
+        [
+            "--threads",
+            "2",
+            "serve",
+            "--scorer",
+            "fake",
+            "--batch-size",
+            "16",
+            "--max-wait-ms",
+            "2",
+            "--no-micro-batching",
+            "--max-documents",
+            "50",
+            "--max-body-mb",
+            "1",
+            "--allow-urls",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.scorer, config.max_batch_size, config.max_wait_ms, config.micro_batching) == (
+        "fake",
+        16,
+        2.0,
+        False,
+    )
+    assert config.max_documents == 50 and config.max_body_bytes == 1024 * 1024 and config.allow_urls
+    assert config.api_key == "from-env" and config.threads == 2
+    args = _parser().parse_args(["serve", "--scorer-kwargs", "[1]"])
+    with pytest.raises(ValueError, match="JSON object"):
+        config_from_args(args)
+
+
+@pytest.mark.slow
+def test_cli_serve_subprocess(tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MM_RERANK_API_KEY": "k"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mm_rerank_components.cli", "serve", "--scorer", "fake", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "mm-rerank serve did not start"
+            time.sleep(0.2)
+        reply = httpx.post(
+            url + "/v1/rerank",
+            json={"query": "fox", "documents": ["owl", "fox"]},
+            headers={"Authorization": "Bearer k"},
+            timeout=30,
+        )
+        assert reply.status_code == 200 and reply.json()["results"][0]["index"] == 1
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    assert b"mm-rerank serve: fake on http://127.0.0.1" in process.stderr.read()  # type: ignore[union-attr]

@@ -129,5 +129,6 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_deployment_class_is_an_ingress_with_a_batch_method() -> None:
-    assert RerankDeployment.name == "mm-rerank"
-    assert hasattr(RerankDeployment.func_or_class.score, "set_max_batch_size")
+    deployment: Any = RerankDeployment  # a serve.Deployment once decorated
+    assert deployment.name == "mm-rerank"
+    assert hasattr(deployment.func_or_class.score, "set_max_batch_size")
