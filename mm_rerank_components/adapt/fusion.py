@@ -235,14 +235,24 @@ def _fit_linear(
 # Ranking metrics on the training lists (pool-relative: the relevant documents inside each list)
 
 
-def _metrics(lists: Sequence[LabelledList], scores: Sequence[np.ndarray], k: int = 10) -> dict[str, float]:
+def pool_metrics(
+    lists: Sequence[LabelledList], scores: Sequence[Sequence[float] | np.ndarray], k: int = 10
+) -> dict[str, float]:
+    """Mean recall@k and nDCG@k of ordering each list by ``scores`` (relevant documents inside the pools).
+
+    Example:
+        >>> from mm_rerank_components import Candidate
+        >>> item = LabelledList("q", [Candidate("a", text="x"), Candidate("b", text="y")], [0.0, 1.0], [1, 0])
+        >>> pool_metrics([item], [[0.0, 1.0]], k=1)
+        {'recall@1': 0.0, 'ndcg@1': 0.0}
+    """
     recalls, ndcgs = [], []
     for item, s in zip(lists, scores, strict=True):
         grades = np.asarray(item.labels, dtype=float)
         relevant = grades > 0
         if not relevant.any():
             continue
-        order = sorted(range(len(s)), key=lambda i: -s[i])[:k]
+        order = sorted(range(len(s)), key=lambda i: -float(s[i]))[:k]
         recalls.append(float(relevant[order].sum() / relevant.sum()))
         gains = (2.0 ** grades[order] - 1) / np.log2(np.arange(2, len(order) + 2))
         ideal_grades = np.sort(grades)[::-1][:k]
@@ -489,9 +499,9 @@ def fit_fusion(
         "calibration": "out-of-fold" if cross_fitted else "in-sample",
         "calibration_folds": calibration_folds if cross_fitted else 1,
         "train_metrics": {
-            "raw_score": _metrics(lists, [np.asarray(item.raw_scores) for item in lists]),
-            "fused": _metrics(lists, fused),
-            "out_of_fold": _metrics(lists, calibration_scores) if cross_fitted else None,
+            "raw_score": pool_metrics(lists, [np.asarray(item.raw_scores) for item in lists]),
+            "fused": pool_metrics(lists, fused),
+            "out_of_fold": pool_metrics(lists, calibration_scores) if cross_fitted else None,
         },
     }
     seconds = {"features": round(features_s, 4), "total": round(time.perf_counter() - started, 4)}

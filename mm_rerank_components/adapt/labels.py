@@ -44,7 +44,7 @@ from typing import Any
 
 from mm_rerank_components.types import Candidate
 
-__all__ = ["LabelError", "LabelSet", "LabelledQuery", "load_labels"]
+__all__ = ["LabelError", "LabelSet", "LabelledQuery", "load_labels", "write_eval_jsonl"]
 
 logger = logging.getLogger(__name__)
 
@@ -375,3 +375,44 @@ def load_labels(
     if without:
         logger.info("%d click-log lines had no click and carry no label", without)
     return LabelSet(reader.docs, queries, files, digest.hexdigest(), click_lines, without)
+
+
+def write_eval_jsonl(task: Any, path: str | os.PathLike[str], *, splits: Sequence[str] | None = None) -> Path:
+    """Write an :class:`~mm_rerank_components.eval.tasks.EvalTask` (e.g. a built-in task) as eval-format
+    JSONL that :func:`load_labels` and ``mm-rerank adapt --data`` read; each query keeps its ``split``.
+
+    Image documents must be file paths (written as absolute paths). ``splits=("dev",)`` writes only
+    those queries (every document is still written, since the first stage searches them all).
+
+    Example:
+        >>> from mm_rerank_components.eval.tasks import gcompris_explore_task
+        >>> write_eval_jsonl(gcompris_explore_task(), "gcompris.jsonl")  # doctest: +SKIP
+        PosixPath('gcompris.jsonl')
+    """
+    target = Path(path)
+    lines: list[str] = []
+    for doc_id, doc in task.docs.items():
+        record: dict[str, Any] = {"type": "doc", "id": doc_id}
+        if doc.text is not None:
+            record["text"] = doc.text
+        if doc.image is not None:
+            if not isinstance(doc.image, (str, os.PathLike)):
+                raise TypeError(
+                    f"document {doc_id!r}: only file-path images can be written, "
+                    f"got {type(doc.image).__name__}"
+                )
+            record["image"] = str(Path(doc.image).resolve())
+        metadata = {k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool))}
+        if metadata:
+            record["metadata"] = metadata
+        lines.append(json.dumps(record, ensure_ascii=False))
+    for qid in task.query_ids("all"):
+        split = task.splits[qid]
+        if splits is not None and split not in splits:
+            continue
+        relevant = {d: g for d, g in task.qrels[qid].items() if g > 0}
+        record = {"type": "query", "id": qid, "text": task.queries[qid], "relevant": relevant, "split": split}
+        lines.append(json.dumps(record, ensure_ascii=False))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target

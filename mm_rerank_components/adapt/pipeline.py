@@ -31,8 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.adapt.features import RRF_K
 from mm_rerank_components.adapt.folder import save_reranker, scorer_spec
-from mm_rerank_components.adapt.fusion import FusionModel, LabelledList, LearnedFusionReranker, fit_fusion
+from mm_rerank_components.adapt.fusion import (
+    FusionModel,
+    LabelledList,
+    LearnedFusionReranker,
+    fit_fusion,
+    pool_metrics,
+)
 from mm_rerank_components.adapt.labels import LabelSet, load_labels
 from mm_rerank_components.adapt.mining import DocMatch, MinedSet, index_labels, match_documents, mine
 from mm_rerank_components.calibration import SigmoidCalibrator, expected_calibration_error
@@ -137,21 +144,39 @@ def score_mined(
     return lists, summary
 
 
-def _shipped_ece(scorer: Scorer, lists: Sequence[LabelledList]) -> dict[str, float]:
-    """ECE per modality of the scorer's own shipped calibration on this data (for comparison)."""
+def _shipped(
+    scorer: Scorer, lists: Sequence[LabelledList]
+) -> tuple[dict[str, float], list[list[float]] | None]:
+    """ECE per modality of the scorer's own shipped calibration on this data, and its probabilities."""
     default = getattr(scorer, "default_calibrator", None)
     calibrator = default() if callable(default) else None
     if calibrator is None:
-        return {}
+        return {}, None
     by_modality: dict[str, tuple[list[float], list[int]]] = {}
+    all_probs: list[list[float]] = []
     for item in lists:
         modalities = [c.modality for c in item.candidates]
-        probs = calibrator.calibrate(list(item.raw_scores), modalities)
+        probs = [float(p) for p in calibrator.calibrate(list(item.raw_scores), modalities)]
+        all_probs.append(probs)
         for modality, p, grade in zip(modalities, probs, item.labels, strict=True):
             entry = by_modality.setdefault(modality, ([], []))
-            entry[0].append(float(p))
+            entry[0].append(p)
             entry[1].append(int(grade > 0))
-    return {m: expected_calibration_error(p, y) for m, (p, y) in sorted(by_modality.items())}
+    return {m: expected_calibration_error(p, y) for m, (p, y) in sorted(by_modality.items())}, all_probs
+
+
+def _rrf(item: LabelledList) -> list[float]:
+    """Reciprocal rank fusion of the pool's routes (rank by retrieval score within each route)."""
+    scores = [0.0] * len(item.candidates)
+    routes: dict[str | None, list[int]] = {}
+    for i, c in enumerate(item.candidates):
+        if c.retrieval_score is not None:
+            routes.setdefault(c.source, []).append(i)
+    for members in routes.values():
+        ordered = sorted(members, key=lambda i: -float(item.candidates[i].retrieval_score or 0.0))
+        for rank, i in enumerate(ordered, start=1):
+            scores[i] = 1.0 / (RRF_K + rank)
+    return scores
 
 
 def _counts(lists: Sequence[LabelledList]) -> dict[str, Any]:
@@ -265,7 +290,11 @@ def adapt(
         scorer=str(the_scorer.name),
     )
     t = lap("fusion", t)
-    shipped = _shipped_ece(the_scorer, lists)
+    shipped, shipped_probs = _shipped(the_scorer, lists)
+    metrics = model.training["train_metrics"]
+    metrics["rrf"] = pool_metrics(lists, [_rrf(item) for item in lists])
+    if shipped_probs is not None:
+        metrics["shipped_calibration"] = pool_metrics(lists, shipped_probs)
     counts = _counts(lists)
     report: dict[str, Any] = {
         "labels": labels.summary(),
@@ -429,7 +458,11 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"fusion: {fusion['queries']} queries, {fusion['pairs']} pairs, loss {fusion['loss']:.4f} after "
         f"{fusion['iterations']} Newton steps (seed {fusion['seed']}, l2 {fusion['l2']})"
     )
-    rows = [["raw score", *metrics["raw_score"].values()], ["fused (in-sample)", *metrics["fused"].values()]]
+    rows = [["raw score (one scale for all)", *metrics["raw_score"].values()]]
+    rows += [["rrf of the routes", *metrics["rrf"].values()]] if "rrf" in metrics else []
+    if metrics.get("shipped_calibration"):
+        rows.append(["scorer's shipped calibration", *metrics["shipped_calibration"].values()])
+    rows.append(["fused (in-sample)", *metrics["fused"].values()])
     if metrics.get("out_of_fold"):
         rows.append(["fused (out-of-fold)", *metrics["out_of_fold"].values()])
     lines += _table(["training queries", *metrics["raw_score"].keys()], rows)
