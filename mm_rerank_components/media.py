@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MAX_PATH = 4096  # longer strings cannot be a path on Linux, so they are never handed to the filesystem
+_MAX_NAME = 255  # nor can a string with a longer path component
 _WHITESPACE = (" ", "\n", "\r", "\t", "\f", "\v")
 # first bytes of the image formats Pillow reads, to recognise base64 image data without decoding it all
 _MAGIC: tuple[bytes, ...] = (
@@ -286,8 +287,9 @@ def classify(text: str) -> str:
     """What a string image reference is, by cheap checks only (prefix, length, characters, first bytes).
 
     Returns ``"data"`` (data URI), ``"url"``, ``"file-uri"``, ``"base64"`` or ``"path"``. A string that
-    cannot be a path (4096 characters or more, or a line break) is base64; a shorter one is base64 when its
-    first characters decode to the header of a known image format, otherwise a path.
+    cannot be a path (4096 characters or more, a line break, or a part between slashes over 255
+    characters) is base64; another is base64 when its first characters decode to the header of a known
+    image format, otherwise a path.
 
     Example:
         >>> classify("photos/fox.jpg"), classify("R0lGODlhAQABAAAAACw="), classify("https://x.org/a.png")
@@ -302,6 +304,8 @@ def classify(text: str) -> str:
         return "file-uri"
     if len(text) >= _MAX_PATH or "\n" in text or "\r" in text:
         return "base64"
+    if len(text) > _MAX_NAME and max(map(len, text.split("/"))) > _MAX_NAME:
+        return "base64"  # a name longer than any file name can be
     if "." not in text and has_base64_image_header(text):
         return "base64"  # base64 never holds a '.', and a file name almost always does
     return "path"
@@ -423,18 +427,30 @@ class _Connections:
     def track(self, cls: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
         def factory(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             connection = cls(*args, **kwargs)
+            connect = connection.connect
+
+            def connect_then_check() -> None:
+                connect()
+                if self.shut:  # the deadline or a cancellation came while connecting
+                    self._shutdown(connection)
+
+            connection.connect = connect_then_check  # type: ignore[method-assign]
             self.open.append(connection)
             return connection
 
         return factory
 
     def shut_all(self) -> None:
-        self.shut = True
+        self.shut = True  # set first: a connection still connecting checks it when done
         for connection in list(self.open):
-            sock = connection.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            self._shutdown(connection)
+
+    @staticmethod
+    def _shutdown(connection: http.client.HTTPConnection) -> None:
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
