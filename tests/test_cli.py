@@ -48,7 +48,9 @@ def test_ingest_then_query_prints_a_ranked_mixed_table(
     assert first[:4] == ["1", "text", "1.000", "text->mm_text"] and "Red fox (fox.txt)" in lines[1]
     assert any("text+image" in line and "A red square (red.png)" in line for line in lines[1:5])
     assert any(line.split()[1:2] == ["image"] and "blue.jpg" in line for line in lines[1:5])
-    assert "4 candidates; first stage" in out and "rerank" in out
+    assert "4 candidates, reranked by fake" in out
+    assert "cold (first query after loading): first stage" in out and "warm (same query again, once" in out
+    assert "models loaded in" in out and "load average" in out
 
 
 def test_reingest_reports_unchanged(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,6 +108,52 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
     assert cli.main(["info", "--server", "nonsense", *FAST]) == 1
     assert "bad Chroma server address 'nonsense'" in capsys.readouterr().err
+
+
+def _saved_fake_reranker(folder: Path) -> Path:
+    """A learned-fusion reranker folder over FakeScorer, fitted on a few synthetic labelled lists."""
+    from mm_rerank_components import Candidate, Query
+    from mm_rerank_components.adapt import LabelledList, fit_fusion, save_reranker
+    from mm_rerank_components.scorers import FakeScorer
+
+    scorer = FakeScorer()
+    words = ["fox", "owl", "cat", "dog", "frog", "snow"]
+    lists = []
+    for q, target in enumerate(words * 3):
+        candidates = [
+            Candidate(
+                f"q{q}d{j}",
+                text=f"a {target if j == q % 4 else words[(q + j + 1) % len(words)]} here",
+                source="mm_text" if j < 3 else "mm_images",
+                retrieval_score=0.9 if j == q % 4 else 0.1 * j,
+            )
+            for j in range(5)
+        ]
+        query = Query(f"the {target}")
+        labels = [int(j == q % 4) for j in range(5)]
+        lists.append(LabelledList(query, candidates, scorer.score(query, candidates), labels))
+    return save_reranker(folder, fit_fusion(lists, seed=0), scorer=scorer)
+
+
+def test_query_with_a_saved_reranker_folder(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "db")
+    cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"])
+    saved = _saved_fake_reranker(tmp_path / "my-reranker")
+    capsys.readouterr()
+    assert cli.main(["query", "red fox", "--db", db, *FAST, "--reranker", str(saved), "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[1:5]]
+    scores = [float(row[2]) for row in rows]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    assert f"4 candidates, reranked by reranker folder {saved}" in out
+    assert "warm (same query again, median of 2; no score cache)" in out
+    assert cli.main(["query", "x", "--db", db, *FAST, "--reranker", str(tmp_path / "nope")]) == 2
+    assert "is not a folder (write one with mm-rerank adapt)" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["query", "x", "--db", db, *FAST, "--reranker", str(tmp_path / "empty")]) == 1
+    assert "mm-rerank query: error:" in capsys.readouterr().err
 
 
 def test_info_counts_records(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
