@@ -11,31 +11,31 @@ Needs the ``models`` extra: ``pip install "mm-rerank-components[models]"``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mm_rerank_components.calibration import Calibrator
+from mm_rerank_components.scorers._batching import plan_batches
 from mm_rerank_components.scorers._hf import (
+    HFLoadOptions,
     ModelRef,
     as_calibrator,
-    dtype_kwarg,
-    load_error,
-    model_id,
-    model_ref_str,
-    pretrained_kwargs,
-    require_models,
-    resolve_device,
-    resolve_dtype,
+    check_positive,
+    load_hf_model,
     settings_digest,
     to_device,
 )
-from mm_rerank_components.scorers.base import ALL_MODALITIES
+from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
+
+    from mm_rerank_components.scorers._hf import LoadKwargs
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,102 @@ Fusion = Literal["max", "mean"]
 _SIGLIP_TYPES = frozenset({"siglip", "siglip2"})
 
 
-class CLIPScorer:
+class CLIPEncoder:
+    """A CLIP-family dual encoder: L2-normalised text and image embeddings in one space.
+
+    Loads CLIP, SigLIP and SigLIP2 through transformers' own classes (``AutoModel``), and jina-clip-v2
+    (or any dual encoder with ``get_text_features``/``get_image_features``) when you pass
+    ``trust_remote_code=True``. Shared by :class:`CLIPScorer` and the Chroma
+    :class:`~mm_rerank_components.retrievers.clip.CLIPEmbeddingFunction`.
+
+    Args:
+        model_name_or_path: a Hugging Face id or a local folder.
+        model, tokenizer, image_processor: ready objects instead of loading them.
+        batch_size: texts or images per forward pass (texts are sorted by length first).
+        load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords.
+
+    Example:
+        >>> encoder = CLIPEncoder("openai/clip-vit-base-patch32", local_files_only=True)  # doctest: +SKIP
+        >>> encoder.embed_texts(["a red fox"]).shape  # doctest: +SKIP
+        torch.Size([1, 512])
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: ModelRef | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+        batch_size: int = 32,
+        **load: Unpack[LoadKwargs],
+    ) -> None:
+        check_positive("batch_size", batch_size)
+        loaded = load_hf_model(
+            "CLIP/SigLIP model", model_name_or_path, model, ("AutoModel",), HFLoadOptions(**load)
+        )
+        import torch  # importable now: load_hf_model checked the extra
+
+        self.torch = torch
+        self.batch_size = batch_size
+        self.model, self.device, self.dtype, self.ident = (
+            loaded.model,
+            loaded.device,
+            loaded.dtype,
+            loaded.ident,
+        )
+        for method in ("get_text_features", "get_image_features"):
+            if not hasattr(self.model, method):
+                raise ValueError(
+                    f"{loaded.ident} ({type(self.model).__name__}) is not a dual encoder: it has no "
+                    f"{method}(); use a CLIP, SigLIP or SigLIP2 checkpoint (jina-clip-v2 with "
+                    "trust_remote_code=True)"
+                )
+        self.tokenizer = loaded.companion("AutoTokenizer", tokenizer)
+        self.image_processor = loaded.companion("AutoImageProcessor", image_processor)
+        self.model_type = str(getattr(self.model.config, "model_type", ""))
+        text_config = getattr(self.model.config, "text_config", None)
+        self.max_length = int(getattr(text_config, "max_position_embeddings", 77) or 77)
+        # SigLIP was trained on texts padded to the full length; CLIP pads to the longest in the batch.
+        self._padding: bool | str = "max_length" if self.model_type in _SIGLIP_TYPES else True
+        self._image_args = set(inspect.signature(self.model.get_image_features).parameters)
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings, one row per text (float32, on the CPU)."""
+        return self._embed(list(texts), [len(t) for t in texts], self._text_batch)
+
+    def embed_images(self, images: Sequence[Any]) -> torch.Tensor:
+        """L2-normalised image embeddings, one row per decoded PIL image (float32, on the CPU)."""
+        return self._embed([_rgb(image) for image in images], [1] * len(images), self._image_batch)
+
+    def _embed(self, items: list[Any], costs: list[int], encode: Any) -> torch.Tensor:
+        torch = self.torch
+        out = torch.zeros((len(items), 0))
+        for chunk in plan_batches(costs, max_items=self.batch_size):
+            with torch.inference_mode():
+                rows = _features(encode([items[i] for i in chunk])).float().cpu()
+            if out.shape[1] == 0:
+                out = torch.zeros((len(items), rows.shape[1]))
+            out[chunk] = rows
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    def _text_batch(self, texts: list[str]) -> Any:
+        batch = self.tokenizer(
+            texts, padding=self._padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        if self._padding == "max_length":
+            batch.pop("attention_mask", None)  # SigLIP attends over its padding, as in training
+        return self.model.get_text_features(**to_device(batch, self.device, self.dtype))
+
+    def _image_batch(self, images: list[Any]) -> Any:
+        batch = self.image_processor(images=images, return_tensors="pt")
+        # SigLIP2 (NaFlex) also needs its patch mask and spatial shapes; CLIP and SigLIP take pixels only.
+        batch = {k: v for k, v in batch.items() if k in self._image_args}
+        return self.model.get_image_features(**to_device(batch, self.device, self.dtype))
+
+
+class CLIPScorer(BaseScorer):
     """Cosine similarity of CLIP / SigLIP embeddings; needs per-modality calibration.
 
     * text query: its text embedding; image query: its image embedding; both: their normalised mean;
@@ -60,10 +155,11 @@ class CLIPScorer:
         model, tokenizer, image_processor: ready objects instead of loading them.
         calibrator: a fitted per-modality calibrator, or the path of its JSON file.
         fusion: how a text+image candidate's two cosines combine.
-        device, dtype: as for :class:`~mm_rerank_components.scorers.VLMYesNoScorer`.
         batch_size: texts or images per forward pass.
-        local_files_only, revision, cache_dir, trust_remote_code: passed to ``from_pretrained``.
         name: overrides the scorer name.
+        load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords (``device``, ``dtype``,
+            ``local_files_only``, ``revision``, ``cache_dir``, ``trust_remote_code``,
+            ``attn_implementation``).
 
     Example:
         >>> from mm_rerank_components.calibration import load_calibrator
@@ -85,69 +181,27 @@ class CLIPScorer:
         image_processor: Any = None,
         calibrator: Calibrator | str | os.PathLike[str] | None = None,
         fusion: Fusion = "max",
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = "auto",
         batch_size: int = 32,
-        local_files_only: bool = False,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        trust_remote_code: bool = False,
         name: str | None = None,
+        **load: Unpack[LoadKwargs],
     ) -> None:
-        self.torch, transformers = require_models()
         if fusion not in ("max", "mean"):
             raise ValueError(f"fusion must be 'max' or 'mean', got {fusion!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if model_name_or_path is None and (model is None or tokenizer is None or image_processor is None):
-            raise ValueError(
-                "pass a model name or local path, or all of model=..., tokenizer=... and image_processor=..."
-            )
         self.fusion = fusion
-        self.batch_size = batch_size
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        ref = model_ref_str(model_name_or_path) if model_name_or_path is not None else None
-        common = pretrained_kwargs(
-            local_files_only=local_files_only,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            cache_dir=cache_dir,
+        self.encoder = CLIPEncoder(
+            model_name_or_path,
+            model=model,
+            tokenizer=tokenizer,
+            image_processor=image_processor,
+            batch_size=batch_size,
+            **load,
         )
-        ready_model = model is not None
-        try:
-            if model is None:
-                assert ref is not None
-                model = transformers.AutoModel.from_pretrained(
-                    ref, **common, **dtype_kwarg(transformers, self.dtype)
-                )
-            if tokenizer is None:
-                assert ref is not None
-                tokenizer = transformers.AutoTokenizer.from_pretrained(ref, **common)
-            if image_processor is None:
-                assert ref is not None
-                image_processor = transformers.AutoImageProcessor.from_pretrained(ref, **common)
-        except OSError as exc:
-            raise load_error("CLIP/SigLIP model", str(ref), exc, local_files_only) from exc
-        for method in ("get_text_features", "get_image_features"):
-            if not hasattr(model, method):
-                raise ValueError(
-                    f"{model_id(ref, model)} ({type(model).__name__}) is not a dual encoder: it has no "
-                    f"{method}(); use a CLIP or SigLIP checkpoint"
-                )
-        if ready_model and dtype in (None, "auto"):
-            self.dtype = next(model.parameters()).dtype  # a ready model keeps its dtype under "auto"
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        model_type = getattr(self.model.config, "model_type", "")
-        text_config = getattr(self.model.config, "text_config", None)
-        self.max_length = int(getattr(text_config, "max_position_embeddings", 77) or 77)
-        # SigLIP was trained on texts padded to the full length; CLIP pads to the longest in the batch.
-        self._padding: bool | str = "max_length" if model_type in _SIGLIP_TYPES else True
+        self.torch, self.model = self.encoder.torch, self.encoder.model
+        self.tokenizer, self.image_processor = self.encoder.tokenizer, self.encoder.image_processor
+        self.device, self.dtype = self.encoder.device, self.encoder.dtype
         self.calibrator = as_calibrator(calibrator)
         settings = {"fusion": fusion, "dtype": str(self.dtype)}
-        self.name = name or f"clip:{model_id(ref, self.model)}:{settings_digest(settings)}"
+        self.name = name or f"clip:{self.encoder.ident}:{settings_digest(settings)}"
         if self.calibrator is None:
             logger.warning(
                 "CLIPScorer %s has no calibrator: its raw cosines are not comparable between text and "
@@ -160,39 +214,13 @@ class CLIPScorer:
         """The per-modality calibrator given at construction, or None."""
         return self.calibrator
 
-    # -- embeddings ---------------------------------------------------------------------------------------
-
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings, one row per text (float32, on the CPU)."""
-        torch = self.torch
-        rows = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                list(texts[start : start + self.batch_size]),
-                padding=self._padding,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-            if self._padding == "max_length":
-                batch.pop("attention_mask", None)  # SigLIP attends over its padding, as in training
-            batch = to_device(batch, self.device, self.dtype)
-            with torch.inference_mode():
-                rows.append(_features(self.model.get_text_features(**batch)).float().cpu())
-        return _normalise(torch, torch.cat(rows))
+        return self.encoder.embed_texts(texts)
 
     def embed_images(self, images: Sequence[Any]) -> torch.Tensor:
         """L2-normalised image embeddings, one row per decoded PIL image (float32, on the CPU)."""
-        torch = self.torch
-        rows = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = [_rgb(image) for image in images[start : start + self.batch_size]]
-            batch = self.image_processor(images=chunk, return_tensors="pt")
-            batch = to_device({"pixel_values": batch["pixel_values"]}, self.device, self.dtype)
-            with torch.inference_mode():
-                rows.append(_features(self.model.get_image_features(**batch)).float().cpu())
-        return _normalise(torch, torch.cat(rows))
+        return self.encoder.embed_images(images)
 
     # -- scoring ------------------------------------------------------------------------------------------
 

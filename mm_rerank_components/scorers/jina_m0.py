@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mm_rerank_components.scorers._hf import (
+    HFLoadOptions,
     ModelRef,
-    dtype_kwarg,
-    load_error,
+    check_positive,
+    load_hf_model,
     model_id,
-    model_ref_str,
-    pretrained_kwargs,
-    require_models,
-    resolve_device,
-    resolve_dtype,
     settings_digest,
 )
-from mm_rerank_components.scorers.base import ALL_MODALITIES
+from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
 if TYPE_CHECKING:
-    import torch
+    from typing_extensions import Unpack
+
+    from mm_rerank_components.scorers._hf import LoadKwargs
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +37,7 @@ DEFAULT_MODEL = "jinaai/jina-reranker-m0"
 TextImageMode = Literal["max", "mean", "image", "text"]
 
 
-class JinaRerankerM0Scorer:
+class JinaRerankerM0Scorer(BaseScorer):
     """jina-reranker-m0 (or any model with the same ``compute_score`` interface) behind the Scorer protocol.
 
     Text candidates are scored with ``doc_type="text"``, image candidates with ``doc_type="image"``; a
@@ -56,15 +53,15 @@ class JinaRerankerM0Scorer:
     Args:
         model_name_or_path: a Hugging Face id (default ``"jinaai/jina-reranker-m0"``) or a local folder.
         model: a ready model object with ``compute_score`` instead of loading one.
-        trust_remote_code: must be True to load the published model (it runs the repository's code).
-        device, dtype: as for :class:`~mm_rerank_components.scorers.VLMYesNoScorer`.
-        batch_size: passed to ``compute_score``.
+        batch_size: passed to ``compute_score`` (the model batches each document type itself).
         max_length: token budget per pair, passed to ``compute_score``.
         text_image_mode: how a text+image candidate is scored.
         compute_kwargs: any further keyword arguments for ``compute_score``.
-        attn_implementation: passed to ``from_pretrained`` when set (e.g. ``"flash_attention_2"``).
-        local_files_only, revision, cache_dir: passed to ``from_pretrained``.
         name: overrides the scorer name.
+        load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords; ``trust_remote_code``
+            must be True to load the published model (it runs the repository's code); ``device``,
+            ``dtype``, ``attn_implementation`` (e.g. ``"flash_attention_2"``), ``local_files_only``,
+            ``revision``, ``cache_dir``. A ready ``model=`` is used as it is.
 
     Example:
         >>> scorer = JinaRerankerM0Scorer(trust_remote_code=True, dtype="bfloat16")  # doctest: +SKIP
@@ -81,25 +78,18 @@ class JinaRerankerM0Scorer:
         model_name_or_path: ModelRef | None = DEFAULT_MODEL,
         *,
         model: Any = None,
-        trust_remote_code: bool = False,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = "auto",
         batch_size: int = 8,
         max_length: int = 2048,
         text_image_mode: TextImageMode = "max",
         compute_kwargs: Mapping[str, Any] | None = None,
-        attn_implementation: str | None = None,
-        local_files_only: bool = False,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
         name: str | None = None,
+        **load: Unpack[LoadKwargs],
     ) -> None:
         if text_image_mode not in ("max", "mean", "image", "text"):
             raise ValueError(
                 f"text_image_mode must be 'max', 'mean', 'image' or 'text', got {text_image_mode!r}"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive("batch_size", batch_size)
         self.text_image_mode = text_image_mode
         self.batch_size = batch_size
         self.max_length = max_length
@@ -109,38 +99,16 @@ class JinaRerankerM0Scorer:
         self._warned_query = False
         self.device: Any = None
         self.dtype: Any = None
-        ref: str | None = None
+        ident = model_id(None, model) if model is not None else None
         if model is None:
-            if model_name_or_path is None:
-                raise ValueError("pass a model name or local path, or a ready model=...")
-            _, transformers = require_models()
-            self.device = resolve_device(device)
-            self.dtype = resolve_dtype(dtype, self.device)
-            ref = model_ref_str(model_name_or_path)
-            kwargs = pretrained_kwargs(
-                local_files_only=local_files_only,
-                revision=revision,
-                trust_remote_code=trust_remote_code,
-                cache_dir=cache_dir,
-                extra=dtype_kwarg(transformers, self.dtype),
+            options = HFLoadOptions(**load)
+            loaded = load_hf_model(
+                "jina-reranker-m0 model", model_name_or_path, None, ("AutoModel",), options
             )
-            if attn_implementation is not None:
-                kwargs["attn_implementation"] = attn_implementation
-            try:
-                model = transformers.AutoModel.from_pretrained(ref, **kwargs)
-            except ValueError as exc:
-                if not trust_remote_code and "trust_remote_code" in str(exc):
-                    raise ValueError(
-                        f"{ref!r} runs its own model code from its repository, which this package never "
-                        "enables by itself: pass trust_remote_code=True if you trust that code"
-                    ) from exc
-                raise load_error("jina-reranker-m0 model", ref, exc, local_files_only) from exc
-            except OSError as exc:
-                raise load_error("jina-reranker-m0 model", ref, exc, local_files_only) from exc
-            model = model.to(self.device).eval()
+            model, self.device, self.dtype, ident = loaded.model, loaded.device, loaded.dtype, loaded.ident
         if not callable(getattr(model, "compute_score", None)):
             raise ValueError(
-                f"{model_id(ref, model)} ({type(model).__name__}) has no compute_score(); "
+                f"{ident} ({type(model).__name__}) has no compute_score(); "
                 "JinaRerankerM0Scorer needs jina-reranker-m0 or a model with the same interface"
             )
         self.model = model
@@ -149,7 +117,7 @@ class JinaRerankerM0Scorer:
             "text_image_mode": text_image_mode,
             "compute_kwargs": sorted(self.compute_kwargs.items()),
         }
-        self.name = name or f"jina-m0:{model_id(ref, model)}:{settings_digest(settings)}"
+        self.name = name or f"jina-m0:{ident}:{settings_digest(settings)}"
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
