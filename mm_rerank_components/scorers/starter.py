@@ -115,8 +115,8 @@ class StarterScorer(BaseScorer):
             :mod:`mm_rerank_components.starter.threads`); an int fixes it.
         n_views: views per image whose class probabilities are averaged (1..7; 1 measured best).
         top_k: classes mixed by ConSE.
-        class_k: classes of a picture the scorer reads (its most probable ones; the rest count as 0), so a
-            first stage that stored the top ``class_k`` (see
+        class_k: classes of a picture the scorer reads (its most probable ones, renormalised; the rest
+            count as 0), so a first stage that stored the top ``class_k`` (see
             :func:`~mm_rerank_components.starter.precomputed.compact_classes`) gives exactly the scores a
             fresh classification gives. ``top_k..1000``; 50 measured as good as all 1,000.
         prompt_styles: class prompt styles whose text embeddings are averaged.
@@ -270,12 +270,14 @@ class StarterScorer(BaseScorer):
         return self._features_from_probabilities(np.asarray(probs, dtype=np.float32))
 
     def _features_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
-        """``[ConSE | sqrt of the top class_k probabilities]``: the same whether computed or reused."""
+        """``[ConSE | sqrt of the top class_k probabilities, renormalised]``: the same whether computed or
+        reused, and a picture still matches itself fully (Bhattacharyya coefficient 1)."""
         probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, None)
         if self.class_k < probs.shape[1]:
             drop = np.argpartition(-probs, self.class_k - 1, axis=1)[:, self.class_k :]
             probs = probs.copy()
             np.put_along_axis(probs, drop, 0.0, axis=1)
+        probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
         emb = conse(probs, self._classes(), self.top_k)
         return np.concatenate([emb, np.sqrt(np.clip(probs, 0.0, None))], axis=1).astype(np.float32)
 
