@@ -223,10 +223,13 @@ class PlattCalibrator(_ScoreMap):
 
 
 class TemperatureCalibrator(_ScoreMap):
-    """Temperature scaling for logit-like scores: ``P(relevant) = sigmoid(raw / temperature)``.
+    """Temperature scaling with an intercept: ``P(relevant) = sigmoid(raw / temperature + bias)``.
 
-    One parameter, so it keeps the scorer's own zero point (a yes/no log-odds, say) and only fixes how
-    confident it is. For scores whose zero means nothing (cosine similarities), use Platt instead.
+    The temperature fixes how confident the scores are; the intercept ``bias`` fixes the base rate.
+    Without it the fit has to explain the base rate with the slope alone: on scores that are all
+    positive (cosines) with few relevant pairs, that drives the slope negative, which reads as
+    "higher scores are less often relevant" when it only means "most pairs are not relevant". Unlike
+    Platt, the slope must be positive: a negative one raises ``ValueError``.
 
     Example:
         >>> cal = TemperatureCalibrator().fit([-4.0, -2.0, 2.0, 4.0, -3.0, 3.0], [0, 1, 0, 1, 0, 1])
@@ -236,10 +239,11 @@ class TemperatureCalibrator(_ScoreMap):
 
     method = "temperature"
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, bias: float = 0.0) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.temperature = float(temperature)
+        self.bias = float(bias)
 
     def fit(
         self, raw_scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
@@ -247,23 +251,24 @@ class TemperatureCalibrator(_ScoreMap):
         x = _as_array(raw_scores, "raw_scores")
         y = _as_labels(labels, len(x))
         _require_both_classes(y, "temperature scaling")
-        a, _ = _fit_logistic(x, y, fit_intercept=False)
+        a, b = _fit_logistic(x, y, fit_intercept=True)
         if a <= 0:
             raise ValueError(
-                "temperature scaling found higher raw scores less often relevant (fitted 1/T <= 0); "
-                "these scores are not logits of relevance: use method='platt' or 'isotonic'"
+                f"temperature scaling found higher raw scores less often relevant (fitted 1/T = {a:.4g} "
+                "<= 0 even with an intercept): check the labels and the score sign, or use "
+                "method='isotonic'"
             )
-        self.temperature = 1.0 / a
+        self.temperature, self.bias = 1.0 / a, b
         return self
 
     def predict(self, raw_scores: Sequence[float] | np.ndarray) -> np.ndarray:
-        return _sigmoid_array(_as_array(raw_scores, "raw_scores") / self.temperature)
+        return _sigmoid_array(_as_array(raw_scores, "raw_scores") / self.temperature + self.bias)
 
     def params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "bias": self.bias}
 
     def __repr__(self) -> str:
-        return f"TemperatureCalibrator(temperature={self.temperature:.6g})"
+        return f"TemperatureCalibrator(temperature={self.temperature:.6g}, bias={self.bias:.6g})"
 
 
 def pool_adjacent_violators(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -360,6 +365,8 @@ class IsotonicCalibrator(_ScoreMap):
 class PerQueryStandardizer(_SaveMixin):
     """Label-free: z-score each modality's raw scores *within one query's list*, then ``sigmoid``.
 
+    **Not a probability** (``outputs_probabilities = False``): it orders a list, nothing more.
+
     ``P = sigmoid(scale * (raw - mean) / std + shift)``, with mean and std taken over the candidates of
     the same modality in the same call. It needs no labels, which is its appeal; what it cannot know is
     whether a modality's list holds any relevant item at all (every list gets some high scores).
@@ -372,6 +379,9 @@ class PerQueryStandardizer(_SaveMixin):
     """
 
     method = "standardize"
+    #: ``sigmoid(z)`` ranks within a list but is not P(relevant): the median candidate of every list
+    #: gets 0.5 whatever the list holds. Reports show no ECE verdict for it, and thresholds mean nothing.
+    outputs_probabilities = False
 
     def __init__(self, scale: float = 1.0, shift: float = 0.0, min_std: float = 1e-6) -> None:
         self.scale = float(scale)
@@ -732,6 +742,39 @@ def expected_calibration_error(
         raise ValueError("cannot compute ECE of zero predictions")
     ece = sum(b["count"] * abs(b["mean_prob"] - b["positive_rate"]) for b in bins if b["count"]) / total
     return round(float(ece), 12)
+
+
+def calibration_in_the_large(
+    probs: Sequence[float] | np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    min_prob: float = 0.1,
+) -> dict[str, float]:
+    """Mean predicted probability vs observed relevance rate among pairs predicted ``>= min_prob``.
+
+    ECE is dominated by the many pairs near 0 (most candidates are not relevant), so a map that is
+    badly off where rankings are decided can still show a tiny ECE. This looks only at the pairs
+    that matter: ``relative_gap = mean_predicted / observed_rate - 1`` (``inf`` when none is
+    relevant, ``nan`` when no pair is predicted that high).
+
+    Example:
+        >>> out = calibration_in_the_large([0.05, 0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1, 1])
+        >>> out["pairs"], round(out["observed_rate"], 2), round(out["relative_gap"], 3)
+        (4, 0.75, -0.333)
+    """
+    p = _as_array(probs, "probs")
+    y = _as_labels(labels, len(p))
+    mask = p >= min_prob
+    n = int(mask.sum())
+    if n == 0:
+        return {
+            "pairs": 0,
+            "mean_predicted": float("nan"),
+            "observed_rate": float("nan"),
+            "relative_gap": float("nan"),
+        }
+    mean_p, rate = float(p[mask].mean()), float(y[mask].mean())
+    gap = mean_p / rate - 1 if rate > 0 else float("inf")
+    return {"pairs": n, "mean_predicted": mean_p, "observed_rate": rate, "relative_gap": gap}
 
 
 def reliability_plot(

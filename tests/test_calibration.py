@@ -14,6 +14,7 @@ from mm_rerank_components.calibration import (
     PerQueryStandardizer,
     PlattCalibrator,
     TemperatureCalibrator,
+    calibration_in_the_large,
     expected_calibration_error,
     fit_calibrator,
     load_calibrator,
@@ -92,8 +93,31 @@ def test_temperature_cools_overconfident_logits() -> None:
 
 
 def test_temperature_rejects_anticorrelated_scores() -> None:
-    with pytest.raises(ValueError, match="not logits of relevance"):
+    with pytest.raises(ValueError, match="less often relevant .* even with an intercept"):
         TemperatureCalibrator().fit([-3.0, -2.0, 2.0, 3.0], [1, 1, 0, 0])
+
+
+def test_temperature_fits_an_intercept_on_positive_scores_with_a_low_base_rate() -> None:
+    # cosine-like scores, all positive, 4% relevant and higher scores more often relevant: without an
+    # intercept the slope had to go negative to explain the base rate ("less often relevant": wrong)
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0.1, 0.7, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(12.0 * x - 7.5)))).astype(float)
+    cal = TemperatureCalibrator().fit(x, y)
+    assert 1 / cal.temperature == pytest.approx(12.0, rel=0.15)
+    assert cal.bias == pytest.approx(-7.5, rel=0.15)
+    probs = cal.predict(x)
+    assert probs.mean() == pytest.approx(y.mean(), abs=0.005)
+    # old files without a bias still load (bias 0)
+    assert TemperatureCalibrator(2.0).predict([0.0]).tolist() == [0.5]
+
+
+def test_calibration_in_the_large_among_confident_pairs() -> None:
+    out = calibration_in_the_large([0.01] * 96 + [0.5] * 4, [0] * 96 + [1, 1, 0, 0])
+    assert out["pairs"] == 4 and out["mean_predicted"] == 0.5 and out["observed_rate"] == 0.5
+    assert out["relative_gap"] == 0.0
+    assert calibration_in_the_large([0.01, 0.02], [0, 1])["pairs"] == 0
+    assert calibration_in_the_large([0.3], [0])["relative_gap"] == float("inf")
 
 
 def test_pav_matches_brute_force_on_small_input() -> None:
@@ -116,6 +140,7 @@ def test_per_query_standardizer_is_label_free_and_per_modality() -> None:
     assert probs[:3] == pytest.approx(probs[3:])  # same z-scores in both modalities
     assert probs[1] == pytest.approx(0.5)
     assert std.calibrate([5.0], ["text"]) == [0.5]  # one candidate: std 0 -> z 0
+    assert std.outputs_probabilities is False  # it orders a list; it is not P(relevant)
 
 
 def test_per_modality_calibrator_needs_a_map_or_fallback() -> None:

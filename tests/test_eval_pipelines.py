@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def write_corpus(root: Path) -> Path:
 
 def test_load_labelled_jsonl(tmp_path: Path) -> None:
     task = load_labelled_jsonl(write_corpus(tmp_path))
-    assert task.name == "labels"
+    assert task.name.startswith("labels-") and len(task.name) == len("labels-") + 8
     assert task.summary() == {
         "documents": 8,
         "text_documents": 4,
@@ -75,7 +76,9 @@ def test_load_labelled_jsonl(tmp_path: Path) -> None:
         ('{"type": "query", "id": "q", "text": "x", "relevant": []}', 'needs "relevant"'),
         ('{"type": "query", "id": "q", "text": "x", "relevant": {"d": -1}}', "must be an int >= 0"),
         ('{"type": "query", "id": "q", "text": "x", "relevant": ["d"], "split": "train"}', '"split" must be'),
-        ('{"type": "passage", "id": "x"}', '"type" must be "doc" or "query"'),
+        ('{"type": "passage", "id": "x"}', '"type" must be "task", "doc" or "query"'),
+        ('{"type": "task", "name": ""}', 'the "task" line needs a non-empty string "name"'),
+        ('{"type": "doc", "id": "d", "text": "x", "metadata": [1]}', '"metadata" must be an object'),
     ],
 )
 def test_load_labelled_jsonl_errors_name_the_line(tmp_path: Path, line: str, message: str) -> None:
@@ -197,7 +200,8 @@ def test_run_evaluation_end_to_end_with_fake_scorer(tmp_path: Path) -> None:
         k_image=2,
         out_dir=out,
     )
-    pipelines = results["tasks"]["labels"]["pipelines"]
+    entry = results["tasks"][task.name]
+    pipelines = entry["pipelines"]
     assert set(FUSION_PIPELINES) <= set(pipelines)
     assert {
         "rerank:fake",
@@ -211,10 +215,26 @@ def test_run_evaluation_end_to_end_with_fake_scorer(tmp_path: Path) -> None:
         for value in entry["test"]["overall"].values():
             assert 0.0 <= value <= 1.0
     assert (out / "results.json").exists() and (out / "report.md").exists()
+    assert "_scored" not in results
     written = json.loads((out / "results.json").read_text())
-    assert written["tasks"]["labels"]["targets"]["checks"]
+    task_out = written["tasks"][task.name]
+    # per-query metrics for every pipeline, on the test queries
+    per_query = task_out["pipelines"]["rrf"]["test"]["per_query"]
+    assert set(per_query["recall@10"]) == set(task.query_ids("test"))
+    rows = task_out["targets"]["rows"]
+    chosen = task_out["targets"]["chosen_on_dev"]
+    assert chosen in rows
+    for check in rows[chosen]["checks"]:
+        assert check["verdict"] in ("met", "tie", "missed")
+        if "lo" in check:
+            assert check["lo"] <= check["hi"]
+    # label-free standardisation is not reported as a probability
+    assert task_out["calibration"]["first-stage+standardize"]["probability"] is False
+    assert "test" not in task_out["calibration"]["first-stage+standardize"]
+    assert "ece" in task_out["calibration"]["first-stage+platt"]["test"]["text"]
     report = (out / "report.md").read_text()
-    assert "| raw-merge |" in report and "Held-out test" in report
+    assert "| raw-merge |" in report and "Held-out test" in report and "95% CI" in report
+    assert "oracle" not in report
     for png in (out / "img").glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
         assert png.stat().st_size < 200_000
@@ -248,7 +268,7 @@ def test_runner_main_on_user_data(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "labels (held-out test queries)" in out and "rerank:fake+platt" in out
+    assert "labels-" in out and "(held-out test queries" in out and "rerank:fake+platt" in out
     assert (tmp_path / "r/results.json").exists()
 
 
@@ -261,15 +281,86 @@ def test_runner_main_reports_bad_data(tmp_path: Path, capsys: pytest.CaptureFixt
     assert 'non-empty string "id"' in capsys.readouterr().err
 
 
-def test_oracle_merge_picks_the_best_split_of_the_top() -> None:
-    from mm_rerank_components.eval.pipelines import oracle_merge_run
+def test_union_recall_is_the_pools_share_of_relevant_documents() -> None:
+    from mm_rerank_components.eval.pipelines import union_recall
 
     task, first = _toy_first_stage()
-    task.qrels["q"] = {"t1": 1, "t2": 1}
-    assert list(oracle_merge_run(first, task, ["q"], 2, 2, depth=2)["q"]) == ["t1", "t2", "i1", "i2"]
-    task.qrels["q"] = {"t1": 1, "i2": 1}
-    # every split of the top 2 holds one relevant document; the tie goes to the balanced split
-    assert list(oracle_merge_run(first, task, ["q"], 2, 2, depth=2)["q"])[:2] == ["t1", "i1"]
+    task.qrels["q"] = {"t2": 1, "i2": 1}
+    assert union_recall(first, task, ["q"], 1, 1) == {"q": 0.0}
+    assert union_recall(first, task, ["q"], 2, 1) == {"q": 0.5}
+    assert union_recall(first, task, ["q"], 2, 2) == {"q": 1.0}
+
+
+def test_scored_union_restrict_keeps_union_order_and_refuses_unscored_depths(tmp_path: Path) -> None:
+    from mm_rerank_components.eval.pipelines import compute_first_stage
+
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    first = compute_first_stage(task, HashingEmbedder())
+    deep = score_union(task, first, FakeScorer(), task.query_ids(), 4, 4)
+    shallow = score_union(task, first, FakeScorer(), task.query_ids(), 2, 1)
+    assert deep.restrict(first, 2, 1).items == shallow.items
+    with pytest.raises(ValueError, match="never scored"):
+        shallow.restrict(first, 4, 4)
+
+
+def test_task_names_come_from_the_data_not_the_file_name(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = load_labelled_jsonl(write_corpus(tmp_path / "a"))
+    path = write_corpus(tmp_path / "b")
+    path.write_text(path.read_text().replace("bright", "vivid"))
+    two = load_labelled_jsonl(path)
+    assert one.name != two.name  # both files are labels.jsonl
+    named = tmp_path / "b" / "named.jsonl"
+    named.write_text('{"type": "task", "name": "fox-photos", "description": "foxes"}\n' + path.read_text())
+    task = load_labelled_jsonl(named)
+    assert (task.name, task.description) == ("fox-photos", "foxes")
+    named.write_text('{"type": "task", "name": "x"}\n{"type": "task", "name": "y"}\n' + path.read_text())
+    with pytest.raises(ValueError, match=r"named.jsonl:2: a second \"task\" line"):
+        load_labelled_jsonl(named)
+
+
+def test_run_evaluation_refuses_two_tasks_with_one_name(tmp_path: Path) -> None:
+    from mm_rerank_components.eval.runner import run_evaluation
+
+    task = load_labelled_jsonl(write_corpus(tmp_path), name="same")
+    with pytest.raises(ValueError, match="two tasks are named 'same'"):
+        run_evaluation([task, task], HashingEmbedder(), {"fake": FakeScorer()}, methods=("platt",))
+
+
+def test_run_evaluation_reports_progress_through_logging_and_callback_never_print(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from mm_rerank_components.eval.runner import run_evaluation
+
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    lines: list[str] = []
+    scored: dict[str, Any] = {}
+    with caplog.at_level(logging.INFO, logger="mm_rerank_components.eval.runner"):
+        results = run_evaluation(
+            [task],
+            HashingEmbedder(),
+            {"fake": FakeScorer()},
+            methods=("platt",),
+            k_text=2,
+            k_image=2,
+            depths=(1, 2),
+            plots=False,
+            progress=lines.append,
+            scored_out=scored,
+        )
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert any("scored the unions with fake" in line for line in lines)
+    assert any("scored the unions with fake" in r.getMessage() for r in caplog.records)
+    assert set(scored[task.name]) == {"fake"}
+    sweep = results["depth_sweep"][task.name]["depths"]
+    assert set(sweep) == {"1", "2"}
+    # deeper pools can only hold more of the relevant documents
+    assert sweep["2"]["union_recall"]["value"] >= sweep["1"]["union_recall"]["value"]
+    assert sweep["1"]["rrf"]["recall@10"]["vs_first_depth"] == 0.0
 
 
 def test_score_union_disk_cache_skips_rescoring(tmp_path: Path) -> None:

@@ -1,12 +1,24 @@
-"""``mm-rerank eval ...``: the benchmark runner (:mod:`mm_rerank_components.eval.runner`).
+"""``mm-rerank eval ...``: the benchmark runner's command line (:mod:`mm_rerank_components.eval.runner`).
 
-Its options belong to the runner, so this command hands over its arguments untouched.
+Its options belong to the runner, so the top-level parser hands over its arguments untouched.
+
+Example::
+
+    mm-rerank --threads 1 eval --out reports/eval          # Tux Paint + GCompris, all scorers, depth sweep
+    mm-rerank eval --data my_labels.jsonl --scorer starter --out my-report
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+TASKS = ("tuxpaint-mixed", "gcompris-explore")
+SCORERS = ("fake", "first-stage", "starter")
 
 
 def register(sub: Any) -> None:
@@ -25,3 +37,195 @@ def run_raw(argv: list[str]) -> int:
         return 1
     result = eval_main(argv)
     return int(result) if isinstance(result, int) else 0
+
+
+def _depths(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depths takes integers like 16,32,64,100, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every depth must be >= 1, got {text!r}")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    from mm_rerank_components.calibration import METHODS
+    from mm_rerank_components.eval.runner import DEFAULT_METHODS, DEPTHS
+
+    parser = argparse.ArgumentParser(
+        prog="mm-rerank eval",
+        description=(
+            "Compare single routes, raw-score merge, RRF, per-list normalisation, calibrated reranking, "
+            "the label-free default and the adapted reranker on mixed text+image corpora, with a paired "
+            "bootstrap 95%% CI for every comparison. Writes report.md, results.json and img/*.png."
+        ),
+    )
+    parser.add_argument(
+        "--task",
+        action="append",
+        choices=TASKS,
+        help="built-in task (repeatable; default: both unless --data is given). Data comes from Debian "
+        "packages via apt-get download, cached under --cache-dir",
+    )
+    parser.add_argument(
+        "--data", action="append", default=[], metavar="JSONL", help="your labelled data (repeatable)"
+    )
+    parser.add_argument(
+        "--scorer",
+        action="append",
+        choices=SCORERS,
+        help="second-stage scorer (repeatable; default: fake, first-stage and starter)",
+    )
+    parser.add_argument(
+        "--calibration",
+        action="append",
+        choices=METHODS,
+        help=f"calibration fitted on dev queries (repeatable; default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument("--k-text", type=int, default=16, help="text route hits per query (default 16)")
+    parser.add_argument("--k-image", type=int, default=16, help="image route hits per query (default 16)")
+    parser.add_argument(
+        "--depths",
+        type=_depths,
+        default=list(DEPTHS),
+        help=f"depth sweep, k_text = k_image (default {','.join(map(str, DEPTHS))}; '' to skip)",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the per-depth latency timing")
+    parser.add_argument(
+        "--embedder", choices=("starter", "hashing"), default="starter", help="first-stage embeddings"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/eval"), help="output folder (default reports/eval)"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="data and embedding cache (default ./.cache/data)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)"
+    )
+    parser.add_argument(
+        "--write-calibration",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="also fit the starter scorer's calibration on the pooled dev queries and save it here",
+    )
+    parser.add_argument(
+        "--write-calibration-method", choices=METHODS, default="platt", help="method for --write-calibration"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return parser
+
+
+def _check_line(check: dict[str, Any]) -> str:
+    mark = check["verdict"] if check["passes"] else f"{check['verdict']}, target not reached"
+    return f"[{mark}] {check['name']}: {check['detail']}"
+
+
+def _print_summary(results: dict[str, Any], out: Path) -> None:
+    for name, task in results["tasks"].items():
+        print(f"\n{name} (held-out test queries; union recall {task['union_recall']['mean']:.3f})")
+        print(f"{'pipeline':34s} {'R@10':>6s} {'nDCG@10':>8s} {'MRR':>6s} {'img@10':>7s}")
+        for pipeline, entry in task["pipelines"].items():
+            o = entry["test"]["overall"]
+            print(
+                f"{pipeline:34s} {o['recall@10']:6.3f} {o['ndcg@10']:8.3f} {o['mrr']:6.3f} "
+                f"{100 * entry['test']['image_share@10']:6.0f}%"
+            )
+        for row, info in (task.get("targets") or {}).get("rows", {}).items():
+            print(f"  {row} ({info['role']}):")
+            for check in info["checks"]:
+                print(f"    {_check_line(check)}")
+    for row, checks in results.get("pooled", {}).items():
+        print(f"\n{row}, pooled over tasks:")
+        for check in checks:
+            print(f"  {_check_line(check)}")
+    print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``mm-rerank eval`` options, run the evaluation, print the summary; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.k_text < 1 or args.k_image < 1:
+        parser.error(f"--k-text and --k-image must be >= 1, got {args.k_text} and {args.k_image}")
+    if args.write_calibration is not None and args.scorer and "starter" not in args.scorer:
+        parser.error("--write-calibration fits the starter scorer: add --scorer starter")
+    if args.threads is not None:
+        from mm_rerank_components.cli._common import set_threads
+
+        set_threads(args.threads)
+    from mm_rerank_components.eval.datasets import DatasetUnavailableError, default_cache_dir
+    from mm_rerank_components.eval.runner import (
+        DEFAULT_METHODS,
+        build_scorer,
+        fit_shipped_calibration,
+        run_evaluation,
+    )
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    task_names = args.task or ([] if args.data else list(TASKS))
+    scorer_names = args.scorer or list(SCORERS)
+    try:
+        tasks = _load_tasks(task_names, args.data, cache_dir)
+        from mm_rerank_components.eval.embeddings import HashingEmbedder, StarterEmbedder
+
+        embedder: Any = StarterEmbedder() if args.embedder == "starter" else HashingEmbedder()
+        scorers = {name: build_scorer(name) for name in scorer_names}
+        latency = None
+        if "starter" in scorers and not args.no_latency and args.depths:
+            from mm_rerank_components.defaults import default_reranker
+
+            def latency() -> Any:
+                return default_reranker(build_scorer("starter", cache=False))
+
+        scored: dict[str, Any] = {}
+        results = run_evaluation(
+            tasks,
+            embedder,
+            scorers,
+            methods=args.calibration or list(DEFAULT_METHODS),
+            k_text=args.k_text,
+            k_image=args.k_image,
+            depths=args.depths,
+            cache_dir=cache_dir / "embeddings",
+            out_dir=args.out,
+            plots=not args.no_plots,
+            # with -v the same lines come through logging
+            progress=None if args.verbose else lambda line: print(line, file=sys.stderr, flush=True),
+            scored_out=scored,
+            latency=latency,
+        )
+        if args.write_calibration is not None:
+            path = fit_shipped_calibration(
+                scored, tasks, "starter", args.write_calibration_method, args.write_calibration
+            )
+            print(f"wrote the starter calibration to {path}", file=sys.stderr)
+    except (DatasetUnavailableError, ImportError, ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"mm-rerank eval: error: {exc}", file=sys.stderr)
+        return 2
+    _print_summary(results, args.out)
+    return 0
+
+
+def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | None) -> list[Any]:
+    from mm_rerank_components.eval.tasks import (
+        gcompris_explore_task,
+        load_labelled_jsonl,
+        tuxpaint_mixed_task,
+    )
+
+    tasks: list[Any] = []
+    for name in names:
+        if name == "tuxpaint-mixed":
+            tasks.append(tuxpaint_mixed_task(cache_dir))
+        elif name == "gcompris-explore":
+            tasks.append(gcompris_explore_task(cache_dir))
+        else:  # argparse restricts choices
+            raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    tasks.extend(load_labelled_jsonl(path) for path in data)
+    return tasks

@@ -9,8 +9,12 @@ Submodules are imported on use, so ``import mm_rerank_components.eval`` stays li
   :func:`~mm_rerank_components.eval.tasks.load_labelled_jsonl` for your own data;
 * :mod:`~mm_rerank_components.eval.embeddings`: the first-stage embeddings (starter models), cached;
 * :mod:`~mm_rerank_components.eval.pipelines`: single routes, raw merge, RRF, per-list normalisation,
-  two-stage reranking and the oracle upper bound;
-* :mod:`~mm_rerank_components.eval.metrics`: ranx metrics overall and per modality;
+  two-stage reranking, and the union's recall (the ceiling of any reranker over the pool);
+* :mod:`~mm_rerank_components.eval.learned`: the learned rows (label-free default, adapted);
+* :mod:`~mm_rerank_components.eval.metrics`: ranx metrics overall, per modality and per query;
+* :mod:`~mm_rerank_components.eval.stats`: the paired bootstrap over queries and the verdicts;
+* :mod:`~mm_rerank_components.eval.targets`: the target checks, each with its CI;
 * :mod:`~mm_rerank_components.eval.report` and :mod:`~mm_rerank_components.eval.runner`: the report
-  and the ``mm-rerank eval`` command (``runner.main``).
+  and :func:`~mm_rerank_components.eval.runner.run_evaluation` (the command line is
+  :mod:`mm_rerank_components.cli.eval`).
 """

@@ -293,26 +293,33 @@ def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), value)
 
 
+def _string_end(qml: str, i: int) -> int:
+    """The index just past the string literal whose opening quote is at ``i`` (escapes honoured)."""
+    j = i + 1
+    while j < len(qml):
+        if qml[j] == "\\":
+            j += 2
+            continue
+        if qml[j] == '"':
+            return j + 1
+        j += 1
+    return j
+
+
 def _tab_objects(qml: str) -> list[str]:
     """The ``{...}`` objects of the ``property var tab: [...]`` list, found with a string-aware scan."""
     start = re.search(r"property\s+var\s+tab\s*:\s*\[", qml)
     if start is None:
         return []
     objects: list[str] = []
-    depth, in_string, escaped, obj_start = 0, False, False, -1
-    for i in range(start.end(), len(qml)):
+    depth, obj_start = 0, -1
+    i = start.end()
+    while i < len(qml):
         ch = qml[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
         if ch == '"':
-            in_string = True
-        elif ch == "{":
+            i = _string_end(qml, i)
+            continue
+        if ch == "{":
             if depth == 0:
                 obj_start = i
             depth += 1
@@ -322,6 +329,7 @@ def _tab_objects(qml: str) -> list[str]:
                 objects.append(qml[obj_start : i + 1])
         elif ch == "]" and depth == 0:
             break
+        i += 1
     return objects
 
 

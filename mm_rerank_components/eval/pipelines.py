@@ -8,6 +8,9 @@
 * ``rerank:<scorer>[+<calibration>]``: the union rescored by a scorer through
   :class:`~mm_rerank_components.MultimodalReranker` and calibrated onto one probability scale.
 
+The ceiling of all of them is the union's recall (:func:`union_recall`): a relevant document that
+neither route returned cannot be ranked in.
+
 A *run* is ``{query_id: {doc_id: score}}`` where higher scores rank first and no two scores of one
 query tie (ranks are turned into strictly decreasing scores), so every metric library reads the same
 order.
@@ -35,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FUSION_PIPELINES",
-    "ORACLE_PIPELINE",
     "RRF_K",
     "FirstStage",
     "FirstStageScorer",
@@ -44,9 +46,9 @@ __all__ = [
     "compute_first_stage",
     "fit_on_dev",
     "fusion_run",
-    "oracle_merge_run",
     "ranking_to_run",
     "score_union",
+    "union_recall",
 ]
 
 Run = dict[str, dict[str, float]]
@@ -216,6 +218,25 @@ class ScoredUnion:
                 qids.append(qid)
         return raw, mods, labels, qids
 
+    def restrict(self, first: FirstStage, k_text: int, k_image: int) -> ScoredUnion:
+        """The same scores on shallower unions (``k_text``/``k_image`` no deeper than were scored).
+
+        A pair's raw score does not depend on the other candidates, so one scoring at the deepest
+        depth serves every shallower one.
+        """
+        items: dict[str, list[tuple[str, Modality, float]]] = {}
+        for qid, scored in self.items.items():
+            by_doc = {d: (d, m, s) for d, m, s in scored}
+            wanted = [d for d, _, _ in first.union(qid, k_text, k_image)]
+            missing = [d for d in wanted if d not in by_doc]
+            if missing:
+                raise ValueError(
+                    f"query {qid!r}: {len(missing)} candidates at k_text={k_text}, k_image={k_image} were "
+                    "never scored; score the union at least that deep"
+                )
+            items[qid] = [by_doc[d] for d in wanted]
+        return ScoredUnion(self.scorer, items)
+
 
 def score_union(
     task: EvalTask,
@@ -324,35 +345,21 @@ class FirstStageScorer:
         return out
 
 
-ORACLE_PIPELINE = "oracle-merge (upper bound)"
+def union_recall(
+    first: FirstStage, task: EvalTask, query_ids: Sequence[str], k_text: int = 16, k_image: int = 16
+) -> dict[str, float]:
+    """Per query, the share of its relevant documents that either route returns: the pool's recall.
 
+    No reranker over that pool can do better (a document neither route returned cannot be ranked
+    in), so this is the true ceiling of every merge and rerank at this depth.
 
-def oracle_merge_run(
-    first: FirstStage,
-    task: EvalTask,
-    query_ids: Sequence[str],
-    k_text: int = 16,
-    k_image: int = 16,
-    depth: int = 10,
-) -> Run:
-    """The best any merge of the two route lists could do at ``depth``, found by peeking at the labels.
-
-    For each query it keeps both routes' orders and picks how many of the top ``depth`` come from each
-    route so that the most relevant documents land there. It is a *reference*, not a pipeline: it
-    shows how much of the remaining gap is the merge's fault and how much the routes' (a relevant
-    document neither route returned cannot be merged in).
+    Example:
+        >>> union_recall(first, task, ["q1"], 16, 16)  # doctest: +SKIP
+        {'q1': 1.0}
     """
-    ranking: dict[str, list[str]] = {}
+    out: dict[str, float] = {}
     for qid in query_ids:
-        text = [d for d, _ in first.hits(qid, "text", k_text)]
-        image = [d for d, _ in first.hits(qid, "image", k_image)]
-        relevant = task.qrels[qid]
-
-        gains = [
-            sum(1 for d in text[:n] + image[: depth - n] if relevant.get(d, 0) > 0) for n in range(depth + 1)
-        ]
-        best = max(range(depth + 1), key=lambda n: (gains[n], -abs(n - depth // 2)))
-        head = text[:best] + image[: depth - best]
-        tail = [d for d in text[best:] + image[depth - best :] if d not in head]
-        ranking[qid] = head + tail
-    return ranking_to_run(ranking)
+        relevant = {d for d, g in task.qrels[qid].items() if g > 0}
+        pool = {d for d, _, _ in first.union(qid, k_text, k_image)}
+        out[qid] = len(relevant & pool) / len(relevant)
+    return out

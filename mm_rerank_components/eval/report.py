@@ -14,7 +14,7 @@ from mm_rerank_components._deps import pyplot
 
 __all__ = ["plot_recall", "plot_score_distributions", "write_json", "write_markdown"]
 
-_FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b", "reference": "#333333"}
+_FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b", "learned": "#2ca02c"}
 
 
 def _plt() -> Any:
@@ -22,11 +22,11 @@ def _plt() -> Any:
 
 
 def family(pipeline: str) -> str:
-    """``"route"`` (one route), ``"fusion"`` (label-free merges) or ``"rerank"``."""
+    """``"route"`` (one route), ``"fusion"`` (label-free merges), ``"rerank"`` or ``"learned"``."""
     if pipeline in ("text-only", "image-only"):
         return "route"
-    if "upper bound" in pipeline:
-        return "reference"
+    if pipeline in ("default", "adapted"):
+        return "learned"
     return "rerank" if pipeline.startswith("rerank:") else "fusion"
 
 
@@ -60,7 +60,7 @@ def plot_recall(
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _FAMILY_COLORS.values()]
     ax.legend(
         handles,
-        ["single route", "label-free merge", "two-stage rerank", "upper bound (uses labels)"],
+        ["single route", "label-free merge", "two-stage rerank", "learned fusion (default, adapted)"],
         fontsize=7,
         loc="lower left",
         bbox_to_anchor=(0.0, 1.0),
@@ -141,15 +141,116 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _pipeline_table(task: Mapping[str, Any], split: str) -> list[str]:
+    lines = [
+        "| pipeline | R@1 | R@5 | R@10 | nDCG@10 | MRR | hit@10 | text R@10 | image R@10 "
+        "| images in top 10 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in task["pipelines"].items():
+        m = entry[split]
+        o = m["overall"]
+        lines.append(
+            f"| {name} | {_fmt(o['recall@1'])} | {_fmt(o['recall@5'])} | {_fmt(o['recall@10'])} | "
+            f"{_fmt(o['ndcg@10'])} | {_fmt(o['mrr'])} | {_fmt(o.get('hit_rate@10'))} | "
+            f"{_fmt(m['text'].get('recall@10'))} | {_fmt(m['image'].get('recall@10'))} | "
+            f"{100 * m['image_share@10']:.0f}% |"
+        )
+    share = next(iter(task["pipelines"].values()))[split]["relevant_image_share"]
+    lines += ["", f"Pictures are {100 * share:.0f}% of the relevant documents.", ""]
+    return lines
+
+
+def _checks_lines(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| check | goal | measured | verdict |", "| --- | --- | --- | --- |"]
+    for check in checks:
+        verdict = check["verdict"] if check["passes"] else f"**{check['verdict']}** (target not reached)"
+        lines.append(f"| {check['name']} | {check['goal']} | {check['detail']} | {verdict} |")
+    return [*lines, ""]
+
+
+def _calibration_lines(task: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "### Calibration on held-out test pairs",
+        "",
+        "ECE (10 bins) and calibration-in-the-large among pairs predicted >= 0.1 (mean predicted vs "
+        "observed relevance rate), per modality.",
+        "",
+        "| row | modality | ECE | pairs (relevant) | predicted >= 0.1: mean predicted / observed (pairs) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, cal in task["calibration"].items():
+        if "error" in cal:
+            lines.append(f"| {name} | – | not fitted: {cal['error']} | – | – |")
+            continue
+        if cal.get("probability") is False:
+            lines.append(f"| {name} | all | not a probability ({cal.get('note', '')}) | – | – |")
+            continue
+        for modality, fig in cal.get("test", {}).items():
+            big = fig["above_0.1"]
+            citl = (
+                f"{big['mean_predicted']:.3f} / {big['observed_rate']:.3f} ({big['pairs']})"
+                if big["pairs"]
+                else "none"
+            )
+            lines.append(
+                f"| {name} | {modality} | {fig['ece']:.3f} | {fig['pairs']} ({fig['positives']}) | {citl} |"
+            )
+    return [*lines, ""]
+
+
+def _depth_lines(sweep: Mapping[str, Any], latency: Mapping[str, Any] | None) -> list[str]:
+    lines = [
+        "## Candidate depth (k_text = k_image), held-out test queries",
+        "",
+        "Each cell: value, then the difference from the shallowest depth with its paired bootstrap 95% CI. "
+        "Union recall is the ceiling of any reranker over that pool.",
+        "",
+    ]
+    for task_name, data in sweep.items():
+        depths = list(data["depths"])
+        rows = [r for r in data["depths"][depths[0]] if r != "union_recall"]
+        lines += [f"### {task_name} ({data['test_queries']} queries)", ""]
+        lines.append("| pipeline | metric | " + " | ".join(f"k={d}" for d in depths) + " |")
+        lines.append("| --- | --- |" + " --- |" * len(depths))
+
+        def cell(c: Mapping[str, Any], first: bool) -> str:
+            if first:
+                return f"{c['value']:.3f}"
+            return f"{c['value']:.3f} ({c['vs_first_depth']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}])"
+
+        cells = [cell(data["depths"][d]["union_recall"], i == 0) for i, d in enumerate(depths)]
+        lines.append("| union (ceiling) | recall | " + " | ".join(cells) + " |")
+        for row in rows:
+            for metric in ("recall@10", "ndcg@10"):
+                cells = [cell(data["depths"][d][row][metric], i == 0) for i, d in enumerate(depths)]
+                lines.append(f"| {row} | {metric} | " + " | ".join(cells) + " |")
+        if latency and task_name in latency:
+            per = latency[task_name]
+            cells = [
+                f"{1000 * per[d]['seconds_per_query']:.0f} ms ({per[d]['candidates']:.0f} cand.)"
+                if d in per
+                else "–"
+                for d in depths
+            ]
+            lines.append(
+                "| default reranker, cold | latency per query (median) | " + " | ".join(cells) + " |"
+            )
+        lines.append("")
+    return lines
+
+
 def write_markdown(results: Mapping[str, Any], path: Path, image_dir: str | None = None) -> Path:
-    """A human-readable report: per task, the comparison table on held-out queries, targets, ECE, plots."""
+    """A human-readable report: per task the tables, every target with its CI and verdict, calibration,
+    the pooled checks, the depth sweep and plots."""
     lines = ["# mm-rerank evaluation", ""]
     config = results.get("config", {})
     lines.append(
         f"First stage: `{config.get('embedder')}`, k_text={config.get('k_text')}, "
         f"k_image={config.get('k_image')}. Metrics by ranx; the headline split is "
-        f"**{config.get('split', 'test')}** "
-        "(held-out queries that no calibration or choice was fitted on)."
+        f"**{config.get('split', 'test')}** (held-out queries that no calibration, choice or learned "
+        "row was fitted on). Every comparison carries a paired bootstrap 95% CI over queries: met = "
+        "the CI clears the target, missed = it falls short entirely, tie = it spans the target."
     )
     lines.append("")
     for task_name, task in results["tasks"].items():
@@ -158,50 +259,29 @@ def write_markdown(results: Mapping[str, Any], path: Path, image_dir: str | None
         lines.append(
             f"{summary['documents']} documents ({summary['text_documents']} text, "
             f"{summary['image_documents']} image); {summary['queries']} queries "
-            f"({summary['dev_queries']} dev, {summary['test_queries']} held-out test)."
+            f"({summary['dev_queries']} dev, {summary['test_queries']} held-out test). Union recall "
+            f"(the ceiling of any reranker over this pool): {task['union_recall']['mean']:.3f}."
         )
         lines.append("")
-        for split in ("test", "dev"):
-            lines += [
-                f"### {'Held-out test' if split == 'test' else 'Dev'} queries",
-                "",
-                "| pipeline | R@1 | R@5 | R@10 | nDCG@10 | MRR | hit@10 | text R@10 | image R@10 "
-                "| images in top 10 |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-            ]
-            for name, entry in task["pipelines"].items():
-                m = entry[split]
-                o = m["overall"]
-                lines.append(
-                    f"| {name} | {_fmt(o['recall@1'])} | {_fmt(o['recall@5'])} | {_fmt(o['recall@10'])} | "
-                    f"{_fmt(o['ndcg@10'])} | {_fmt(o['mrr'])} | {_fmt(o.get('hit_rate@10'))} | "
-                    f"{_fmt(m['text'].get('recall@10'))} | {_fmt(m['image'].get('recall@10'))} | "
-                    f"{100 * m['image_share@10']:.0f}% |"
-                )
-            lines.append("")
-        targets = task.get("targets")
-        if targets:
-            lines += ["### Targets (held-out queries)", ""]
-            for check in targets["checks"]:
-                mark = "met" if check["met"] else "**missed**"
-                lines.append(f"- {check['name']}: {check['detail']} -> {mark}")
-            lines.append("")
+        lines += ["### Held-out test queries", "", *_pipeline_table(task, "test")]
+        lines += [
+            "### Dev queries",
+            "",
+            "(`adapted` is fitted on these, so its dev row is in-sample.)",
+            "",
+            *_pipeline_table(task, "dev"),
+        ]
+        for row, info in (task.get("targets") or {}).get("rows", {}).items():
+            lines += [f"### Targets: {row} ({info['role']})", "", *_checks_lines(info["checks"])]
         if task.get("calibration"):
-            lines += [
-                "### Calibration (fitted on dev pairs, ECE on held-out test pairs)",
-                "",
-                "| scorer + method | ECE text | ECE image | pairs (test) |",
-                "| --- | --- | --- | --- |",
-            ]
-            for name, cal in task["calibration"].items():
-                ece = cal.get("ece_test", {})
-                lines.append(
-                    f"| {name} | {_fmt(ece.get('text'))} | {_fmt(ece.get('image'))} "
-                    f"| {cal.get('test_pairs', '–')} |"
-                )
-            lines.append("")
+            lines += _calibration_lines(task)
         if image_dir is not None and task.get("plots"):
             for caption, file_name in task["plots"].items():
                 lines += [f"![{caption}]({image_dir}/{file_name})", ""]
+    for row, checks in results.get("pooled", {}).items():
+        if checks:
+            lines += [f"## {row}: pooled over tasks (stratified bootstrap)", "", *_checks_lines(checks)]
+    if results.get("depth_sweep"):
+        lines += _depth_lines(results["depth_sweep"], results.get("latency"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

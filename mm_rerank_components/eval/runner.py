@@ -13,11 +13,9 @@ Python::
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,43 +24,51 @@ import numpy as np
 from mm_rerank_components.calibration import (
     METHODS,
     Calibrator,
-    expected_calibration_error,
     fit_calibrator,
     reliability_plot,
 )
 from mm_rerank_components.eval.embeddings import Embedder
-from mm_rerank_components.eval.metrics import evaluate_run
+from mm_rerank_components.eval.learned import PreparedTask, learned_rows, training_summary
+from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
 from mm_rerank_components.eval.pipelines import (
     FUSION_PIPELINES,
-    ORACLE_PIPELINE,
     FirstStageScorer,
     ScoredUnion,
     calibrated_run,
     compute_first_stage,
     fusion_run,
-    oracle_merge_run,
     score_union,
+    union_recall,
+)
+from mm_rerank_components.eval.stats import paired_bootstrap
+from mm_rerank_components.eval.targets import (
+    TARGET_GAIN,
+    calibration_checks,
+    calibration_figures,
+    pooled_checks,
+    row_checks,
 )
 from mm_rerank_components.eval.tasks import EvalTask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TASKS", "build_scorer", "fit_shipped_calibration", "main", "run_evaluation"]
+__all__ = ["DEPTHS", "TASKS", "build_scorer", "fit_shipped_calibration", "main", "run_evaluation"]
 
 TASKS = ("tuxpaint-mixed", "gcompris-explore")
 SCORERS = ("fake", "first-stage", "starter")
-DEFAULT_METHODS = ("platt", "isotonic", "standardize", "standardize+platt")
-#: Relative Recall@10 gain over the best single route that the unified pipeline must reach.
-TARGET_GAIN = 0.25
-TARGET_ECE = 0.05
+DEFAULT_METHODS = ("platt", "isotonic", "temperature", "standardize", "standardize+platt")
+#: Candidate depths (``k_text = k_image``) of the depth sweep.
+DEPTHS = (16, 32, 64, 100)
+#: The scorer the learned rows (default, adapted) fuse; they are skipped when it is not run.
+LEARNED_SCORER = "starter"
+Progress = Callable[[str], None]
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def build_scorer(name: str, *, cache: bool = True) -> Any:
+    """``"fake"``, ``"first-stage"`` or ``"starter"`` (needs the ``starter`` extra).
 
-
-def build_scorer(name: str) -> Any:
-    """``"fake"``, ``"first-stage"`` or ``"starter"`` (needs the ``starter`` extra)."""
+    ``cache=False`` turns off the starter scorer's in-memory caches (for cold latency figures).
+    """
     if name == "fake":
         from mm_rerank_components.scorers.fake import FakeScorer
 
@@ -72,24 +78,21 @@ def build_scorer(name: str) -> Any:
     if name == "starter":
         from mm_rerank_components.scorers.starter import StarterScorer
 
-        return StarterScorer()
+        return StarterScorer() if cache else StarterScorer(image_cache_size=0, text_cache_size=0)
     raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
 
 
 def _default_calibrator(scorer: Any) -> Calibrator | None:
+    from mm_rerank_components.scorers.base import BaseScorer
+
+    if isinstance(scorer, BaseScorer):
+        return scorer.default_calibrator()
     factory = getattr(scorer, "default_calibrator", None)
     return factory() if callable(factory) else None
 
 
-def _ece_by_modality(
-    calibrator: Calibrator, scored: ScoredUnion, task: EvalTask, query_ids: Sequence[str]
-) -> dict[str, Any]:
-    probs, mods, labels = _calibrated_pairs(calibrator, scored, task, query_ids)
-    out: dict[str, Any] = {}
-    for modality in sorted(set(mods)):
-        mask = np.asarray(mods, dtype=object) == modality
-        out[modality] = expected_calibration_error(np.asarray(probs)[mask], np.asarray(labels)[mask])
-    return out
+def _is_probability(calibrator: Calibrator | None) -> bool:
+    return calibrator is not None and getattr(calibrator, "outputs_probabilities", True) is not False
 
 
 def _calibrated_pairs(
@@ -108,6 +111,269 @@ def _calibrated_pairs(
     return probs, mods, labels
 
 
+class _Reporter:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def __call__(self, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        logger.info(text)
+        if self.progress is not None:
+            self.progress(text)
+
+
+def _prepare(
+    tasks: Sequence[EvalTask],
+    embedder: Embedder,
+    scorers: Mapping[str, Any],
+    deepest: tuple[int, int],
+    cache_dir: Path | None,
+    say: _Reporter,
+) -> list[PreparedTask]:
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f'two tasks are named {duplicates[0]!r}; name them apart (a "task" line with a "name" in '
+            "each JSONL, or load_labelled_jsonl(path, name=...))"
+        )
+    prepared = []
+    for task in tasks:
+        dev, test = task.query_ids("dev"), task.query_ids("test")
+        if not dev or not test:
+            raise ValueError(
+                f"task {task.name!r} needs dev and test queries (has {len(dev)} dev, {len(test)} test); "
+                'mark some queries "split": "test" or add queries'
+            )
+        say("[%s] %s", task.name, task.summary())
+        first = compute_first_stage(task, embedder, cache_dir)
+        scored = {}
+        for scorer_name, scorer in scorers.items():
+            t0 = time.perf_counter()
+            scored[scorer_name] = score_union(task, first, scorer, dev + test, *deepest, cache_dir=cache_dir)
+            say("[%s] scored the unions with %s in %.1fs", task.name, scorer_name, time.perf_counter() - t0)
+        prepared.append(PreparedTask(task, first, scored))
+    return prepared
+
+
+def _fit_calibrators(
+    prep: PreparedTask,
+    scorers: Mapping[str, Any],
+    scored: Mapping[str, ScoredUnion],
+    methods: Sequence[str],
+    entry: dict[str, Any],
+    say: _Reporter,
+) -> dict[str, tuple[str, Calibrator | None]]:
+    task = prep.task
+    dev = task.query_ids("dev")
+    calibrators: dict[str, tuple[str, Calibrator | None]] = {}
+    for scorer_name, scorer in scorers.items():
+        own = _default_calibrator(scorer)
+        if own is not None or (
+            getattr(scorer, "outputs_probabilities", False) and scorer_name != "first-stage"
+        ):
+            calibrators[f"rerank:{scorer_name}"] = (scorer_name, own)
+        raw, mods, labels, qids = scored[scorer_name].pairs(task, dev)
+        for method in methods:
+            try:
+                fitted = fit_calibrator(
+                    raw, mods, labels, method=method, query_ids=qids, scorer=scored[scorer_name].scorer
+                )
+            except ValueError as exc:
+                say("[%s] %s+%s: not fitted (%s)", task.name, scorer_name, method, exc)
+                entry["calibration"][f"{scorer_name}+{method}"] = {"error": str(exc)}
+                continue
+            calibrators[f"rerank:{scorer_name}+{method}"] = (scorer_name, fitted)
+    return calibrators
+
+
+def _task_rows(
+    prep: PreparedTask,
+    everything: Sequence[PreparedTask],
+    scorers: Mapping[str, Any],
+    methods: Sequence[str],
+    depth: tuple[int, int],
+    train_depth: tuple[int, int],
+    models: dict[tuple[str, str], Any],
+    entry: dict[str, Any],
+    say: _Reporter,
+) -> tuple[
+    dict[str, dict[str, dict[str, float]]], dict[str, tuple[str, Calibrator | None]], dict[str, ScoredUnion]
+]:
+    """Every pipeline's run at ``depth`` (fusions, reranks, learned rows), with calibration figures."""
+    task, first = prep.task, prep.first
+    qids = task.query_ids("dev") + task.query_ids("test")
+    test = task.query_ids("test")
+    runs: dict[str, dict[str, dict[str, float]]] = {
+        p: fusion_run(first, p, qids, *depth) for p in FUSION_PIPELINES
+    }
+    scored = {name: su.restrict(first, *depth) for name, su in prep.scored.items()}
+    calibrators = _fit_calibrators(prep, scorers, scored, methods, entry, say)
+    for name, (scorer_name, calibrator) in calibrators.items():
+        runs[name] = calibrated_run(scored[scorer_name], calibrator, qids)
+        if calibrator is None:
+            continue
+        key = name.removeprefix("rerank:")
+        cal: dict[str, Any] = {"test_pairs": sum(len(scored[scorer_name].items[q]) for q in test)}
+        if _is_probability(calibrator):
+            probs, mods, labels = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
+            cal["test"] = calibration_figures(probs, mods, labels)
+        else:
+            cal["probability"] = False
+            cal["note"] = "label-free per-query standardisation: orders a list, is not P(relevant)"
+        entry["calibration"][key] = cal
+    learned: dict[str, ScoredUnion] = {}
+    if LEARNED_SCORER in prep.scored:
+        learned = learned_rows(
+            prep, everything, LEARNED_SCORER, *depth, train_depth=train_depth, models=models
+        )
+        for name, su in learned.items():
+            runs[name] = calibrated_run(su, None, qids)
+            probs, mods, labels = _calibrated_pairs(None, su, task, test)
+            entry["calibration"][name] = {
+                "test_pairs": len(probs),
+                "test": calibration_figures(probs, mods, labels),
+            }
+    return runs, calibrators, learned
+
+
+def _chosen(pipes: Mapping[str, Any]) -> str | None:
+    reranks = [p for p in pipes if p.startswith("rerank:")]
+    if not reranks:
+        return None
+
+    def dev_r10(name: str) -> float:
+        return float(pipes[name]["dev"]["overall"]["recall@10"])
+
+    return max(reranks, key=lambda p: (dev_r10(p), -reranks.index(p)))
+
+
+def _targets(entry: dict[str, Any], test: Sequence[str]) -> dict[str, Any]:
+    pipes = entry["pipelines"]
+    chosen = _chosen(pipes)
+    rows: dict[str, Any] = {}
+    if chosen is not None:
+        rows[chosen] = {"role": "chosen on dev", "checks": row_checks(pipes, chosen, "chosen", test)}
+    default = (
+        "default"
+        if "default" in pipes
+        else f"rerank:{LEARNED_SCORER}"
+        if f"rerank:{LEARNED_SCORER}" in pipes
+        else None
+    )
+    if default is not None:
+        rows.setdefault(default, {"role": "product default", "checks": []})
+        rows[default]["role"] = "product default" if default != chosen else "chosen on dev; product default"
+        rows[default]["checks"] += row_checks(pipes, default, "default", test)
+    if "adapted" in pipes:
+        rows["adapted"] = {"role": "adapted on dev", "checks": row_checks(pipes, "adapted", "chosen", test)}
+    for row, info in rows.items():
+        cal = entry["calibration"].get(row.removeprefix("rerank:"), {})
+        if "test" in cal:
+            info["checks"] += calibration_checks(row, cal["test"])
+    from mm_rerank_components.eval.targets import best_route
+
+    return {
+        "chosen_on_dev": chosen,
+        "product_default": default,
+        "best_single_route": best_route(pipes, test) if "text-only" in pipes else None,
+        "rows": rows,
+    }
+
+
+def _depth_sweep(
+    prepared: Sequence[PreparedTask],
+    depths: Sequence[int],
+    base: tuple[int, int],
+    scorers: Mapping[str, Any],
+    models: dict[tuple[str, str], Any],
+    say: _Reporter,
+) -> dict[str, Any]:
+    """Per task and depth: the union's recall (the ceiling) and each pipeline's R@10 and nDCG@10 with
+    a bootstrap 95% CI of its difference from the shallowest depth."""
+    out: dict[str, Any] = {}
+    for prep in prepared:
+        task = prep.task
+        test = task.query_ids("test")
+        per_depth: dict[int, dict[str, Any]] = {}
+        for depth in depths:
+            scratch: dict[str, Any] = {"calibration": {}}
+            runs, _, _ = _task_rows(prep, prepared, scorers, (), (depth, depth), base, models, scratch, say)
+            ceiling = union_recall(prep.first, task, test, depth, depth)
+            metrics = {
+                name: evaluate_run(task, {q: run[q] for q in test}, test) for name, run in runs.items()
+            }
+            per_depth[depth] = {"ceiling": ceiling, "metrics": metrics}
+            say("[%s] depth %d: union recall %.3f", task.name, depth, float(np.mean(list(ceiling.values()))))
+        first_depth = depths[0]
+        table: dict[str, Any] = {}
+        for depth, data in per_depth.items():
+            row: dict[str, Any] = {}
+            row["union_recall"] = _vs(
+                [data["ceiling"][q] for q in test], [per_depth[first_depth]["ceiling"][q] for q in test]
+            )
+            for name, metrics in data["metrics"].items():
+                row[name] = {
+                    metric: _vs(
+                        per_query_values(metrics, metric, test),
+                        per_query_values(per_depth[first_depth]["metrics"][name], metric, test),
+                    )
+                    for metric in ("recall@10", "ndcg@10")
+                }
+            table[str(depth)] = row
+        out[task.name] = {"test_queries": len(test), "depths": table}
+    return out
+
+
+def _vs(values: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
+    result = paired_bootstrap(values, reference)
+    return {
+        "value": result["a"],
+        "vs_first_depth": result["diff"],
+        "lo": result["lo"],
+        "hi": result["hi"],
+        "verdict": result["verdict"],
+    }
+
+
+def measure_latency(
+    prepared: Sequence[PreparedTask],
+    make_reranker: Callable[[], Any],
+    depths: Sequence[int],
+    n_queries: int = 5,
+) -> dict[str, Any]:
+    """Seconds per query to rerank the union at each depth, with a fresh (cold) reranker per depth.
+
+    ``make_reranker()`` must return something with ``rerank(query, candidates)``; each depth gets a new
+    one so no cache carries over. The first ``n_queries`` test queries of each task are timed.
+    """
+    from dataclasses import replace
+
+    out: dict[str, Any] = {}
+    for prep in prepared:
+        qids = prep.task.query_ids("test")[:n_queries]
+        per_depth = {}
+        for depth in depths:
+            reranker = make_reranker()
+            reranker.rerank("warm-up", [prep.task.docs[next(iter(prep.task.docs))]])
+            times = []
+            for qid in qids:
+                candidates = [
+                    replace(prep.task.docs[d], source=route, retrieval_score=s)
+                    for d, route, s in prep.first.union(qid, depth, depth)
+                ]
+                t0 = time.perf_counter()
+                reranker.rerank(prep.task.queries[qid], candidates)
+                times.append(time.perf_counter() - t0)
+            per_depth[str(depth)] = {
+                "seconds_per_query": float(np.median(times)),
+                "candidates": float(np.mean([len(prep.first.union(q, depth, depth)) for q in qids])),
+                "queries": len(qids),
+            }
+        out[prep.task.name] = per_depth
+    return out
+
+
 def run_evaluation(
     tasks: Sequence[EvalTask],
     embedder: Embedder,
@@ -116,152 +382,109 @@ def run_evaluation(
     methods: Sequence[str] = DEFAULT_METHODS,
     k_text: int = 16,
     k_image: int = 16,
+    depths: Sequence[int] = (),
     cache_dir: Path | None = None,
     out_dir: Path | None = None,
     plots: bool = True,
+    progress: Progress | None = None,
+    scored_out: dict[str, dict[str, ScoredUnion]] | None = None,
+    latency: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every pipeline on every task; return the results (and write them when ``out_dir`` is given).
 
     For each scorer: ``rerank:<name>`` uses the scorer's own calibration (its ``default_calibrator()``,
     or its raw scores when it has none and already outputs probabilities); ``rerank:<name>+<method>``
-    uses a calibrator fitted on the task's dev queries. The pipeline reported as "two-stage unified" is
-    the rerank pipeline with the best dev Recall@10; targets are checked on the held-out test queries.
+    uses a calibrator fitted on the task's dev queries. With the ``starter`` scorer two learned rows
+    join (:mod:`mm_rerank_components.eval.learned`): ``default`` (the label-free product default,
+    refitted leave-one-task-out on built-in tasks) and ``adapted`` (fitted on the task's dev queries).
+    Targets (:mod:`mm_rerank_components.eval.targets`) are checked on the held-out test queries with
+    a paired bootstrap 95% CI for every comparison, for the row chosen on dev, the product default and
+    the adapted row; ``results["pooled"]`` pools the default and adapted rows over tasks.
+
+    Args:
+        depths: also sweep ``k_text = k_image`` over these depths (union recall, R@10, nDCG@10).
+        progress: called with each progress line (they also go to this module's logger).
+        scored_out: filled with ``{task: {scorer: ScoredUnion}}`` (raw scores at the deepest depth).
+        latency: a factory of a fresh reranker, timed per query at each depth (``results["latency"]``).
+
+    Example:
+        >>> results = run_evaluation([task], HashingEmbedder(), {"fake": FakeScorer()})  # doctest: +SKIP
+        >>> results["tasks"][task.name]["targets"]["rows"]  # doctest: +SKIP
     """
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    if k_text < 1 or k_image < 1 or any(d < 1 for d in depths):
+        raise ValueError(
+            f"depths must be >= 1, got k_text={k_text}, k_image={k_image}, depths={list(depths)}"
+        )
+    say = _Reporter(progress)
+    base = (k_text, k_image)
+    deepest = (max([k_text, *depths]), max([k_image, *depths]))
     results: dict[str, Any] = {
         "config": {
             "embedder": embedder.name,
             "k_text": k_text,
             "k_image": k_image,
+            "depths": list(depths),
             "scorers": list(scorers),
             "methods": list(methods),
             "split": "test",
         },
         "tasks": {},
     }
-    scored_by_task: dict[str, dict[str, ScoredUnion]] = {}
+    prepared = _prepare(tasks, embedder, scorers, deepest, cache_dir, say)
+    if scored_out is not None:
+        scored_out.update({p.task.name: dict(p.scored) for p in prepared})
     img_dir = out_dir / "img" if out_dir is not None else None
     if img_dir is not None and plots:
         img_dir.mkdir(parents=True, exist_ok=True)
-    for task in tasks:
+    models: dict[tuple[str, str], Any] = {}
+    for prep in prepared:
+        task = prep.task
         started = time.perf_counter()
-        _say(f"[{task.name}] {task.summary()}")
-        first = compute_first_stage(task, embedder, cache_dir)
         dev, test = task.query_ids("dev"), task.query_ids("test")
-        if not dev or not test:
-            raise ValueError(
-                f"task {task.name!r} needs dev and test queries (has {len(dev)} dev, {len(test)} test); "
-                'mark some queries "split": "test" or add queries'
-            )
         entry: dict[str, Any] = {
             "summary": task.summary(),
             "description": task.description,
+            "test_queries": test,
             "pipelines": {},
             "calibration": {},
             "plots": {},
         }
-        runs_all: dict[str, dict[str, dict[str, float]]] = {}
-        for pipeline in FUSION_PIPELINES:
-            runs_all[pipeline] = fusion_run(first, pipeline, dev + test, k_text, k_image)
-        calibrators: dict[str, tuple[str, Calibrator | None]] = {}
-        scored_by_task[task.name] = {}
-        for scorer_name, scorer in scorers.items():
-            t0 = time.perf_counter()
-            scored = score_union(task, first, scorer, dev + test, k_text, k_image, cache_dir=cache_dir)
-            scored_by_task[task.name][scorer_name] = scored
-            _say(f"[{task.name}] scored the unions with {scorer_name} in {time.perf_counter() - t0:.1f}s")
-            own = _default_calibrator(scorer)
-            if own is not None or (
-                getattr(scorer, "outputs_probabilities", False) and scorer_name != "first-stage"
-            ):
-                calibrators[f"rerank:{scorer_name}"] = (scorer_name, own)
-            for method in methods:
-                raw, mods, labels, qids = scored.pairs(task, dev)
-                try:
-                    fitted = fit_calibrator(
-                        raw, mods, labels, method=method, query_ids=qids, scorer=scored.scorer
-                    )
-                except ValueError as exc:
-                    _say(f"[{task.name}] {scorer_name}+{method}: not fitted ({exc})")
-                    entry["calibration"][f"{scorer_name}+{method}"] = {"error": str(exc)}
-                    continue
-                calibrators[f"rerank:{scorer_name}+{method}"] = (scorer_name, fitted)
-        for name, (scorer_name, calibrator) in calibrators.items():
-            scored = scored_by_task[task.name][scorer_name]
-            runs_all[name] = calibrated_run(scored, calibrator, dev + test)
-            if calibrator is not None:
-                test_pairs = sum(len(scored.items[q]) for q in test)
-                entry["calibration"][name.removeprefix("rerank:")] = {
-                    "ece_test": _ece_by_modality(calibrator, scored, task, test),
-                    "ece_dev": _ece_by_modality(calibrator, scored, task, dev),
-                    "test_pairs": test_pairs,
-                }
-        runs_all[ORACLE_PIPELINE] = oracle_merge_run(first, task, dev + test, k_text, k_image)
-        for name, run in runs_all.items():
+        runs, calibrators, learned = _task_rows(
+            prep, prepared, scorers, methods, base, base, models, entry, say
+        )
+        for name, run in runs.items():
             entry["pipelines"][name] = {
                 "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),
                 "test": evaluate_run(task, {q: run[q] for q in test}, test),
             }
-        entry["targets"] = _targets(entry, calibrators)
+        ceiling = union_recall(prep.first, task, test, *base)
+        entry["union_recall"] = {"mean": float(np.mean(list(ceiling.values()))), "per_query": ceiling}
+        entry["targets"] = _targets(entry, test)
         if plots and img_dir is not None:
-            entry["plots"] = _plots(task, entry, calibrators, scored_by_task[task.name], img_dir)
+            scored = {n: su.restrict(prep.first, *base) for n, su in prep.scored.items()}
+            entry["plots"] = _plots(task, entry, calibrators, scored, learned, img_dir)
         entry["seconds"] = round(time.perf_counter() - started, 1)
         results["tasks"][task.name] = entry
+    results["pooled"] = {
+        row: pooled_checks(results["tasks"], row, "default" if row == "default" else "chosen")
+        for row in ("default", "adapted")
+        if any(row in e["pipelines"] for e in results["tasks"].values())
+    }
+    results["learned_models"] = training_summary(models)
+    if depths:
+        results["depth_sweep"] = _depth_sweep(prepared, depths, base, scorers, models, say)
+        if latency is not None:
+            results["latency"] = measure_latency(prepared, latency, depths)
     if out_dir is not None:
         from mm_rerank_components.eval.report import write_json, write_markdown
 
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(results, out_dir / "results.json")
         write_markdown(results, out_dir / "report.md", image_dir="img" if plots else None)
-    results["_scored"] = scored_by_task  # for fit_shipped_calibration; not written to JSON
     return results
-
-
-def _targets(
-    entry: dict[str, Any], calibrators: Mapping[str, tuple[str, Calibrator | None]]
-) -> dict[str, Any]:
-    pipes = entry["pipelines"]
-    reranks = [p for p in pipes if p.startswith("rerank:")]
-    if not reranks:
-        return {}
-
-    def r10(name: str, split: str) -> float:
-        return float(pipes[name][split]["overall"]["recall@10"])
-
-    chosen = max(reranks, key=lambda p: (r10(p, "dev"), -reranks.index(p)))
-    best_route = max(("text-only", "image-only"), key=lambda p: r10(p, "test"))
-    unified, route = r10(chosen, "test"), r10(best_route, "test")
-    gain = unified / route - 1 if route > 0 else float("inf")
-    checks = [
-        {
-            "name": f"{chosen} vs best single route ({best_route})",
-            "detail": (
-                f"R@10 {unified:.3f} vs {route:.3f} ({100 * gain:+.1f}%, target >= +{100 * TARGET_GAIN:.0f}%)"
-            ),
-            "met": gain >= TARGET_GAIN,
-        }
-    ]
-    for baseline in ("raw-merge", "rrf", "minmax", "zscore"):
-        other = r10(baseline, "test")
-        checks.append(
-            {
-                "name": f"{chosen} vs {baseline}",
-                "detail": f"R@10 {unified:.3f} vs {other:.3f} ({unified - other:+.3f})",
-                "met": unified > other,
-            }
-        )
-    cal = entry["calibration"].get(chosen.removeprefix("rerank:"), {})
-    for modality, ece in sorted(cal.get("ece_test", {}).items()):
-        checks.append(
-            {
-                "name": f"ECE of {chosen} on {modality} candidates",
-                "detail": f"{ece:.3f} (target <= {TARGET_ECE})",
-                "met": ece <= TARGET_ECE,
-            }
-        )
-    return {"chosen_on_dev": chosen, "best_single_route": best_route, "relative_gain": gain, "checks": checks}
 
 
 def _plots(
@@ -269,6 +492,7 @@ def _plots(
     entry: dict[str, Any],
     calibrators: Mapping[str, tuple[str, Calibrator | None]],
     scored: Mapping[str, ScoredUnion],
+    learned: Mapping[str, ScoredUnion],
     img_dir: Path,
 ) -> dict[str, str]:
     from mm_rerank_components.eval.report import plot_recall, plot_score_distributions
@@ -284,191 +508,76 @@ def _plots(
     name = f"{task.name}-recall.png"
     plot_recall(task.name, entry["pipelines"], img_dir / name, target=line)
     plots[f"{task.name}: Recall@10 per pipeline (held-out queries)"] = name
-    chosen = targets.get("chosen_on_dev")
-    if chosen and calibrators.get(chosen, (None, None))[1] is not None:
-        scorer_name, calibrator = calibrators[chosen]
-        test = task.query_ids("test")
-        raw, mods, labels, _ = scored[scorer_name].pairs(task, test)
-        probs, _, _ = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
-        name = f"{task.name}-scores.png"
-        plot_score_distributions(
-            f"{task.name}: {chosen}, held-out pairs, before and after calibration",
-            raw,
-            probs,
-            mods,
-            labels,
-            img_dir / name,
+    test = task.query_ids("test")
+    row = targets.get("product_default")
+    if row == "default" and "default" in learned:
+        probs, mods, labels = _calibrated_pairs(None, learned["default"], task, test)
+        raw, _, _, _ = scored[LEARNED_SCORER].pairs(task, test)
+    elif row is not None and calibrators.get(row, (None, None))[1] is not None:
+        scorer_name, calibrator = calibrators[row]
+        raw, _, _, _ = scored[scorer_name].pairs(task, test)
+        probs, mods, labels = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
+    else:
+        return plots
+    name = f"{task.name}-scores.png"
+    plot_score_distributions(
+        f"{task.name}: {row}, held-out pairs, raw score and probability",
+        raw,
+        probs,
+        mods,
+        labels,
+        img_dir / name,
+    )
+    plots[f"{task.name}: score distributions per modality, raw and calibrated ({row})"] = name
+    groups: dict[str, tuple[list[float], list[int]]] = {
+        m: (
+            [p for p, mm in zip(probs, mods, strict=True) if mm == m],
+            [y for y, mm in zip(labels, mods, strict=True) if mm == m],
         )
-        plots[f"{task.name}: score distributions per modality before and after calibration"] = name
-        groups: dict[str, tuple[list[float], list[int]]] = {
-            m: (
-                [p for p, mm in zip(probs, mods, strict=True) if mm == m],
-                [y for y, mm in zip(labels, mods, strict=True) if mm == m],
-            )
-            for m in sorted(set(mods))
-        }
-        name = f"{task.name}-reliability.png"
-        reliability_plot(groups, img_dir / name, title=f"{task.name}: {chosen}\nheld-out pairs")
-        plots[f"{task.name}: reliability diagram (held-out pairs)"] = name
+        for m in sorted(set(mods))
+    }
+    name = f"{task.name}-reliability.png"
+    reliability_plot(groups, img_dir / name, title=f"{task.name}: {row}\nheld-out pairs")
+    plots[f"{task.name}: reliability diagram ({row}, held-out pairs)"] = name
     return plots
 
 
 def fit_shipped_calibration(
-    results: Mapping[str, Any],
+    scored: Mapping[str, Mapping[str, ScoredUnion]],
     tasks: Sequence[EvalTask],
     scorer_name: str,
     method: str,
     path: Path,
 ) -> Path:
-    """Fit ``method`` for ``scorer_name`` on the dev pairs of all ``tasks`` pooled, and save it as JSON."""
+    """Fit ``method`` for ``scorer_name`` on the dev pairs of all ``tasks`` pooled, and save it as JSON.
+
+    ``scored`` is what ``run_evaluation(..., scored_out=...)`` filled.
+    """
     raw: list[float] = []
     mods: list[Any] = []
     labels: list[int] = []
     qids: list[str] = []
+    name = scorer_name
     for task in tasks:
-        scored = results["_scored"][task.name][scorer_name]
-        r, m, y, q = scored.pairs(task, task.query_ids("dev"))
+        union = scored[task.name][scorer_name]
+        name = union.scorer
+        r, m, y, q = union.pairs(task, task.query_ids("dev"))
         raw += r
         mods += m
         labels += y
         qids += [f"{task.name}/{x}" for x in q]
-    calibrator = fit_calibrator(raw, mods, labels, method=method, query_ids=qids, scorer=scored.scorer)
+    calibrator = fit_calibrator(raw, mods, labels, method=method, query_ids=qids, scorer=name)
     stats = getattr(calibrator, "stats", None)
     if isinstance(stats, dict):
         stats["fitted_on"] = [f"{t.name} (dev queries)" for t in tasks]
     return calibrator.save(path)
 
 
-def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | None) -> list[EvalTask]:
-    from mm_rerank_components.eval.tasks import (
-        gcompris_explore_task,
-        load_labelled_jsonl,
-        tuxpaint_mixed_task,
-    )
-
-    tasks: list[EvalTask] = []
-    for name in names:
-        if name == "tuxpaint-mixed":
-            tasks.append(tuxpaint_mixed_task(cache_dir))
-        elif name == "gcompris-explore":
-            tasks.append(gcompris_explore_task(cache_dir))
-        else:  # argparse restricts choices; kept for the Python API
-            raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    tasks.extend(load_labelled_jsonl(path) for path in data)
-    return tasks
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mm-rerank eval",
-        description=(
-            "Compare text-only, image-only, raw-score merge, RRF, per-list normalisation and two-stage "
-            "unified reranking on mixed text+image corpora. Writes report.md, results.json and img/*.png."
-        ),
-    )
-    parser.add_argument(
-        "--task",
-        action="append",
-        choices=TASKS,
-        help="built-in task (repeatable; default: both unless --data is given). Data comes from Debian "
-        "packages via apt-get download, cached under --cache-dir",
-    )
-    parser.add_argument(
-        "--data", action="append", default=[], metavar="JSONL", help="your labelled data (repeatable)"
-    )
-    parser.add_argument(
-        "--scorer",
-        action="append",
-        choices=SCORERS,
-        help="second-stage scorer (repeatable; default: fake, first-stage and starter)",
-    )
-    parser.add_argument(
-        "--calibration",
-        action="append",
-        choices=METHODS,
-        help=f"calibration fitted on dev queries (repeatable; default: {' '.join(DEFAULT_METHODS)})",
-    )
-    parser.add_argument("--k-text", type=int, default=16, help="text route hits per query (default 16)")
-    parser.add_argument("--k-image", type=int, default=16, help="image route hits per query (default 16)")
-    parser.add_argument(
-        "--embedder", choices=("starter", "hashing"), default="starter", help="first-stage embeddings"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("reports/eval"), help="output folder (default reports/eval)"
-    )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="data and embedding cache (default ./.cache/data)"
-    )
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument(
-        "--write-calibration",
-        type=Path,
-        default=None,
-        metavar="JSON",
-        help="also fit the starter scorer's calibration on the pooled dev queries and save it here",
-    )
-    parser.add_argument(
-        "--write-calibration-method", choices=METHODS, default="platt", help="method for --write-calibration"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mm-rerank eval``; returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if args.k_text < 1 or args.k_image < 1:
-        parser.error(f"--k-text and --k-image must be >= 1, got {args.k_text} and {args.k_image}")
-    from mm_rerank_components.eval.datasets import DatasetUnavailableError, default_cache_dir
+    """Entry point of ``mm-rerank eval``; the command line lives in :mod:`mm_rerank_components.cli.eval`."""
+    from mm_rerank_components.cli.eval import main as cli_main
 
-    cache_dir = args.cache_dir or default_cache_dir()
-    task_names = args.task or ([] if args.data else list(TASKS))
-    scorer_names = args.scorer or list(SCORERS)
-    try:
-        tasks = _load_tasks(task_names, args.data, cache_dir)
-        from mm_rerank_components.eval.embeddings import HashingEmbedder, StarterEmbedder
-
-        embedder: Embedder = StarterEmbedder() if args.embedder == "starter" else HashingEmbedder()
-        scorers = {name: build_scorer(name) for name in scorer_names}
-        results = run_evaluation(
-            tasks,
-            embedder,
-            scorers,
-            methods=args.calibration or list(DEFAULT_METHODS),
-            k_text=args.k_text,
-            k_image=args.k_image,
-            cache_dir=cache_dir / "embeddings",
-            out_dir=args.out,
-            plots=not args.no_plots,
-        )
-        if args.write_calibration is not None:
-            if "starter" not in scorers:
-                parser.error("--write-calibration fits the starter scorer: add --scorer starter")
-            path = fit_shipped_calibration(
-                results, tasks, "starter", args.write_calibration_method, args.write_calibration
-            )
-            _say(f"wrote the starter calibration to {path}")
-    except (DatasetUnavailableError, ImportError, ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"mm-rerank eval: error: {exc}", file=sys.stderr)
-        return 2
-    for name, task in results["tasks"].items():
-        targets = task.get("targets") or {}
-        print(f"\n{name} (held-out test queries)")
-        print(f"{'pipeline':34s} {'R@10':>6s} {'nDCG@10':>8s} {'MRR':>6s} {'img@10':>7s}")
-        for pipeline, entry in task["pipelines"].items():
-            o = entry["test"]["overall"]
-            print(
-                f"{pipeline:34s} {o['recall@10']:6.3f} {o['ndcg@10']:8.3f} {o['mrr']:6.3f} "
-                f"{100 * entry['test']['image_share@10']:6.0f}%"
-            )
-        for check in targets.get("checks", []):
-            print(f"  [{'met' if check['met'] else 'MISSED'}] {check['name']}: {check['detail']}")
-    print(f"\nreport: {args.out / 'report.md'}  results: {args.out / 'results.json'}")
-    return 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,7 @@ def load_labelled_jsonl(path: str | os.PathLike[str], name: str | None = None) -
 
     Lines (image paths are relative to the JSONL file's folder; blank lines and ``#`` lines are skipped)::
 
+        {"type": "task", "name": "fox-photos", "description": "optional"}
         {"type": "doc", "id": "d1", "text": "Foxes live in dens."}
         {"type": "doc", "id": "img7", "image": "photos/fox.jpg", "text": "optional caption"}
         {"type": "query", "id": "q1", "text": "where do foxes live", "relevant": ["d1", "img7"]}
@@ -198,6 +199,10 @@ def load_labelled_jsonl(path: str | os.PathLike[str], name: str | None = None) -
     ``relevant`` is a list of document ids or a ``{doc_id: grade}`` map (grade >= 1). ``split`` is
     optional; without it the query's split is fixed by a seeded hash of its id (half held out).
 
+    The task's name comes from the data, never from the file name alone (two ``labels.jsonl`` in
+    different folders must not collide in one report): ``name=``, else the optional ``task`` line's
+    ``"name"``, else the file's stem plus the first 8 hex digits of the SHA-256 of its bytes.
+
     Example:
         >>> task = load_labelled_jsonl("my_labels.jsonl")  # doctest: +SKIP
     """
@@ -205,61 +210,101 @@ def load_labelled_jsonl(path: str | os.PathLike[str], name: str | None = None) -
     if not source.is_file():
         raise FileNotFoundError(f"labelled data file {source} does not exist")
     base = source.parent
+    raw_bytes = source.read_bytes()
+    declared: dict[str, str] = {}
     docs: dict[str, Candidate] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     splits: dict[str, Split] = {}
-    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(raw_bytes.decode("utf-8").splitlines(), start=1):
         where = f"{source}:{lineno}"
-        if not line.strip() or line.lstrip().startswith("#"):
+        record = _read_line(line, where)
+        if record is None:
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: each line must be a JSON object, got {type(record).__name__}")
         kind = record.get("type")
+        if kind == "task":
+            _parse_task_line(record, where, declared)
+            continue
         rid = record.get("id")
         if not isinstance(rid, str) or not rid:
             raise ValueError(f'{where}: every line needs a non-empty string "id"')
         if kind == "doc":
             if rid in docs:
                 raise ValueError(f"{where}: duplicate document id {rid!r}")
-            image = record.get("image")
-            text = record.get("text")
-            if image is not None:
-                if not isinstance(image, str):
-                    raise ValueError(f'{where}: "image" must be a path string, got {image!r}')
-                image_path = (base / image).resolve()
-                if not image_path.is_file():
-                    raise ValueError(f"{where}: image {image!r} not found (looked for {image_path})")
-                image = str(image_path)
-            if text is not None and not isinstance(text, str):
-                raise ValueError(f'{where}: "text" must be a string, got {type(text).__name__}')
-            if image is None and not (text and text.strip()):
-                raise ValueError(f'{where}: document {rid!r} needs "text", "image" or both')
-            docs[rid] = Candidate(id=rid, text=text, image=image, metadata=record.get("metadata") or {})
+            docs[rid] = _parse_doc_line(record, rid, where, base)
         elif kind == "query":
             if rid in queries:
                 raise ValueError(f"{where}: duplicate query id {rid!r}")
-            text = record.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f'{where}: query {rid!r} needs a non-empty "text"')
-            queries[rid] = text
-            qrels[rid] = _parse_relevant(record.get("relevant"), where, rid)
-            split = record.get("split")
+            queries[rid], qrels[rid], split = _parse_query_line(record, rid, where)
             if split is not None:
-                if split not in ("dev", "test"):
-                    raise ValueError(f'{where}: "split" must be "dev" or "test", got {split!r}')
                 splits[rid] = split
         else:
-            raise ValueError(f'{where}: "type" must be "doc" or "query", got {kind!r}')
+            raise ValueError(f'{where}: "type" must be "task", "doc" or "query", got {kind!r}')
     if not docs or not queries:
         raise ValueError(
             f"{source}: needs at least one doc line and one query line (found {len(docs)} and {len(queries)})"
         )
-    return EvalTask(name or source.stem, f"user data from {source.name}", docs, queries, qrels, splits)
+    task_name = name or declared.get("name") or f"{source.stem}-{hashlib.sha256(raw_bytes).hexdigest()[:8]}"
+    description = declared.get("description") or f"user data from {source}"
+    return EvalTask(task_name, description, docs, queries, qrels, splits)
+
+
+def _read_line(line: str, where: str) -> dict[str, object] | None:
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: each line must be a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _parse_doc_line(record: Mapping[str, object], rid: str, where: str, base: Path) -> Candidate:
+    image = record.get("image")
+    text = record.get("text")
+    if image is not None:
+        if not isinstance(image, str):
+            raise ValueError(f'{where}: "image" must be a path string, got {image!r}')
+        image_path = (base / image).resolve()
+        if not image_path.is_file():
+            raise ValueError(f"{where}: image {image!r} not found (looked for {image_path})")
+        image = str(image_path)
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f'{where}: "text" must be a string, got {type(text).__name__}')
+    if image is None and not (text and text.strip()):
+        raise ValueError(f'{where}: document {rid!r} needs "text", "image" or both')
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f'{where}: "metadata" must be an object, got {type(metadata).__name__}')
+    return Candidate(id=rid, text=text, image=image, metadata=dict(metadata))
+
+
+def _parse_query_line(
+    record: Mapping[str, object], rid: str, where: str
+) -> tuple[str, dict[str, int], Split | None]:
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f'{where}: query {rid!r} needs a non-empty "text"')
+    split = record.get("split")
+    if split is not None and split not in ("dev", "test"):
+        raise ValueError(f'{where}: "split" must be "dev" or "test", got {split!r}')
+    return text, _parse_relevant(record.get("relevant"), where, rid), split
+
+
+def _parse_task_line(record: Mapping[str, object], where: str, declared: dict[str, str]) -> None:
+    if declared:
+        raise ValueError(f'{where}: a second "task" line; give the task\'s name once')
+    task_name = record.get("name")
+    if not isinstance(task_name, str) or not task_name.strip():
+        raise ValueError(f'{where}: the "task" line needs a non-empty string "name"')
+    declared["name"] = task_name.strip()
+    description = record.get("description")
+    if description is not None:
+        if not isinstance(description, str):
+            raise ValueError(f'{where}: "description" must be a string, got {type(description).__name__}')
+        declared["description"] = description
 
 
 def _parse_relevant(value: object, where: str, qid: str) -> dict[str, int]:

@@ -1,0 +1,159 @@
+"""Learned rows of the evaluation: the label-free product default and the adapted reranker.
+
+Both are learned fusion (:mod:`mm_rerank_components.adapt`) over the scorer's raw score and the
+routes' signals; they differ only in what they are fitted on, and neither is ever measured on a
+query it was fitted on:
+
+* ``default`` (the product default, no labels from the user): on a built-in task it is **refitted
+  leave-one-task-out**, on every query of the *other* built-in tasks, with the same settings as the
+  shipped file (:data:`mm_rerank_components.defaults.FIT_SETTINGS`); on your own data (which the
+  shipped file never saw) it is the shipped model itself.
+* ``adapted``: fitted on the task's own dev queries, measured on its test queries (what
+  ``mm-rerank adapt`` does for a user who holds out a test set).
+
+Example:
+    >>> rows = learned_rows(prepared, "starter", 16, 16)  # doctest: +SKIP
+    >>> sorted(rows)  # doctest: +SKIP
+    ['adapted', 'default']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mm_rerank_components.eval.pipelines import FirstStage, ScoredUnion
+from mm_rerank_components.eval.tasks import EvalTask
+from mm_rerank_components.types import Candidate, Modality
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BUILTIN_TASKS", "PreparedTask", "fusion_union", "labelled_lists", "learned_rows"]
+
+#: Tasks the shipped default was fitted on (a held-out measurement must refit without them).
+BUILTIN_TASKS = ("tuxpaint-mixed", "gcompris-explore")
+
+
+@dataclass
+class PreparedTask:
+    """A task with its first stage and each scorer's raw scores on the deepest union scored."""
+
+    task: EvalTask
+    first: FirstStage
+    scored: dict[str, ScoredUnion]
+
+
+def _candidates(prepared: PreparedTask, qid: str, k_text: int, k_image: int) -> list[Candidate]:
+    return [
+        replace(prepared.task.docs[d], source=route, retrieval_score=score)
+        for d, route, score in prepared.first.union(qid, k_text, k_image)
+    ]
+
+
+def labelled_lists(
+    prepared: PreparedTask, scorer: str, query_ids: Sequence[str], k_text: int, k_image: int
+) -> list[Any]:
+    """One :class:`~mm_rerank_components.adapt.LabelledList` per query: its union, raw scores, labels."""
+    from mm_rerank_components.adapt import LabelledList
+
+    scored = prepared.scored[scorer].restrict(prepared.first, k_text, k_image)
+    out = []
+    for qid in query_ids:
+        candidates = _candidates(prepared, qid, k_text, k_image)
+        raw = [s for _, _, s in scored.items[qid]]
+        labels = [prepared.task.qrels[qid].get(c.id, 0) for c in candidates]
+        out.append(LabelledList(prepared.task.queries[qid], candidates, raw, labels))
+    return out
+
+
+def fusion_union(
+    model: Any, prepared: PreparedTask, scorer: str, query_ids: Sequence[str], k_text: int, k_image: int
+) -> ScoredUnion:
+    """The model's calibrated probabilities on each query's union, as a ``ScoredUnion``."""
+    scored = prepared.scored[scorer].restrict(prepared.first, k_text, k_image)
+    items: dict[str, list[tuple[str, Modality, float]]] = {}
+    for qid in query_ids:
+        candidates = _candidates(prepared, qid, k_text, k_image)
+        raw = [s for _, _, s in scored.items[qid]]
+        probs = model.predict(prepared.task.queries[qid], candidates, raw)
+        items[qid] = [(c.id, c.modality, float(p)) for c, p in zip(candidates, probs, strict=True)]
+    return ScoredUnion(f"fusion:{scorer}", items)
+
+
+def _fit(lists: Sequence[Any], scorer_name: str) -> Any:
+    from mm_rerank_components.adapt import fit_fusion
+    from mm_rerank_components.defaults import FIT_SETTINGS
+
+    return fit_fusion(lists, scorer=scorer_name, **FIT_SETTINGS)
+
+
+def learned_rows(
+    target: PreparedTask,
+    everything: Sequence[PreparedTask],
+    scorer: str,
+    k_text: int,
+    k_image: int,
+    *,
+    train_depth: tuple[int, int] | None = None,
+    models: dict[tuple[str, str], Any] | None = None,
+) -> dict[str, ScoredUnion]:
+    """``{"default": ..., "adapted": ...}`` probabilities on ``target``'s dev and test queries.
+
+    ``train_depth`` is the ``(k_text, k_image)`` the models are fitted at (default: the measured
+    depth); ``models`` caches fitted models across depths, keyed by (row, task).
+    """
+    from mm_rerank_components.defaults import load_default_model
+
+    kt, ki = train_depth or (k_text, k_image)
+    cache = models if models is not None else {}
+    task = target.task
+    qids = task.query_ids("all")
+    name = target.scored[scorer].scorer
+    out: dict[str, ScoredUnion] = {}
+    key = ("default", task.name)
+    if key not in cache:
+        if task.name in BUILTIN_TASKS:
+            others = [p for p in everything if p.task.name in BUILTIN_TASKS and p.task.name != task.name]
+            if not others:
+                logger.warning(
+                    "%s: no other built-in task to fit the default on, so no held-out default row; "
+                    "run the built-in tasks together",
+                    task.name,
+                )
+                cache[key] = None
+            else:
+                lists = [
+                    x for p in others for x in labelled_lists(p, scorer, p.task.query_ids("all"), kt, ki)
+                ]
+                logger.info(
+                    "%s: default refitted on %s (leave-one-task-out)",
+                    task.name,
+                    [p.task.name for p in others],
+                )
+                cache[key] = _fit(lists, name)
+        else:
+            cache[key] = load_default_model()
+    if cache[key] is not None:
+        out["default"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
+    key = ("adapted", task.name)
+    if key not in cache:
+        cache[key] = _fit(labelled_lists(target, scorer, task.query_ids("dev"), kt, ki), name)
+    out["adapted"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
+    return out
+
+
+def training_summary(models: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
+    """What each fitted model saw (queries, pairs, weights), for results.json."""
+    out: dict[str, Any] = {}
+    for (row, task), model in models.items():
+        if model is None:
+            continue
+        training = dict(model.training)
+        out[f"{row}/{task}"] = {
+            "queries": training.get("queries"),
+            "pairs": training.get("pairs"),
+            "top_weights": model.weight_table()[:8],
+        }
+    return out
