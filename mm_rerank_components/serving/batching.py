@@ -136,6 +136,8 @@ class MicroBatcher:
     batches inside it). At most ``workers`` batches run at once, on ``executor`` threads, so the event loop
     never scores; calls that arrive while the workers are busy wait and form the next, larger batch.
     With ``enabled=False`` every call is its own batch (the "off" setting of the benchmark).
+    ``in_flight`` (the number of requests being handled) lets a batch close early when every request in
+    flight already has a call in it, so a lone request never waits ``max_wait_s`` for company.
 
     Example:
         >>> from mm_rerank_components.scorers import FakeScorer
@@ -154,6 +156,7 @@ class MicroBatcher:
         enabled: bool = True,
         workers: int = 1,
         executor: concurrent.futures.Executor | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
@@ -162,6 +165,7 @@ class MicroBatcher:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
         self.handler = handler
+        self.in_flight = in_flight
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.enabled = enabled
@@ -219,8 +223,8 @@ class MicroBatcher:
                 size += len(item[0])
                 continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            if remaining <= 0 or (self.in_flight is not None and len(batch) >= self.in_flight()):
+                break  # waited long enough, or every request in flight already has a call here
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)

@@ -232,6 +232,7 @@ class RerankEngine:
                 max_wait_s=self.config.max_wait_ms / 1000.0,
                 enabled=self.config.micro_batching,
                 workers=self.config.score_workers,
+                in_flight=lambda: self.pending,
             )
             submit = self.batcher.submit
         self.proxy = BatchingScorer(
