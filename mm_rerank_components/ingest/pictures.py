@@ -18,6 +18,9 @@ from mm_rerank_components.ingest.files import FileRejected, read_regular_file
 from mm_rerank_components.ingest.records import ImageRecord, preview_data_uri, shrink
 from mm_rerank_components.media import ImageLoadError, ImageOptions, load_image
 
+#: Pictures in the first batch (the next ones double up to the batch size).
+FIRST_BATCH = 4
+
 
 @dataclass(frozen=True)
 class DecodedPicture:
@@ -55,6 +58,16 @@ def decode_picture(
     return DecodedPicture(record, shrink(image), image.size, preview)
 
 
+def _ramp(records: Sequence[ImageRecord], batch_size: int) -> list[Sequence[ImageRecord]]:
+    batches: list[Sequence[ImageRecord]] = []
+    size, start = min(batch_size, FIRST_BATCH), 0
+    while start < len(records):
+        batches.append(records[start : start + size])
+        start += size
+        size = min(batch_size, size * 2)
+    return batches
+
+
 def decoded_batches(
     records: Sequence[ImageRecord],
     batch_size: int,
@@ -64,9 +77,11 @@ def decoded_batches(
 ) -> Iterator[list[DecodedPicture | PictureFailure]]:
     """Batches of decoded pictures, in order; the next batch is decoded while the caller embeds this one.
 
-    At most two batches are held in memory at a time.
+    At most two batches are held in memory at a time. Batches start at :data:`FIRST_BATCH` pictures and
+    double up to ``batch_size``, so the model starts early and the pool, which decodes faster than the
+    model embeds, stays ahead of it.
     """
-    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    batches = _ramp(records, batch_size)
     if not batches:
         return
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mm-rerank-decode") as pool:

@@ -1,0 +1,144 @@
+"""Ingest throughput of pictures against the classifier's own throughput, measured in the same run.
+
+The target (issue 13): ingest at least 0.7x as many pictures per second as the starter image model
+classifies on its own. Both sides see the same pictures at the same size (decoded, at most 1024 px):
+
+* **model**: ``StarterModels.embed_images_and_classes`` on pictures already decoded in memory, in batches
+  of ``--batch-size`` (the ConSE embedding and the compact classes ingest stores, nothing else);
+* **ingest**: ``ingest_folder`` of the same picture files into a fresh embedded Chroma database (read,
+  decode and preview in a worker pool, embed, classify, upsert), for each ``--workers`` value.
+
+The model is timed before and after the ingest runs and the mean is used, so a change in machine load
+during the run affects both sides. Prints a table and writes JSON to ``benchmarks/results/ingest.json``::
+
+    python benchmarks/ingest.py                          # GCompris photos from .cache/gcompris_explore
+    python benchmarks/ingest.py --folder my_photos --limit 64 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mm_rerank_components.ingest import IMAGE_EXTENSIONS, ingest_folder
+from mm_rerank_components.ingest.records import shrink
+from mm_rerank_components.media import load_image
+from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
+
+
+def _pictures(folder: Path, limit: int) -> list[Path]:
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not found:
+        raise SystemExit(
+            f"no pictures under {folder}; pass --folder, or export the GCompris sample first "
+            "(python -c 'from mm_rerank_components.eval.datasets import export_gcompris_explore as e; e()')"
+        )
+    return found[:limit] if limit > 0 else found
+
+
+def _model_rate(models: Any, images: list[Any], batch_size: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        models.embed_images_and_classes(images[i : i + batch_size])
+    return len(images) / (time.perf_counter() - start)
+
+
+def _ingest_rate(pictures: list[Path], models: Any, batch_size: int, workers: int) -> dict[str, Any]:
+    from mm_rerank_components.starter.chroma import (
+        StarterImageEmbeddingFunction,
+        StarterTextEmbeddingFunction,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="mm-ingest-bench-") as tmp:
+        folder = Path(tmp) / "pics"
+        folder.mkdir()
+        for i, path in enumerate(pictures):
+            shutil.copyfile(path, folder / f"{i:05d}{path.suffix.lower()}")
+        retriever = ChromaMultiCollectionRetriever(
+            path=Path(tmp) / "db",
+            text_embedding_function=StarterTextEmbeddingFunction(models=models),
+            image_embedding_function=StarterImageEmbeddingFunction(models=models),
+        )
+        report = ingest_folder(folder, retriever, batch_size=batch_size, workers=workers)
+        if not report.ok or report.added != len(pictures):
+            raise SystemExit(f"ingest failed: {report.summary()}: {[str(f) for f in report.failed]}")
+        return {
+            "workers": workers,
+            "seconds": round(report.seconds, 3),
+            "pictures_per_s": len(pictures) / report.seconds,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--folder", type=Path, default=Path(".cache/gcompris_explore"))
+    parser.add_argument("--limit", type=int, default=0, help="pictures used (0 = all)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="decoding threads to try")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits a busy machine)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from mm_rerank_components.starter.models import StarterModels
+
+    torch.set_num_threads(args.threads)
+    pictures = _pictures(args.folder, args.limit)
+    models = StarterModels()
+    images = [shrink(load_image(p)) for p in pictures]  # decoded once, outside every timing
+    models.embed_images_and_classes(images[:2])  # load the weights and the class prompts
+    load_before = os.getloadavg()
+    model_before = _model_rate(models, images, args.batch_size)
+    runs = [_ingest_rate(pictures, models, args.batch_size, w) for w in args.workers]
+    model_after = _model_rate(models, images, args.batch_size)
+    model = (model_before + model_after) / 2
+    for run in runs:
+        run["ratio_to_model"] = round(run["pictures_per_s"] / model, 3)
+        run["pictures_per_s"] = round(run["pictures_per_s"], 2)
+
+    result = {
+        "pictures": len(pictures),
+        "folder": str(args.folder),
+        "batch_size": args.batch_size,
+        "torch_threads": args.threads,
+        "model_pictures_per_s": {"before": round(model_before, 2), "after": round(model_after, 2)},
+        "ingest": runs,
+        "target_ratio": 0.7,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_start": [round(x, 2) for x in load_before],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+    print(
+        f"{len(pictures)} pictures from {args.folder}, batch {args.batch_size}, torch threads {args.threads}"
+    )
+    print(
+        f"load average at start {result['machine']['load_average_start']}, at end {result['machine']['load_average_end']}"
+    )
+    print(f"{'what':<28}{'pictures/s':>12}{'x model':>10}")
+    print(f"{'model alone (before/after)':<28}{model_before:>6.1f}/{model_after:<5.1f}{1.0:>10.2f}")
+    for run in runs:
+        label = f"ingest, {run['workers']} decode worker(s)"
+        print(f"{label:<28}{run['pictures_per_s']:>12.1f}{run['ratio_to_model']:>10.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
