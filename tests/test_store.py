@@ -204,3 +204,38 @@ def test_a_server_that_is_down_is_named(tmp_path: Path) -> None:
         ConnectionError, match=rf"cannot reach the Chroma server at http://127\.0\.0\.1:{port}"
     ):
         r.retrieve("red")
+
+
+def test_clip_embedders_are_resolved_by_name_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+    import types
+
+    from mm_rerank_components import cli
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def clip_embedding_functions(path: str, **kwargs: Any) -> tuple[Any, Any]:
+        calls.append((path, kwargs))
+        ef = HashingEmbeddingFunction()
+        return ef, ef
+
+    fake = types.ModuleType("mm_rerank_components.retrievers.clip")
+    fake.clip_embedding_functions = clip_embedding_functions  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mm_rerank_components.retrievers.clip", fake)
+    r = ChromaMultiCollectionRetriever(path=tmp_path / "db", embedder=f"clip:{tmp_path}")
+    assert calls == [(str(tmp_path), {})] and r.image_query_searches_text  # one space: images reach text
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "fox.txt").write_text("red fox")
+    Image.new("RGB", (8, 8), (220, 20, 20)).save(folder / "red.png")
+    assert ingest_folder(folder, r).added == 2
+    hits = r.retrieve(Query(image=Image.new("RGB", (8, 8), (220, 20, 20))))
+    assert {c.source for c in hits} == {"mm_text", "mm_images"}
+    args = ["--db", str(tmp_path / "db2"), "--embedder", f"clip:{tmp_path}", "--no-progress"]
+    assert cli.main(["ingest", str(folder), *args]) == 0 and len(calls) == 2
+    with pytest.raises(ValueError, match="pass embedder= or text_/image_embedding_function=, not both"):
+        ChromaMultiCollectionRetriever(
+            path=tmp_path / "db", embedder="hashing", text_embedding_function=HashingEmbeddingFunction()
+        )
