@@ -43,8 +43,12 @@ def test_ingest_reports_links_and_big_files_then_info_counts(
     assert cli.main(["ingest", str(folder), "--db", db, "--follow-symlinks", *FAST]) == 0
     out = capsys.readouterr().out
     assert "2 added" in out  # big.txt and the followed link
-    assert cli.main(["info", "--db", db, "--embedder", "hashing"]) == 0
-    assert "mm_text: 3 records" in capsys.readouterr().out
+    assert cli.main(["info", "--db", db]) == 0  # no embedder needed to look (the default is another one)
+    out = capsys.readouterr().out
+    assert 'mm_text: 3 records (embedder mm-rerank-hashing {"dim": 64})' in out
+    assert "mm_images: 1 records" in out
+    assert cli.main(["info", "--db", str(tmp_path / "empty")]) == 0
+    assert "mm_text: 0 records\n" in capsys.readouterr().out
 
 
 def test_embedder_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,7 +122,7 @@ class ChromaStore:
         try:
             return client.get_collection(name, embedding_function=None)
         except Exception as exc:  # chromadb raises NotFoundError (embedded) or others (HTTP)
-            if "does not exist" not in str(exc) and type(exc).__name__ != "NotFoundError":
+            if not _missing(exc):
                 raise
         existing = sorted(c.name for c in client.list_collections())
         raise ValueError(
@@ -163,6 +163,27 @@ class ChromaStore:
                 include=include,
             )
         return str(collection.name), space_of(collection), result
+
+    def inspect(self, kind: Kind) -> dict[str, Any]:
+        """What the ``kind`` collection holds, without checking the embedding function (for ``mm-rerank
+        info``): ``name``, ``count`` (0 when missing), ``embedder`` and ``config`` as recorded."""
+        name = self.collection_name(kind)
+        out: dict[str, Any] = {"name": name, "count": 0, "embedder": None, "config": None}
+        if name is None:
+            return out
+        with self.calls():
+            try:
+                collection = self._client().get_collection(name, embedding_function=None)
+            except Exception as exc:  # chromadb raises NotFoundError (embedded) or others (HTTP)
+                if not _missing(exc):
+                    raise
+                return out
+            out["count"] = int(collection.count())
+        metadata = collection.metadata or {}
+        out["embedder"] = metadata.get(EMBEDDER_KEY)
+        config = metadata.get(EMBEDDER_CONFIG_KEY)
+        out["config"] = json.loads(config) if isinstance(config, str) else None
+        return out
 
     # -- the store protocol ----------------------------------------------------------------------------
 
@@ -254,6 +275,11 @@ class ChromaStore:
             EmbeddedPicture([float(x) for x in v], {CLASSES_KEY: c, CLASSES_PRODUCER_KEY: producer})
             for v, c in zip(vectors, classes, strict=True)
         ]
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether chromadb's exception says the collection does not exist."""
+    return "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError"
 
 
 def space_of(collection: Any) -> str:
