@@ -9,7 +9,8 @@ On a fresh embedded Chroma database, in one process:
    what the models allow on this machine at this load;
 4. asks every query twice: the **cold** pass is the first time this corpus is queried (models loaded and
    initialised on an unrelated input, nothing of this corpus cached), the **warm** pass asks the same
-   queries again (no score cache: the reranker scores every candidate again). For each pass it reports
+   queries again (no reranker score cache, but the scorer's own caches, e.g. the starter scorer's
+   passage and picture embeddings, now hold this corpus). For each pass it reports
    p50/p95 of the first stage (embed the query, ``--k`` hits from each collection), the rerank of the
    merged candidates, and their total.
 

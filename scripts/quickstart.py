@@ -5,7 +5,11 @@
 2. ingest them into an embedded Chroma database at ``.cache/quickstart_db`` with the offline starter
    models (MiniLM text encoder, EfficientNet-Lite0 image encoder, one embedding space);
 3. ask a few questions (text, image, text + image): the first stage takes 16 hits from each collection,
-   and :class:`MultimodalReranker` with :class:`StarterScorer` puts the 32 mixed hits on one scale.
+   and :class:`MultimodalReranker` with :class:`StarterScorer` puts the 32 mixed hits on one scale; a
+   question with text also gets an extractive answer (no LLM) quoting the sentence the same models
+   score best, and naming the item it comes from;
+4. ask the same questions again and print both timings, labelled: **cold** is the first time a question
+   is asked after the models loaded, **warm** the same question again (no score cache).
 
 Run from the repository root after ``pip install -e ".[all]"``::
 
@@ -20,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from mm_rerank_components import MultimodalReranker, Query
+from mm_rerank_components import MultimodalReranker, Query, RankedCandidate
+from mm_rerank_components.answer import Evidence, ExtractiveAnswerer
 from mm_rerank_components.cli import format_table, set_threads
 from mm_rerank_components.eval.datasets import export_gcompris_explore
 from mm_rerank_components.ingest import ingest_folder, scan_folder
@@ -30,14 +35,14 @@ from mm_rerank_components.scorers.starter import StarterScorer
 #: (label, question text or None, photo file name in the exported folder or None)
 QUESTIONS: list[tuple[str, str | None, str | None]] = [
     ("text", "Which farm animal gives us milk?", None),
+    ("text", "Which animal has a comb on its head?", None),
     ("text", "a huge white bear that hunts on the Arctic sea ice", None),
     ("image", None, "monuments-eiffel-tower.webp"),
     ("text + image", "What does this animal eat?", "world-animals-koala.webp"),
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep the output to our own tables
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -48,16 +53,35 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads; default: 1 when the machine is already busy (load average above the "
-        "number of cores), where more threads spin-wait and run several times slower; else torch's choice",
+        help="cap torch CPU threads; default: the starter models' own policy (one thread per call when the "
+        "machine is busy or calls run at once, a few for a big batch alone; MM_RERANK_THREADS fixes it)",
     )
-    args = parser.parse_args(argv)
-    threads = args.threads
-    if threads is None and hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
-        threads = 1
-        print(f"(the machine is busy: load average {os.getloadavg()[0]:.1f}; using 1 torch thread)")
-    if threads is not None:
-        set_threads(threads)
+    return parser.parse_args(argv)
+
+
+def ask(
+    retriever: ChromaMultiCollectionRetriever, reranker: MultimodalReranker, query: Query
+) -> tuple[list[RankedCandidate], int, dict[str, float]]:
+    """All candidates reranked (best first), their number, and the seconds per stage."""
+    t1 = time.perf_counter()
+    candidates = retriever.retrieve(query)
+    t2 = time.perf_counter()
+    ranked = reranker.rerank(query, candidates)
+    t3 = time.perf_counter()
+    return ranked, len(candidates), {"first_stage": t2 - t1, "rerank": t3 - t2, "total": t3 - t1}
+
+
+def ms(timing: dict[str, float]) -> str:
+    return ", ".join(
+        f"{stage.replace('_', ' ')} {seconds * 1000:.0f} ms" for stage, seconds in timing.items()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep the output to our own tables
+    args = parse_args(argv)
+    if args.threads is not None:
+        set_threads(args.threads)
 
     started = time.perf_counter()
     print("== 1. data: GCompris 'explore' photos and passages (Debian gcompris-qt-data)")
@@ -72,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     # previews: the starter scorer reads 224-px images, so the reranker decodes the 384-px JPEG previews
     # stored at ingest instead of the 1024-px photos (the table still shows the photo files)
     retriever = ChromaMultiCollectionRetriever(path=args.db, candidate_image="preview")
-    reranker = MultimodalReranker(StarterScorer())
+    scorer = StarterScorer()
+    reranker = MultimodalReranker(scorer)
     retriever.create_collections()
     retriever.warm_up()
-    load = getattr(reranker.scorer, "load", None)
-    if callable(load):
-        load()
+    scorer.load()
+    answerer = ExtractiveAnswerer(reranker=reranker)
     print(f"   loaded in {time.perf_counter() - t:.1f} s")
 
     print(f"== 3. ingest into {args.db} (embedded Chroma; re-runs skip unchanged files)")
@@ -89,24 +113,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   FAILED {failure}")
 
     print("== 4. questions: 16 text + 16 image hits, reranked on one scale")
+    cold: list[dict[str, float]] = []
     for label, text, photo in QUESTIONS:
-        image = str(folder / photo) if photo else None
-        query = Query(text=text, image=image)
-        t1 = time.perf_counter()
-        candidates = retriever.retrieve(query)
-        t2 = time.perf_counter()
-        ranked = reranker.rerank(query, candidates, top_n=args.top_n)
-        t3 = time.perf_counter()
+        query = Query(text=text, image=str(folder / photo) if photo else None)
+        ranked, n, timing = ask(retriever, reranker, query)
+        cold.append(timing)
         asked = " + ".join(
             part for part in (f'"{text}"' if text else "", f"[photo {photo}]" if photo else "") if part
         )
         print(f"\n-- {label} query: {asked}")
-        print(format_table([(r.candidate, r.score) for r in ranked]))
-        print(
-            f"   {len(candidates)} candidates; first stage {(t2 - t1) * 1000:.0f} ms, "
-            f"rerank {(t3 - t2) * 1000:.0f} ms, total {(t3 - t1) * 1000:.0f} ms"
-        )
-    print(f"\nquickstart done in {time.perf_counter() - started:.1f} s")
+        print(format_table([(r.candidate, r.score) for r in ranked[: args.top_n]]))
+        if text:  # the answerer reads the top 10, which may reach below the rows shown
+            evidence = [Evidence.from_ranked(r) for r in ranked[: answerer.max_evidence]]
+            print("   " + answerer.compose(query, evidence).replace("\n", "\n   "))
+        print(f"   {n} candidates; cold (first time asked): {ms(timing)}")
+
+    print(
+        "\n== 5. the same questions again (warm: the models, the database and the starter scorer's own "
+        "embedding caches hold these candidates now)"
+    )
+    for (label, text, photo), first in zip(QUESTIONS, cold, strict=True):
+        query = Query(text=text, image=str(folder / photo) if photo else None)
+        _, _, timing = ask(retriever, reranker, query)
+        print(f"   {label:<13} cold total {first['total'] * 1000:5.0f} ms | warm: {ms(timing)}")
+    load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"\nquickstart done in {time.perf_counter() - started:.1f} s ({os.cpu_count()} CPUs, {load})")
     return 0 if report.ok else 1
 
 

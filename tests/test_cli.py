@@ -148,7 +148,7 @@ def test_query_with_a_saved_reranker_folder(
     scores = [float(row[2]) for row in rows]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
     assert f"4 candidates, reranked by reranker folder {saved}" in out
-    assert "warm (same query again, median of 2; no score cache)" in out
+    assert "warm (same query again, median of 2; the scorer's own caches are warm)" in out
     assert cli.main(["query", "x", "--db", db, *FAST, "--reranker", str(tmp_path / "nope")]) == 2
     assert "is not a folder (write one with mm-rerank adapt)" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

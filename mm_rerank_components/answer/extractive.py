@@ -159,15 +159,16 @@ class ExtractiveAnswerer:
             answerer=self.name,
         )
 
-    def compose(self, question: str, evidence: Sequence[Evidence]) -> str:
-        """Just the answer text."""
+    def compose(self, question: str | Query, evidence: Sequence[Evidence]) -> str:
+        """Just the answer text. ``question`` may be a :class:`Query` with a picture: the reranker then
+        scores the sentences against the whole query (``"What does this animal eat?"`` + a koala photo)."""
         quotes = self.quotes(question, evidence)
         if not quotes:
             return NO_EVIDENCE
         named = self.reranker is not None
         return "\n".join([EXTRACTIVE_NOTICE, *(q.line(name_item=named) for q in quotes)])
 
-    def quotes(self, question: str, evidence: Sequence[Evidence]) -> list[Quote]:
+    def quotes(self, question: str | Query, evidence: Sequence[Evidence]) -> list[Quote]:
         """The quotes the answer is made of, in the order the answer gives them.
 
         Example:
@@ -180,8 +181,9 @@ class ExtractiveAnswerer:
         if not top:
             return []
         if self.reranker is None:
-            return [self._best_by_words(e, set(_words(question))) for e in top]
-        return self._best_by_model(question, top)
+            text = question.text if isinstance(question, Query) else question
+            return [self._best_by_words(e, set(_words(text or ""))) for e in top]
+        return self._best_by_model(question if isinstance(question, Query) else Query(text=question), top)
 
     # -- without a model: word overlap, one item at a time ----------------------------------------------
 
@@ -199,7 +201,7 @@ class ExtractiveAnswerer:
 
     # -- with the reranker's models: every sentence of the top items on the unified scale ---------------
 
-    def _best_by_model(self, question: str, top: Sequence[Evidence]) -> list[Quote]:
+    def _best_by_model(self, query: Query, top: Sequence[Evidence]) -> list[Quote]:
         assert self.reranker is not None
         pool = _sentence_pool(top)
         if not pool:  # only uncaptioned pictures: nothing to score, cite them as they are
@@ -208,7 +210,7 @@ class ExtractiveAnswerer:
             # a caption names a picture but rarely answers a question: quote passages when there are any
             pool = [entry for entry in pool if not entry[3]]
         candidates = [Candidate(f"{e.rank}:{position}", text=text) for e, position, text, _ in pool]
-        ranked = self.reranker.rerank(Query(text=question), candidates)
+        ranked = self.reranker.rerank(query, candidates)
         scored = sorted(
             ((r.score, pool[r.index]) for r in ranked),
             key=lambda item: (-_or_low(item[0]), item[1][0].rank, item[1][1]),

@@ -2,8 +2,8 @@
 
 The timings it prints are measured, and labelled for what they are: the **cold** query is the first one
 after the models loaded (nothing about this corpus is cached yet), the **warm** one asks the same query
-again in the same process (models and file caches warm; no score cache, so the reranker scores every
-candidate again).
+again in the same process: no reranker score cache, but the models, the database's files and the
+scorer's own caches (the starter scorer keeps passage and picture embeddings) are warm.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def timing_report(
     if warm:
         median = {k: sorted(t[k] for t in warm)[len(warm) // 2] for k in cold}
         times = f"median of {len(warm)}" if len(warm) > 1 else "once"
-        lines.append(f"warm (same query again, {times}; no score cache): {_ms(median)}")
+        lines.append(f"warm (same query again, {times}; the scorer's own caches are warm): {_ms(median)}")
     load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load n/a"
     lines.append(f"models loaded in {load_s:.1f} s; {os.cpu_count()} CPUs, {load}")
     return "\n".join(lines)
