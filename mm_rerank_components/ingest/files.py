@@ -46,7 +46,7 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX
         >>> try:
         ...     read_regular_file("/dev/zero")
         ... except FileRejected as exc:
-        ...     print(str(exc)[:39])
+        ...     print(str(exc)[:38])
         '/dev/zero' is a character device, not
     """
     name = os.fspath(path)
