@@ -77,6 +77,29 @@ def ms(timing: dict[str, float]) -> str:
     )
 
 
+def first_pass(
+    retriever: ChromaMultiCollectionRetriever, reranker: MultimodalReranker, folder: Path, top_n: int
+) -> list[dict[str, float]]:
+    """Ask each question once (cold), print its table, answer and timings; return the timings."""
+    print("== 4. questions: 16 text + 16 image hits, reranked on one scale")
+    answerer = ExtractiveAnswerer(reranker=reranker)  # the same models score the answer's sentences
+    cold: list[dict[str, float]] = []
+    for label, text, photo in QUESTIONS:
+        query = Query(text=text, image=str(folder / photo) if photo else None)
+        ranked, n, timing = ask(retriever, reranker, query)
+        cold.append(timing)
+        asked = " + ".join(
+            part for part in (f'"{text}"' if text else "", f"[photo {photo}]" if photo else "") if part
+        )
+        print(f"\n-- {label} query: {asked}")
+        print(format_table([(r.candidate, r.score) for r in ranked[:top_n]]))
+        if text:  # the answerer reads the top 10, which may reach below the rows shown
+            evidence = [Evidence.from_ranked(r) for r in ranked[: answerer.max_evidence]]
+            print("   " + answerer.compose(query, evidence).replace("\n", "\n   "))
+        print(f"   {n} candidates; cold (first time asked): {ms(timing)}")
+    return cold
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep the output to our own tables
     args = parse_args(argv)
@@ -101,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     retriever.create_collections()
     retriever.warm_up()
     scorer.load()
-    answerer = ExtractiveAnswerer(reranker=reranker)
     print(f"   loaded in {time.perf_counter() - t:.1f} s")
 
     print(f"== 3. ingest into {args.db} (embedded Chroma; re-runs skip unchanged files)")
@@ -112,22 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for failure in report.failed:
         print(f"   FAILED {failure}")
 
-    print("== 4. questions: 16 text + 16 image hits, reranked on one scale")
-    cold: list[dict[str, float]] = []
-    for label, text, photo in QUESTIONS:
-        query = Query(text=text, image=str(folder / photo) if photo else None)
-        ranked, n, timing = ask(retriever, reranker, query)
-        cold.append(timing)
-        asked = " + ".join(
-            part for part in (f'"{text}"' if text else "", f"[photo {photo}]" if photo else "") if part
-        )
-        print(f"\n-- {label} query: {asked}")
-        print(format_table([(r.candidate, r.score) for r in ranked[: args.top_n]]))
-        if text:  # the answerer reads the top 10, which may reach below the rows shown
-            evidence = [Evidence.from_ranked(r) for r in ranked[: answerer.max_evidence]]
-            print("   " + answerer.compose(query, evidence).replace("\n", "\n   "))
-        print(f"   {n} candidates; cold (first time asked): {ms(timing)}")
-
+    cold = first_pass(retriever, reranker, folder, args.top_n)
     print(
         "\n== 5. the same questions again (warm: the models, the database and the starter scorer's own "
         "embedding caches hold these candidates now)"

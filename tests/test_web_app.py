@@ -79,6 +79,8 @@ def test_ask_returns_answer_evidence_and_thumbnails(client: TestClient) -> None:
     data = response.json()
     assert data["extractive"] is True and data["answerer"] == "extractive"
     assert data["answer"].startswith("Extractive answer (no LLM configured)")
+    assert set(data["timings_ms"]) == {"first_stage", "rerank", "answer"}
+    assert all(v >= 0 for v in data["timings_ms"].values())
     evidence = data["evidence"]
     assert 1 <= len(evidence) <= 4
     assert [e["rank"] for e in evidence] == list(range(1, len(evidence) + 1))
