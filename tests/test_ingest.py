@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -21,7 +21,7 @@ def _retriever(db: Path, ef: Any = None) -> ChromaMultiCollectionRetriever:
     return ChromaMultiCollectionRetriever(path=db, text_embedding_function=ef, image_embedding_function=ef)
 
 
-def _all(r: ChromaMultiCollectionRetriever, kind: str) -> dict[str, Any]:
+def _all(r: ChromaMultiCollectionRetriever, kind: Literal["text", "image"]) -> dict[str, Any]:
     got = r.store.collection(kind, create=False).get(include=["documents", "metadatas", "uris"])
     return {
         m["rel_path"]: {"id": i, "document": d, "metadata": m, "uri": (got["uris"] or [None] * 99)[n]}
@@ -222,7 +222,7 @@ def test_bad_folder_arguments(tmp_path: Path) -> None:
 
 def test_non_recursive_scan_reports_subfolders(folder: Path) -> None:
     scan = scan_folder(folder, recursive=False)
-    assert {Path(t.path).name for t in scan.texts} == {"fox.txt", "plain.txt"}
+    assert {Path(str(t.path)).name for t in scan.texts} == {"fox.txt", "plain.txt"}
     assert [(Path(s.path).name, s.reason) for s in scan.skipped] == [
         ("animals", "sub-folder (recursive=False)")
     ]
