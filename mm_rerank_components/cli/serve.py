@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
     )
     batching.add_argument("--no-micro-batching", action="store_true", help="score every request on its own")
     batching.add_argument("--score-workers", type=int, default=1, help="scoring passes at once (1)")
-    batching.add_argument("--max-concurrency", type=int, default=64, help="requests prepared at once (64)")
+    batching.add_argument("--max-concurrency", type=int, default=64, help="requests handled at once (64)")
     limits = serve.add_argument_group("limits and safety")
     limits.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MB (32)")
     limits.add_argument("--max-documents", type=int, default=1000, help="most documents per request (1000)")

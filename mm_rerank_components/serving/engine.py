@@ -11,7 +11,9 @@ import concurrent.futures
 import dataclasses
 import importlib
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from mm_rerank_components.serving.protocol import (
     Limits,
     RequestError,
     build_response,
+    decode_images,
     parse_body,
     parse_request,
 )
@@ -55,7 +58,8 @@ class ServeConfig:
         max_batch_size: most candidates per scoring pass.
         max_wait_ms: how long a pass waits for more calls after the first arrived.
         score_workers: scoring passes that may run at once (1 for one model on one device).
-        max_concurrency: requests prepared (parsed, images decoded) at once, in worker threads.
+        max_concurrency: requests handled at once in worker threads (most of them wait for their scores).
+        cpu_slots: of those, how many may parse and decode at once (default: the CPU count).
         max_pending: requests admitted at once; more get 503 with ``Retry-After``.
         request_timeout_s: most seconds a request may wait for its scores (then 504).
         max_body_bytes: largest request body (413).
@@ -80,6 +84,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     score_workers: int = 1
     max_concurrency: int = 64
+    cpu_slots: int | None = None
     max_pending: int = 1024
     request_timeout_s: float = 60.0
     max_body_bytes: int = 32 * 1024 * 1024
@@ -258,6 +263,7 @@ class RerankEngine:
         self._requests = concurrent.futures.ThreadPoolExecutor(
             self.config.max_concurrency, thread_name_prefix="rerank-request"
         )
+        self._cpu = threading.BoundedSemaphore(self.config.cpu_slots or os.cpu_count() or 1)
         self.pending = 0
 
     # -- batching ---------------------------------------------------------------------------------------
@@ -320,7 +326,11 @@ class RerankEngine:
             self.metrics.in_flight.set(self.pending)
 
     def _handle_sync(self, api: Api, body: bytes) -> dict[str, Any]:
-        request = parse_request(parse_body(body), self.config.limits, api)
+        # parsing and decoding are CPU work: a few threads at a time, or they only fight over the GIL and
+        # starve the event loop (and /health) while the other requests just wait for their scores
+        with self._cpu:
+            request = parse_request(parse_body(body), self.config.limits, api)
+            request = decode_images(request, self.config.image_options)
         for candidate in request.candidates:
             self.metrics.documents.labels(modality=candidate.modality).inc()
         ranked: list[Any] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import re
@@ -27,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mm_rerank_components.media import ImageOptions, is_url
+from mm_rerank_components.media import ImageLoadError, ImageOptions, is_url, load_image
 from mm_rerank_components.types import Candidate, ImageRef, Query, RankedCandidate
 
 Api = Literal["jina", "cohere"]
@@ -305,6 +306,46 @@ def _image_ref(value: object, where: str, options: ImageOptions) -> ImageRef:
         return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(f"{where}: image is not valid base64 ({exc})", kind="invalid_image") from None
+
+
+def decode_images(request: RerankRequest, options: ImageOptions) -> RerankRequest:
+    """``request`` with its inline images decoded into checked RGB images (URLs are left to the reranker).
+
+    A document whose image cannot be decoded is an error naming its index (``on_error="raise"``) or a
+    failed document that comes back last (``"keep"``), with the same message the reranker would give.
+
+    Example:
+        >>> req = parse_request({"query": "q", "documents": ["a"]}, Limits())
+        >>> decode_images(req, ImageOptions()).candidates[0].text
+        'a'
+    """
+    query = request.query
+    if query.image is not None and not is_url(query.image):
+        try:
+            query = dataclasses.replace(query, image=load_image(query.image, options))
+        except ImageLoadError as exc:
+            raise RequestError(f"query: unreadable image: {exc}", kind="invalid_image") from None
+    candidates: list[Candidate] = []
+    positions: list[int] = []
+    failed = dict(request.failed)
+    for candidate, index in zip(request.candidates, request.positions, strict=True):
+        if candidate.image is not None and not is_url(candidate.image):
+            try:
+                candidate = dataclasses.replace(candidate, image=load_image(candidate.image, options))
+            except ImageLoadError as exc:
+                if request.on_error == "raise":
+                    raise RequestError(
+                        f"documents[{index}]: unreadable image: {exc}",
+                        kind="unreadable_document",
+                        index=index,
+                    ) from None
+                failed[index] = f"unreadable image: {exc}"
+                continue
+        candidates.append(candidate)
+        positions.append(index)
+    return dataclasses.replace(
+        request, query=query, candidates=candidates, positions=positions, failed=failed
+    )
 
 
 def build_response(
