@@ -239,3 +239,13 @@ def test_clip_embedders_are_resolved_by_name_only_when_asked(
         ChromaMultiCollectionRetriever(
             path=tmp_path / "db", embedder="hashing", text_embedding_function=HashingEmbeddingFunction()
         )
+
+
+def test_bare_passages_keep_their_old_ids(tmp_path: Path) -> None:
+    # databases filled by the old add_texts (id = content_id("text", text)) are not duplicated
+    r = _retriever(tmp_path / "db")
+    assert r.add_texts(["Foxes live in dens."]).added == 1
+    (hit,) = r.retrieve("foxes", k_image=0)
+    assert hit.id == content_id("text", b"Foxes live in dens.")
+    with_meta = r.add_texts(["Foxes live in dens."], metadatas=[{"title": "Fox"}])
+    assert with_meta.added == 1 and r.count()["mm_text"] == 2  # other metadata: another record

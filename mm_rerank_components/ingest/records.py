@@ -137,12 +137,15 @@ def record_id(kind: Kind, data: bytes, path: str | None, detail: str, extra: Map
     there is none), a detail (a passage's chunk number, a picture's caption) and the caller's metadata.
 
     A folder's passage hashes the file's bytes with its chunk number, a directly added passage its own
-    text with ``"0"``; a picture hashes its file's bytes with its caption.
+    text with ``"0"``; a picture hashes its file's bytes with its caption. A bare passage (no path, no
+    metadata) is identified by its text alone, ``content_id(kind, text)``, as it always was.
 
     Example:
-        >>> record_id("text", b"Foxes.", None, "0", {}) == record_id("text", b"Foxes.", None, "0", {})
+        >>> record_id("text", b"Foxes.", None, "0", {}) == content_id("text", b"Foxes.")
         True
     """
+    if path is None and detail == "0" and not extra:
+        return content_id(kind, data)
     meta_json = json.dumps(dict(extra), sort_keys=True, default=str)
     return content_id(kind, data, path or "", detail, meta_json)
 
