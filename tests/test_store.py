@@ -248,4 +248,6 @@ def test_bare_passages_keep_their_old_ids(tmp_path: Path) -> None:
     (hit,) = r.retrieve("foxes", k_image=0)
     assert hit.id == content_id("text", b"Foxes live in dens.")
     with_meta = r.add_texts(["Foxes live in dens."], metadatas=[{"title": "Fox"}])
-    assert with_meta.added == 1 and r.count()["mm_text"] == 2  # other metadata: another record
+    assert (with_meta.added, with_meta.updated) == (0, 1) and r.count()["mm_text"] == 1  # updated in place
+    assert r.retrieve("foxes", k_image=0)[0].metadata["title"] == "Fox"
+    assert r.add_texts(["Foxes live in dens."], metadatas=[{"title": "Fox"}]).unchanged == 1

@@ -137,17 +137,27 @@ def record_id(kind: Kind, data: bytes, path: str | None, detail: str, extra: Map
     there is none), a detail (a passage's chunk number, a picture's caption) and the caller's metadata.
 
     A folder's passage hashes the file's bytes with its chunk number, a directly added passage its own
-    text with ``"0"``; a picture hashes its file's bytes with its caption. A bare passage (no path, no
-    metadata) is identified by its text alone, ``content_id(kind, text)``, as it always was.
+    text with ``"0"``; a picture hashes its file's bytes with its caption. The result is every record's
+    ``content_id`` (its version) and the id of every record with a source path; a passage without a path
+    is identified by its text alone (:func:`bare_text_id`), so new metadata updates it in place.
 
     Example:
-        >>> record_id("text", b"Foxes.", None, "0", {}) == content_id("text", b"Foxes.")
+        >>> record_id("text", b"Foxes.", None, "0", {}) == record_id("text", b"Foxes.", None, "0", {})
         True
     """
-    if path is None and detail == "0" and not extra:
-        return content_id(kind, data)
     meta_json = json.dumps(dict(extra), sort_keys=True, default=str)
     return content_id(kind, data, path or "", detail, meta_json)
+
+
+def bare_text_id(text: str) -> str:
+    """The id of a passage given without a source path: :func:`content_id` of its text alone (as the
+    package has always made it), so the same text is one record whatever its metadata.
+
+    Example:
+        >>> bare_text_id("Foxes.") == content_id("text", b"Foxes.")
+        True
+    """
+    return content_id("text", text.encode("utf-8", "surrogatepass"))
 
 
 def text_metadata(

@@ -32,6 +32,7 @@ from mm_rerank_components.ingest.records import (
     IngestReport,
     Kind,
     TextRecord,
+    bare_text_id,
     check_preview_size,
     clean_caption,
     image_metadata,
@@ -119,9 +120,12 @@ def add_texts(
     metadatas: Sequence[Mapping[str, Any] | None] | None = None,
     batch_size: int = 32,
 ) -> IngestReport:
-    """Write passages given directly; ids default to the content id of the text and its metadata.
+    """Write passages given directly.
 
-    A ``metadata["path"]`` makes the passage a version of that source (the stale-record rule applies).
+    Ids default to the content id of the text alone (:func:`~.records.bare_text_id`); a
+    ``metadata["path"]`` makes the passage a version of that source instead (its id also hashes the path
+    and metadata, and the stale-record rule applies). Changed metadata or text under the same id is
+    written (``updated``); the same content again is ``unchanged``.
 
     Example:
         >>> add_texts(retriever, ["Foxes live in dens."]).added  # doctest: +SKIP
@@ -139,7 +143,8 @@ def add_texts(
         path = str(path) if path is not None else None
         cid = record_id("text", text.encode("utf-8", "surrogatepass"), path, "0", extra)
         metadata = text_metadata(extra, cid=cid, path=path, rel_path=None, title=extra.get("title"))
-        records.append(TextRecord(id=cid, path=path, text=text, metadata=metadata))
+        id_ = cid if path is not None else bare_text_id(text)
+        records.append(TextRecord(id=id_, path=path, text=text, metadata=metadata))
     records = _with_ids(records, ids, lambda a, b: a.text == b.text)
     report = IngestReport(texts=len(texts))
     store = as_store(retriever)
