@@ -6,7 +6,11 @@ times both, in alternating order; the report gives medians, the ratio ours/ST me
 and whether the two rankings are identical. Both run at their default settings unless told otherwise.
 
     OMP_NUM_THREADS=1 python benchmarks/cross_encoder_vs_st.py [--n 32] [--rounds 5] [--threads 1]
-        [--batch-size N] [--max-batch-tokens N|none] [--out FILE]
+        [--batch-size N] [--max-batch-tokens N|none] [--against-rev REV] [--out FILE]
+
+``--against-rev REV`` adds the package's own CrossEncoderScorer as it was at git revision REV (at its
+defaults) as a third contender, for before/after comparisons. The JSON goes to
+``benchmarks/results/cross_encoder_vs_st.json`` unless ``--out`` says otherwise.
 
 Random weights: the scores are meaningless; only time and ranking agreement are measured.
 """
@@ -21,6 +25,7 @@ import random
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,11 @@ import torch
 
 from mm_rerank_components import Candidate, Query
 from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer
-from mm_rerank_components.testing import MINILM_L6_SHAPE, build_bert_cross_encoder
+from mm_rerank_components.testing import (
+    MINILM_L6_SHAPE,
+    build_bert_cross_encoder,
+    scorer_module_at_revision,
+)
 
 VOCAB = [f"w{i}" for i in range(30000)]
 
@@ -47,7 +56,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="our batch_size (default: ours)")
     parser.add_argument("--max-batch-tokens", default=None, help="our token budget: N, none (default: auto)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--against-rev", default=None, help="also time CrossEncoderScorer at this git rev")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "cross_encoder_vs_st.json"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from sentence_transformers import CrossEncoder
@@ -64,22 +76,25 @@ def main() -> None:
     query, passages = workload(args.n, seed=0)
     candidates = [Candidate(f"p{i}", text=t) for i, t in enumerate(passages)]
 
-    def run_ours() -> list[float]:
-        return ours.score(Query(query), candidates)
-
-    def run_st() -> list[float]:
-        return [float(x) for x in st.predict([(query, p) for p in passages])]
-
-    run_ours(), run_st()  # warm-up
-    times: dict[str, list[float]] = {"ours": [], "st": []}
+    contenders: dict[str, Any] = {
+        "ours": lambda: ours.score(Query(query), candidates),
+        "st": lambda: [float(x) for x in st.predict([(query, p) for p in passages])],
+    }
+    if args.against_rev:
+        old_module = scorer_module_at_revision(args.against_rev, "cross_encoder")
+        old = old_module.CrossEncoderScorer(folder, local_files_only=True, device="cpu")
+        contenders[f"ours@{args.against_rev}"] = partial(old.score, Query(query), candidates)
+    for fn in contenders.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     scores: dict[str, list[float]] = {}
+    names = list(contenders)
     for r in range(args.rounds):
-        order = [("ours", run_ours), ("st", run_st)]
-        for name, fn in order if r % 2 == 0 else order[::-1]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
             start = time.perf_counter()
-            scores[name] = fn()
+            scores[name] = contenders[name]()
             times[name].append(time.perf_counter() - start)
-    rank = {k: sorted(range(len(v)), key=lambda i, v=v: -v[i]) for k, v in scores.items()}
+    rank = {k: sorted(range(len(v)), key=v.__getitem__, reverse=True) for k, v in scores.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "n_passages": args.n,
@@ -87,16 +102,19 @@ def main() -> None:
         "threads": args.threads,
         "ours_settings": {"batch_size": ours.batch_size, "max_batch_tokens": ours.max_batch_tokens},
         "median_s": med,
-        "ratio_ours_over_st": med["ours"] / med["st"],
-        "identical_ranking": rank["ours"] == rank["st"],
+        "ratio_over_st": {k: v / med["st"] for k, v in med.items()},
+        "identical_ranking_to_st": {k: rank[k] == rank["st"] for k in rank},
         "load_average": os.getloadavg(),
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"{'contender':<24} {'median s':>9} {'x ST':>6}  same ranking as ST")
+    for name in names:
+        same = rank[name] == rank["st"]
+        print(f"{name:<24} {med[name]:>9.3f} {med[name] / med['st']:>6.2f}  {same}")
+    print(f"load average {os.getloadavg()[0]:.2f}; wrote {args.out}")
 
 
 if __name__ == "__main__":

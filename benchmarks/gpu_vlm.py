@@ -16,6 +16,10 @@ Modes:
   workload shape. It checks the plumbing and the batching gain only; its figures say nothing about a GPU.
 
     python benchmarks/gpu_vlm.py [--cpu-tiny] [--repeats 5] [--batch-sizes 8,16,32,50] [--out FILE]
+        [--against-rev REV]
+
+``--against-rev REV`` also times the scorer as it was at git revision REV, at the same batch size, in
+rounds interleaved with the current one (before/after comparisons).
 
 Random weights: the scores are meaningless; only the time is measured.
 """
@@ -175,9 +179,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
 
 def preprocess(scorer: VLMYesNoScorer, query: Query, candidates: list[Candidate]) -> None:
     """Everything ``score`` does before the forward passes: prompts, tokens, pixels, copy to device."""
-    prompts = [scorer.build_prompt(query, c) for c in candidates]
-    for chunk in scorer._plan(prompts):
-        scorer._encode([prompts[i] for i in chunk])
+    prepared = scorer.prepare(query, candidates)
+    for chunk in scorer._plan(prepared):
+        scorer._encode(prepared, chunk)
 
 
 def work_count(scorer: VLMYesNoScorer, query: Query, candidates: list[Candidate]) -> dict[str, float]:
@@ -212,6 +216,38 @@ def work_count(scorer: VLMYesNoScorer, query: Query, candidates: list[Candidate]
     return {"lm_tokens": lm_tokens, "vision_patches": patches, "flop": flops}
 
 
+def against_revision(
+    revision: str | None,
+    batch_size: int,
+    common: dict[str, Any],
+    query: Query,
+    candidates: list[Candidate],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """p50 of the current scorer and of the scorer at ``revision``, timed in interleaved rounds."""
+    if not revision:
+        return {}
+    from mm_rerank_components.testing import scorer_module_at_revision
+
+    then = scorer_module_at_revision(revision, "vlm").VLMYesNoScorer(batch_size=batch_size, **common)
+    now = VLMYesNoScorer(batch_size=batch_size, **common)
+    then.score(query, candidates), now.score(query, candidates)  # warm-up
+    now_times: list[float] = []
+    then_times: list[float] = []
+    for r in range(repeats):
+        pair = [(now, now_times), (then, then_times)]
+        for scorer, times in pair if r % 2 == 0 else pair[::-1]:
+            times += time_calls(lambda s=scorer: s.score(query, candidates), 1, device)
+    now_p50, then_p50 = statistics.median(now_times), statistics.median(then_times)
+    return {
+        "revision": revision,
+        "now_p50_ms": now_p50 * 1000,
+        "then_p50_ms": then_p50 * 1000,
+        "ratio_now_over_then": now_p50 / then_p50,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,6 +263,7 @@ def main() -> None:
         help="comma-separated micro-batch sizes to try (default: 8,16,32,50 on GPU, 16 on CPU)",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--against-rev", default=None, help="also time VLMYesNoScorer at this git rev")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -273,6 +310,7 @@ def main() -> None:
     work = work_count(batched, query, candidates)
     peak = matmul_peak(device, dtype)
 
+    before_after = against_revision(args.against_rev, best, common, query, candidates, args.repeats, device)
     p50 = statistics.median(batched_times)
     p50_naive = statistics.median(naive_times)
     achieved = work["flop"] / p50 / 1e12
@@ -329,6 +367,15 @@ def main() -> None:
             f"({100 * result['fraction_of_peak']:.1f}%)",
         ),
     ]
+    if before_after:
+        result["against_revision"] = before_after
+        rows.append(
+            (
+                f"vs {args.against_rev}",
+                f"now {before_after['now_p50_ms']:.1f} ms, then {before_after['then_p50_ms']:.1f} ms "
+                f"(ratio {before_after['ratio_now_over_then']:.2f}, interleaved)",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

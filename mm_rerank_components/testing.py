@@ -11,7 +11,12 @@ Example:
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 #: The Qwen2-VL chat special tokens a tokenizer needs for the VLM scorer's prompts.
@@ -129,12 +134,13 @@ def build_bert_cross_encoder(
     from transformers import BertConfig, BertForSequenceClassification
 
     tokenizer = build_bert_word_tokenizer(words)
-    config = BertConfig(
-        vocab_size=len(tokenizer.get_vocab()),
-        num_labels=num_labels,
-        pad_token_id=0,
+    settings: dict[str, Any] = {
+        "vocab_size": len(tokenizer.get_vocab()),
+        "num_labels": num_labels,
+        "pad_token_id": 0,
         **(shape or TINY_BERT_SHAPE),
-    )
+    }
+    config = BertConfig(**settings)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     with torch.no_grad():
@@ -142,3 +148,37 @@ def build_bert_cross_encoder(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def scorer_module_at_revision(revision: str, module: str, repo: str | Path = ".") -> ModuleType:
+    """Import ``mm_rerank_components.scorers.<module>`` as it was at git ``revision`` (for before/after
+    benchmarks), together with the private helper modules (``scorers/_*.py``) of that revision.
+
+    Example:
+        >>> old = scorer_module_at_revision("HEAD~5", "cross_encoder")  # doctest: +SKIP
+        >>> old.CrossEncoderScorer  # doctest: +SKIP
+    """
+    folder = "mm_rerank_components/scorers/"
+    listing = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "--name-only", revision, folder],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    package = f"_scorers_at_{re.sub(r'[^0-9A-Za-z]', '_', revision)}"
+    root = Path(tempfile.mkdtemp(prefix="scorers-at-rev-"))
+    (root / package).mkdir()
+    (root / package / "__init__.py").write_text("")
+    for path in listing:
+        name = Path(path).stem
+        if not path.endswith(".py") or not (name.startswith("_") or name == module) or name == "__init__":
+            continue
+        source = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{revision}:{path}"], check=True, capture_output=True, text=True
+        ).stdout
+        source = source.replace("mm_rerank_components.scorers._", f"{package}._")
+        (root / package / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(root))
+    import importlib
+
+    return importlib.import_module(f"{package}.{module}")
