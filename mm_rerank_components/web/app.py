@@ -168,7 +168,8 @@ def _warn_if_raising(pipeline: Any) -> None:
     from mm_rerank_components.reranker import MultimodalReranker
 
     reranker = getattr(pipeline, "reranker", None)
-    if isinstance(reranker, MultimodalReranker) and reranker.on_error == "raise":
+    core = getattr(reranker, "base", reranker)  # a learned-fusion reranker scores through its base
+    if isinstance(core, MultimodalReranker) and core.on_error == "raise":
         logger.warning(
             "the web chat's reranker has on_error='raise': a question whose hits include an unreadable "
             "picture fails; build it with MultimodalReranker(..., on_error='keep') to answer from the rest"
