@@ -220,11 +220,29 @@ def preview_data_uri(image: Any, max_side: int = DEFAULT_PREVIEW_SIZE) -> str:
         >>> preview_data_uri(Image.new("RGB", (1000, 500)), 100)[:23]
         'data:image/jpeg;base64,'
     """
-    copy = image.convert("RGB")
-    copy.thumbnail((max_side, max_side))
+    # a box reduction then bilinear: 3-4x cheaper than thumbnail()'s bicubic, and a preview is small
+    small = _fit(image, max_side, _pil_image().Resampling.BILINEAR, reducing_gap=1.0)
+    if small.mode != "RGB":
+        small = small.convert("RGB")
     buffer = io.BytesIO()
-    copy.save(buffer, format="JPEG", quality=85)
+    small.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pil_image() -> Any:
+    from PIL import Image
+
+    return Image
+
+
+def _fit(image: Any, max_side: int, resample: Any, reducing_gap: float) -> Any:
+    """``image`` resized (a new image) so its longest side is at most ``max_side``, or itself."""
+    width, height = image.size
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, resample, reducing_gap=reducing_gap)
 
 
 def shrink(image: Any, max_side: int = EMBED_MAX_SIDE) -> Any:
@@ -233,8 +251,4 @@ def shrink(image: Any, max_side: int = EMBED_MAX_SIDE) -> Any:
     Every picture is embedded after this, whichever way it was written, so one file always gets one
     vector.
     """
-    if max(image.size) <= max_side:
-        return image
-    copy = image.copy()
-    copy.thumbnail((max_side, max_side))
-    return copy
+    return _fit(image, max_side, _pil_image().Resampling.BICUBIC, reducing_gap=2.0)
