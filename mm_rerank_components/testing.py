@@ -182,3 +182,149 @@ def scorer_module_at_revision(revision: str, module: str, repo: str | Path = "."
     import importlib
 
     return importlib.import_module(f"{package}.{module}")
+
+
+def _label_rows(model: Any, tokenizer: Any, labels: tuple[str, str], scale: float, hidden: int) -> None:
+    """Random init gives yes/no logits that barely move: make the label rows opposite and larger so the
+    scores spread over (0, 1) and a mix-up between candidates shows."""
+    import torch
+
+    vocab = tokenizer.get_vocab()
+    with torch.no_grad():
+        yes, no = vocab[labels[0]], vocab[labels[1]]
+        model.lm_head.weight[yes] = torch.randn(hidden) * scale
+        model.lm_head.weight[no] = -model.lm_head.weight[yes]
+
+
+def build_tiny_qwen_vl(
+    folder: Any,
+    words: Sequence[str],
+    *,
+    kind: str = "qwen2_vl",
+    seed: int = 0,
+    label_scale: float = 0.3,
+    labels: tuple[str, str] = ("yes", "no"),
+) -> Path:
+    """A ~0.1M-parameter Qwen2-VL (``kind="qwen2_vl"``) or Qwen3-VL (``"qwen3_vl"``) with a word-level
+    tokenizer, its image processor (14 px patches for Qwen2-VL, 16 px for Qwen3-VL) and the Qwen chat
+    special tokens, saved to ``folder``. Random weights: plumbing only.
+
+    Example:
+        >>> build_tiny_qwen_vl(tmp_path, ["fox"], kind="qwen3_vl")  # doctest: +SKIP
+    """
+    import torch
+    import transformers
+
+    tokenizer = build_qwen_word_tokenizer(list(words))
+    vocab = tokenizer.get_vocab()
+    ids = {
+        "image_token_id": vocab["<|image_pad|>"],
+        "video_token_id": vocab["<|video_pad|>"],
+        "vision_start_token_id": vocab["<|vision_start|>"],
+        "vision_end_token_id": vocab["<|vision_end|>"],
+    }
+    text: dict[str, Any] = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "bos_token_id": vocab["<|endoftext|>"],
+        "eos_token_id": vocab["<|im_end|>"],
+        "pad_token_id": vocab["<|endoftext|>"],
+    }
+    if kind == "qwen2_vl":
+        patch = 14
+        text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 1, 1]}
+        vision: dict[str, Any] = {
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+        }
+        config: Any = transformers.Qwen2VLConfig(
+            text_config=text, vision_config=vision | _patching(patch), **ids
+        )
+        model_class: Any = transformers.Qwen2VLForConditionalGeneration
+    elif kind == "qwen3_vl":
+        patch = 16
+        text.update(
+            head_dim=8,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 1, 1],
+                "mrope_interleaved": True,
+            },
+        )
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 32,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
+        }
+        config = transformers.Qwen3VLConfig(text_config=text, vision_config=vision | _patching(patch), **ids)
+        model_class = transformers.Qwen3VLForConditionalGeneration
+    else:
+        raise ValueError(f"unknown kind {kind!r}; use 'qwen2_vl' or 'qwen3_vl'")
+    image_processor = transformers.Qwen2VLImageProcessor(
+        min_pixels=(2 * patch) ** 2, max_pixels=(8 * patch) ** 2, patch_size=patch, merge_size=2
+    )
+    torch.manual_seed(seed)
+    model = model_class(config)
+    _label_rows(model, tokenizer, labels, label_scale, 32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def _patching(patch: int) -> dict[str, int]:
+    return {"patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2}
+
+
+def build_tiny_qwen3_lm(
+    folder: Any,
+    words: Sequence[str],
+    *,
+    seed: int = 0,
+    label_scale: float = 0.3,
+    labels: tuple[str, str] = ("yes", "no"),
+) -> Path:
+    """A tiny random Qwen3 causal LM (the Qwen3-Reranker architecture) with a word-level tokenizer and
+    the Qwen chat template, saved to ``folder``. Random weights: plumbing only.
+
+    Example:
+        >>> build_tiny_qwen3_lm(tmp_path, ["fox"])  # doctest: +SKIP
+    """
+    import torch
+    import transformers
+
+    tokenizer = build_qwen_word_tokenizer(list(words))
+    vocab = tokenizer.get_vocab()
+    config = transformers.Qwen3Config(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=2048,
+        bos_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = transformers.Qwen3ForCausalLM(config)
+    _label_rows(model, tokenizer, labels, label_scale, 32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

@@ -334,3 +334,37 @@ def test_batches_keep_kinds_apart_and_even(scorer: VLMYesNoScorer) -> None:
         assert len({len(prompts[i][1]) for i in chunk}) == 1
     many = prepared[:1] * 50
     assert [len(c) for c in VLMYesNoScorer._plan(scorer, many)] == [8, 7, 7, 7, 7, 7, 7]
+
+
+@pytest.fixture(scope="module")
+def qwen3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mm_rerank_components.testing import build_tiny_qwen_vl
+
+    return build_tiny_qwen_vl(
+        tmp_path_factory.mktemp("tiny-qwen3-vl"), WORDS, kind="qwen3_vl", label_scale=0.05
+    )
+
+
+def test_qwen3_vl_reranker_prompt_labels_and_batching(qwen3_path: Path) -> None:
+    kw = {"prompt": "qwen3-vl-reranker", "local_files_only": True, "device": "cpu", "dtype": "float32"}
+    scorer = VLMYesNoScorer(qwen3_path, batch_size=8, **kw)
+    assert type(scorer.model).__name__ == "Qwen3VLForConditionalGeneration"
+    text, images = scorer.build_prompt(
+        Query("red fox"), Candidate("c", text="a den", image=_image(40, 60, 1))
+    )
+    assert text.startswith("<|im_start|>system\nJudge whether the Document meets the requirements")
+    assert "<Query>: red fox\n<Document>: <|vision_start|><|image_pad|><|vision_end|>\na den" in text
+    assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and len(images) == 1
+    vocab = scorer._inputs.tokenizer.get_vocab()
+    assert scorer.positive_ids == [vocab["yes"]] and scorer.negative_ids == [vocab["no"]]
+    query, candidates = Query("red fox"), mixed_candidates()
+    batched = scorer.score(query, candidates)
+    assert all(0.0 < s < 1.0 for s in batched)
+    single = VLMYesNoScorer(qwen3_path, batch_size=1, **kw).score(query, candidates)
+    for a, b in zip(batched, single, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    # image query too: the query's picture comes first in the user turn
+    image_query = Query(text="fox", image=_image(48, 48, 7))
+    one = VLMYesNoScorer(qwen3_path, batch_size=1, **kw).score(image_query, candidates[3:8])
+    for a, b in zip(scorer.score(image_query, candidates[3:8]), one, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)

@@ -19,6 +19,7 @@ _LAZY = {
     "JinaRerankerM0Scorer": "mm_rerank_components.scorers.jina_m0",
     "CLIPScorer": "mm_rerank_components.scorers.clip",
     "CrossEncoderScorer": "mm_rerank_components.scorers.cross_encoder",
+    "LLMYesNoScorer": "mm_rerank_components.scorers.llm",
     "RemoteScorer": "mm_rerank_components.scorers.remote",
 }
 

@@ -412,3 +412,25 @@ def default_token_budget(value: int | str | None, device: Any) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"max_batch_tokens must be a positive int, 'auto' or None, got {value!r}")
     return value if value is None else int(value)
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], value: int, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(padded, mask)`` long tensors from ragged token rows, padded with ``value`` on ``side``.
+
+    Example:
+        >>> ids, mask = pad_rows([[5, 6, 7], [8]], 0, side="left")  # doctest: +SKIP
+        >>> ids.tolist(), mask.tolist()  # doctest: +SKIP
+        ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    import torch
+
+    width = max((len(row) for row in rows), default=0)
+    padded = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        cols = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        padded[r, cols] = torch.tensor(list(row), dtype=torch.long)
+        mask[r, cols] = 1
+    return padded, mask

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mm_rerank_components.scorers._hf import HFModel
+from mm_rerank_components.scorers._hf import HFModel, pad_rows
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +86,6 @@ class QwenVLInputs:
 
     def encode_ids(self, ids: Sequence[Sequence[int]], images: Sequence[Any]) -> dict[str, Any]:
         """A padded batch from token ids (see :meth:`token_ids`) and the images of their placeholders."""
-        import torch
 
         out: dict[str, Any] = {}
         rows = [list(row) for row in ids]
@@ -106,14 +105,7 @@ class QwenVLInputs:
                 raise ValueError("more images than image placeholders in the prompts")
         elif any(self.image_token_id in row for row in rows):
             raise ValueError("more image placeholders in the prompts than images")
-        width = max(len(row) for row in rows)
-        pad = int(self.tokenizer.pad_token_id)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            cols = slice(width - len(row), width) if self.padding_side == "left" else slice(0, len(row))
-            input_ids[r, cols] = torch.tensor(row, dtype=torch.long)
-            mask[r, cols] = 1
+        input_ids, mask = pad_rows(rows, int(self.tokenizer.pad_token_id), self.padding_side)
         out["input_ids"] = input_ids
         out["attention_mask"] = mask
         if self.wants_token_types:

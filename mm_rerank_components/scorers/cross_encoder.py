@@ -22,6 +22,7 @@ from mm_rerank_components.scorers._hf import (
     check_positive,
     default_token_budget,
     load_hf_model,
+    pad_rows,
     settings_digest,
     to_device,
 )
@@ -157,18 +158,12 @@ class CrossEncoderScorer(BaseScorer):
 
     def pad(self, encoded: dict[str, list[list[int]]], chunk: Sequence[int]) -> dict[str, Any]:
         """The rows ``chunk`` of :meth:`tokenize`'s output, right-padded into tensors on the device."""
-        torch = self.torch
-        width = max(len(encoded["input_ids"][i]) for i in chunk)
-        pad_values = {"input_ids": int(self.tokenizer.pad_token_id or 0)}
+        pad_id = int(self.tokenizer.pad_token_id or 0)
         batch: dict[str, Any] = {}
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            if key not in encoded:
-                continue
-            out = torch.full((len(chunk), width), pad_values.get(key, 0), dtype=torch.long)
-            for r, i in enumerate(chunk):
-                row = encoded[key][i]
-                out[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            batch[key] = out
+        for key in ("input_ids", "token_type_ids"):
+            if key in encoded:
+                rows = [encoded[key][i] for i in chunk]
+                batch[key], batch["attention_mask"] = pad_rows(rows, pad_id if key == "input_ids" else 0)
         return to_device(batch, self.device, self.dtype)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
