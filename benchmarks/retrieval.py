@@ -298,8 +298,19 @@ def ingest_lines(ingest_stats: dict[str, Any], raw: dict[str, Any]) -> list[str]
                 f"; {model.replace('_', ' ')} alone {alone:.1f}/s (same run); ratio {ingested / alone:.2f}"
             )
         lines.append(line)
-    if "records" in ingest_stats:
-        lines.append(f"ingest: {ingest_stats['records']} records in {ingest_stats['seconds']:.1f} s")
+    if "records" in ingest_stats:  # a folder: passages and pictures in one go
+        alone = [
+            f"{model.replace('_', ' ')} alone {r:.1f}/s"
+            for model in ("text_encoder", "picture_model")
+            if (r := rate(raw.get(model))) is not None
+        ]
+        seconds = ingest_stats["seconds"]
+        lines.append(
+            f"ingest: {ingest_stats['records']} records in {seconds:.1f} s = "
+            f"{ingest_stats['records'] / seconds if seconds else 0:.1f}/s; "
+            + "; ".join(alone)
+            + " (same run)"
+        )
     return lines
 
 
