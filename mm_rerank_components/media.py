@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import stat
+import sys
 import threading
 import time
 import urllib.parse
@@ -392,26 +393,70 @@ def _not_found(path: str, ref: object) -> str:
 
 
 def _decode_data_uri(uri: str, options: ImageOptions) -> bytes:
-    header, sep, payload = uri.partition(",")
-    if not sep or not header.lower().startswith("data:"):
+    comma = uri.find(",", 0, 256)  # the header is short; the payload is never copied to find it
+    header = uri[:comma] if comma >= 0 else ""
+    if comma < 0 or not header.lower().startswith("data:"):
         raise ImageLoadError(f"malformed data URI {_describe(uri)}: expected 'data:image/png;base64,...'")
     if not header.lower().endswith(";base64"):
         raise ImageLoadError(
             f"data URI {_describe(uri)} is not base64-encoded; use 'data:image/...;base64,<data>'"
         )
-    return _decode_base64(payload, uri, options)
+    return _decode_base64(uri, uri, options, start=comma + 1)
 
 
-def _decode_base64(text: str, ref: object, options: ImageOptions) -> bytes:
-    compact = re.sub(r"\s+", "", text) if any(ws in text for ws in _WHITESPACE) else text
-    _check_bytes(len(compact) * 3 // 4, ref, options)
-    padding = "=" * (-len(compact) % 4)
+def _decode_base64(text: str, ref: object, options: ImageOptions, *, start: int = 0) -> bytes:
+    """Decode ``text[start:]``; whitespace is removed only when strict decoding fails (no regex pass
+    over clean data)."""
+    _check_bytes((len(text) - start) * 3 // 4, ref, options)
     try:
-        if "-" in compact or "_" in compact:
-            return base64.urlsafe_b64decode(compact + padding)
-        return base64.b64decode(compact + padding if padding else compact, validate=True)
+        return _b64decode(text, start)
     except (binascii.Error, ValueError) as exc:
-        raise ImageLoadError(f"invalid base64 image data {_describe(ref)}: {exc}") from exc
+        error: Exception = exc
+    if any(ws in text for ws in _WHITESPACE):
+        try:
+            return _b64decode(re.sub(r"\s+", "", text[start:]), 0)
+        except (binascii.Error, ValueError) as exc:
+            error = exc
+    raise ImageLoadError(f"invalid base64 image data {_describe(ref)}: {error}") from error
+
+
+def _fast_base64() -> Any | None:
+    """``pybase64`` (SIMD, 10 to 50 times the standard library's speed) when it is installed."""
+    global _PYBASE64
+    if _PYBASE64 is False:
+        try:
+            import pybase64
+        except ImportError:
+            _PYBASE64 = None
+        else:
+            _PYBASE64 = pybase64
+    return _PYBASE64
+
+
+_PYBASE64: Any = False  # not looked up yet
+
+
+def _b64decode(text: str, start: int) -> bytes:
+    """Strict base64 decoding of ``text[start:]`` (standard or URL-safe alphabet, padding optional)."""
+    if not text.isascii():
+        raise ValueError("only ASCII characters can be base64")
+    encoded = text.encode("ascii")  # one plain copy; the decoders take bytes
+    data: bytes | memoryview = memoryview(encoded)[start:] if start else encoded
+    size = len(data)
+    if encoded.find(b"-", start) >= 0 or encoded.find(b"_", start) >= 0:
+        data = bytes(data).translate(_URLSAFE)
+    if size % 4:
+        data = bytes(data) + b"=" * (-size % 4)
+    fast = _fast_base64()
+    if fast is not None:
+        decoded: bytes = fast.b64decode(data, validate=True)
+        return decoded
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(data, strict_mode=True)
+    return base64.b64decode(data, validate=True)  # pragma: no cover - Python 3.10
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 # -- URLs ------------------------------------------------------------------------------------------
@@ -619,16 +664,15 @@ def text_key(text: str) -> str:
     return "text:" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _file_stat(ref: object) -> tuple[Path, os.stat_result] | None:
+def _file_stat(ref: object) -> tuple[str, os.stat_result] | None:
     """The path and ``stat`` of a reference that names an existing file, without touching the filesystem
     for a string that cannot be a path."""
     if isinstance(ref, str):
-        kind = classify(ref.strip())
+        text = ref.strip()
+        kind = classify(text)
         if kind == "file-uri":
-            text = urllib.request.url2pathname(urllib.parse.urlparse(ref.strip()).path)
-        elif kind == "path":
-            text = ref.strip()
-        else:
+            text = urllib.request.url2pathname(urllib.parse.urlparse(text).path)
+        elif kind != "path":
             return None
     elif isinstance(ref, os.PathLike):
         text = os.fspath(ref)
@@ -638,9 +682,10 @@ def _file_stat(ref: object) -> tuple[Path, os.stat_result] | None:
         return None
     if "\x00" in text:
         return None
-    path = Path(text).expanduser()
+    if text[:1] == "~":
+        text = os.path.expanduser(text)
     try:
-        return path, path.stat()
+        return text, os.stat(text)
     except (OSError, ValueError):
         return None
 
@@ -665,7 +710,7 @@ def image_key(ref: object) -> str:
     found = _file_stat(ref)
     if found is not None:
         path, info = found
-        return f"file:{path.resolve()}:{info.st_size}:{info.st_mtime_ns}"
+        return f"file:{Path(path).resolve()}:{info.st_size}:{info.st_mtime_ns}"
     if isinstance(ref, str):
         if is_url(ref):
             return "url:" + ref
