@@ -109,7 +109,8 @@ class StarterScorer(BaseScorer):
             (weights are shared with any other instance on that device).
         device: torch device when ``models`` is not given.
         image_model: the image classifier when ``models`` is not given: ``"efficientnet-lite0"`` (default)
-            or ``"efficientnet-lite2"`` (more accurate, about 2.2x the compute; see docs/starter_models.md).
+            or ``"efficientnet-lite2"`` (more accurate, about 1.8x the time per picture; see
+            docs/starter_models.md).
         threads: CPU threads per model call when ``models`` is not given: None (default) = one per request
             under load or concurrency, more for a big batch alone (see
             :mod:`mm_rerank_components.starter.threads`); an int fixes it.

