@@ -299,7 +299,7 @@ def ingest_lines(ingest_stats: dict[str, Any], raw: dict[str, Any]) -> list[str]
             )
         lines.append(line)
     if "records" in ingest_stats:  # a folder: passages and pictures in one go
-        alone = [
+        alone_rates = [
             f"{model.replace('_', ' ')} alone {r:.1f}/s"
             for model in ("text_encoder", "picture_model")
             if (r := rate(raw.get(model))) is not None
@@ -308,7 +308,7 @@ def ingest_lines(ingest_stats: dict[str, Any], raw: dict[str, Any]) -> list[str]
         lines.append(
             f"ingest: {ingest_stats['records']} records in {seconds:.1f} s = "
             f"{ingest_stats['records'] / seconds if seconds else 0:.1f}/s; "
-            + "; ".join(alone)
+            + "; ".join(alone_rates)
             + " (same run)"
         )
     return lines
