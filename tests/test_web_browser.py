@@ -52,6 +52,15 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
+    yield from _serve(tmp_path, on_error="raise")
+
+
+@pytest.fixture
+def keeping_server_url(tmp_path: Path) -> Iterator[str]:
+    yield from _serve(tmp_path, on_error="keep")
+
+
+def _serve(tmp_path: Path, on_error: str) -> Iterator[str]:
     import uvicorn
     from test_web_app import write_corpus
 
@@ -60,12 +69,16 @@ def server_url(tmp_path: Path) -> Iterator[str]:
 
     ef = HashingEmbeddingFunction()
     retriever = ChromaMultiCollectionRetriever(
-        path=tmp_path / "db", text_embedding_function=ef, image_embedding_function=ef, k_text=3, k_image=3
+        path=tmp_path / "db",
+        text_embedding_function=ef,
+        image_embedding_function=ef,
+        k_text=3,
+        k_image=3,
+        candidate_image="original",
     )
     assert retriever.ingest_folder(write_corpus(tmp_path / "corpus")).failed == []
-    pipeline = RAGPipeline(
-        retriever, MultimodalReranker(FakeScorer()), answerer=ExtractiveAnswerer(), top_n=5
-    )
+    reranker = MultimodalReranker(FakeScorer(), on_error=on_error)  # type: ignore[arg-type]
+    pipeline = RAGPipeline(retriever, reranker, answerer=ExtractiveAnswerer(), top_n=5)
     port = _free_port()
     config = uvicorn.Config(
         create_app(pipeline, title="Browser test chat"), host="127.0.0.1", port=port, log_level="warning"
@@ -127,5 +140,29 @@ def test_chat_page_shows_answer_with_ranked_evidence(server_url: str, tmp_path: 
             assert (tmp_path / "chat.png").stat().st_size > 5_000
             if os.environ.get("MM_RERANK_SCREENSHOT"):
                 page.screenshot(path=os.environ["MM_RERANK_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
+
+
+def test_unreadable_picture_is_shown_as_such_without_its_path(
+    keeping_server_url: str, tmp_path: Path
+) -> None:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    (tmp_path / "corpus" / "red.png").unlink()  # deleted after ingest
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(keeping_server_url + "/")
+            page.fill("#question", "a red apple")
+            page.click("#send")
+            page.wait_for_selector("ol.evidence li.item", timeout=20_000)
+            notes = page.locator("ol.evidence .error").all_inner_texts()
+            assert notes == ["This item could not be read; the answer does not use it."]
+            assert "extractive answer (no LLM configured)" in page.inner_text(".answer")
+            assert " ms" in page.inner_text("h2")  # the per-step timings are shown
+            assert str(tmp_path) not in page.content()
         finally:
             browser.close()
