@@ -244,3 +244,33 @@ def test_core_llamaindex_and_langchain_agree(red_png: Path, blue_png: Path) -> N
     ]
     assert core == li == lc
     assert len(core) == 5
+
+
+# -- saved reranker folders ------------------------------------------------------------------------------------
+
+
+def test_load_and_from_folder_delegate_to_the_folder_loader(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import mm_rerank_components.adapt.folder as folder_module
+
+    seen: list[tuple[object, dict[str, object]]] = []
+
+    def fake_loader(folder: object, **kwargs: object) -> MultimodalReranker:
+        seen.append((folder, kwargs))
+        return MultimodalReranker(FakeScorer(), on_error="keep")
+
+    monkeypatch.setattr(folder_module, "load_reranker", fake_loader)
+    loaded = MultimodalReranker.load(tmp_path, cache=True)
+    assert isinstance(loaded, MultimodalReranker) and seen[-1] == (tmp_path, {"cache": True})
+    post = MultimodalRerankPostprocessor.from_folder(str(tmp_path), top_n=1)
+    nodes = [
+        NodeWithScore(node=TextNode(id_="a", text="owl")),
+        NodeWithScore(node=TextNode(id_="b", text="fox")),
+    ]
+    assert [n.node.node_id for n in post.postprocess_nodes(nodes, query_str="fox")] == ["b"]
+    compressor = MultimodalRerankCompressor.from_folder(str(tmp_path), top_n=1)
+    assert [
+        d.id for d in compressor.compress_documents([Document("owl", id="a"), Document("fox", id="b")], "fox")
+    ] == ["b"]
+    assert len(seen) == 3

@@ -18,6 +18,7 @@ Otherwise the document is a passage and ``page_content`` is its text. With an im
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,7 +166,7 @@ class MultimodalRerankCompressor(BaseDocumentCompressor):
         return value
 
     @classmethod
-    def from_folder(cls, folder: str, **kwargs: Any) -> MultimodalRerankCompressor:
+    def from_folder(cls, folder: str | os.PathLike[str], **kwargs: Any) -> MultimodalRerankCompressor:
         """A compressor around a saved reranker folder (see ``MultimodalReranker.load``).
 
         ``kwargs`` are the compressor's settings (``top_n``, ``threshold``, ...).

@@ -7,6 +7,7 @@ Requires the ``llama-index`` extra: ``pip install "mm-rerank-components[llama-in
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -237,7 +238,7 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
         return "MultimodalRerankPostprocessor"
 
     @classmethod
-    def from_folder(cls, folder: str, **kwargs: Any) -> MultimodalRerankPostprocessor:
+    def from_folder(cls, folder: str | os.PathLike[str], **kwargs: Any) -> MultimodalRerankPostprocessor:
         """A postprocessor around a saved reranker folder (see ``MultimodalReranker.load``).
 
         ``kwargs`` are the postprocessor's settings (``top_n``, ``threshold``, ...).
