@@ -4,7 +4,10 @@ Runs the real starter models (MiniLM-L6 + EfficientNet-Lite) on real GCompris ph
 
 * **request**: one ``StarterScorer.score`` call over ``--passages`` passages and ``--pictures`` pictures,
   caches off, so every call does the model work a first-time rerank does;
-* **batch**: one ``StarterModels.image_probabilities`` call over ``--batch`` pictures (ingest-like).
+* **batch**: one ``StarterModels.image_probabilities`` call over ``--batch`` pictures (ingest-like);
+* **reused**: the request again, with the first stage's stored passage vectors and compact class lists
+  attached (``Candidate.precomputed``), as the Chroma route hands them over; it also checks that the
+  reused scores equal the computed ones.
 
 Each is timed with ``threads=1``, ``threads=<torch default>`` (the cores, unless ``OMP_NUM_THREADS``
 says less) and the package's auto policy (``threads=None``), with one caller at a time and with
@@ -123,30 +126,51 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
     }
     # load weights and class prompts once, outside the timings
-    warm = StarterScorer(models=StarterModels(image_model=args.image_model, threads=1))
+    warm_models = StarterModels(image_model=args.image_model, threads=1)
+    warm = StarterScorer(models=warm_models)
     warm.load()
     warm.score(Query("warm up"), [Candidate("w", text="warm up", image=pictures[0])])
+    # what the first stage stores: passage vectors and compact class lists (computed once, untimed)
+    from mm_rerank_components.starter.precomputed import compact_classes, image_signal, text_signal
+
+    stored_text = [
+        text_signal(warm_models, t, v) for t, v in zip(texts, warm_models.embed_texts(texts), strict=True)
+    ]
+    probs = warm_models.image_probabilities(pictures)
+    stored_image = [
+        image_signal(warm_models, p, compact_classes(row)) for p, row in zip(pictures, probs, strict=True)
+    ]
+
+    def candidates(i: int, reuse: bool) -> list[Candidate]:
+        start = (i * 7) % max(1, len(texts) - args.passages)
+        first = (i * 5) % max(1, len(pictures) - args.pictures)
+        out = [
+            Candidate(f"t{j}", text=texts[j], precomputed={"e": stored_text[j]} if reuse else {})
+            for j in range(start, min(start + args.passages, len(texts)))
+        ]
+        out += [
+            Candidate(f"i{j}", image=pictures[j], precomputed={"c": stored_image[j]} if reuse else {})
+            for j in range(first, min(first + args.pictures, len(pictures)))
+        ]
+        return out
 
     for label, threads in settings.items():
         models = StarterModels(image_model=args.image_model, threads=threads)
         scorer = StarterScorer(models=models, image_cache_size=0, text_cache_size=0)
 
         def request(i: int, scorer: StarterScorer = scorer) -> None:
-            start = (i * 7) % max(1, len(texts) - args.passages)
-            cands = [Candidate(f"t{j}", text=t) for j, t in enumerate(texts[start : start + args.passages])]
-            first = (i * 5) % max(1, len(pictures) - args.pictures)
-            cands += [
-                Candidate(f"i{j}", image=p) for j, p in enumerate(pictures[first : first + args.pictures])
-            ]
-            scorer.score(Query(queries[i % len(queries)] + f" {i}"), cands)
+            scorer.score(Query(queries[i % len(queries)] + f" {i}"), candidates(i, reuse=False))
+
+        def reused(i: int, scorer: StarterScorer = scorer) -> None:
+            scorer.score(Query(queries[i % len(queries)] + f" r{i}"), candidates(i, reuse=True))
 
         def batch(i: int, models: StarterModels = models) -> None:
             chosen = [pictures[(i + j) % len(pictures)] for j in range(args.batch)]
             models.image_probabilities(chosen)
 
-        for workload, fn in (("request", request), ("batch", batch)):
-            for concurrency in (1, args.concurrency):
-                repeats = args.repeats if workload == "request" else max(1, args.repeats // 2)
+        for workload, fn in (("request", request), ("reused", reused), ("batch", batch)):
+            for concurrency in (1,) if workload == "reused" else (1, args.concurrency):
+                repeats = max(1, args.repeats // 2) if workload == "batch" else args.repeats
                 row = {"workload": workload, "threads": label, "concurrency": concurrency}
                 row.update(_time(fn, repeats, concurrency))
                 row["load"] = _load()
@@ -156,8 +180,26 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['calls_per_s']:.2f} calls/s   load {row['load']}",
                     file=sys.stderr,
                 )
+    # reused scores must be the computed ones
+    check = StarterScorer(models=warm_models, image_cache_size=0, text_cache_size=0)
+    worst = 0.0
+    for i in range(3):
+        query = Query(queries[i % len(queries)])
+        computed = check.score(query, candidates(i, reuse=False))
+        again = check.score(query, candidates(i, reuse=True))
+        worst = max(worst, max(abs(a - b) for a, b in zip(computed, again, strict=True)))
+    results["reused_max_abs_difference"] = worst
     results["load_after"] = _load()
     _print_table(results)
+    print(f"largest |reused - computed| score difference: {worst:.1e}")
+    for row in results["rows"]:
+        if row["workload"] == "reused" and row["threads"] == "1 thread":
+            computed_row = next(
+                r for r in results["rows"] if r["workload"] == "request" and r["threads"] == "1 thread"
+            )
+            speedup = computed_row["p50_s"] / row["p50_s"]
+            results["reused_speedup_1_thread"] = speedup
+            print(f"reused request vs computed request, 1 thread, p50: {speedup:.1f}x faster")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
