@@ -328,3 +328,71 @@ def build_tiny_qwen3_lm(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def build_tiny_dual_encoder(folder: Any, words: Sequence[str], *, kind: str = "clip", seed: int = 2) -> Path:
+    """A tiny random CLIP, SigLIP or SigLIP2 (``kind``) with a word-level tokenizer and its image
+    processor, saved to ``folder``. Random weights: plumbing only.
+
+    Example:
+        >>> build_tiny_dual_encoder(tmp_path, ["fox"], kind="siglip2")  # doctest: +SKIP
+    """
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer: Any
+    if kind == "siglip2":
+        # AutoTokenizer picks SigLIP2's own (Gemma BPE) tokenizer for this model type whatever was saved,
+        # so give it a character vocabulary: no merges, one token per character.
+        specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+        chars = sorted({ch for word in words for ch in word.lower()} | {"▁"})
+        vocab = {t: i for i, t in enumerate([*specials, *chars])}
+        tokenizer = transformers.Siglip2Tokenizer(vocab=vocab, merges=[])
+    else:
+        vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *words])}
+        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
+    text: dict[str, Any] = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64 if kind == "siglip2" else 16,
+    }
+    vision: dict[str, Any] = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "patch_size": 8,
+    }
+    torch.manual_seed(seed)
+    model: Any
+    image_processor: Any
+    if kind == "clip":
+        text.update(pad_token_id=0, bos_token_id=0, eos_token_id=1)
+        config: Any = transformers.CLIPConfig(
+            text_config=text, vision_config={**vision, "image_size": 32}, projection_dim=16
+        )
+        model = transformers.CLIPModel(config)
+        image_processor = transformers.CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        )
+    elif kind == "siglip":
+        config = transformers.SiglipConfig(text_config=text, vision_config={**vision, "image_size": 32})
+        model = transformers.SiglipModel(config)
+        image_processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    elif kind == "siglip2":
+        config = transformers.Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})
+        model = transformers.Siglip2Model(config)
+        image_processor = transformers.Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    else:
+        raise ValueError(f"unknown kind {kind!r}; use 'clip', 'siglip' or 'siglip2'")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    return Path(folder)

@@ -20,51 +20,10 @@ from mm_rerank_components.scorers.clip import CLIPScorer  # noqa: E402
 WORDS = ["red", "fox", "snow", "owl", "den", "a", "photo", "of", "the"] + [f"w{i}" for i in range(30)]
 
 
-def _tokenizer(specials: list[str]) -> object:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate([*specials, *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
-
-
 def build_tiny_dual_encoder(folder: Path, kind: str) -> Path:
-    tokenizer = _tokenizer(["<pad>", "<unk>"])
-    vocab_size = len(WORDS) + 2
-    text = {
-        "vocab_size": vocab_size,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 16,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-    }
-    torch.manual_seed(2)
-    if kind == "clip":
-        text.update(pad_token_id=0, bos_token_id=0, eos_token_id=1)
-        config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-        model = transformers.CLIPModel(config)
-        image_processor = transformers.CLIPImageProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        )
-    else:
-        config = transformers.SiglipConfig(text_config=text, vision_config=vision)
-        model = transformers.SiglipModel(config)
-        image_processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
-    image_processor.save_pretrained(folder)
-    return folder
+    from mm_rerank_components.testing import build_tiny_dual_encoder as build
+
+    return build(folder, WORDS, kind=kind)
 
 
 def _image(seed: int, size: tuple[int, int] = (40, 30)) -> Image.Image:
