@@ -8,11 +8,12 @@ classifies on its own. Both sides see the same pictures at the same size (decode
 * **ingest**: ``ingest_folder`` of the same picture files into a fresh embedded Chroma database (read,
   decode and preview in a worker pool, embed, classify, upsert), for each ``--workers`` value.
 
-The model is timed before and after the ingest runs and the mean is used, so a change in machine load
-during the run affects both sides. Prints a table and writes JSON to ``benchmarks/results/ingest.json``::
+The model is timed before and after the ingest runs of each round and their mean is the reference, so a
+change in machine load during the run affects both sides; ``--repeat N`` runs N rounds and reports the
+median ratio. Prints a table and writes JSON to ``benchmarks/results/ingest.json``::
 
     python benchmarks/ingest.py                          # GCompris photos from .cache/gcompris_explore
-    python benchmarks/ingest.py --folder my_photos --limit 64 --workers 1 2
+    python benchmarks/ingest.py --folder my_photos --limit 64 --workers 1 2 --repeat 3
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -77,6 +79,17 @@ def _ingest_rate(pictures: list[Path], models: Any, batch_size: int, workers: in
         }
 
 
+def _round(pictures: list[Path], models: Any, images: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Model alone, each ingest run, model alone again; ratios against the mean of the two model runs."""
+    before = _model_rate(models, images, args.batch_size)
+    runs = [_ingest_rate(pictures, models, args.batch_size, w) for w in args.workers]
+    after = _model_rate(models, images, args.batch_size)
+    for run in runs:
+        run["ratio_to_model"] = round(run["pictures_per_s"] / ((before + after) / 2), 3)
+        run["pictures_per_s"] = round(run["pictures_per_s"], 2)
+    return {"model_pictures_per_s": [round(before, 2), round(after, 2)], "ingest": runs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="decoding threads to try")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits a busy machine)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of model / ingest runs / model")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))
     args = parser.parse_args(argv)
 
@@ -99,21 +113,30 @@ def main(argv: list[str] | None = None) -> int:
     images = [shrink(load_image(p)) for p in pictures]  # decoded once, outside every timing
     models.embed_images_and_classes(images[:2])  # load the weights and the class prompts
     load_before = os.getloadavg()
-    model_before = _model_rate(models, images, args.batch_size)
-    runs = [_ingest_rate(pictures, models, args.batch_size, w) for w in args.workers]
-    model_after = _model_rate(models, images, args.batch_size)
-    model = (model_before + model_after) / 2
-    for run in runs:
-        run["ratio_to_model"] = round(run["pictures_per_s"] / model, 3)
-        run["pictures_per_s"] = round(run["pictures_per_s"], 2)
+    rounds = [_round(pictures, models, images, args) for _ in range(args.repeat)]
+    summary = []
+    for w in args.workers:
+        ratios = [r["ratio_to_model"] for rnd in rounds for r in rnd["ingest"] if r["workers"] == w]
+        rates = [r["pictures_per_s"] for rnd in rounds for r in rnd["ingest"] if r["workers"] == w]
+        summary.append(
+            {
+                "workers": w,
+                "pictures_per_s_median": round(statistics.median(rates), 2),
+                "ratio_to_model_median": round(statistics.median(ratios), 3),
+                "ratios": ratios,
+            }
+        )
+    model_rates = [x for rnd in rounds for x in rnd["model_pictures_per_s"]]
 
     result = {
         "pictures": len(pictures),
         "folder": str(args.folder),
         "batch_size": args.batch_size,
         "torch_threads": args.threads,
-        "model_pictures_per_s": {"before": round(model_before, 2), "after": round(model_after, 2)},
-        "ingest": runs,
+        "repeat": args.repeat,
+        "model_pictures_per_s_median": round(statistics.median(model_rates), 2),
+        "ingest": summary,
+        "rounds": rounds,
         "target_ratio": 0.7,
         "machine": {
             "cpus": os.cpu_count(),
@@ -129,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"load average at start {result['machine']['load_average_start']}, at end {result['machine']['load_average_end']}"
     )
-    print(f"{'what':<28}{'pictures/s':>12}{'x model':>10}")
-    print(f"{'model alone (before/after)':<28}{model_before:>6.1f}/{model_after:<5.1f}{1.0:>10.2f}")
-    for run in runs:
-        label = f"ingest, {run['workers']} decode worker(s)"
-        print(f"{label:<28}{run['pictures_per_s']:>12.1f}{run['ratio_to_model']:>10.2f}")
+    print(f"{'what':<30}{'pictures/s':>12}{'x model (median)':>18}  per round")
+    print(f"{'model alone':<30}{statistics.median(model_rates):>12.1f}{1.0:>18.2f}")
+    for row in summary:
+        label = f"ingest, {row['workers']} decode worker(s)"
+        shown = " ".join(f"{r:.2f}" for r in row["ratios"])
+        print(
+            f"{label:<30}{row['pictures_per_s_median']:>12.1f}{row['ratio_to_model_median']:>18.2f}  {shown}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

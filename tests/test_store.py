@@ -114,9 +114,13 @@ class _Classifying(HashingEmbeddingFunction):
     """A hashing function that also 'classifies' a picture by its colour word."""
 
     def embed_with_classes(self, images: list[Any]) -> tuple[list[list[float]], list[str], str]:
+        import numpy as np
+
         from mm_rerank_components.retrievers.fake import colour_word
 
-        return self(images), [f"{colour_word(i)}:1.0" for i in images], "colour-classifier:v1"
+        assert all(isinstance(i, Image.Image) for i in images)  # decoded pictures, no array round trip
+        arrays = [np.asarray(i) for i in images]
+        return self(arrays), [f"{colour_word(a)}:1.0" for a in arrays], "colour-classifier:v1"
 
 
 @pytest.mark.parametrize("candidate_image", ["original", "preview"])

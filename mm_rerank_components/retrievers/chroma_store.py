@@ -266,7 +266,7 @@ class ChromaStore:
         ef = self.embedding_function("image")
         if not isinstance(ef, ClassifyingEmbeddingFunction):
             return [EmbeddedPicture(v) for v in self.embed_images(images)]
-        vectors, classes, producer = ef.embed_with_classes([as_array(image) for image in images])
+        vectors, classes, producer = ef.embed_with_classes(list(images))  # PIL images: no array round trip
         if len(vectors) != len(images) or len(classes) != len(images):
             raise ValueError(
                 f"{embedder_name(ef)!r} returned {len(vectors)} vectors for {len(images)} pictures"

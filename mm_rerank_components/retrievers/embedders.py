@@ -37,7 +37,8 @@ class ClassifyingEmbeddingFunction(Protocol):
     ingest stores them beside the vector without running the classifier twice."""
 
     def embed_with_classes(self, images: list[Any]) -> tuple[list[list[float]], list[str], str]:
-        """Vectors, one compact class string per picture, and the classes' producer fingerprint."""
+        """Vectors of decoded pictures (RGB PIL images), one compact class string per picture, and the
+        classes' producer fingerprint."""
         ...
 
 

@@ -236,8 +236,9 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
         return _as_list(out)
 
     def embed_with_classes(self, images: list[Any]) -> tuple[Embeddings, list[str], str]:
-        """Embeddings of pictures (numpy arrays) and, from the same classifier pass, each picture's compact
-        class probabilities and their producer, which ingest stores for the second stage to reuse.
+        """Embeddings of pictures (PIL images or numpy arrays) and, from the same classifier pass, each
+        picture's compact class probabilities and their producer, which ingest stores for the second stage
+        to reuse.
 
         Example:
             >>> vectors, classes, producer = StarterImageEmbeddingFunction().embed_with_classes(
@@ -245,7 +246,12 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
             >>> classes[0][:4], producer  # doctest: +SKIP
             ('904:', 'starter-image:efficientnet-lite0-...:v1:p2')
         """
-        pictures = [_array_to_pil(image, i) for i, image in enumerate(images)]
+        from PIL import Image
+
+        pictures = [
+            image if isinstance(image, Image.Image) else _array_to_pil(image, i)
+            for i, image in enumerate(images)
+        ]
         vectors, classes = self.models.embed_images_and_classes(pictures)
         return _as_list(vectors), classes, image_producer(self.models)
 
