@@ -205,12 +205,12 @@ def _describe(ref: object) -> str:
     return f"<{type(ref).__name__}>"
 
 
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def _reason(exc: BaseException) -> str:
     """An exception's message without ``<_io.BytesIO object at 0x...>`` noise."""
-    return _OBJECT_REPR.sub("the data", str(exc)) or type(exc).__name__
+    return _OBJECT_REPR.sub("", str(exc)) or type(exc).__name__
 
 
 def load_image(ref: object, options: ImageOptions = DEFAULT_IMAGE_OPTIONS) -> PILImage.Image:
@@ -233,6 +233,11 @@ def load_image(ref: object, options: ImageOptions = DEFAULT_IMAGE_OPTIONS) -> PI
     check_cancelled()
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(
+            f"image {_describe(ref)} is over the pixel limit of ImageOptions.max_pixels "
+            f"({options.max_pixels}) and Pillow's: {_reason(exc)}; downscale the image"
+        ) from exc
     except Exception as exc:  # PIL raises several unrelated types for undecodable data
         raise ImageLoadError(
             f"cannot decode image {_describe(ref)}: {_reason(exc)}; pass a PNG, JPEG, WebP, GIF, BMP or "

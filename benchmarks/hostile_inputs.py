@@ -1,0 +1,600 @@
+"""The hostile-input matrix of issue 11: files, URLs, scorers, adapters (sync and async) and the web app.
+
+Every case runs against the public API with FakeScorer (no model), local files and HTTP servers on
+127.0.0.1 only, under a time limit, and reports what happened and whether anything was lost: a candidate
+missing from a result that came back, a hang, a crash without a clear error, or a server path in a web
+response.
+
+    python benchmarks/hostile_inputs.py [--out benchmarks/results/hostile_inputs.json]
+
+Exit status 1 when a case hangs, loses something, or gives an unexpected outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import functools
+import http.server
+import io
+import json
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mm_rerank_components import (
+    Candidate,
+    ImageOptions,
+    MultimodalReranker,
+    Query,
+    RankedCandidate,
+)
+from mm_rerank_components.scorers import FakeScorer
+from mm_rerank_components.types import Modality
+
+LIMIT_S = 15.0
+
+
+@dataclass
+class Result:
+    group: str
+    case: str
+    outcome: str
+    lost: str  # "no", or what was lost
+    ok: bool
+    seconds: float
+
+
+def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (16, 16)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def short(text: str, n: int = 96) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def within(seconds: float, work: Callable[[], Any]) -> tuple[str, Any]:
+    """("ok", value), ("error", exception) or ("hung", None) after ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - every outcome is reported in the table
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return "hung", None
+    if "error" in box:
+        return "error", box["error"]
+    return "ok", box.get("value")
+
+
+def ranked_outcome(ranked: Sequence[RankedCandidate], n_in: int) -> tuple[str, str]:
+    kept = [r for r in ranked if r.error is not None]
+    lost = "no" if len(ranked) == n_in else f"{n_in - len(ranked)} of {n_in} candidates missing"
+    if kept:
+        return f"kept {len(kept)} unscored: {kept[0].error}", lost
+    return f"ranked {len(ranked)}", lost
+
+
+class Matrix:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+
+    def case(
+        self,
+        group: str,
+        name: str,
+        work: Callable[[], Any],
+        *,
+        expect: str,
+        n_in: int | None = None,
+        limit: float = LIMIT_S,
+    ) -> None:
+        """Run ``work``; ``expect`` is a regex the outcome must match."""
+        start = time.monotonic()
+        status, value = within(limit, work)
+        seconds = time.monotonic() - start
+        lost = "no"
+        if status == "hung":
+            outcome, lost = f"HUNG (still running after {limit:g} s)", "the call"
+        elif status == "error":
+            outcome = f"{type(value).__name__}: {value}"
+            if not isinstance(value, (ValueError, TypeError, RuntimeError)):
+                lost = "crashed without a clear error"
+        elif isinstance(value, tuple):
+            outcome, lost = value
+        elif (
+            isinstance(value, list)
+            and n_in is not None
+            and all(isinstance(v, RankedCandidate) for v in value)
+        ):
+            outcome, lost = ranked_outcome(value, n_in)
+        else:
+            outcome = str(value)
+        outcome = " ".join(outcome.split())
+        ok = lost == "no" and re.search(expect, outcome) is not None
+        self.results.append(Result(group, name, outcome, lost, ok, round(seconds, 3)))
+
+
+# -- servers on 127.0.0.1 ---------------------------------------------------------------------------------
+
+
+class RawServer:
+    """``trickle``: a valid header, then 1 byte per 0.2 s; ``hang``: accepts and never answers."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/img.png") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.recv(4096)
+            if self.mode == "trickle":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not self.stop.is_set():
+                if self.mode == "trickle":
+                    conn.sendall(b"x")
+                    time.sleep(0.2)
+                elif conn.recv(1) == b"":
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/ok.png":
+            body = png()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/huge.png":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**10))
+            self.end_headers()
+        elif self.path == "/to-file":
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.end_headers()
+        else:
+            self.send_error(404)
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[RawServer, RawServer, str]]:
+    trickle, hang = RawServer("trickle"), RawServer("hang")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield trickle, hang, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        trickle.close()
+        hang.close()
+
+
+# -- scorers that misbehave ---------------------------------------------------------------------------------
+
+
+class Misbehaving:
+    outputs_probabilities = True
+    modalities: frozenset[Modality] = frozenset(("text", "image", "text+image"))
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.name = f"misbehaving-{mode}"
+
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> Any:
+        if self.mode == "raise" and any(c.id == "bad" for c in candidates):
+            raise RuntimeError("CUDA out of memory")
+        if self.mode == "short":
+            return [0.5]
+        if self.mode == "none-list":
+            return None
+        values: list[Any] = [0.5] * len(candidates)
+        if self.mode in ("none", "nan", "text", "range"):
+            odd = {"none": None, "nan": float("nan"), "text": "high", "range": 7.0}[self.mode]
+            values = [odd if c.id == "bad" else 0.5 for c in candidates]
+        return values
+
+
+# -- the matrix ---------------------------------------------------------------------------------------------------
+
+
+def file_cases(m: Matrix, tmp: Path) -> None:
+    keep = MultimodalReranker(FakeScorer(), on_error="keep")
+    small = MultimodalReranker(FakeScorer(), on_error="keep", image_options=ImageOptions(max_bytes=1000))
+    fifo = tmp / "pipe.png"
+    os.mkfifo(fifo)
+    link = tmp / "passwd.png"
+    link.symlink_to("/etc/passwd")
+    bomb = tmp / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb)  # tiny file, 400 megapixels
+    big = tmp / "big.png"
+    big.write_bytes(png(size=(400, 400)))
+    deep = tmp / "deep.png"
+    Image.fromarray(np.full((16, 16), 30000, dtype=np.uint16)).save(deep)
+    truncated = tmp / "truncated.png"
+    truncated.write_bytes(png(size=(64, 64))[:80])
+    cases: list[tuple[str, object, str]] = [
+        ("/dev/zero as a candidate image", "/dev/zero", "not a regular file"),
+        ("a FIFO as a candidate image", str(fifo), "not a regular file"),
+        (
+            "/proc/self/maps (size 0), max_bytes=1000",
+            "/proc/self/maps",
+            "is 1001 bytes, over the limit of 1000",
+        ),
+        ("NUL byte in a path", "photos/a\x00b.png", "NUL byte"),
+        ("NUL byte in a file:// URI", "file:///tmp/a%00b.png", "NUL byte"),
+        ("a symlink to /etc/passwd", str(link), "cannot decode image"),
+        ("a directory", str(tmp), "is a directory"),
+        ("a 400-megapixel PNG", str(bomb), "over the pixel limit"),
+        ("a file over max_bytes=1000", str(big), "over the limit of 1000"),
+        ("a truncated PNG", str(truncated), "cannot decode|truncated"),
+        ("a long missing path without a dot", "/srv/photos/" + "x" * 80, "image file not found"),
+        ("a 600 KB string of 'A'", "A" * 600_000, "cannot decode|invalid base64"),
+    ]
+    for name, ref, expect in cases:
+        cands = [Candidate("img", image=ref), Candidate("txt", text="fox")]  # type: ignore[arg-type]
+        reranker = small if "max_bytes=1000" in name else keep
+        m.case(
+            "files", name + " (keep)", functools.partial(reranker.rerank, "fox", cands), expect=expect, n_in=2
+        )
+    m.case(
+        "files",
+        "a FIFO as the query image",
+        lambda: keep.rerank(Query(image=str(fifo)), [Candidate("t", text="x")]),
+        expect="query image: .*not a regular file",
+    )
+    m.case(
+        "files",
+        "/dev/zero with on_error='raise'",
+        lambda: MultimodalReranker(FakeScorer()).rerank("q", [Candidate("dev", image="/dev/zero")]),
+        expect=r"CandidateError: candidate 'dev' \(index 0\)",
+    )
+
+    def deep_grey() -> tuple[str, str]:
+        ranked = keep.rerank(Query(image=png((117, 117, 117))), [Candidate("deep", image=str(deep))])
+        return f"16-bit grey 30000 scores {ranked[0].score:.3f} against 8-bit grey 117", "no"
+
+    m.case("files", "a 16-bit greyscale PNG", deep_grey, expect=r"scores (0\.9[5-9]|1\.000)")
+    gif = base64.b64encode(_gif()).decode()
+    m.case(
+        "files",
+        f"a {len(gif)}-character base64 GIF",
+        lambda: keep.rerank("q", [Candidate("g", image=gif)]),
+        expect="ranked 1",
+        n_in=1,
+    )
+
+
+def _gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def url_cases(m: Matrix, trickle: RawServer, hang: RawServer, base: str) -> None:
+    allow = ImageOptions(allow_urls=True, url_timeout=1.0)
+    keep = MultimodalReranker(FakeScorer(), on_error="keep", image_options=allow)
+    for name, url, expect in (
+        ("a URL while URLs are off", f"{base}/ok.png", "fetching URLs is off"),
+        ("a good URL", f"{base}/ok.png", "ranked 2"),
+        ("1 byte per 0.2 s, url_timeout=1", trickle.url(), "timed out after 1 s"),
+        ("a server that never answers, url_timeout=1", hang.url(), "timed out after 1 s"),
+        ("Content-Length of 10 GB", f"{base}/huge.png", "over the limit"),
+        ("a redirect to file:///etc/passwd", f"{base}/to-file", "not allowed|only http\\(s\\) is followed"),
+        ("a 404", f"{base}/missing.png", "HTTP Error 404"),
+    ):
+        reranker = keep if "off" not in name else MultimodalReranker(FakeScorer(), on_error="keep")
+        cands = [Candidate("u", image=url), Candidate("t", text="fox")]
+        m.case("urls", name, functools.partial(reranker.rerank, "fox", cands), expect=expect, n_in=2)
+
+    def cancelled_then_text() -> tuple[str, str]:
+        from mm_rerank_components.reranker import ASYNC_WORKERS
+
+        slow = MultimodalReranker(
+            FakeScorer(), on_error="keep", image_options=ImageOptions(allow_urls=True, url_timeout=60)
+        )
+
+        async def main() -> float:
+            hung = [
+                asyncio.create_task(slow.arerank("q", [Candidate(f"u{i}", image=hang.url())]))
+                for i in range(ASYNC_WORKERS + 2)
+            ]
+            await asyncio.sleep(0.5)
+            for task in hung:
+                task.cancel()
+            await asyncio.gather(*hung, return_exceptions=True)
+            start = time.monotonic()
+            await MultimodalReranker(FakeScorer()).arerank("fox", [Candidate("t", text="fox")])
+            return time.monotonic() - start
+
+        waited = asyncio.run(main())
+        return f"next text-only arerank took {waited:.3f} s", "no" if waited < 2 else "the next call waited"
+
+    m.case(
+        "urls", "arerank cancelled on hung URLs, then a text call", cancelled_then_text, expect=r"took 0\."
+    )
+
+
+def scorer_cases(m: Matrix) -> None:
+    cands = [Candidate("a", text="x"), Candidate("bad", text="y"), Candidate("c", text="z")]
+    for mode, expect_keep, expect_raise in (
+        ("raise", "kept 1 unscored: scorer 'misbehaving-raise' failed: RuntimeError", "ScorerError: scorer"),
+        ("none", "kept 1 unscored: scorer 'misbehaving-none' returned None", r"CandidateError: .*'bad'"),
+        ("nan", "kept 1 unscored: .*returned nan", r"CandidateError: .*'bad'"),
+        ("text", "kept 1 unscored: .*returned 'high'", r"CandidateError: .*'bad'"),
+        ("range", "ScorerError: scorer 'misbehaving-range' produced 7.0", "ScorerError"),
+        ("short", "ScorerError: .*returned 1 scores for 3", "ScorerError"),
+        ("none-list", "ScorerError: .*returned None, not a list", "ScorerError"),
+    ):
+        scorer = Misbehaving(mode)
+        keep = MultimodalReranker(scorer, on_error="keep")
+        m.case(
+            "scorers",
+            f"scorer {mode} (keep)",
+            functools.partial(keep.rerank, "q", cands),
+            expect=expect_keep,
+            n_in=3,
+        )
+        raising = MultimodalReranker(scorer)
+        m.case(
+            "scorers",
+            f"scorer {mode} (raise)",
+            functools.partial(raising.rerank, "q", cands),
+            expect=expect_raise,
+            n_in=3,
+        )
+
+
+def adapter_cases(m: Matrix, tmp: Path) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
+
+    from mm_rerank_components.integrations.langchain import MultimodalRerankCompressor
+    from mm_rerank_components.integrations.llama_index import MultimodalRerankPostprocessor
+
+    keep = MultimodalReranker(FakeScorer(), on_error="keep")
+    post = MultimodalRerankPostprocessor(reranker=keep)
+    comp = MultimodalRerankCompressor(reranker=keep)
+
+    def nodes() -> list[Any]:  # Any: the matrix also hands the adapter a None
+        return [
+            NodeWithScore(node=ImageNode(id_="dev", image_path="/dev/zero")),
+            NodeWithScore(node=TextNode(id_="t", text="fox")),
+        ]
+
+    def nodes_and_none() -> list[Any]:
+        return [*nodes(), None]
+
+    def docs() -> list[Any]:
+        return [Document("", id="dev", metadata={"image_path": "/dev/zero"}), Document("fox", id="t")]
+
+    def count(out: Sequence[Any], n_in: int, errors: Callable[[Any], Any]) -> tuple[str, str]:
+        bad = [o for o in out if errors(o)]
+        lost = "no" if len(out) == n_in else f"{n_in - len(out)} of {n_in} missing"
+        return (f"returned {len(out)}, kept {len(bad)} with rerank_error", lost)
+
+    def li_error(n: Any) -> Any:
+        return n.node.metadata.get("rerank_error")
+
+    def lc_error(d: Any) -> Any:
+        return d.metadata.get("rerank_error")
+
+    for mode in ("sync", "async"):
+        if mode == "sync":
+            m.case(
+                "adapters",
+                "LlamaIndex: /dev/zero ImageNode (keep, sync)",
+                lambda: count(post.postprocess_nodes(nodes(), query_str="fox"), 2, li_error),
+                expect="kept 1",
+            )
+            m.case(
+                "adapters",
+                "LangChain: /dev/zero Document (keep, sync)",
+                lambda: count(comp.compress_documents(docs(), "fox"), 2, lc_error),
+                expect="kept 1",
+            )
+            m.case(
+                "adapters",
+                "LlamaIndex: None in the node list (sync)",
+                lambda: post.postprocess_nodes(nodes_and_none(), query_str="fox"),
+                expect=r"TypeError: nodes\[2\] is a NoneType",
+            )
+            m.case(
+                "adapters",
+                "LangChain: empty list, empty query (sync)",
+                lambda: comp.compress_documents([], ""),
+                expect="ValueError: Query has neither",
+            )
+        else:
+            m.case(
+                "adapters",
+                "LlamaIndex: /dev/zero ImageNode (keep, async)",
+                lambda: count(asyncio.run(post.apostprocess_nodes(nodes(), query_str="fox")), 2, li_error),
+                expect="kept 1",
+            )
+            m.case(
+                "adapters",
+                "LangChain: /dev/zero Document (keep, async)",
+                lambda: count(asyncio.run(comp.acompress_documents(docs(), "fox")), 2, lc_error),
+                expect="kept 1",
+            )
+            m.case(
+                "adapters",
+                "LlamaIndex: None in the node list (async)",
+                lambda: asyncio.run(post.apostprocess_nodes(nodes_and_none(), query_str="fox")),
+                expect=r"TypeError: nodes\[2\] is a NoneType",
+            )
+            m.case(
+                "adapters",
+                "LangChain: empty list, empty query (async)",
+                lambda: asyncio.run(comp.acompress_documents([], "")),
+                expect="ValueError: Query has neither",
+            )
+    m.case(
+        "adapters",
+        "LlamaIndex: top_n=True",
+        lambda: MultimodalRerankPostprocessor(reranker=keep, top_n=True),
+        expect="top_n must be a positive int",
+    )
+    m.case(
+        "adapters",
+        "LangChain: top_n=True",
+        lambda: MultimodalRerankCompressor(reranker=keep, top_n=True),
+        expect="top_n must be a positive int",
+    )
+    m.case(
+        "adapters",
+        "core: threshold=True",
+        lambda: keep.rerank("q", [Candidate("a", text="x")], threshold=True),
+        expect="threshold must be a unified score",
+    )
+
+    def concurrent() -> tuple[str, str]:
+        reranker = MultimodalReranker(FakeScorer())
+        words = [f"word{i}" for i in range(100)]
+        cands = [Candidate(w, text=f"about {w}") for w in words]
+
+        async def main() -> list[list[RankedCandidate]]:
+            return await asyncio.gather(*(reranker.arerank(w, cands, top_n=1) for w in words))
+
+        results = asyncio.run(main())
+        wrong = sum(r[0].id != w for r, w in zip(results, words, strict=True))
+        return (
+            f"100 concurrent arerank calls, {wrong} answered for another query",
+            "no" if wrong == 0 else f"{wrong} mixed up",
+        )
+
+    m.case("adapters", "100 concurrent arerank calls", concurrent, expect="0 answered for another")
+
+
+def web_cases(m: Matrix, tmp: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mm_rerank_components.answer import ExtractiveAnswerer, RAGPipeline
+    from mm_rerank_components.web import create_app
+
+    gone = tmp / "web" / "gone.png"
+    gone.parent.mkdir()
+    gone.write_bytes(png())
+    secret_dir = str(gone.parent)
+
+    class Retriever:
+        def retrieve(self, query: Query) -> list[Candidate]:
+            return [
+                Candidate("fox", text="The red fox hunts voles in the snow."),
+                Candidate("pic", image=str(gone), text="a red fox picture"),
+            ]
+
+    pipeline = RAGPipeline(
+        Retriever(), MultimodalReranker(FakeScorer(), on_error="keep"), answerer=ExtractiveAnswerer(), top_n=4
+    )
+    client = TestClient(create_app(pipeline))
+    gone.unlink()
+
+    def ask(body: Any, raw: bytes | None = None) -> tuple[str, str]:
+        if raw is not None:
+            response = client.post("/api/ask", content=raw, headers={"content-type": "application/json"})
+        else:
+            response = client.post("/api/ask", json=body)
+        leaked = secret_dir in response.text
+        return (
+            f"HTTP {response.status_code}, {len(response.content)} bytes",
+            "a server path" if leaked else "no",
+        )
+
+    m.case("web", "a hit whose picture was deleted", lambda: ask({"question": "red fox"}), expect="HTTP 200")
+    m.case(
+        "web",
+        "a 2 MB body",
+        lambda: ask(None, raw=b'{"question": "' + b"x" * 2_000_000 + b'"}'),
+        expect=r"HTTP 413, \d{1,3} bytes",
+    )
+    m.case(
+        "web",
+        "a 3,000-character question",
+        lambda: ask({"question": "x" * 3000}),
+        expect=r"HTTP 4\d\d, \d{1,3} bytes",
+    )
+    m.case(
+        "web", "a lone surrogate", lambda: ask(None, raw=b'{"question": "\\ud800 fox"}'), expect="HTTP 400"
+    )
+    m.case(
+        "web",
+        "path traversal in /api/image",
+        lambda: (f"HTTP {client.get('/api/image/..%2F..%2Fetc%2Fpasswd').status_code}", "no"),
+        expect="HTTP 404",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hostile_inputs.json"))
+    args = parser.parse_args()
+    matrix = Matrix()
+    with tempfile.TemporaryDirectory() as folder, servers() as (trickle, hang, base):
+        tmp = Path(folder)
+        file_cases(matrix, tmp)
+        url_cases(matrix, trickle, hang, base)
+        scorer_cases(matrix)
+        adapter_cases(matrix, tmp)
+        web_cases(matrix, tmp)
+    width = max(len(r.case) for r in matrix.results)
+    print(f"{'group':<9} {'case':<{width}}  {'ok':<3} {'s':>6}  {'lost':<12} outcome")
+    for r in matrix.results:
+        print(
+            f"{r.group:<9} {r.case:<{width}}  {'yes' if r.ok else 'NO':<3} {r.seconds:>6.2f}  {r.lost:<12} {short(r.outcome, 110)}"
+        )
+    bad = [r for r in matrix.results if not r.ok]
+    print(f"\n{len(matrix.results)} cases, {len(bad)} not as expected")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps([r.__dict__ for r in matrix.results], indent=2))
+    print(f"wrote {args.out}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
