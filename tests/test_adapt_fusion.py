@@ -201,3 +201,13 @@ def test_bad_inputs() -> None:
         fit_fusion([LabelledList("q", [Candidate("a", text="x")], [0.1], [0])])
     with pytest.raises(TypeError, match="MultimodalReranker"):
         LearnedFusionReranker(object(), fit_fusion(_synthetic(4)))  # type: ignore[arg-type]
+
+
+def test_bm25s_debug_logging_is_not_forced_on(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    bm25_pool_scores("red fox", ["a red fox"])
+    assert logging.getLogger("bm25s").level != logging.DEBUG
+    with caplog.at_level(logging.WARNING):
+        bm25_pool_scores("red fox", ["a red fox"])
+    assert not [r for r in caplog.records if r.name == "bm25s"]

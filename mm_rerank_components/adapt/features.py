@@ -48,6 +48,26 @@ def _query_text(query: Query | str | None) -> str | None:
     return text if text is not None and text.strip() else None
 
 
+_BM25S: Any = None
+
+
+def _bm25s() -> Any:
+    global _BM25S
+    if _BM25S is None:
+        import logging
+
+        from mm_rerank_components._deps import require
+
+        module = require("bm25s", "adapt", "the BM25 feature of learned fusion")
+        # bm25s sets its own logger to DEBUG on import, which floods any handler with a line per index
+        # build; hand the level back to the application's logging configuration
+        library_logger = logging.getLogger("bm25s")
+        if library_logger.level == logging.DEBUG:
+            library_logger.setLevel(logging.NOTSET)
+        _BM25S = module
+    return _BM25S
+
+
 def bm25_pool_scores(query_text: str | None, texts: Sequence[str | None]) -> list[float | None]:
     """BM25 of ``query_text`` against each text of one candidate pool, with the pool's own statistics.
 
@@ -59,13 +79,11 @@ def bm25_pool_scores(query_text: str | None, texts: Sequence[str | None]) -> lis
         >>> s[0] > s[1] == 0.0 and s[2] is None
         True
     """
-    from mm_rerank_components._deps import require
-
     present = [i for i, t in enumerate(texts) if t is not None and t.strip()]
     out: list[float | None] = [None] * len(texts)
     if query_text is None or not present:
         return out
-    bm25s = require("bm25s", "adapt", "the BM25 feature of learned fusion")
+    bm25s = _bm25s()
     docs = bm25s.tokenize(
         [str(texts[i]) for i in present], return_ids=False, show_progress=False, stopwords="en"
     )
