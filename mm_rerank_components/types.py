@@ -69,14 +69,18 @@ class Query:
 class Precomputed:
     """A signal the first stage already computed for a candidate, which a scorer may reuse.
 
-    A scorer reuses it only when ``producer`` names its own model and settings and ``content`` matches the
-    candidate's content, so a stale or misattached value is never used; otherwise it computes its own.
-    A scorer lists the ``kind`` values it can reuse in its ``reuses`` attribute.
+    A scorer lists the ``kind`` values it can reuse in its ``reuses`` attribute. The reranker passes it
+    only signals of those kinds whose ``content`` matches the candidate: for a kind starting with
+    ``"text"``, :func:`mm_rerank_components.media.text_key` of ``candidate.text``; for a kind starting with
+    ``"image"``, :func:`mm_rerank_components.media.image_key` of ``candidate.image`` as given (a path, not
+    the decoded picture). Other kinds, and mismatches, are dropped (logged at debug level). The scorer then
+    uses a signal only when ``producer`` names its own model and settings, so a stale or misattached value
+    is never used; otherwise it computes its own.
 
     Attributes:
         kind: what it is, e.g. ``"text_embedding"`` or ``"image_classes"``.
         producer: identifies the model and settings that made it (the embedding function's fingerprint).
-        content: a hash of the content it was computed from (the passage text, the picture's bytes).
+        content: the content key it was computed from (``text_key(text)`` or ``image_key(image_ref)``).
         value: the data itself (for example a tuple of floats).
 
     Example:

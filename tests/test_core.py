@@ -371,7 +371,9 @@ def test_not_a_path_nor_base64() -> None:
     with pytest.raises(CandidateError, match="is not an existing file, a URL, a data URI or base64 data"):
         MultimodalReranker(FakeScorer()).rerank("q", [Candidate("a", image="fox")])
     # base64 of no known image format is not decoded, and it is not a file either
-    with pytest.raises(CandidateError, match="is not an existing file, a URL, a data URI or base64 data of a PNG"):
+    with pytest.raises(
+        CandidateError, match="is not an existing file, a URL, a data URI or base64 data of a PNG"
+    ):
         MultimodalReranker(FakeScorer()).rerank("q", [Candidate("a", image="A" * 65)])
     with pytest.raises(CandidateError, match="invalid base64 image data"):
         MultimodalReranker(FakeScorer()).rerank("q", [Candidate("a", image="A" * 4097 + "!")])
