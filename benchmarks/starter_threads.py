@@ -11,7 +11,8 @@ Runs the real starter models (MiniLM-L6 + EfficientNet-Lite) on real GCompris ph
 
 Each is timed with ``threads=1``, ``threads=<torch default>`` (the cores, unless ``OMP_NUM_THREADS``
 says less) and the package's auto policy (``threads=None``), with one caller at a time and with
-``--concurrency`` callers at once. Prints a table with the machine load, and writes JSON to
+``--concurrency`` callers at once. The settings take turns round by round, so a change in the load
+from other processes hits them alike. Prints a table with the machine load, and writes JSON to
 ``benchmarks/results/starter_threads.json`` (git-ignored)::
 
     python benchmarks/starter_threads.py                 # a few minutes on 2 busy cores
@@ -63,8 +64,8 @@ def _data(cache_dir: str, n_pictures: int, n_passages: int) -> tuple[list[Image.
     return pictures, texts, list(task.queries.values())
 
 
-def _time(fn: Any, repeats: int, concurrency: int) -> dict[str, float]:
-    """Run ``fn(i)`` ``repeats * concurrency`` times, ``concurrency`` at once; latency and throughput."""
+def _round(fn: Any, first: int, concurrency: int) -> tuple[list[float], float]:
+    """One round: ``concurrency`` calls of ``fn`` at once; their latencies and the round's wall time."""
     latencies: list[float] = []
 
     def one(i: int) -> None:
@@ -72,21 +73,47 @@ def _time(fn: Any, repeats: int, concurrency: int) -> dict[str, float]:
         fn(i)
         latencies.append(time.perf_counter() - start)
 
-    calls = repeats * concurrency
     start = time.perf_counter()
     if concurrency == 1:
-        for i in range(calls):
-            one(i)
+        one(first)
     else:
         with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(one, range(calls)))
-    wall = time.perf_counter() - start
-    return {
-        "calls": calls,
-        "p50_s": statistics.median(latencies),
-        "max_s": max(latencies),
-        "calls_per_s": calls / wall,
-    }
+            list(pool.map(one, range(first, first + concurrency)))
+    return latencies, time.perf_counter() - start
+
+
+def _measure(
+    workloads: dict[str, dict[str, Any]], repeats_arg: int, callers: int, results: dict[str, Any]
+) -> None:
+    """Time every workload under every setting; rows go to ``results["rows"]``."""
+    # the settings take turns round by round, so a change in the machine's load hits them alike
+    for workload, by_setting in workloads.items():
+        for concurrency in (1,) if workload == "reused" else (1, callers):
+            repeats = max(1, repeats_arg // 2) if workload == "batch" else repeats_arg
+            latencies: dict[str, list[float]] = {label: [] for label in by_setting}
+            walls = dict.fromkeys(by_setting, 0.0)
+            for r in range(repeats):
+                for label, fn in by_setting.items():
+                    lat, wall = _round(fn, r * concurrency, concurrency)
+                    latencies[label] += lat
+                    walls[label] += wall
+            for label in by_setting:
+                row: dict[str, Any] = {
+                    "workload": workload,
+                    "threads": label,
+                    "concurrency": concurrency,
+                    "calls": len(latencies[label]),
+                    "p50_s": statistics.median(latencies[label]),
+                    "max_s": max(latencies[label]),
+                    "calls_per_s": len(latencies[label]) / walls[label],
+                    "load": _load(),
+                }
+                results["rows"].append(row)
+                print(
+                    f"{workload:8s} {label:12s} x{concurrency}: p50 {row['p50_s'] * 1000:7.0f} ms   "
+                    f"{row['calls_per_s']:.2f} calls/s   load {row['load']}",
+                    file=sys.stderr,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         return out
 
+    workloads: dict[str, dict[str, Any]] = {"request": {}, "reused": {}, "batch": {}}
     for label, threads in settings.items():
         models = StarterModels(image_model=args.image_model, threads=threads)
         scorer = StarterScorer(models=models, image_cache_size=0, text_cache_size=0)
@@ -168,18 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             chosen = [pictures[(i + j) % len(pictures)] for j in range(args.batch)]
             models.image_probabilities(chosen)
 
-        for workload, fn in (("request", request), ("reused", reused), ("batch", batch)):
-            for concurrency in (1,) if workload == "reused" else (1, args.concurrency):
-                repeats = max(1, args.repeats // 2) if workload == "batch" else args.repeats
-                row = {"workload": workload, "threads": label, "concurrency": concurrency}
-                row.update(_time(fn, repeats, concurrency))
-                row["load"] = _load()
-                results["rows"].append(row)
-                print(
-                    f"{workload:8s} {label:12s} x{concurrency}: p50 {row['p50_s'] * 1000:7.0f} ms   "
-                    f"{row['calls_per_s']:.2f} calls/s   load {row['load']}",
-                    file=sys.stderr,
-                )
+        workloads["request"][label], workloads["reused"][label], workloads["batch"][label] = (
+            request,
+            reused,
+            batch,
+        )
+
+    _measure(workloads, args.repeats, args.concurrency, results)
     # reused scores must be the computed ones
     check = StarterScorer(models=warm_models, image_cache_size=0, text_cache_size=0)
     worst = 0.0
