@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+import mm_rerank_components.media as media
 import mm_rerank_components.reranker as reranker_module
 from mm_rerank_components import Candidate, MultimodalReranker, Query
 from mm_rerank_components.media import load_image
@@ -281,10 +282,16 @@ def main() -> None:
     parser.add_argument(
         "--wall", action="store_true", help="time with the wall clock instead of this thread's CPU time"
     )
+    parser.add_argument(
+        "--stdlib-base64", action="store_true", help="decode base64 with the standard library, not pybase64"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core_overhead.json"))
     args = parser.parse_args()
     global CLOCK
     CLOCK = "perf_counter" if args.wall else "thread_time"
+    if args.stdlib_base64:
+        media._PYBASE64 = None
+    decoder = "pybase64" if media._fast_base64() is not None else "standard library (binascii)"
     sizes = (100, 1_000) if args.quick else (100, 1_000, 10_000)
     small = small_rows(sizes, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
@@ -313,7 +320,8 @@ def main() -> None:
             f"{r['core_us_per_candidate']:>13} {'yes' if r['meets_target'] else 'NO':>4}"
         )
     print(
-        f"\n3. load_image per photo, interleaved rounds (target: base64 and data URI <= {TARGET_LOAD_RATIO}x bytes)"
+        f"\n3. load_image per photo, base64 by {decoder}, interleaved rounds "
+        f"(target: base64 and data URI <= {TARGET_LOAD_RATIO}x bytes)"
     )
     print(f"{'form':>10} {'ms/photo':>10} {'x bytes':>8} {'ok':>4}")
     for r in loads:
@@ -330,6 +338,7 @@ def main() -> None:
                 "target_load_ratio": TARGET_LOAD_RATIO,
                 "python": platform.python_version(),
                 "clock": CLOCK,
+                "base64_decoder": decoder,
                 "load_average": load_average,
                 "photo": {"size": PHOTO_SIZE, "png_bytes": photo_size},
                 "small": small,
