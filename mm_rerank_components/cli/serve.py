@@ -8,6 +8,7 @@ out of the process list).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -137,7 +138,15 @@ def run(args: argparse.Namespace) -> int:
     from mm_rerank_components.serving.app import create_app
     from mm_rerank_components.serving.engine import RerankEngine
 
+    # request threads decode while the event loop answers /health: a short GIL switch interval lets the
+    # loop in quickly (the default 5 ms, times the threads queued for the GIL, is felt in /health's p99)
+    sys.setswitchinterval(float(os.environ.get("MM_RERANK_SWITCH_INTERVAL", "0.001")))
     engine = RerankEngine(config)
+    if os.environ.get("MM_RERANK_GC_FREEZE", "1") == "1":
+        # the models and imports are long-lived: keep them out of the collector's full passes, whose
+        # pauses stop every thread (the event loop too)
+        gc.collect()
+        gc.freeze()
     print(
         f"mm-rerank serve: {engine.model} on http://{args.host}:{args.port} "
         f"(POST /v1/rerank, /rerank, /v2/rerank; GET /health, /metrics, /docs)",
