@@ -580,3 +580,38 @@ def test_cli_serve_subprocess(tmp_path: Any) -> None:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
     assert b"mm-rerank serve: fake on http://127.0.0.1" in process.stderr.read()  # type: ignore[union-attr]
+
+
+def test_serves_a_saved_reranker_folder(tmp_path: Any) -> None:
+    adapt = pytest.importorskip("mm_rerank_components.adapt")
+    scorer = FakeScorer()
+    words = ["fox", "owl", "cat", "dog", "frog", "snow"]
+    lists = []
+    for q in range(8):
+        target = words[q % len(words)]
+        candidates = [
+            Candidate(f"q{q}d{j}", text=f"a {target if j in (1, 4) else words[(q + j) % 6]} {j}")
+            for j in range(8)
+        ]
+        query = Query(f"the {target}")
+        lists.append(
+            adapt.LabelledList(
+                query, candidates, scorer.score(query, candidates), [int(j in (1, 4)) for j in range(8)]
+            )
+        )
+    folder = tmp_path / "my-reranker"
+    adapt.save_reranker(folder, adapt.fit_fusion(lists, seed=0), scorer=scorer)
+
+    engine = RerankEngine(ServeConfig(reranker_folder=str(folder)))
+    documents = ["an owl 3", "a fox 1", "a fox den", "a cat"]
+    status, payload = asyncio.run(
+        engine.handle("jina", json.dumps({"query": "the fox", "documents": documents}).encode())
+    )
+    assert status == 200
+    local = adapt.load_reranker(folder).rerank(
+        Query("the fox"), [Candidate(str(i), text=d) for i, d in enumerate(documents)]
+    )
+    assert [r["index"] for r in payload["results"]] == [r.index for r in local]
+    assert [r["relevance_score"] for r in payload["results"]] == pytest.approx([r.score for r in local])
+    assert str(tmp_path) not in json.dumps(payload)
+    engine.close()
