@@ -203,11 +203,9 @@ def test_bad_inputs() -> None:
         LearnedFusionReranker(object(), fit_fusion(_synthetic(4)))  # type: ignore[arg-type]
 
 
-def test_bm25s_debug_logging_is_not_forced_on(caplog: pytest.LogCaptureFixture) -> None:
+def test_bm25s_debug_logging_is_not_forced_on() -> None:
     import logging
 
     bm25_pool_scores("red fox", ["a red fox"])
-    assert logging.getLogger("bm25s").level != logging.DEBUG
-    with caplog.at_level(logging.WARNING):
-        bm25_pool_scores("red fox", ["a red fox"])
-    assert not [r for r in caplog.records if r.name == "bm25s"]
+    # bm25s sets DEBUG on import; the feature code hands the level back to the application
+    assert logging.getLogger("bm25s").getEffectiveLevel() == logging.getLogger().getEffectiveLevel()
