@@ -235,3 +235,41 @@ def test_remote_cohere_shape_against_our_server(live_url: str) -> None:
         remote = MultimodalReranker(scorer, FakeCalibrator()).rerank(Query("red fox"), candidates)
     local = MultimodalReranker(FakeScorer()).rerank(Query("red fox"), candidates)
     assert [(r.id, r.score) for r in remote] == [(r.id, r.score) for r in local]
+
+
+@pytest.mark.slow
+def test_remote_starter_service_matches_in_process_starter() -> None:
+    """A calibrated model scorer: the service's scores pass through RemoteScorer unchanged."""
+    pytest.importorskip("torch")
+    uvicorn = pytest.importorskip("uvicorn")
+    from mm_rerank_components.scorers.starter import StarterScorer
+    from mm_rerank_components.serving import RerankEngine, ServeConfig, create_app
+
+    engine = RerankEngine(ServeConfig(scorer="starter", threads=1))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        candidates = [
+            Candidate("a", text="A red fox hunts in the snow."),
+            Candidate("b", text="Owls sleep during the day."),
+            Candidate("c", image=RED),
+            Candidate("d", text="a blue square", image=BLUE),
+        ]
+        local = MultimodalReranker(StarterScorer()).rerank(Query("a red fox"), candidates)
+        with RemoteScorer(f"http://127.0.0.1:{port}", api="mm-rerank", timeout=120) as scorer:
+            remote = MultimodalReranker(scorer).rerank(Query("a red fox"), candidates)
+        assert [r.id for r in remote] == [r.id for r in local]
+        assert [r.score for r in remote] == pytest.approx([r.score for r in local], abs=1e-6)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        engine.close()
