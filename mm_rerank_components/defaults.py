@@ -26,9 +26,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import numpy as np
+
+from mm_rerank_components.adapt.fusion import FusionModel
+from mm_rerank_components.types import Candidate, Query
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +43,124 @@ __all__ = [
     "DEFAULT_DEPTH",
     "DEFAULT_FILE",
     "FIT_SETTINGS",
+    "FUSION_FIELDS",
+    "RelativeFusionModel",
     "default_model_path",
     "default_reranker",
+    "fit_default_model",
     "load_default_model",
+    "relative_inputs",
 ]
 
 DEFAULT_FILE = "default_fusion.json"
 #: ``fit_fusion`` settings of the shipped default (the eval's leave-one-task-out refits use the same).
-FIT_SETTINGS: dict[str, Any] = {"seed": 0, "l2": 0.01, "pointwise": 0.2}
+#: A strong L2 (1.0 on standardised features) keeps the weights close to an even mix of the signals.
+FIT_SETTINGS: dict[str, Any] = {"seed": 0, "l2": 1.0, "pointwise": 0.2}
 #: The ``(k_text, k_image)`` the shipped default was fitted at (its calibration assumes that pool).
 DEFAULT_DEPTH = (16, 16)
+#: Label-free fusion scores handed to the model as metadata features (min-max and RRF within route).
+FUSION_FIELDS = ("mm_rerank:minmax", "mm_rerank:rrf")
+_RRF_K = 60
+
+
+def _zscores(values: Sequence[float], groups: Sequence[Any]) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    out = np.zeros_like(x)
+    keys = np.asarray(list(groups), dtype=object)
+    for group in dict.fromkeys(groups):
+        mask = keys == group
+        std = float(x[mask].std())
+        if std > 0:
+            out[mask] = (x[mask] - x[mask].mean()) / std
+    return out
+
+
+def _route_fusion(candidates: Sequence[Candidate]) -> tuple[list[float], list[float]]:
+    """Per candidate, its route's min-max score and ``60 / (60 + rank)`` (0 without a retrieval score)."""
+    by_route: dict[Any, list[int]] = {}
+    for i, c in enumerate(candidates):
+        if c.retrieval_score is not None and np.isfinite(float(c.retrieval_score)):
+            by_route.setdefault(c.source, []).append(i)
+    minmax = [0.0] * len(candidates)
+    rrf = [0.0] * len(candidates)
+    for members in by_route.values():
+        scores = np.asarray([float(candidates[i].retrieval_score) for i in members])  # type: ignore[arg-type]
+        span = float(scores.max() - scores.min())
+        for rank, j in enumerate(np.argsort(-scores, kind="stable"), start=1):
+            i = members[int(j)]
+            rrf[i] = _RRF_K / (_RRF_K + rank)
+            minmax[i] = float((scores[j] - scores.min()) / span) if span > 0 else 1.0
+    return minmax, rrf
+
+
+def relative_inputs(
+    candidates: Sequence[Candidate], raw_scores: Sequence[float]
+) -> tuple[list[Candidate], list[float]]:
+    """The default's view of one list: every score relative to the rest of its own list.
+
+    Raw scores become z-scores within their modality, retrieval scores z-scores within their route,
+    and each candidate gains its route's min-max and RRF fusion scores as metadata
+    (:data:`FUSION_FIELDS`). Absolute similarities never reach the model: their scale moves from
+    one corpus to the next, which is what made the calibrated raw score drift out of domain.
+
+    Example:
+        >>> from mm_rerank_components.types import Candidate
+        >>> hits = [Candidate("a", text="x", source="text", retrieval_score=0.9),
+        ...         Candidate("b", text="y", source="text", retrieval_score=0.5)]
+        >>> cands, raw = relative_inputs(hits, [0.7, 0.3])
+        >>> [round(v, 6) for v in raw], cands[0].metadata["mm_rerank:minmax"]
+        ([1.0, -1.0], 1.0)
+    """
+    if len(candidates) != len(raw_scores):
+        raise ValueError(f"got {len(candidates)} candidates but {len(raw_scores)} raw scores")
+    raw = _zscores(raw_scores, [c.modality for c in candidates])
+    minmax, rrf = _route_fusion(candidates)
+    have = [(i, float(c.retrieval_score)) for i, c in enumerate(candidates) if c.retrieval_score is not None]
+    sims = _zscores([s for _, s in have], [candidates[i].source for i, _ in have])
+    z_of = dict(zip([i for i, _ in have], sims.tolist(), strict=True))
+    out = []
+    for i, c in enumerate(candidates):
+        metadata = {**(c.metadata or {}), FUSION_FIELDS[0]: minmax[i], FUSION_FIELDS[1]: rrf[i]}
+        out.append(replace(c, retrieval_score=z_of.get(i), metadata=metadata))
+    return out, [float(v) for v in raw]
+
+
+class RelativeFusionModel(FusionModel):
+    """A learned-fusion model that reads :func:`relative_inputs` (the shipped default's kind).
+
+    Same weights, calibration and JSON as :class:`~mm_rerank_components.adapt.FusionModel`; only its
+    inputs are first made relative to their own list, so it serves any
+    :class:`~mm_rerank_components.adapt.LearnedFusionReranker` as is.
+
+    Example:
+        >>> model = load_default_model()  # doctest: +SKIP
+        >>> model.predict("red fox", hits, raw_scores)  # doctest: +SKIP
+    """
+
+    def fused_scores(
+        self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
+    ) -> list[float]:
+        if not candidates:
+            return []
+        relative, raw = relative_inputs(candidates, raw_scores)
+        return super().fused_scores(query, relative, raw)
+
+
+def fit_default_model(lists: Sequence[Any], scorer: str | None = None) -> RelativeFusionModel:
+    """Fit the default's kind of model on labelled lists (:class:`~mm_rerank_components.adapt.LabelledList`).
+
+    Example:
+        >>> model = fit_default_model(lists, scorer=StarterScorer().name)  # doctest: +SKIP
+    """
+    from mm_rerank_components.adapt import LabelledList, fit_fusion
+
+    relative = []
+    for item in lists:
+        candidates, raw = relative_inputs(item.candidates, item.raw_scores)
+        relative.append(LabelledList(item.query, candidates, raw, item.labels))
+    model = fit_fusion(relative, scorer=scorer, metadata_fields=FUSION_FIELDS, **FIT_SETTINGS)
+    model.training["inputs"] = "relative_inputs (per-query z-scores, route min-max and RRF)"
+    return cast(RelativeFusionModel, RelativeFusionModel.from_dict(model.to_dict()))
 
 
 def default_model_path() -> Path:
@@ -58,15 +173,13 @@ def default_model_path() -> Path:
     return Path(str(resources.files("mm_rerank_components.starter").joinpath("data", DEFAULT_FILE)))
 
 
-def load_default_model(path: str | Path | None = None) -> Any:
-    """The shipped :class:`~mm_rerank_components.adapt.FusionModel` (or the one at ``path``).
+def load_default_model(path: str | Path | None = None) -> RelativeFusionModel:
+    """The shipped default model (or the one at ``path``), as a :class:`RelativeFusionModel`.
 
     Example:
-        >>> load_default_model().feature_names[:2]  # doctest: +SKIP
-        ('raw:text', 'raw:image')
+        >>> "meta:mm_rerank:minmax" in load_default_model().feature_names
+        True
     """
-    from mm_rerank_components.adapt import FusionModel
-
     source = Path(path) if path is not None else default_model_path()
     if not source.is_file():
         raise FileNotFoundError(
@@ -76,7 +189,13 @@ def load_default_model(path: str | Path | None = None) -> Any:
         data = json.loads(source.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source} is not valid JSON: {exc}") from exc
-    return FusionModel.from_dict(data, source=str(source))
+    model = cast(RelativeFusionModel, RelativeFusionModel.from_dict(data, source=str(source)))
+    if not all(f"meta:{name}" in model.feature_names for name in FUSION_FIELDS):
+        raise ValueError(
+            f"{source} is not a default fusion model (it lacks the {', '.join(FUSION_FIELDS)} features); "
+            "load a plain adapted folder with mm_rerank_components.adapt.load_reranker"
+        )
+    return model
 
 
 def default_reranker(scorer: Any = None, *, model_path: str | Path | None = None, **kwargs: Any) -> Any:
@@ -84,8 +203,8 @@ def default_reranker(scorer: Any = None, *, model_path: str | Path | None = None
 
     Args:
         scorer: the scorer whose raw scores the model was fitted on; default a new ``StarterScorer()``.
-            Another scorer works but its raw scores are on another scale: a warning says so.
-        model_path: a fusion model JSON other than the shipped one.
+            Another scorer works but was not what the model learned from: a warning says so.
+        model_path: a default-model JSON other than the shipped one.
         **kwargs: passed to :class:`~mm_rerank_components.MultimodalReranker` (``batch_size``,
             ``on_error``, ...), which does the scoring.
 

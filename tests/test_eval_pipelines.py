@@ -377,3 +377,34 @@ def test_score_union_disk_cache_skips_rescoring(tmp_path: Path) -> None:
     task.queries["q-red"] = "crimson colour"  # any change in the data invalidates the cache
     score_union(task, first, scorer, task.query_ids(), 2, 2, cache_dir=tmp_path / "c")
     assert scorer.calls > calls
+
+
+@pytest.mark.slow
+def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> None:
+    from mm_rerank_components.defaults import default_reranker
+    from mm_rerank_components.eval.runner import run_evaluation
+
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    results = run_evaluation(
+        [task],
+        HashingEmbedder(),
+        {"fake": FakeScorer()},
+        methods=("platt",),
+        k_text=2,
+        k_image=2,
+        depths=(1, 2),
+        plots=False,
+        learned_scorer="fake",
+        latency=lambda: default_reranker(FakeScorer()),
+    )
+    entry = results["tasks"][task.name]
+    # user data: the shipped default as is (it never saw this data), and a row adapted on dev
+    assert {"default", "adapted"} <= set(entry["pipelines"])
+    rows = entry["targets"]["rows"]
+    assert rows["default"]["role"] == "product default"
+    assert any("best label-free fusion" in c["name"] for c in rows["default"]["checks"])
+    assert any("ECE" in c["name"] for c in rows["adapted"]["checks"])
+    assert {c["name"].split(",")[0] for c in results["pooled"]["adapted"]} >= {"adapted vs rrf"}
+    assert set(results["latency"][task.name]) == {"1", "2"}
+    assert results["latency"][task.name]["2"]["candidates"] > results["latency"][task.name]["1"]["candidates"]
+    assert "default" in results["depth_sweep"][task.name]["depths"]["2"]

@@ -96,6 +96,19 @@ def _parser() -> argparse.ArgumentParser:
         "--embedder", choices=("starter", "hashing"), default="starter", help="first-stage embeddings"
     )
     parser.add_argument(
+        "--image-model",
+        choices=("efficientnet-lite0", "efficientnet-lite2"),
+        default=None,
+        help="the starter's image classifier, for the first stage and the starter scorer (default lite0)",
+    )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="another run's results.json: add paired CIs of this run minus that one, row by row",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("reports/eval"), help="output folder (default reports/eval)"
     )
     parser.add_argument(
@@ -142,6 +155,16 @@ def _print_summary(results: dict[str, Any], out: Path) -> None:
         print(f"\n{row}, pooled over tasks:")
         for check in checks:
             print(f"  {_check_line(check)}")
+    compared = results.get("compared_with")
+    if compared:
+        print(f"\nthis run minus {compared['path']} (held-out test queries, paired 95% CI):")
+        for task_name, rows in compared["rows"].items():
+            for row, metrics in rows.items():
+                cells = "; ".join(
+                    f"{m} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] {r['verdict']}"
+                    for m, r in metrics.items()
+                )
+                print(f"  {task_name} {row}: {cells}")
     print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
 
 
@@ -174,14 +197,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = _load_tasks(task_names, args.data, cache_dir)
         from mm_rerank_components.eval.embeddings import HashingEmbedder, StarterEmbedder
 
-        embedder: Any = StarterEmbedder() if args.embedder == "starter" else HashingEmbedder()
-        scorers = {name: build_scorer(name) for name in scorer_names}
+        embedder: Any = HashingEmbedder()
+        if args.embedder == "starter":
+            from mm_rerank_components.starter.models import get_starter_models
+
+            models = get_starter_models(**({"image_model": args.image_model} if args.image_model else {}))
+            embedder = StarterEmbedder(models)
+        scorers = {name: build_scorer(name, image_model=args.image_model) for name in scorer_names}
         latency = None
         if "starter" in scorers and not args.no_latency and args.depths:
             from mm_rerank_components.defaults import default_reranker
 
             def latency() -> Any:
-                return default_reranker(build_scorer("starter", cache=False))
+                return default_reranker(build_scorer("starter", cache=False, image_model=args.image_model))
 
         scored: dict[str, Any] = {}
         results = run_evaluation(
@@ -200,6 +228,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             scored_out=scored,
             latency=latency,
         )
+        if args.compare_with is not None:
+            import json
+
+            from mm_rerank_components.eval.report import write_json
+            from mm_rerank_components.eval.runner import compare_results
+
+            other = json.loads(args.compare_with.read_text(encoding="utf-8"))
+            results["compared_with"] = {
+                "path": str(args.compare_with),
+                "config": other.get("config"),
+                "rows": compare_results(results, other),
+            }
+            write_json(results, args.out / "results.json")
         if args.write_calibration is not None:
             path = fit_shipped_calibration(
                 scored, tasks, "starter", args.write_calibration_method, args.write_calibration

@@ -6,10 +6,10 @@ query it was fitted on:
 
 * ``default`` (the product default, no labels from the user): on a built-in task it is **refitted
   leave-one-task-out**, on every query of the *other* built-in tasks, with the same settings as the
-  shipped file (:data:`mm_rerank_components.defaults.FIT_SETTINGS`); on your own data (which the
-  shipped file never saw) it is the shipped model itself.
-* ``adapted``: fitted on the task's own dev queries, measured on its test queries (what
-  ``mm-rerank adapt`` does for a user who holds out a test set).
+  shipped file (:func:`mm_rerank_components.defaults.fit_default_model`); on your own data (which
+  the shipped file never saw) it is the shipped model itself.
+* ``adapted``: ``fit_fusion`` with its own defaults on the task's own dev queries, measured on its
+  test queries (what ``mm-rerank adapt`` does for a user who holds out a test set).
 
 Example:
     >>> rows = learned_rows(prepared, "starter", 16, 16)  # doctest: +SKIP
@@ -82,11 +82,14 @@ def fusion_union(
     return ScoredUnion(f"fusion:{scorer}", items)
 
 
-def _fit(lists: Sequence[Any], scorer_name: str) -> Any:
-    from mm_rerank_components.adapt import fit_fusion
-    from mm_rerank_components.defaults import FIT_SETTINGS
+def _fit(lists: Sequence[Any], scorer_name: str, row: str) -> Any:
+    if row == "default":
+        from mm_rerank_components.defaults import fit_default_model
 
-    return fit_fusion(lists, scorer=scorer_name, **FIT_SETTINGS)
+        return fit_default_model(lists, scorer=scorer_name)
+    from mm_rerank_components.adapt import fit_fusion
+
+    return fit_fusion(lists, scorer=scorer_name, seed=0)
 
 
 def learned_rows(
@@ -132,14 +135,14 @@ def learned_rows(
                     task.name,
                     [p.task.name for p in others],
                 )
-                cache[key] = _fit(lists, name)
+                cache[key] = _fit(lists, name, "default")
         else:
             cache[key] = load_default_model()
     if cache[key] is not None:
         out["default"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
     key = ("adapted", task.name)
     if key not in cache:
-        cache[key] = _fit(labelled_lists(target, scorer, task.query_ids("dev"), kt, ki), name)
+        cache[key] = _fit(labelled_lists(target, scorer, task.query_ids("dev"), kt, ki), name, "adapted")
     out["adapted"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
     return out
 

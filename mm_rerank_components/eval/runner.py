@@ -52,7 +52,16 @@ from mm_rerank_components.eval.tasks import EvalTask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEPTHS", "TASKS", "build_scorer", "fit_shipped_calibration", "main", "run_evaluation"]
+__all__ = [
+    "DEPTHS",
+    "TASKS",
+    "build_scorer",
+    "compare_results",
+    "fit_shipped_calibration",
+    "main",
+    "measure_latency",
+    "run_evaluation",
+]
 
 TASKS = ("tuxpaint-mixed", "gcompris-explore")
 SCORERS = ("fake", "first-stage", "starter")
@@ -64,10 +73,11 @@ LEARNED_SCORER = "starter"
 Progress = Callable[[str], None]
 
 
-def build_scorer(name: str, *, cache: bool = True) -> Any:
+def build_scorer(name: str, *, cache: bool = True, image_model: str | None = None) -> Any:
     """``"fake"``, ``"first-stage"`` or ``"starter"`` (needs the ``starter`` extra).
 
-    ``cache=False`` turns off the starter scorer's in-memory caches (for cold latency figures).
+    ``cache=False`` turns off the starter scorer's in-memory caches (for cold latency figures);
+    ``image_model`` picks the starter's classifier (``"efficientnet-lite0"`` or ``"efficientnet-lite2"``).
     """
     if name == "fake":
         from mm_rerank_components.scorers.fake import FakeScorer
@@ -78,7 +88,12 @@ def build_scorer(name: str, *, cache: bool = True) -> Any:
     if name == "starter":
         from mm_rerank_components.scorers.starter import StarterScorer
 
-        return StarterScorer() if cache else StarterScorer(image_cache_size=0, text_cache_size=0)
+        kwargs: dict[str, Any] = {} if cache else {"image_cache_size": 0, "text_cache_size": 0}
+        if image_model is not None:
+            from mm_rerank_components.starter.models import StarterModels
+
+            kwargs["models"] = StarterModels(image_model=image_model)
+        return StarterScorer(**kwargs)
     raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
 
 
@@ -197,6 +212,7 @@ def _task_rows(
     models: dict[tuple[str, str], Any],
     entry: dict[str, Any],
     say: _Reporter,
+    learned_scorer: str | None = LEARNED_SCORER,
 ) -> tuple[
     dict[str, dict[str, dict[str, float]]], dict[str, tuple[str, Calibrator | None]], dict[str, ScoredUnion]
 ]:
@@ -223,9 +239,9 @@ def _task_rows(
             cal["note"] = "label-free per-query standardisation: orders a list, is not P(relevant)"
         entry["calibration"][key] = cal
     learned: dict[str, ScoredUnion] = {}
-    if LEARNED_SCORER in prep.scored:
+    if learned_scorer is not None and learned_scorer in prep.scored:
         learned = learned_rows(
-            prep, everything, LEARNED_SCORER, *depth, train_depth=train_depth, models=models
+            prep, everything, learned_scorer, *depth, train_depth=train_depth, models=models
         )
         for name, su in learned.items():
             runs[name] = calibrated_run(su, None, qids)
@@ -288,6 +304,7 @@ def _depth_sweep(
     scorers: Mapping[str, Any],
     models: dict[tuple[str, str], Any],
     say: _Reporter,
+    learned_scorer: str | None,
 ) -> dict[str, Any]:
     """Per task and depth: the union's recall (the ceiling) and each pipeline's R@10 and nDCG@10 with
     a bootstrap 95% CI of its difference from the shallowest depth."""
@@ -298,7 +315,9 @@ def _depth_sweep(
         per_depth: dict[int, dict[str, Any]] = {}
         for depth in depths:
             scratch: dict[str, Any] = {"calibration": {}}
-            runs, _, _ = _task_rows(prep, prepared, scorers, (), (depth, depth), base, models, scratch, say)
+            runs, _, _ = _task_rows(
+                prep, prepared, scorers, (), (depth, depth), base, models, scratch, say, learned_scorer
+            )
             ceiling = union_recall(prep.first, task, test, depth, depth)
             metrics = {
                 name: evaluate_run(task, {q: run[q] for q in test}, test) for name, run in runs.items()
@@ -389,6 +408,7 @@ def run_evaluation(
     progress: Progress | None = None,
     scored_out: dict[str, dict[str, ScoredUnion]] | None = None,
     latency: Callable[[], Any] | None = None,
+    learned_scorer: str | None = LEARNED_SCORER,
 ) -> dict[str, Any]:
     """Run every pipeline on every task; return the results (and write them when ``out_dir`` is given).
 
@@ -406,6 +426,7 @@ def run_evaluation(
         progress: called with each progress line (they also go to this module's logger).
         scored_out: filled with ``{task: {scorer: ScoredUnion}}`` (raw scores at the deepest depth).
         latency: a factory of a fresh reranker, timed per query at each depth (``results["latency"]``).
+        learned_scorer: the scorer whose raw scores the learned rows fuse (``None``: no learned rows).
 
     Example:
         >>> results = run_evaluation([task], HashingEmbedder(), {"fake": FakeScorer()})  # doctest: +SKIP
@@ -453,7 +474,7 @@ def run_evaluation(
             "plots": {},
         }
         runs, calibrators, learned = _task_rows(
-            prep, prepared, scorers, methods, base, base, models, entry, say
+            prep, prepared, scorers, methods, base, base, models, entry, say, learned_scorer
         )
         for name, run in runs.items():
             entry["pipelines"][name] = {
@@ -465,7 +486,7 @@ def run_evaluation(
         entry["targets"] = _targets(entry, test)
         if plots and img_dir is not None:
             scored = {n: su.restrict(prep.first, *base) for n, su in prep.scored.items()}
-            entry["plots"] = _plots(task, entry, calibrators, scored, learned, img_dir)
+            entry["plots"] = _plots(task, entry, calibrators, scored, learned, img_dir, learned_scorer)
         entry["seconds"] = round(time.perf_counter() - started, 1)
         results["tasks"][task.name] = entry
     results["pooled"] = {
@@ -475,7 +496,7 @@ def run_evaluation(
     }
     results["learned_models"] = training_summary(models)
     if depths:
-        results["depth_sweep"] = _depth_sweep(prepared, depths, base, scorers, models, say)
+        results["depth_sweep"] = _depth_sweep(prepared, depths, base, scorers, models, say, learned_scorer)
         if latency is not None:
             results["latency"] = measure_latency(prepared, latency, depths)
     if out_dir is not None:
@@ -487,6 +508,39 @@ def run_evaluation(
     return results
 
 
+def compare_results(current: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """Paired comparisons of the rows two runs share, on the test queries both hold (this minus other).
+
+    For comparing settings (an image model, a depth) on the same tasks: each shared task and pipeline
+    gets a paired bootstrap 95% CI of the difference in Recall@10 and nDCG@10.
+
+    Example:
+        >>> compare_results(run_b, run_a)["gcompris-explore"]["rrf"]["recall@10"]["verdict"]  # doctest: +SKIP
+        'tie'
+    """
+    out: dict[str, Any] = {}
+    for task_name, entry in current["tasks"].items():
+        theirs = other.get("tasks", {}).get(task_name)
+        if theirs is None:
+            continue
+        qids = [q for q in entry["test_queries"] if q in set(theirs.get("test_queries", []))]
+        if not qids:
+            continue
+        rows: dict[str, Any] = {}
+        for name, pipe in entry["pipelines"].items():
+            if name not in theirs["pipelines"]:
+                continue
+            rows[name] = {
+                metric: paired_bootstrap(
+                    per_query_values(pipe["test"], metric, qids),
+                    per_query_values(theirs["pipelines"][name]["test"], metric, qids),
+                )
+                for metric in ("recall@10", "ndcg@10")
+            }
+        out[task_name] = rows
+    return out
+
+
 def _plots(
     task: EvalTask,
     entry: dict[str, Any],
@@ -494,6 +548,7 @@ def _plots(
     scored: Mapping[str, ScoredUnion],
     learned: Mapping[str, ScoredUnion],
     img_dir: Path,
+    learned_scorer: str | None,
 ) -> dict[str, str]:
     from mm_rerank_components.eval.report import plot_recall, plot_score_distributions
 
@@ -510,9 +565,9 @@ def _plots(
     plots[f"{task.name}: Recall@10 per pipeline (held-out queries)"] = name
     test = task.query_ids("test")
     row = targets.get("product_default")
-    if row == "default" and "default" in learned:
+    if row == "default" and "default" in learned and learned_scorer is not None:
         probs, mods, labels = _calibrated_pairs(None, learned["default"], task, test)
-        raw, _, _, _ = scored[LEARNED_SCORER].pairs(task, test)
+        raw, _, _, _ = scored[learned_scorer].pairs(task, test)
     elif row is not None and calibrators.get(row, (None, None))[1] is not None:
         scorer_name, calibrator = calibrators[row]
         raw, _, _, _ = scored[scorer_name].pairs(task, test)

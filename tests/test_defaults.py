@@ -1,0 +1,113 @@
+"""The label-free product default: relative inputs, the shipped model, and the eval's learned rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mm_rerank_components.adapt import LabelledList, LearnedFusionReranker
+from mm_rerank_components.defaults import (
+    FUSION_FIELDS,
+    RelativeFusionModel,
+    default_model_path,
+    default_reranker,
+    fit_default_model,
+    load_default_model,
+    relative_inputs,
+)
+from mm_rerank_components.scorers.fake import FakeScorer
+from mm_rerank_components.types import Candidate
+
+
+def _hits(shift: float = 0.0, scale: float = 1.0) -> list[Candidate]:
+    out = []
+    for i in range(6):
+        out.append(
+            Candidate(
+                f"t{i}", text=f"passage {i}", source="text", retrieval_score=scale * (0.6 - 0.1 * i) + shift
+            )
+        )
+        out.append(
+            Candidate(
+                f"i{i}", image=f"p{i}.png", source="image", retrieval_score=scale * (0.3 - 0.04 * i) + shift
+            )
+        )
+    return out
+
+
+def test_relative_inputs_do_not_move_with_the_corpus_scale() -> None:
+    hits = _hits()
+    raw = [c.retrieval_score or 0.0 for c in hits]
+    a_cands, a_raw = relative_inputs(hits, raw)
+    moved = _hits(shift=0.2, scale=3.0)  # another corpus: other offsets, other spread
+    b_cands, b_raw = relative_inputs(moved, [3 * r + 0.2 for r in raw])
+    assert np.allclose(a_raw, b_raw)
+    assert np.allclose([c.retrieval_score for c in a_cands], [c.retrieval_score for c in b_cands])
+    for field in FUSION_FIELDS:
+        assert np.allclose([c.metadata[field] for c in a_cands], [c.metadata[field] for c in b_cands])
+    # the top of each route gets min-max 1 and RRF 60/61
+    assert a_cands[0].metadata[FUSION_FIELDS[0]] == 1.0 and a_cands[1].metadata[FUSION_FIELDS[0]] == 1.0
+    assert a_cands[0].metadata[FUSION_FIELDS[1]] == pytest.approx(60 / 61)
+    assert hits[0].retrieval_score == pytest.approx(0.6)  # inputs are not mutated
+    with pytest.raises(ValueError, match="2 candidates but 1 raw scores"):
+        relative_inputs(hits[:2], [0.1])
+
+
+def test_relative_inputs_mark_candidates_without_a_retrieval_score() -> None:
+    cands, raw = relative_inputs([Candidate("a", text="x"), Candidate("b", text="y")], [0.2, 0.4])
+    assert [c.retrieval_score for c in cands] == [None, None]
+    assert raw == pytest.approx([-1.0, 1.0])
+    assert [c.metadata[FUSION_FIELDS[1]] for c in cands] == [0.0, 0.0]
+
+
+def _lists(seed: int) -> list[LabelledList]:
+    rng = np.random.default_rng(seed)
+    lists = []
+    for q in range(30):
+        hits = _hits()
+        labels = [1 if c.id in ("t0", "i1") else 0 for c in hits]
+        raw = [float(v) for v in rng.normal(0, 0.05, len(hits)) + np.asarray(labels)]
+        lists.append(LabelledList(f"query {q}", hits, raw, labels))
+    return lists
+
+
+def test_fit_default_model_is_seeded_and_round_trips(tmp_path: Path) -> None:
+    one = fit_default_model(_lists(0), scorer="fake")
+    two = fit_default_model(_lists(0), scorer="fake")
+    assert np.array_equal(one.weights, two.weights)
+    assert isinstance(one, RelativeFusionModel)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(one.to_dict()))
+    loaded = load_default_model(path)
+    hits = _hits()
+    raw = [1.0 if c.id in ("t0", "i1") else 0.0 for c in hits]
+    assert loaded.predict("q", hits, raw) == pytest.approx(one.predict("q", hits, raw))
+    probs = loaded.predict("q", hits, raw)
+    assert max(range(len(hits)), key=probs.__getitem__) in (0, 3)  # t0 or i1 on top
+
+
+def test_load_default_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="scripts/fit_default.py"):
+        load_default_model(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_default_model(bad)
+
+
+def test_the_shipped_default_loads_and_reranks_with_any_scorer(caplog: pytest.LogCaptureFixture) -> None:
+    assert default_model_path().is_file()
+    model = load_default_model()
+    assert all(f"meta:{name}" in model.feature_names for name in FUSION_FIELDS)
+    trained_on = model.training["trained_on"]
+    assert set(trained_on) == {"tuxpaint-mixed", "gcompris-explore"}
+    reranker = default_reranker(FakeScorer())
+    assert isinstance(reranker, LearnedFusionReranker)
+    assert "fitted on" in caplog.text  # another scorer than the one it learned from: said so
+    hits = [c for c in _hits() if c.text is not None]
+    ranked = reranker.rerank("passage 0", hits, top_n=3)
+    assert len(ranked) == 3 and all(0.0 <= r.score <= 1.0 for r in ranked)
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
