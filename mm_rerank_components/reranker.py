@@ -10,7 +10,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -131,6 +131,19 @@ class _Item:
         self.index = index
         self.candidate = candidate
         self.key = key
+
+
+def _prepared(candidate: Candidate, image: object, precomputed: Mapping[str, Precomputed]) -> Candidate:
+    """A copy of a checked candidate with its decoded image and filtered signals.
+
+    ``dataclasses.replace`` would validate again and derive the modality again; neither can change (an
+    image stays an image), and this runs once per candidate on the hot path.
+    """
+    copy = object.__new__(Candidate)
+    copy.__dict__.update(candidate.__dict__)
+    copy.__dict__["image"] = image
+    copy.__dict__["precomputed"] = precomputed
+    return copy
 
 
 def _as_score(value: object) -> float:
@@ -473,7 +486,7 @@ class MultimodalReranker(_RerankerBase):
                 self._fail(errors, index, candidate, f"unreadable image: {exc}")
                 return None
         if image is not ref or precomputed is not candidate.precomputed:
-            candidate = dataclasses.replace(candidate, image=image, precomputed=precomputed)
+            candidate = _prepared(candidate, image, precomputed)
         return _Item(index, candidate, key)
 
     def _reusable(self, candidate: Candidate) -> dict[str, Precomputed]:

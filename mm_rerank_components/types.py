@@ -127,16 +127,19 @@ class Candidate:
             raise TypeError(
                 f"Candidate {self.id!r}: text must be a str or None, got {type(self.text).__name__}"
             )
-        if _modality(self.text, self.image) is None:
+        modality = _modality(self.text, self.image)
+        if modality is None:
             raise ValueError(
                 f"Candidate {self.id!r} has neither text nor image: give it text=..., image=..., or both"
             )
+        # derived once: the reranker asks for it several times per candidate (not a field, so equality,
+        # repr and hashing are unchanged)
+        object.__setattr__(self, "_modality", modality)
 
     @property
     def modality(self) -> Modality:
         """``"text"``, ``"image"`` or ``"text+image"``, derived from which fields are set."""
-        modality = _modality(self.text, self.image)
-        assert modality is not None  # guaranteed by __post_init__
+        modality: Modality = self.__dict__["_modality"]
         return modality
 
 
