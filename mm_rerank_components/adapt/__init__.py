@@ -37,10 +37,20 @@ Training data and model (:mod:`mm_rerank_components.adapt.fusion`)::
 The saved folder (:mod:`mm_rerank_components.adapt.folder`)::
 
     from mm_rerank_components.adapt import save_reranker, load_reranker
-    save_reranker(folder, model, scorer_spec={"name": "starter"}, trained_on={...})
-    reranker = load_reranker(folder)          # -> LearnedFusionReranker (a Reranker)
+    save_reranker(folder, model, scorer=scorer, trained_on={...})  # config, fusion and calibration JSON
+    reranker = load_reranker(folder)  # a LearnedFusionReranker; also MultimodalReranker.load(folder)
+    # and the adapters' from_folder(folder)
 
-End to end (:mod:`mm_rerank_components.adapt.pipeline`): ``adapt(...)`` and ``mm-rerank adapt``.
+Labels, mining and the whole run (``mm-rerank adapt``)::
+
+    from mm_rerank_components.adapt.labels import load_labels, write_eval_jsonl  # 3 label formats
+    from mm_rerank_components.adapt.mining import match_documents, index_labels, mine
+    from mm_rerank_components.adapt.pipeline import adapt, format_report, score_mined
+
+    result = adapt("labels.jsonl", retriever=retriever, scorer="starter", out="my-reranker")
+    print(format_report(result.report))
+
+See ``docs/adaptation.md``.
 """
 
 from __future__ import annotations
