@@ -709,7 +709,7 @@ def image_key(ref: object) -> str:
     """
     Image = _pil()
     if isinstance(ref, Image.Image):
-        return "pil:" + _pixel_digest(ref)
+        return "pil:" + _PIXEL_KEYS.get(ref)
     if isinstance(ref, (bytes, bytearray, memoryview)):
         return "bytes:" + hashlib.blake2b(ref, digest_size=16).hexdigest()
     found = _file_stat(ref)
