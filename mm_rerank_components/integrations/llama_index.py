@@ -45,7 +45,13 @@ from mm_rerank_components.integrations._common import (  # noqa: E402
     strip_added,
 )
 from mm_rerank_components.media import classify  # noqa: E402
-from mm_rerank_components.reranker import Reranker, check_limits, check_request  # noqa: E402
+from mm_rerank_components.reranker import (  # noqa: E402
+    CascadeReranker,
+    MultimodalReranker,
+    Reranker,
+    check_limits,
+    check_request,
+)
 from mm_rerank_components.types import Candidate, Query, RankedCandidate  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -147,6 +153,15 @@ def from_node(
     )
 
 
+def _model_name(reranker: Reranker) -> str:
+    """The scorer's name for rerank events (the expensive stage's in a cascade)."""
+    if isinstance(reranker, CascadeReranker):
+        reranker = reranker.expensive
+    if isinstance(reranker, MultimodalReranker):
+        return reranker.scorer.name
+    return type(reranker).__name__
+
+
 def _image_of(node: BaseNode, image_keys: tuple[str, ...]) -> Any | None:
     if isinstance(node, ImageNode):
         if node.image:
@@ -220,10 +235,7 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
             raise TypeError(
                 f"reranker must be a MultimodalReranker (or CascadeReranker), got {type(reranker).__name__}"
             )
-        scorer = getattr(reranker, "scorer", None) or getattr(
-            getattr(reranker, "expensive", None), "scorer", None
-        )
-        kwargs.setdefault("model_name", getattr(scorer, "name", type(reranker).__name__))
+        kwargs.setdefault("model_name", _model_name(reranker))
         super().__init__(
             top_n=top_n,
             threshold=threshold,
@@ -246,8 +258,6 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
         Example:
             >>> post = MultimodalRerankPostprocessor.from_folder("my-reranker", top_n=5)  # doctest: +SKIP
         """
-        from mm_rerank_components.reranker import MultimodalReranker
-
         return cls(reranker=MultimodalReranker.load(folder), **kwargs)
 
     @property
