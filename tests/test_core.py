@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import http.server
 import logging
 import math
+import pickle
 import subprocess
 import sys
 import threading
@@ -79,6 +82,11 @@ def test_modality_is_derived(red_png: Path) -> None:
     assert Candidate("d", text="   ", image=str(red_png)).modality == "image"
     assert Query("q").modality == "text"
     assert Query(image=str(red_png)).modality == "image"
+    # the derived modality survives copies and is no field (equality and repr are unchanged)
+    c = Candidate("c", text="cap", image=str(red_png), metadata={"k": 1})
+    for other in (pickle.loads(pickle.dumps(c)), copy.deepcopy(c), dataclasses.replace(c, text=None)):
+        assert other.modality == ("image" if other.text is None else "text+image")
+    assert pickle.loads(pickle.dumps(c)) == c and "modality" not in repr(c)
 
 
 def test_empty_query_and_candidate_raise() -> None:
