@@ -424,7 +424,7 @@ def run_evaluation(
     Args:
         depths: also sweep ``k_text = k_image`` over these depths (union recall, R@10, nDCG@10).
         progress: called with each progress line (they also go to this module's logger).
-        scored_out: filled with ``{task: {scorer: ScoredUnion}}`` (raw scores at the deepest depth).
+        scored_out: filled with ``{task: {scorer: ScoredUnion}}`` (raw scores at ``k_text``/``k_image``).
         latency: a factory of a fresh reranker, timed per query at each depth (``results["latency"]``).
         learned_scorer: the scorer whose raw scores the learned rows fuse (``None``: no learned rows).
 
@@ -456,7 +456,9 @@ def run_evaluation(
     }
     prepared = _prepare(tasks, embedder, scorers, deepest, cache_dir, say)
     if scored_out is not None:
-        scored_out.update({p.task.name: dict(p.scored) for p in prepared})
+        scored_out.update(
+            {p.task.name: {n: su.restrict(p.first, *base) for n, su in p.scored.items()} for p in prepared}
+        )
     img_dir = out_dir / "img" if out_dir is not None else None
     if img_dir is not None and plots:
         img_dir.mkdir(parents=True, exist_ok=True)
