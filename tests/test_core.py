@@ -86,7 +86,8 @@ def test_modality_is_derived(red_png: Path) -> None:
     c = Candidate("c", text="cap", image=str(red_png), metadata={"k": 1})
     for other in (pickle.loads(pickle.dumps(c)), copy.deepcopy(c), dataclasses.replace(c, text=None)):
         assert other.modality == ("image" if other.text is None else "text+image")
-    assert pickle.loads(pickle.dumps(c)) == c and "modality" not in repr(c)
+    assert pickle.loads(pickle.dumps(c)) == c
+    assert "_modality" not in repr(c) and "_modality" not in {f.name for f in dataclasses.fields(c)}
 
 
 def test_empty_query_and_candidate_raise() -> None:
