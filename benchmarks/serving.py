@@ -10,11 +10,12 @@ Scorers:
 * ``batch``: :class:`~mm_rerank_components.serving.fake.PerBatchCostScorer`, FakeScorer's scores at a fixed
   cost per scoring pass (default 20 ms, slept, like an accelerator's forward pass), batch-friendly: a pass
   over the calls of several requests costs the same as one;
-* ``starter``: the offline starter models on CPU (``--threads 1``); it has no multi-query pass, so
-  micro-batching can only group its calls, not merge them.
+* ``starter``: the offline starter models on CPU (``--threads 1``), at 1, 8 and 32 clients by default
+  (about 2 s per request on a busy 2-core machine); it has no multi-query pass, so micro-batching can
+  only group its calls, not merge them.
 
-Each level runs until it has sent ``--requests`` requests (at least one per client) or ``--seconds``
-passed. Checks: 0 errors, 0 lost documents (every response returns all 32 indices exactly once).
+Each level runs until it has sent ``--requests`` requests (``--starter-requests`` for the starter; at
+least one per client) or ``--seconds`` passed. Checks: 0 errors, 0 lost documents (every response returns all 32 indices exactly once).
 Targets (issue 12), with the batch-friendly scorer at 32 clients: throughput with micro-batching on is at
 least 3x that with it off, and ``/health`` p99 under 50 ms.
 
@@ -183,7 +184,7 @@ async def run_level(url: str, clients: int, max_requests: int, seconds: float, s
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - started
         stop.set()
-        health = results.get(timeout=60)
+        health, health_failures = results.get(timeout=60)
         prober.join(timeout=30)
         metrics = (await client.get("/metrics")).text
     return {
@@ -197,22 +198,31 @@ async def run_level(url: str, clients: int, max_requests: int, seconds: float, s
         "lost_documents": lost,
         "health_p99_ms": round(percentile(health, 99) * 1000, 1),
         "health_probes": len(health),
+        "health_failures": health_failures,
         "mean_calls_per_pass": _mean_from_metrics(before, metrics, "mm_rerank_batch_requests"),
     }
 
 
 def probe_health(url: str, stop: Any, results: Any) -> None:
-    """``GET /health`` every 50 ms until ``stop``; puts the list of latencies (seconds) on ``results``."""
+    """``GET /health`` every 50 ms until ``stop``; puts ``(latencies in seconds, failures)`` on ``results``.
+
+    A probe that fails or takes over 10 s counts as a failure, and as 10 s in the latencies.
+    """
     latencies: list[float] = []
-    with httpx.Client(base_url=url, timeout=30) as client:
+    failures = 0
+    with httpx.Client(base_url=url, timeout=10) as client:
         client.get("/health")  # connection and first-call costs, untimed
         results.put("ready")
         while not stop.is_set():
             started = time.perf_counter()
-            if client.get("/health").status_code == 200:
-                latencies.append(time.perf_counter() - started)
+            try:
+                ok = client.get("/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - started if ok else 10.0)
+            failures += 0 if ok else 1
             time.sleep(0.05)
-    results.put(latencies)
+    results.put((latencies, failures))
 
 
 def _read(text: str, name: str) -> dict[str, float]:
@@ -234,9 +244,14 @@ def _mean_from_metrics(before: str, after: str, name: str) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scorers", default="batch,starter", help="comma list of: " + ", ".join(SCORERS))
-    parser.add_argument("--levels", default="1,8,32,128", help="concurrent clients per level")
+    parser.add_argument("--levels", default="1,8,32,128", help="concurrent clients per level (batch scorer)")
+    parser.add_argument(
+        "--starter-levels",
+        default="1,8,32",
+        help="levels for the starter (about 2 s per request on a busy CPU)",
+    )
     parser.add_argument("--requests", type=int, default=600, help="most requests per level (batch scorer)")
-    parser.add_argument("--starter-requests", type=int, default=48, help="most requests per level (starter)")
+    parser.add_argument("--starter-requests", type=int, default=32, help="most requests per level (starter)")
     parser.add_argument("--seconds", type=float, default=8.0, help="most seconds per level")
     parser.add_argument(
         "--batch-size", type=int, default=64, help="server --batch-size (candidates per pass)"
@@ -244,7 +259,6 @@ def main() -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
     args = parser.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
     rows: list[dict[str, Any]] = []
     for scorer in args.scorers.split(","):
         for batching in (True, False):
@@ -253,7 +267,8 @@ def main() -> int:
                 server.wait_ready()
                 # one warm-up request (model loading, first-call costs) outside the measurement
                 asyncio.run(run_level(server.url, 1, 1, 60.0, seed=999))
-                for clients in levels:
+                levels = args.levels if scorer == "batch" else args.starter_levels
+                for clients in [int(x) for x in levels.split(",")]:
                     limit = args.requests if scorer == "batch" else args.starter_requests
                     row = asyncio.run(run_level(server.url, clients, limit, args.seconds, seed=clients))
                     row.update(scorer=scorer, micro_batching="on" if batching else "off")
@@ -261,7 +276,8 @@ def main() -> int:
                     print(
                         f"{scorer:<8} {row['micro_batching']:<3} clients={clients:<4} {row['throughput_rps']:>7.1f} req/s "
                         f"p50 {row['p50_ms']:>7.1f} ms  p99 {row['p99_ms']:>7.1f} ms  errors {row['errors']}  "
-                        f"lost {row['lost_documents']}  health p99 {row['health_p99_ms']:.1f} ms",
+                        f"lost {row['lost_documents']}  health p99 {row['health_p99_ms']:.1f} ms "
+                        f"({row['health_failures']} failed)",
                         file=sys.stderr,
                     )
             finally:
@@ -315,6 +331,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "speedup_at_32_ge_3": summary["batch_speedup_at_32"] >= 3.0,
             "no_errors": summary["errors"] == 0,
             "no_lost_documents": summary["lost_documents"] == 0,
+            "no_health_failures": sum(r["health_failures"] for r in rows) == 0,
             "health_p99_under_50ms_at_32": on32["health_p99_ms"] < 50.0,
         }
     return summary
