@@ -87,7 +87,10 @@ def test_modality_is_derived(red_png: Path) -> None:
     for other in (pickle.loads(pickle.dumps(c)), copy.deepcopy(c), dataclasses.replace(c, text=None)):
         assert other.modality == ("image" if other.text is None else "text+image")
     assert pickle.loads(pickle.dumps(c)) == c
-    assert "_modality" not in repr(c) and "_modality" not in {f.name for f in dataclasses.fields(c)}
+    assert "_modality" not in {f.name for f in dataclasses.fields(c)}
+    assert repr(Candidate("r", text="x")) == (
+        "Candidate(id='r', text='x', image=None, metadata={}, source=None, retrieval_score=None)"
+    )
 
 
 def test_empty_query_and_candidate_raise() -> None:
