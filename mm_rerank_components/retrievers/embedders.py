@@ -16,8 +16,9 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
-#: Config keys that do not change the vectors (a model moved to another device embeds the same).
-NEUTRAL_CONFIG_KEYS = frozenset({"device"})
+#: Config keys that do not change the vectors (a model moved to another device, or run in other batch
+#: sizes, embeds the same).
+NEUTRAL_CONFIG_KEYS = frozenset({"device", "batch_size"})
 EMBEDDER_SPECS = ("starter", "hashing", "clip:PATH")
 
 
@@ -116,11 +117,19 @@ def text_producer(embedding_function: Any) -> str | None:
 
 def shares_text_encoder(text_ef: Any, image_ef: Any) -> bool:
     """Whether two embedding functions embed text identically, so a query text is embedded once: the same
-    object, or (the starter functions) two functions over one ``models`` instance."""
+    object, two functions over one ``models`` instance (the starter functions), or two instances of one
+    class with the same name and settings."""
     if text_ef is image_ef:
         return True
     models = getattr(text_ef, "models", None)
-    return models is not None and models is getattr(image_ef, "models", None)
+    if models is not None and models is getattr(image_ef, "models", None):
+        return True
+    # two instances of one class with one name and one config (clip_embedding_functions' pair) agree
+    return (
+        type(text_ef) is type(image_ef)
+        and bool(embedder_config(text_ef))
+        and (fingerprint(text_ef) == fingerprint(image_ef))
+    )
 
 
 def as_array(image: Any) -> Any:
