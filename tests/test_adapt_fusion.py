@@ -209,3 +209,19 @@ def test_bm25s_debug_logging_is_not_forced_on() -> None:
     bm25_pool_scores("red fox", ["a red fox"])
     # bm25s sets DEBUG on import; the feature code hands the level back to the application
     assert logging.getLogger("bm25s").getEffectiveLevel() == logging.getLogger().getEffectiveLevel()
+
+
+def test_empty_and_unlabelled_pools_and_image_queries(red_png: object) -> None:
+    lists = _synthetic(12, seed=11, informative="retrieval")
+    lists.append(LabelledList("nothing found", [], [], []))
+    lists.append(LabelledList("no positive", lists[0].candidates, lists[0].raw_scores, [0] * 20))
+    model = fit_fusion(lists, seed=0)
+    assert model.training["queries"] == 14
+    reranker = LearnedFusionReranker(MultimodalReranker(FakeScorer()), model)
+    hits = [
+        Candidate("t", text="red fox", source="text", retrieval_score=1.0),
+        Candidate("i", image=str(red_png), source="image", retrieval_score=0.5),
+    ]
+    ranked = reranker.rerank(Query(image=str(red_png)), hits)  # no query text: BM25 is marked missing
+    assert sorted(r.id for r in ranked) == ["i", "t"]
+    assert all(0.0 <= r.score <= 1.0 for r in ranked)

@@ -185,12 +185,15 @@ def _build_problem(
 ) -> tuple[_Problem, int]:
     z_parts, y_parts, rw_parts, d_parts, pw_parts = [], [], [], [], []
     with_pairs = sum(1 for item in lists if len(set(item.labels)) > 1)
+    non_empty = sum(1 for item in lists if item.candidates)
     for x, item in zip(matrices, lists, strict=True):
+        if not item.candidates:
+            continue  # an empty pool carries no signal
         z = (x - mu) / sd
         grades = np.asarray(item.labels)
         z_parts.append(z)
         y_parts.append((grades > 0).astype(float))
-        rw_parts.append(np.full(len(z), 1.0 / (len(z) * len(lists))))
+        rw_parts.append(np.full(len(z), 1.0 / (len(z) * non_empty)))
         better, worse = np.nonzero(grades[:, None] > grades[None, :])
         if len(better) == 0:
             continue
