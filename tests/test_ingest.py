@@ -289,9 +289,11 @@ def test_fifos_and_devices_fail_alone_and_never_hang(tmp_path: Path) -> None:
     assert report.added == 2 and r.count() == {"mm_text": 1, "mm_images": 1}
     # add_images refuses them too, and still adds the good picture
     added = _bounded(
-        lambda: r.add_images([root / "pipe.jpg", "/dev/zero", root / "good.png"], ids=["a", "b", "c"])
+        lambda: r.add_images(
+            [root / "pipe.jpg", "/dev/zero", "nul\x00.png", root / "good.png"], ids=["a", "b", "n", "c"]
+        )
     )
-    assert sorted(Path(f.path).name for f in added.failed) == ["pipe.jpg", "zero"]
+    assert sorted(Path(f.path).name for f in added.failed) == ["nul\x00.png", "pipe.jpg", "zero"]
     assert added.written == 1  # written as "c" (replacing the folder's record of that file)
 
 
