@@ -205,8 +205,9 @@ def build_tiny_qwen_vl(
     label_scale: float = 0.3,
     labels: tuple[str, str] = ("yes", "no"),
 ) -> Path:
-    """A ~0.1M-parameter Qwen2-VL (``kind="qwen2_vl"``) or Qwen3-VL (``"qwen3_vl"``) with a word-level
-    tokenizer, its image processor (14 px patches for Qwen2-VL, 16 px for Qwen3-VL) and the Qwen chat
+    """A ~0.1M-parameter Qwen2-VL (``kind="qwen2_vl"``), Qwen3-VL (``"qwen3_vl"``) or ColQwen2
+    (``"colqwen2"``, a Qwen2-VL inside ``ColQwen2ForRetrieval``) with a word-level tokenizer, its image
+    processor (14 px patches for Qwen2-VL, 16 px for Qwen3-VL) and the Qwen chat
     special tokens, saved to ``folder``. Random weights: plumbing only.
 
     Example:
@@ -235,7 +236,7 @@ def build_tiny_qwen_vl(
         "eos_token_id": vocab["<|im_end|>"],
         "pad_token_id": vocab["<|endoftext|>"],
     }
-    if kind == "qwen2_vl":
+    if kind in ("qwen2_vl", "colqwen2"):
         patch = 14
         text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 1, 1]}
         vision: dict[str, Any] = {
@@ -249,6 +250,9 @@ def build_tiny_qwen_vl(
             text_config=text, vision_config=vision | _patching(patch), **ids
         )
         model_class: Any = transformers.Qwen2VLForConditionalGeneration
+        if kind == "colqwen2":
+            config = transformers.ColQwen2Config(vlm_config=config, embedding_dim=16)
+            model_class = transformers.ColQwen2ForRetrieval
     elif kind == "qwen3_vl":
         patch = 16
         text.update(
@@ -272,13 +276,14 @@ def build_tiny_qwen_vl(
         config = transformers.Qwen3VLConfig(text_config=text, vision_config=vision | _patching(patch), **ids)
         model_class = transformers.Qwen3VLForConditionalGeneration
     else:
-        raise ValueError(f"unknown kind {kind!r}; use 'qwen2_vl' or 'qwen3_vl'")
+        raise ValueError(f"unknown kind {kind!r}; use 'qwen2_vl', 'qwen3_vl' or 'colqwen2'")
     image_processor = transformers.Qwen2VLImageProcessor(
         min_pixels=(2 * patch) ** 2, max_pixels=(8 * patch) ** 2, patch_size=patch, merge_size=2
     )
     torch.manual_seed(seed)
     model = model_class(config)
-    _label_rows(model, tokenizer, labels, label_scale, 32)
+    if kind != "colqwen2":
+        _label_rows(model, tokenizer, labels, label_scale, 32)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
@@ -395,4 +400,32 @@ def build_tiny_dual_encoder(folder: Any, words: Sequence[str], *, kind: str = "c
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def build_tiny_colbert(folder: Any, words: Sequence[str], *, dim: int = 8, seed: int = 3) -> Path:
+    """A tiny random ColBERT checkpoint: a BERT encoder plus a ``linear.weight`` projection (hidden -> dim)
+    in the same ``model.safetensors``, as ``colbert-ir/colbertv2.0`` stores it. Random weights: plumbing only.
+
+    Example:
+        >>> build_tiny_colbert(tmp_path, ["fox"])  # doctest: +SKIP
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    tokenizer = build_bert_word_tokenizer(words)
+    settings: dict[str, Any] = {
+        "vocab_size": len(tokenizer.get_vocab()),
+        "pad_token_id": 0,
+        **TINY_BERT_SHAPE,
+    }
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(**settings), add_pooling_layer=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    weights_path = Path(folder) / "model.safetensors"
+    weights = load_file(str(weights_path))
+    weights["linear.weight"] = torch.randn(dim, settings["hidden_size"])
+    save_file(weights, str(weights_path), metadata={"format": "pt"})
     return Path(folder)

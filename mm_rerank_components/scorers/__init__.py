@@ -20,6 +20,7 @@ _LAZY = {
     "CLIPScorer": "mm_rerank_components.scorers.clip",
     "CrossEncoderScorer": "mm_rerank_components.scorers.cross_encoder",
     "LLMYesNoScorer": "mm_rerank_components.scorers.llm",
+    "LateInteractionScorer": "mm_rerank_components.scorers.late_interaction",
     "RemoteScorer": "mm_rerank_components.scorers.remote",
 }
 
