@@ -225,3 +225,27 @@ def test_empty_and_unlabelled_pools_and_image_queries(red_png: object) -> None:
     ranked = reranker.rerank(Query(image=str(red_png)), hits)  # no query text: BM25 is marked missing
     assert sorted(r.id for r in ranked) == ["i", "t"]
     assert all(0.0 <= r.score <= 1.0 for r in ranked)
+
+
+def test_routes_named_differently_at_serving_time_map_by_kind() -> None:
+    import dataclasses
+
+    lists = _synthetic(16, seed=12, informative="retrieval")
+    model = fit_fusion(lists, seed=0)
+    assert model.spec.route_by_kind == {"image": "image", "text": "text"}
+    again = FusionModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.spec.route_by_kind == model.spec.route_by_kind
+    item = lists[0]
+    renamed = [
+        dataclasses.replace(c, source="mm_images" if c.source == "image" else "mm_text")
+        for c in item.candidates
+    ]
+    assert model.predict(item.query, renamed, item.raw_scores) == model.predict(
+        item.query, item.candidates, item.raw_scores
+    )
+    unrouted = [dataclasses.replace(c, source=None) for c in item.candidates]
+    assert again.predict(item.query, unrouted, item.raw_scores) == model.predict(
+        item.query, item.candidates, item.raw_scores
+    )
+    with pytest.raises(ValueError, match="route_by_kind"):
+        FeatureSpec(routes=("text",), route_by_kind={"image": "nope"})

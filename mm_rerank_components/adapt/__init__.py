@@ -23,7 +23,8 @@ Training data and model (:mod:`mm_rerank_components.adapt.fusion`)::
   (0 = not relevant, >= 1 relevant). No Chroma is needed: the eval's ``FirstStage`` unions work as is.
 * Features (:class:`~mm_rerank_components.adapt.features.FeatureSpec`, names in
   ``model.feature_names``): raw score per modality and its per-query z-score, modality one-hot, per
-  route one-hot / similarity / reciprocal rank ``1/(60+rank)`` / per-query min-max and z-score, an
+  route one-hot / similarity / reciprocal rank ``1/(60+rank)`` / per-query min-max and z-score (a
+  route unseen in training is read as the trained route of its kind, ``spec.route_by_kind``), an
   explicit ``retrieval_missing`` flag, BM25 of the query vs the passage or caption (``bm25s``, per-query
   pool statistics) with ``query_text_missing`` / ``doc_text_missing`` flags, and numeric metadata fields
   with ``meta_missing:<name>`` flags.

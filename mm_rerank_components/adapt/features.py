@@ -147,8 +147,13 @@ class FeatureSpec:
     """Which features learned fusion builds, in a fixed order (:attr:`names`).
 
     Args:
-        routes: the first-stage routes (``Candidate.source`` values) seen in training, sorted; any
-            other route, or none, falls into :data:`OTHER_ROUTE`.
+        routes: the first-stage routes (``Candidate.source`` values) seen in training, sorted.
+        route_by_kind: which trained route held passages (``"text"``) and which held pictures
+            (``"image"``). A candidate whose ``source`` is not a trained route (a collection named
+            differently at serving time, or no source at all) is read as the route of its kind: one
+            with an image as ``route_by_kind["image"]``, else ``route_by_kind["text"]``; only when
+            that kind is unknown too does it fall into :data:`OTHER_ROUTE`. So a model trained on
+            routes ``"text"``/``"image"`` serves collections ``"mm_text"``/``"mm_images"``.
         metadata_fields: numeric ``Candidate.metadata`` fields to use as features (a missing or
             non-numeric value sets ``meta_missing:<name>``).
         bm25: whether to compute the BM25 features (``bm25s`` needed).
@@ -168,6 +173,7 @@ class FeatureSpec:
     """
 
     routes: tuple[str, ...] = ()
+    route_by_kind: Mapping[str, str] = field(default_factory=dict)
     metadata_fields: tuple[str, ...] = ()
     bm25: bool = True
     names: tuple[str, ...] = field(init=False)
@@ -175,6 +181,13 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         if OTHER_ROUTE in self.routes:
             raise ValueError(f"{OTHER_ROUTE!r} is reserved; name routes after their collections")
+        for kind, route in self.route_by_kind.items():
+            if kind not in ("text", "image") or route not in self.routes:
+                raise ValueError(
+                    f"route_by_kind maps 'text'/'image' to one of the routes {list(self.routes)}, "
+                    f"got {kind!r}: {route!r}"
+                )
+        object.__setattr__(self, "route_by_kind", dict(sorted(self.route_by_kind.items())))
         names: list[str] = []
         names += [f"raw:{m}" for m in MODALITIES]
         names += [f"raw_z:{m}" for m in MODALITIES]
@@ -189,15 +202,28 @@ class FeatureSpec:
         object.__setattr__(self, "names", tuple(names))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"routes": list(self.routes), "metadata_fields": list(self.metadata_fields), "bm25": self.bm25}
+        return {
+            "routes": list(self.routes),
+            "route_by_kind": dict(self.route_by_kind),
+            "metadata_fields": list(self.metadata_fields),
+            "bm25": self.bm25,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         return cls(
             routes=tuple(data["routes"]),
+            route_by_kind=dict(data.get("route_by_kind") or {}),
             metadata_fields=tuple(data["metadata_fields"]),
             bm25=bool(data["bm25"]),
         )
+
+    def route_of(self, candidate: Candidate) -> str:
+        """The trained route a candidate's features go to (see ``route_by_kind``)."""
+        if candidate.source in self.routes:
+            return str(candidate.source)
+        kind = "image" if candidate.image is not None else "text"
+        return self.route_by_kind.get(kind, OTHER_ROUTE)
 
     def transform(
         self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
@@ -218,8 +244,7 @@ class FeatureSpec:
             raise ValueError("raw scores must be finite; leave candidates the scorer failed out of fusion")
         modalities = [c.modality for c in candidates]
         raw_z = _modality_z(raw, list(modalities))
-        known = set(self.routes)
-        route_of = [c.source if c.source in known else OTHER_ROUTE for c in candidates]
+        route_of = [self.route_of(c) for c in candidates]
         ranks = _route_ranks(candidates, route_of)
         for i, c in enumerate(candidates):
             m = modalities[i]

@@ -420,6 +420,24 @@ def _calibrate(
     return calibrator
 
 
+def _route_by_kind(lists: Sequence[LabelledList]) -> dict[str, str]:
+    """The route that held most passages, and the one that held most pictures, in training."""
+    counts: dict[tuple[str, str], int] = {}
+    for item in lists:
+        for c in item.candidates:
+            if c.source is not None:
+                key = ("image" if c.image is not None else "text", c.source)
+                counts[key] = counts.get(key, 0) + 1
+    out: dict[str, str] = {}
+    for kind in ("text", "image"):
+        held = sorted(
+            ((n, route) for (k, route), n in counts.items() if k == kind), key=lambda x: (-x[0], x[1])
+        )
+        if held:
+            out[kind] = held[0][1]
+    return out
+
+
 def fit_fusion(
     lists: Sequence[LabelledList],
     *,
@@ -463,7 +481,12 @@ def fit_fusion(
         raise ValueError("fit_fusion needs at least one relevant candidate (label >= 1)")
     started = time.perf_counter()
     routes = sorted({c.source for item in lists for c in item.candidates if c.source is not None})
-    spec = FeatureSpec(routes=tuple(routes), metadata_fields=tuple(metadata_fields), bm25=bm25)
+    spec = FeatureSpec(
+        routes=tuple(routes),
+        route_by_kind=_route_by_kind(lists),
+        metadata_fields=tuple(metadata_fields),
+        bm25=bm25,
+    )
     matrices = [spec.transform(item.query, item.candidates, item.raw_scores) for item in lists]
     features_s = time.perf_counter() - started
     kwargs = {"seed": seed, "l2": l2, "pointwise": pointwise, "max_pairs_per_query": max_pairs_per_query}
