@@ -282,3 +282,23 @@ def test_cli_adapt_against_a_database(tmp_path: Path, capsys: pytest.CaptureFixt
     report = json.loads(captured.out)
     assert report["matching"]["mode"] == "database" and report["matching"]["unmatched_documents"] == 0
     assert set(report["mining"]["routes"]) == {"mm_text", "mm_images"}
+
+
+def test_click_log_adds_weak_labels(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n_queries=8)
+    clicks = tmp_path / "clicks.jsonl"
+    lines = [
+        {
+            "query": "blue owl",
+            "shown": ["txt-blue-cat", "txt-blue-owl", "img-blue"],
+            "clicked": ["txt-blue-owl"],
+        },
+        {"query": "green cat", "shown": ["img-green", "txt-green-cat"], "clicked": []},
+    ]
+    clicks.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    result = adapt(data, clicks=clicks, embedder="hashing", scorer="fake", k_text=4, k_image=2)
+    labels = result.report["labels"]
+    assert labels["queries"] == 9 and labels["weak_queries"] == 1
+    assert labels["click_lines"] == 2 and labels["click_lines_without_click"] == 1
+    assert labels["labelled_negatives"] == 1  # txt-blue-cat was skipped above the click
+    assert "2 click lines (1 without a click)" in format_report(result.report)
