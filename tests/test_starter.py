@@ -11,6 +11,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from PIL import Image, ImageDraw
 from mm_rerank_components.starter.classes import PROMPT_STYLES, class_prompt, load_imagenet_classes
 from mm_rerank_components.starter.conse import conse
 from mm_rerank_components.starter.preprocess import letterbox, to_array, to_rgb_on_white, views
+from mm_rerank_components.types import Query
 
 # -- no weights needed ----------------------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ def test_starter_models_validate_settings_without_loading_anything(tmp_path: Pat
     with pytest.raises(ValueError, match="n_views must be an int between 1 and 7, got 9"):
         StarterModels(n_views=9)
     with pytest.raises(TypeError, match="texts must be a list, got str"):
-        models.embed_texts("a dog")  # type: ignore[arg-type]
+        models.embed_texts("a dog")
 
 
 def test_split_windows_for_long_passages() -> None:
@@ -171,9 +173,7 @@ def test_default_calibrator_loads_a_saved_calibration(tmp_path: Path) -> None:
     assert (StarterScorer().default_calibrator() is not None) == shipped.is_file()
 
 
-def _query(text: str) -> object:
-    from mm_rerank_components.types import Query
-
+def _query(text: str) -> Query:
     return Query(text)
 
 
@@ -390,7 +390,8 @@ def test_chroma_embedding_functions_persist_and_reopen(
     with pytest.raises(TypeError, match="embeds texts only"):
         StarterTextEmbeddingFunction()([hopper])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"expected an image array of shape"):
-        StarterImageEmbeddingFunction()([np.zeros((2, 2, 7))])
+        seven_channels: list[Any] = [np.zeros((2, 2, 7))]
+        StarterImageEmbeddingFunction()(seven_channels)
 
 
 @needs_weights
@@ -424,10 +425,10 @@ def test_starter_scorer_through_the_reranker(models: object) -> None:
     # long passages: the best window counts, so one relevant sentence among filler is not drowned
     filler = " ".join(f"Tax rule {i} applies to form {i}." for i in range(30))
     long_text = filler + " A naval officer stands in uniform on the deck. " + filler
-    windowed = StarterScorer(models=models, window_weight=0.5).score(
+    windowed = StarterScorer(models=models, window_weight=0.5).score(  # type: ignore[arg-type]
         Query("naval officer"), [Candidate("l", text=long_text)]
-    )  # type: ignore[arg-type]
-    plain = StarterScorer(models=models, window_weight=0.0).score(
+    )
+    plain = StarterScorer(models=models, window_weight=0.0).score(  # type: ignore[arg-type]
         Query("naval officer"), [Candidate("l", text=long_text)]
-    )  # type: ignore[arg-type]
+    )
     assert windowed[0] > plain[0]
