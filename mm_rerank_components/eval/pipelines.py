@@ -271,16 +271,20 @@ def score_union(
         if cache_path.exists():
             payload = json.loads(cache_path.read_text(encoding="utf-8"))
             return ScoredUnion(name, {q: [(d, m, float(s)) for d, m, s in v] for q, v in payload.items()})
-    reranker = MultimodalReranker(scorer, calibrator=SigmoidCalibrator(), batch_size=batch_size)
     items: dict[str, list[tuple[str, Modality, float]]] = {}
-    for n, qid in enumerate(query_ids, start=1):
-        union = unions[qid]
-        candidates = [_with_route(task.docs[d], route, s) for d, route, s in union]
-        ranked = reranker.rerank(Query(text=task.queries[qid]), candidates)
-        by_index = {r.index: r for r in ranked}
-        items[qid] = [(c.id, c.modality, by_index[i].raw_score) for i, c in enumerate(candidates)]
-        if progress is not None:
-            progress(n, len(query_ids))
+    if isinstance(scorer, FirstStageScorer):
+        # its score is the retrieval score: nothing to decode or batch
+        items = {qid: [(d, task.docs[d].modality, s) for d, _, s in unions[qid]] for qid in query_ids}
+    else:
+        reranker = MultimodalReranker(scorer, calibrator=SigmoidCalibrator(), batch_size=batch_size)
+        decoded: dict[str, Any] = {}  # each picture decoded once, not once per query it comes back for
+        for n, qid in enumerate(query_ids, start=1):
+            candidates = [_with_route(task.docs[d], route, s, decoded) for d, route, s in unions[qid]]
+            ranked = reranker.rerank(Query(text=task.queries[qid]), candidates)
+            by_index = {r.index: r for r in ranked}
+            items[qid] = [(c.id, c.modality, by_index[i].raw_score) for i, c in enumerate(candidates)]
+            if progress is not None:
+                progress(n, len(query_ids))
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(items), encoding="utf-8")
@@ -297,10 +301,18 @@ def _doc_fingerprint(candidate: Candidate) -> str:
     return f"{candidate.text or ''}|{image_key}"
 
 
-def _with_route(candidate: Candidate, route: str, score: float) -> Candidate:
+def _with_route(
+    candidate: Candidate, route: str, score: float, decoded: dict[str, Any] | None = None
+) -> Candidate:
     from dataclasses import replace
 
-    return replace(candidate, source=route, retrieval_score=score)
+    if decoded is None or candidate.image is None:
+        return replace(candidate, source=route, retrieval_score=score)
+    if candidate.id not in decoded:
+        from mm_rerank_components.media import load_image
+
+        decoded[candidate.id] = load_image(candidate.image)
+    return replace(candidate, source=route, retrieval_score=score, image=decoded[candidate.id])
 
 
 def calibrated_run(scored: ScoredUnion, calibrator: Calibrator | None, query_ids: Sequence[str]) -> Run:
