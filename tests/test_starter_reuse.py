@@ -261,3 +261,16 @@ def test_long_passages_are_bounded_before_windowing_and_embedding() -> None:
     assert sum(len(t) for t in models.texts) == short_chars  # a 1 MB passage costs what a 22 KB one does
     assert max(len(t) for t in models.texts) <= models.max_text_chars
     assert short_chars < 17 * models.max_text_chars + 10  # whole passage + at most 16 windows + query
+
+
+def test_query_features_are_remembered_per_query_picture_object() -> None:
+    models = _fake()
+    scorer = StarterScorer(models=models, image_cache_size=0)
+    candidates = [Candidate("c", image=_picture((10, 10, 10)))]
+    red, blue = _picture((255, 0, 0)), _picture((0, 0, 255))
+    a = scorer.score(Query("a", image=red), candidates)
+    classified = models.images
+    assert scorer.score(Query("a", image=red), candidates) == a  # same picture object: not classified again
+    assert models.images == classified + 1  # only the candidate (its cache is off)
+    b = scorer.score(Query("a", image=blue), candidates)  # same text, another picture: computed afresh
+    assert b != a and models.images == classified + 3
