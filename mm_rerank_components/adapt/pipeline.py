@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mm_rerank_components.adapt.features import RRF_K
 from mm_rerank_components.adapt.folder import save_reranker, scorer_spec
@@ -50,6 +50,7 @@ __all__ = ["SCORER_NAMES", "AdaptResult", "adapt", "format_report", "score_mined
 
 logger = logging.getLogger(__name__)
 
+ImageChoice = Literal["original", "preview"]
 #: Scorers ``adapt`` builds by name (the CLI's ``--scorer``).
 SCORER_NAMES = ("starter", "fake", "first-stage")
 
@@ -87,30 +88,22 @@ class AdaptResult:
     report: dict[str, Any]
 
 
-def _temporary_retriever(embedder: str | tuple[Any, Any], workdir: str, candidate_image: str) -> Any:
+def _temporary_retriever(embedder: str | tuple[Any, Any], workdir: str, candidate_image: ImageChoice) -> Any:
     from mm_rerank_components._deps import require
     from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever
 
     chromadb = require("chromadb", "chroma", "mm-rerank adapt without --db")
     client = chromadb.PersistentClient(path=workdir)
-    common: dict[str, Any] = {"client": client, "candidate_image": candidate_image}
     if isinstance(embedder, tuple):
         text_ef, image_ef = embedder
         return ChromaMultiCollectionRetriever(
-            **common, text_embedding_function=text_ef, image_embedding_function=image_ef
+            client=client,
+            candidate_image=candidate_image,
+            text_embedding_function=text_ef,
+            image_embedding_function=image_ef,
         )
-    if embedder == "hashing":
-        from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
-
-        ef = HashingEmbeddingFunction()
-        return ChromaMultiCollectionRetriever(
-            client=client, text_embedding_function=ef, image_embedding_function=ef
-        )
-    if embedder == "starter":
-        return ChromaMultiCollectionRetriever(**common)
-    raise ValueError(
-        f"embedder must be 'starter', 'hashing' or a (text, image) pair of functions, got {embedder!r}"
-    )
+    # a name: "starter", "hashing" or "clip:PATH" (the retriever's own embedder choice)
+    return ChromaMultiCollectionRetriever(client=client, candidate_image=candidate_image, embedder=embedder)
 
 
 def score_mined(
@@ -207,7 +200,7 @@ def adapt(
     metadata_fields: Sequence[str] = (),
     splits: Sequence[str] | None = None,
     batch_size: int | None = None,
-    candidate_image: str = "preview",
+    candidate_image: ImageChoice = "preview",
     labels: LabelSet | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AdaptResult:
@@ -221,7 +214,7 @@ def adapt(
         retriever: your :class:`~mm_rerank_components.retrievers.chroma.ChromaMultiCollectionRetriever`
             (its database holds the documents; label documents are matched to records by content).
             Without one, the labels' documents are embedded into a temporary Chroma with ``embedder``
-            (``"starter"``, ``"hashing"`` or a ``(text_fn, image_fn)`` pair).
+            (``"starter"``, ``"hashing"``, ``"clip:PATH"`` or a ``(text_fn, image_fn)`` pair).
         scorer: ``"starter"``, ``"fake"``, ``"first-stage"`` or any Scorer (a custom one must then be
             passed again to ``load_reranker(folder, scorer=...)``).
         k_text, k_image: first-stage depth per route (use the depth you will serve with).
