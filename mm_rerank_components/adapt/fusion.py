@@ -4,7 +4,7 @@ A linear model over :class:`~mm_rerank_components.adapt.features.FeatureSpec` fe
 labelled candidate lists with a pairwise logistic (RankNet) loss over every (more relevant, less
 relevant) pair of a query -- the hard negatives mined from both routes -- plus a small pointwise
 logistic term that anchors the intercept, with an L2 penalty. Training is full-batch Newton's method
-in numpy: convex, no random initialisation, the same weights on every machine, a second or two on a
+in numpy: convex, no random initialisation, identical weights run after run, a second or two on a
 CPU. The seed only decides which pairs are kept when a query has more than ``max_pairs_per_query``
 and which queries share a calibration fold.
 
