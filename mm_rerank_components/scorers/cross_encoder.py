@@ -166,12 +166,22 @@ class CrossEncoderScorer(BaseScorer):
                 batch[key], batch["attention_mask"] = pad_rows(rows, pad_id if key == "input_ids" else 0)
         return to_device(batch, self.device, self.dtype)
 
+    def logits(self, query: Query, candidates: Sequence[Candidate]) -> torch.Tensor:
+        """The relevance logit per candidate as one differentiable tensor (for fine-tuning; one padded
+        batch, before any ``activation``)."""
+        encoded = self.tokenize(query.text or "", [c.text or "" for c in candidates])
+        return self.logits_of(self.pad(encoded, range(len(candidates))))
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """The raw relevance (logit, or its sigmoid) of each row of a padded batch, on the CPU."""
         torch = self.torch
         with torch.inference_mode():
-            logits = self.model(**batch).logits.float()
-        raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+            raw = self.logits_of(batch)
         if self.activation == "sigmoid":
             raw = torch.sigmoid(raw)
         return raw.cpu()
+
+    def logits_of(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The relevance logit of each row of a padded batch (``logit[1] - logit[0]`` for two labels)."""
+        logits = self.model(**batch).logits.float()
+        return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]

@@ -187,6 +187,13 @@ class LLMYesNoScorer(BaseScorer):
             plan, lambda chunk: self.head.probabilities(self.encode(ids, chunk)), len(ids)
         )
 
+    def logits(self, query: Query, candidates: Sequence[Candidate]) -> Any:
+        """``logit(yes) - logit(no)`` per candidate as one differentiable tensor (for fine-tuning; one
+        padded batch). ``sigmoid`` of it is :meth:`score`."""
+        prompts = [self.build_prompt(query, c) for c in candidates]
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        return self.head.margin(self.encode(ids, range(len(ids))))
+
     def encode(self, ids: Sequence[Sequence[int]], chunk: Sequence[int]) -> dict[str, Any]:
         """Rows ``chunk`` of the token ids, left-padded, with real positions, on the device."""
         input_ids, mask = pad_rows([ids[i] for i in chunk], int(self.tokenizer.pad_token_id), "left")

@@ -270,6 +270,12 @@ class VLMYesNoScorer(BaseScorer):
             len(prepared),
         )
 
+    def logits(self, query: Query, candidates: Sequence[Candidate]) -> Any:
+        """``logit(yes) - logit(no)`` per candidate as one differentiable tensor (for fine-tuning; one
+        padded batch, no planning). ``sigmoid`` of it is :meth:`score`."""
+        prepared = self.prepare(query, candidates)
+        return self.head.margin(self._encode(prepared, range(len(prepared))))
+
     def prepare(self, query: Query, candidates: Sequence[Candidate]) -> list[_Prepared]:
         """Every pair's prompt, images and token ids (one tokenisation per prompt) and its token cost."""
         prompts = [self.build_prompt(query, c) for c in candidates]
