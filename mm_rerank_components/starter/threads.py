@@ -76,6 +76,19 @@ def _env_threads() -> int | None:
         return None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one).
+
+    Example:
+        >>> usable_cores() >= 1
+        True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def machine_busy() -> bool:
     """Whether the 1-minute load average exceeds the core count minus one (read at most once a second).
 
@@ -92,7 +105,7 @@ def machine_busy() -> bool:
         except OSError:  # not available on this platform
             load = 0.0
         _load_cache = (now, load)
-    return load > (os.cpu_count() or 1) - 1
+    return load > usable_cores() - 1
 
 
 def choose_threads(
@@ -123,7 +136,7 @@ def choose_threads(
         return 1
     if busy if busy is not None else machine_busy():
         return 1
-    return max(1, min(MAX_AUTO_THREADS, os.cpu_count() or 1))
+    return max(1, min(MAX_AUTO_THREADS, usable_cores()))
 
 
 @contextmanager
