@@ -249,3 +249,16 @@ def test_routes_named_differently_at_serving_time_map_by_kind() -> None:
     )
     with pytest.raises(ValueError, match="route_by_kind"):
         FeatureSpec(routes=("text",), route_by_kind={"image": "nope"})
+
+
+def test_adapt_imports_no_heavy_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mm_rerank_components.adapt, mm_rerank_components.adapt.pipeline, "
+        "mm_rerank_components.adapt.folder, mm_rerank_components.cli.adapt; "
+        "print(sorted(m for m in ('torch', 'chromadb', 'bm25s', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
