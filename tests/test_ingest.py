@@ -356,3 +356,22 @@ def test_a_bad_metadata_row_fails_alone(tmp_path: Path) -> None:
     assert "metadata.jsonl:1 file_name 'bad\\x00name.png' holds a NUL byte" in failed[1]
     assert "metadata.jsonl:2 file_name 'loop.png' names no file" in failed[2]
     assert report.added == 1 and [c.text for c in r.retrieve("blue", k_text=0)] == ["a blue square"]
+
+
+def test_big_jpegs_are_decoded_at_a_reduced_scale_with_the_same_result_size(tmp_path: Path) -> None:
+    from mm_rerank_components.ingest.pictures import decode_picture
+    from mm_rerank_components.ingest.records import ImageRecord
+    from mm_rerank_components.media import ImageOptions
+
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (3000, 2000), (30, 160, 40)).save(path, quality=90)
+    record = ImageRecord(id="p", path=str(path), caption=None, metadata={})
+    from mm_rerank_components.ingest.pictures import DecodedPicture
+
+    decoded = decode_picture(record, ImageOptions(), 384)
+    assert isinstance(decoded, DecodedPicture)
+    assert decoded.size == (3000, 2000) and decoded.image.size == (1024, 683)
+    assert decoded.image.getpixel((500, 300)) == pytest.approx((30, 160, 40), abs=3)
+    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:5000])  # truncated: the usual error, named
+    cut = decode_picture(ImageRecord("c", str(tmp_path / "cut.jpg"), None, {}), ImageOptions(), None)
+    assert "truncated or corrupt" in getattr(cut, "reason", "")

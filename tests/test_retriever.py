@@ -182,22 +182,27 @@ def test_a_changed_caption_or_text_is_written(filled: ChromaMultiCollectionRetri
     assert (report.added, report.updated) == (0, 1) and plain.count()["mm_images"] == 1
 
 
-def test_both_write_paths_store_the_same_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["big.png", "big.jpg"])
+def test_both_write_paths_store_the_same_record(tmp_path: Path, name: str) -> None:
     from mm_rerank_components.ingest import ingest_folder
 
     folder = tmp_path / "pics"
     folder.mkdir()
-    Image.new("RGB", (1600, 800), (220, 20, 20)).save(folder / "big.png")
+    Image.new("RGB", (2400, 1200), (220, 20, 20)).save(folder / name)  # a big JPEG is decoded scaled
     a, b = _retriever(tmp_path / "a"), _retriever(tmp_path / "b")
     ingest_folder(folder, a)
-    b.add_images([folder / "big.png"])
+    b.add_images([folder / name])
     got_a = a.store.collection("image", create=False).get(include=["embeddings", "metadatas"])
     got_b = b.store.collection("image", create=False).get(include=["embeddings", "metadatas"])
     assert got_a["ids"] == got_b["ids"]  # one id formula
     assert list(got_a["embeddings"][0]) == list(got_b["embeddings"][0])  # one shrink before embedding
     meta_a, meta_b = got_a["metadatas"][0], got_b["metadatas"][0]
-    assert meta_a.pop("rel_path") == "big.png"
+    assert meta_a.pop("rel_path") == name
     assert meta_a == meta_b and meta_b["preview"].startswith("data:image/jpeg;base64,")
+    assert (meta_b["width"], meta_b["height"]) == (2400, 1200)  # the original's size
+    from mm_rerank_components import load_image
+
+    assert load_image(meta_b["preview"]).size == (384, 192)
 
 
 def test_add_images_reports_broken_files_and_keeps_the_rest(tmp_path: Path) -> None:

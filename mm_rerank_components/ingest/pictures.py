@@ -7,6 +7,8 @@ finishes the current one.
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mm_rerank_components.ingest.files import FileRejected, read_regular_file
-from mm_rerank_components.ingest.records import ImageRecord, preview_data_uri, shrink
+from mm_rerank_components.ingest.records import EMBED_MAX_SIDE, ImageRecord, preview_data_uri, shrink
 from mm_rerank_components.media import ImageLoadError, ImageOptions, load_image
 
 #: Pictures in the first batch (the next ones double up to the batch size).
@@ -51,11 +53,33 @@ def decode_picture(
     """Read (regular files only, at most ``options.max_bytes``), decode, preview and downscale."""
     try:
         data = read_regular_file(record.path, options.max_bytes)
-        image = load_image(data, options)
+        image, size = _decode(data, options)
     except (FileRejected, ImageLoadError) as exc:
         return PictureFailure(record, str(exc))
     preview = preview_data_uri(image, preview_size) if preview_size is not None else None
-    return DecodedPicture(record, shrink(image), image.size, preview)
+    return DecodedPicture(record, shrink(image), size, preview)
+
+
+def _decode(data: bytes, options: ImageOptions) -> tuple[Any, tuple[int, int]]:
+    """The RGB picture and its original size. A JPEG at least twice :data:`EMBED_MAX_SIDE` is decoded
+    at a reduced scale (JPEG's DCT scaling, still at least that size), several times cheaper than a full
+    decode; everything else, and every error, goes through :func:`~mm_rerank_components.media.load_image`.
+    """
+    from PIL import Image
+
+    try:
+        opened = Image.open(io.BytesIO(data))
+        size = opened.size
+        big = opened.format == "JPEG" and max(size) >= 2 * EMBED_MAX_SIDE
+        if big and size[0] * size[1] <= options.max_pixels:
+            scale = EMBED_MAX_SIDE / max(size)
+            opened.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
+            opened.load()
+            return load_image(opened, options), size
+    except Exception:  # noqa: BLE001 - any decoding problem: load_image below names it properly
+        pass
+    image = load_image(data, options)
+    return image, image.size
 
 
 def _ramp(records: Sequence[ImageRecord], batch_size: int) -> list[Sequence[ImageRecord]]:
