@@ -156,6 +156,40 @@ def _as_score(value: object) -> float:
         return _NAN
 
 
+def reusable_signals(candidate: Candidate, reuses: frozenset[str]) -> dict[str, Precomputed]:
+    """The precomputed signals of ``candidate`` a scorer that reuses ``reuses`` may see: a kind it reuses,
+    computed from this very content (see :class:`~mm_rerank_components.types.Precomputed`).
+
+    Example:
+        >>> from mm_rerank_components.media import text_key
+        >>> good = Precomputed("text_embedding", "minilm", text_key("owl"), (0.1,))
+        >>> stale = Precomputed("text_tokens", "minilm", text_key("an owl"), (7,))
+        >>> c = Candidate("a", text="owl", precomputed={"text_embedding": good, "text_tokens": stale})
+        >>> list(reusable_signals(c, frozenset({"text_embedding", "text_tokens"})))
+        ['text_embedding']
+    """
+    kept: dict[str, Precomputed] = {}
+    keys: dict[str, str | None] = {}  # content keys, computed at most once each
+    for name, signal in candidate.precomputed.items():
+        if signal.kind not in reuses:
+            continue
+        side = signal.kind[:4] if signal.kind.startswith("text") else signal.kind[:5]
+        if side not in keys:
+            keys[side] = _content_key(candidate, side)
+        expected = keys[side]
+        if expected is None or signal.content != expected:
+            logger.debug(
+                "candidate %r: precomputed %r dropped, its content %r does not match %r",
+                candidate.id,
+                signal.kind,
+                signal.content,
+                expected,
+            )
+            continue
+        kept[name] = signal
+    return kept
+
+
 def _content_key(candidate: Candidate, side: str) -> str | None:
     """What a precomputed signal's ``content`` must equal: the text's or the image reference's key."""
     if side == "text":
@@ -419,7 +453,9 @@ class MultimodalReranker(_RerankerBase):
         if not candidates:
             return []
         raw, errors = self._score_all(query, candidates)
-        return self._rank(candidates, raw, errors, top_n, threshold)
+        scored = [i for i in range(len(candidates)) if i not in errors]
+        probabilities = self._calibrate([raw[i] for i in scored], [candidates[i].modality for i in scored])
+        return _ranked(candidates, scored, probabilities, raw, errors, top_n, threshold)
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -477,7 +513,9 @@ class MultimodalReranker(_RerankerBase):
             if hit is not None:
                 raw[index] = hit
                 return None
-        precomputed = self._reusable(candidate) if candidate.precomputed else candidate.precomputed
+        precomputed = (
+            reusable_signals(candidate, self._reuses) if candidate.precomputed else candidate.precomputed
+        )
         ref = image = candidate.image
         if ref is not None:
             try:
@@ -488,29 +526,6 @@ class MultimodalReranker(_RerankerBase):
         if image is not ref or precomputed is not candidate.precomputed:
             candidate = _prepared(candidate, image, precomputed)
         return _Item(index, candidate, key)
-
-    def _reusable(self, candidate: Candidate) -> dict[str, Precomputed]:
-        """The precomputed signals the scorer may use: a kind it reuses, computed from this content."""
-        kept: dict[str, Precomputed] = {}
-        keys: dict[str, str | None] = {}  # content keys, computed at most once each
-        for name, signal in candidate.precomputed.items():
-            if signal.kind not in self._reuses:
-                continue
-            side = signal.kind[:4] if signal.kind.startswith("text") else signal.kind[:5]
-            if side not in keys:
-                keys[side] = _content_key(candidate, side)
-            expected = keys[side]
-            if expected is None or signal.content != expected:
-                logger.debug(
-                    "candidate %r: precomputed %r dropped, its content %r does not match %r",
-                    candidate.id,
-                    signal.kind,
-                    signal.content,
-                    expected,
-                )
-                continue
-            kept[name] = signal
-        return kept
 
     def _batches(self, members: list[_Item]) -> list[list[_Item]]:
         """The whole modality group, or balanced batches of at most ``batch_size`` when capped."""
@@ -589,49 +604,6 @@ class MultimodalReranker(_RerankerBase):
         logger.warning("candidate %r (index %d) kept unscored: %s", candidate.id, index, message)
         errors[index] = message
 
-    def _rank(
-        self,
-        candidates: Sequence[Candidate],
-        raw: list[float],
-        errors: dict[int, str],
-        top_n: int | None,
-        threshold: float | None,
-    ) -> list[RankedCandidate]:
-        scored = [i for i in range(len(candidates)) if i not in errors]
-        probabilities = self._calibrate([raw[i] for i in scored], [candidates[i].modality for i in scored])
-        order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
-        # sorted(reverse=True) keeps ties in input order, which is the stability users rely on
-        if threshold is not None:
-            order = [o for o in order if probabilities[o] >= threshold]
-        if top_n is not None:
-            order = order[:top_n]
-        results = [
-            RankedCandidate(
-                candidate=candidates[scored[o]],
-                index=scored[o],
-                score=probabilities[o],
-                raw_score=raw[scored[o]],
-                rank=rank,
-            )
-            for rank, o in enumerate(order)
-        ]
-        for index in sorted(errors):
-            candidate = candidates[index]
-            failed = dataclasses.replace(
-                candidate, metadata={**candidate.metadata, "rerank_error": errors[index]}
-            )
-            results.append(
-                RankedCandidate(
-                    candidate=failed,
-                    index=index,
-                    score=0.0,
-                    raw_score=_NAN,
-                    rank=len(results),
-                    error=errors[index],
-                )
-            )
-        return results
-
     def _calibrate(self, raw: list[float], modalities: list[Modality]) -> list[float]:
         if not raw:
             return []
@@ -652,6 +624,51 @@ class MultimodalReranker(_RerankerBase):
                     "must return probabilities, otherwise pass a calibrator"
                 )
         return [min(1.0, max(0.0, p)) for p in probabilities]
+
+
+def _ranked(
+    candidates: Sequence[Candidate],
+    scored: list[int],
+    probabilities: list[float],
+    raw: list[float],
+    errors: dict[int, str],
+    top_n: int | None,
+    threshold: float | None,
+) -> list[RankedCandidate]:
+    """The results: scored candidates by unified score, cut by ``threshold`` and ``top_n``, then the kept
+    failures in input order."""
+    order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
+    # sorted(reverse=True) keeps ties in input order, which is the stability users rely on
+    if threshold is not None:
+        order = [o for o in order if probabilities[o] >= threshold]
+    if top_n is not None:
+        order = order[:top_n]
+    results = [
+        RankedCandidate(
+            candidate=candidates[scored[o]],
+            index=scored[o],
+            score=probabilities[o],
+            raw_score=raw[scored[o]],
+            rank=rank,
+        )
+        for rank, o in enumerate(order)
+    ]
+    for index in sorted(errors):
+        candidate = candidates[index]
+        failed = dataclasses.replace(
+            candidate, metadata={**candidate.metadata, "rerank_error": errors[index]}
+        )
+        results.append(
+            RankedCandidate(
+                candidate=failed,
+                index=index,
+                score=0.0,
+                raw_score=_NAN,
+                rank=len(results),
+                error=errors[index],
+            )
+        )
+    return results
 
 
 class CascadeReranker(_RerankerBase):
