@@ -168,3 +168,26 @@ def test_starter_models_answer_the_comb_question_from_the_chicken_passage() -> N
         answerer.compose(QUESTION, evidence).splitlines()[1]
         == "They have a comb on their head. (Chicken [3])"
     )
+
+
+def test_a_learned_fusion_reranker_scores_sentences_through_its_base() -> None:
+    """Fusion weighs first-stage signals a sentence lacks: its base reranker (same models) scores them."""
+    from mm_rerank_components.adapt import LabelledList, LearnedFusionReranker, fit_fusion
+
+    scorer = FakeScorer()
+    lists = []
+    for q, word in enumerate(["fox", "owl", "cat", "dog"] * 3):
+        candidates = [
+            Candidate(
+                f"{q}-{j}", text=f"a {word if j == 0 else 'stone'} {j}", source="mm_text", retrieval_score=0.5
+            )
+            for j in range(4)
+        ]
+        query = Query(f"the {word}")
+        lists.append(LabelledList(query, candidates, scorer.score(query, candidates), [1, 0, 0, 0]))
+    base = MultimodalReranker(scorer)
+    fusion = LearnedFusionReranker(base, fit_fusion(lists, seed=0))
+    by_fusion = ExtractiveAnswerer(reranker=fusion, quote_margin=1.0).quotes(QUESTION, _farm_evidence())
+    by_base = ExtractiveAnswerer(reranker=base, quote_margin=1.0).quotes(QUESTION, _farm_evidence())
+    assert [(q.text, q.score) for q in by_fusion] == [(q.text, q.score) for q in by_base]
+    assert by_fusion[0].text == "They have a comb on their head."

@@ -97,9 +97,10 @@ class ExtractiveAnswerer:
         sentences_per_item: most sentences quoted from one item.
         min_score: items below this unified score are not quoted (they stay in the evidence list).
         reranker: scores each sentence of the top items against the question (use the pipeline's
-            reranker, so the same models judge passages and sentences). The best ``max_quotes`` sentences
-            are quoted, best first, each naming its item. Without it, each top item contributes the
-            sentence sharing the most words with the question, in rank order.
+            reranker, so the same models judge passages and sentences; a learned-fusion reranker's
+            base reranker scores them, since a sentence has no first-stage signals). The best
+            ``max_quotes`` sentences are quoted, best first, each naming its item. Without it, each top
+            item contributes the sentence sharing the most words with the question, in rank order.
         max_quotes: how many sentences a reranker-scored answer quotes at most.
         quote_margin: a reranker-scored answer quotes a further sentence only when its unified score is
             within this of the best sentence's, so a weak second quote does not dilute a clear answer.
@@ -145,6 +146,7 @@ class ExtractiveAnswerer:
         self.sentences_per_item = sentences_per_item
         self.min_score = min_score
         self.reranker = reranker
+        self._sentences_by = _sentence_reranker(reranker)
         self.max_quotes = max_quotes
         if not 0.0 <= quote_margin <= 1.0:
             raise ValueError(f"quote_margin must be between 0 and 1, got {quote_margin!r}")
@@ -202,7 +204,7 @@ class ExtractiveAnswerer:
     # -- with the reranker's models: every sentence of the top items on the unified scale ---------------
 
     def _best_by_model(self, query: Query, top: Sequence[Evidence]) -> list[Quote]:
-        assert self.reranker is not None
+        assert self._sentences_by is not None
         pool = _sentence_pool(top)
         if not pool:  # only uncaptioned pictures: nothing to score, cite them as they are
             return [Quote(_picture_line(e), e, e.score, 0) for e in top][: self.max_quotes]
@@ -210,7 +212,7 @@ class ExtractiveAnswerer:
             # a caption names a picture but rarely answers a question: quote passages when there are any
             pool = [entry for entry in pool if not entry[3]]
         candidates = [Candidate(f"{e.rank}:{position}", text=text) for e, position, text, _ in pool]
-        ranked = self.reranker.rerank(query, candidates)
+        ranked = self._sentences_by.rerank(query, candidates)
         scored = sorted(
             ((r.score, pool[r.index]) for r in ranked),
             key=lambda item: (-_or_low(item[0]), item[1][0].rank, item[1][1]),
@@ -229,6 +231,19 @@ class ExtractiveAnswerer:
                 break
         logger.debug("extractive answer: scored %d sentences of %d items", len(pool), len(top))
         return chosen
+
+
+def _sentence_reranker(reranker: Reranker | None) -> Reranker | None:
+    """What scores sentences: the reranker, or for a learned-fusion reranker the one underneath it.
+
+    Learned fusion weighs first-stage signals (route, rank, similarity within the list) that a sentence
+    does not have; its base reranker holds the same models and their per-modality calibration.
+    """
+    if reranker is None:
+        return None
+    from mm_rerank_components.adapt.fusion import LearnedFusionReranker
+
+    return reranker.base if isinstance(reranker, LearnedFusionReranker) else reranker
 
 
 def _sentence_pool(top: Sequence[Evidence]) -> list[tuple[Evidence, int, str, bool]]:
