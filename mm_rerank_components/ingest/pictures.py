@@ -56,8 +56,9 @@ def decode_picture(
         image, size = _decode(data, options)
     except (FileRejected, ImageLoadError) as exc:
         return PictureFailure(record, str(exc))
-    preview = preview_data_uri(image, preview_size) if preview_size is not None else None
-    return DecodedPicture(record, shrink(image), size, preview)
+    small = shrink(image)
+    preview = preview_data_uri(small, preview_size) if preview_size is not None else None
+    return DecodedPicture(record, small, size, preview)
 
 
 def _decode(data: bytes, options: ImageOptions) -> tuple[Any, tuple[int, int]]:
