@@ -125,16 +125,41 @@ def _starter(settings: Mapping[str, Any], name: str) -> Scorer:
     return StarterScorer(**kwargs)
 
 
-#: How a recorded scorer is rebuilt, by ``kind``. Others (LoRA-tuned model scorers) may register here.
+def _cross_encoder(settings: Mapping[str, Any], name: str) -> Scorer:
+    from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer
+
+    return CrossEncoderScorer(str(settings["model"]), local_files_only=True)
+
+
+def _vlm(settings: Mapping[str, Any], name: str) -> Scorer:
+    from mm_rerank_components.scorers.vlm import VLMYesNoScorer
+
+    return VLMYesNoScorer(str(settings["model"]), local_files_only=True)
+
+
+def _llm(settings: Mapping[str, Any], name: str) -> Scorer:
+    from mm_rerank_components.scorers.llm import LLMYesNoScorer
+
+    return LLMYesNoScorer(str(settings["model"]), local_files_only=True)
+
+
+#: How a recorded scorer is rebuilt, by ``kind``. The model scorers (``cross-encoder``, ``vlm``,
+#: ``llm``) read ``settings["model"]``, a local model folder; a ``"lora"`` entry of the spec names the
+#: folder's LoRA adapter, put back with :func:`~mm_rerank_components.adapt.lora.load_lora`.
 SCORER_BUILDERS: dict[str, Callable[[Mapping[str, Any], str], Scorer]] = {
     "fake": _fake,
     "first-stage": _first_stage,
     "starter": _starter,
+    "cross-encoder": _cross_encoder,
+    "vlm": _vlm,
+    "llm": _llm,
 }
 
 
-def scorer_from_spec(spec: Mapping[str, Any], *, where: str = "<spec>") -> Scorer:
-    """Rebuild the scorer a folder recorded (see :func:`scorer_spec`).
+def scorer_from_spec(
+    spec: Mapping[str, Any], *, where: str = "<spec>", folder: str | os.PathLike[str] | None = None
+) -> Scorer:
+    """Rebuild the scorer a folder recorded (see :func:`scorer_spec`); ``folder`` holds its LoRA adapter.
 
     Example:
         >>> scorer_from_spec({"kind": "fake", "name": "fake", "settings": {}}).name
@@ -147,7 +172,25 @@ def scorer_from_spec(spec: Mapping[str, Any], *, where: str = "<spec>") -> Score
             f"{where}: the reranker was trained with scorer {spec.get('name')!r} (kind {kind!r}), which "
             "cannot be rebuilt from the folder; pass it yourself: load_reranker(folder, scorer=...)"
         )
-    scorer = builder(spec.get("settings") or {}, str(spec.get("name")))
+    try:
+        scorer = builder(spec.get("settings") or {}, str(spec.get("name")))
+    except (KeyError, OSError) as exc:
+        raise RerankerFolderError(
+            f"{where}: cannot rebuild the {kind} scorer from {dict(spec.get('settings') or {})!r} ({exc}); "
+            "pass it yourself: load_reranker(folder, scorer=...)"
+        ) from exc
+    adapter = spec.get("lora")
+    if adapter:
+        if folder is None:
+            raise RerankerFolderError(
+                f"{where}: the scorer has a LoRA adapter; give the folder that holds it"
+            )
+        from mm_rerank_components.adapt.lora import load_lora
+
+        adapter_dir = Path(folder) / str(adapter)
+        if not adapter_dir.is_dir():
+            raise RerankerFolderError(f"{where}: the LoRA adapter folder {adapter_dir} is missing")
+        scorer = load_lora(scorer, adapter_dir)
     if scorer.name != spec.get("name"):
         raise RerankerFolderError(
             f"{where}: rebuilt scorer is named {scorer.name!r} but the reranker was trained with "
@@ -312,7 +355,8 @@ def load_reranker(
 
     Args:
         folder: the folder.
-        scorer: the scorer to use; by default the recorded one is rebuilt (starter, fake, first-stage).
+        scorer: the scorer to use; by default the recorded one is rebuilt (starter, fake, first-stage,
+            or a local model folder's cross-encoder / VLM / LLM scorer with its LoRA adapter).
             A scorer you pass must carry the recorded ``name`` (the model was trained on its scores).
         on_error, batch_size, cache: as for :class:`~mm_rerank_components.MultimodalReranker`.
 
@@ -329,7 +373,7 @@ def load_reranker(
     spec = config.get("scorer") or {}
     where = f"reranker folder {root}: {CONFIG_FILE}"
     if scorer is None:
-        scorer = scorer_from_spec(spec, where=where)
+        scorer = scorer_from_spec(spec, where=where, folder=root)
     elif scorer.name != spec.get("name"):
         raise RerankerFolderError(
             f"{where}: the reranker was trained on scores of {spec.get('name')!r}, but the scorer passed is "

@@ -51,18 +51,36 @@ __all__ = ["SCORER_NAMES", "AdaptResult", "adapt", "format_report", "score_mined
 logger = logging.getLogger(__name__)
 
 ImageChoice = Literal["original", "preview"]
-#: Scorers ``adapt`` builds by name (the CLI's ``--scorer``).
+#: Scorers ``adapt`` builds by name (the CLI's ``--scorer``), plus ``KIND:PATH`` for a local model folder.
 SCORER_NAMES = ("starter", "fake", "first-stage")
+#: Model scorers named ``KIND:PATH`` (a local model folder, loaded with ``local_files_only=True``).
+MODEL_SCORER_KINDS = ("cross-encoder", "vlm", "llm")
+
+
+def _model_spec(name: str) -> tuple[str, Path] | None:
+    kind, sep, path = name.partition(":")
+    if sep and kind in MODEL_SCORER_KINDS and path:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"scorer {name!r}: {folder} is not a model folder")
+        return kind, folder.resolve()
+    return None
 
 
 def scorer_by_name(name: str) -> Scorer:
-    """``"starter"`` (the offline starter models), ``"fake"`` (model-free, for tests) or ``"first-stage"``
-    (the retrieval similarity itself: fusion over first-stage signals only, no second model).
+    """``"starter"`` (the offline starter models), ``"fake"`` (model-free, for tests), ``"first-stage"``
+    (the retrieval similarity itself: fusion over first-stage signals only, no second model), or a local
+    model folder: ``"cross-encoder:PATH"``, ``"vlm:PATH"`` (VLM yes/no), ``"llm:PATH"`` (LLM yes/no).
 
     Example:
         >>> scorer_by_name("fake").name
         'fake'
     """
+    model = _model_spec(name)
+    if model is not None:
+        from mm_rerank_components.adapt.folder import SCORER_BUILDERS
+
+        return SCORER_BUILDERS[model[0]]({"model": str(model[1])}, name)
     if name == "fake":
         from mm_rerank_components.scorers.fake import FakeScorer
 
@@ -75,7 +93,58 @@ def scorer_by_name(name: str) -> Scorer:
         from mm_rerank_components.scorers.starter import StarterScorer
 
         return StarterScorer()
-    raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORER_NAMES)}, or pass a Scorer")
+    raise ValueError(
+        f"unknown scorer {name!r}; choose one of {', '.join(SCORER_NAMES)}, KIND:PATH with KIND one of "
+        f"{', '.join(MODEL_SCORER_KINDS)}, or pass a Scorer"
+    )
+
+
+def _spec_of(scorer: Scorer, requested: str | Scorer) -> dict[str, Any]:
+    """What the folder records about the scorer (a model folder's path for ``KIND:PATH`` scorers)."""
+    model = _model_spec(requested) if isinstance(requested, str) else None
+    if model is None:
+        return scorer_spec(scorer)
+    return {"kind": model[0], "name": str(scorer.name), "settings": {"model": str(model[1])}}
+
+
+def _lora(
+    scorer: Scorer, mined: MinedSet, out: Path | None, seed: int, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """LoRA-tune a model scorer on the mined pools (BCE, then pairwise on the hard negatives)."""
+    import dataclasses
+
+    from mm_rerank_components.adapt.lora import LoraExample, lora_finetune
+    from mm_rerank_components.media import ImageLoadError, load_image
+    from mm_rerank_components.types import Candidate, Query
+
+    unreadable = 0
+    examples = []
+    for item in mined.lists:
+        positives: list[Candidate] = []
+        negatives: list[Candidate] = []
+        for candidate, grade in zip(item.candidates, item.grades, strict=True):
+            if candidate.image is not None:
+                try:
+                    candidate = dataclasses.replace(candidate, image=load_image(candidate.image))
+                except ImageLoadError:
+                    unreadable += 1
+                    continue
+            (positives if grade > 0 else negatives).append(candidate)
+        if positives or negatives:
+            examples.append(LoraExample(Query(item.query.text), positives, negatives))
+    result = lora_finetune(
+        scorer, examples, out=out / "lora" if out is not None else None, seed=seed, **dict(options)
+    )
+    return {
+        "losses": result.losses,
+        "pairs": result.pairs,
+        "device": result.device,
+        "seed": result.seed,
+        "targets": len(result.targets),
+        "unreadable_images": unreadable,
+        "adapter": str(result.path) if result.path is not None else None,
+        "scorer": str(scorer.name),
+    }
 
 
 @dataclass
@@ -201,6 +270,8 @@ def adapt(
     splits: Sequence[str] | None = None,
     batch_size: int | None = None,
     candidate_image: ImageChoice = "preview",
+    lora: bool = False,
+    lora_options: Mapping[str, Any] | None = None,
     labels: LabelSet | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AdaptResult:
@@ -223,6 +294,11 @@ def adapt(
         batch_size: the reranker's batch cap while scoring.
         candidate_image: for the temporary database, what the scorer reads for a picture: the stored
             ``"preview"`` (default, as ``mm-rerank query`` does) or the ``"original"`` file.
+        lora: first fine-tune a model scorer (``cross-encoder:PATH``, ``vlm:PATH``, ``llm:PATH`` or such a
+            Scorer) with LoRA on the mined pools (:func:`~mm_rerank_components.adapt.lora.lora_finetune`:
+            BCE, then pairwise on the hard negatives), then train fusion on the tuned scores. The
+            adapter is saved in ``out/lora`` and put back by ``load_reranker``. ``lora_options`` go to
+            ``lora_finetune`` (``rank``, ``bce_epochs``, ``pairwise_epochs``, ``learning_rate``, ...).
         progress: called with a short message as each step starts (the CLI prints them).
 
     Returns an :class:`AdaptResult`; ``format_report(result.report)`` is the human-readable report.
@@ -244,6 +320,11 @@ def adapt(
     if labels is None:
         labels = load_labels(data, clicks=clicks, splits=splits)
     the_scorer = scorer_by_name(scorer) if isinstance(scorer, str) else scorer
+    if lora and not callable(getattr(the_scorer, "logits", None)):
+        raise ValueError(
+            f"lora=True needs a model scorer to fine-tune (cross-encoder:PATH, vlm:PATH or llm:PATH); "
+            f"{the_scorer.name!r} has no trainable logits"
+        )
     t = lap("labels", started)
     workdir: str | None = None
     try:
@@ -270,6 +351,13 @@ def adapt(
         raise ValueError(
             "no labelled query could be mined: " + "; ".join(list(mined.skipped_queries.values())[:3])
         )
+    lora_report: dict[str, Any] | None = None
+    if lora:
+        say(f"fine-tuning {the_scorer.name} with LoRA on {len(mined.lists)} mined pools")
+        lora_report = _lora(
+            the_scorer, mined, Path(out) if out is not None else None, seed, lora_options or {}
+        )
+        t = lap("lora", t)
     say(f"scoring {sum(len(m.candidates) for m in mined.lists)} candidates with {the_scorer.name}")
     lists, scoring = score_mined(mined, the_scorer, batch_size=batch_size)
     t = lap("score", t)
@@ -316,6 +404,7 @@ def adapt(
             m: {**entry, **({"shipped_ece": shipped[m]} if m in shipped else {})}
             for m, entry in model.calibrator.stats.items()
         },
+        "lora": lora_report,
         "fusion": model.training,
         "top_weights": [(name, round(w, 4)) for name, w in model.weight_table()[:8]],
     }
@@ -334,7 +423,10 @@ def adapt(
             **counts,
             "mining_routes": report["mining"]["routes"],
         }
-        folder = save_reranker(out, model, scorer_info=scorer_spec(the_scorer), trained_on=trained_on)
+        spec = _spec_of(the_scorer, scorer)
+        if lora_report is not None and lora_report["adapter"] is not None:
+            spec["lora"] = "lora"
+        folder = save_reranker(out, model, scorer_info=spec, trained_on=trained_on)
         t = lap("save", t)
     timings["total"] = round(time.perf_counter() - started, 3)
     # first-stage work: embedding the documents (temporary database) and the queries' retrieval
@@ -445,6 +537,17 @@ def format_report(report: Mapping[str, Any]) -> str:
             for m, c in report["calibration"].items()
         ],
     )
+    if report.get("lora"):
+        lora = report["lora"]
+        losses = ", ".join(
+            f"{stage} {' -> '.join(f'{v:.4f}' for v in values)}"
+            for stage, values in lora["losses"].items()
+            if values
+        )
+        lines.append(
+            f"lora: {lora['scorer']} on {lora['device']}, {lora['pairs']['bce']} labelled candidates, "
+            f"{lora['pairs']['pairwise']} pairs; mean loss per epoch: {losses}"
+        )
     fusion = report["fusion"]
     metrics = fusion["train_metrics"]
     lines.append(

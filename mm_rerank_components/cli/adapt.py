@@ -34,10 +34,21 @@ def register(sub: Any) -> None:
     connection_args(adapt)
     adapt.add_argument(
         "--scorer",
-        choices=("starter", "fake", "first-stage"),
+        type=_scorer_arg,
         default="starter",
-        help="raw scorer: the offline starter models (default), the model-free fake (tests), or "
-        "first-stage (fusion of the retrieval signals only)",
+        metavar="{starter,fake,first-stage,cross-encoder:PATH,vlm:PATH,llm:PATH}",
+        help="raw scorer: the offline starter models (default), the model-free fake (tests), "
+        "first-stage (fusion of the retrieval signals only), or a local model folder",
+    )
+    adapt.add_argument(
+        "--lora",
+        action="store_true",
+        help="first fine-tune the model scorer (cross-encoder:PATH, vlm:PATH, llm:PATH) with LoRA on the "
+        "mined pools: BCE, then pairwise on the hard negatives; the adapter is saved in the folder",
+    )
+    adapt.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
+    adapt.add_argument(
+        "--lora-epochs", type=int, default=2, help="epochs of each LoRA stage, BCE and pairwise (default 2)"
     )
     adapt.add_argument(
         "--metadata-field",
@@ -69,6 +80,18 @@ def register(sub: Any) -> None:
     adapt.set_defaults(handler=run)
 
 
+def _scorer_arg(text: str) -> str:
+    from mm_rerank_components.adapt.pipeline import MODEL_SCORER_KINDS, SCORER_NAMES
+
+    kind, sep, path = text.partition(":")
+    if text in SCORER_NAMES or (sep and kind in MODEL_SCORER_KINDS and path):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown scorer {text!r}; use {', '.join(SCORER_NAMES)} or KIND:PATH with KIND one of "
+        f"{', '.join(MODEL_SCORER_KINDS)}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from mm_rerank_components.adapt.labels import LabelError
     from mm_rerank_components.adapt.pipeline import adapt, format_report
@@ -98,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
             metadata_fields=args.metadata_field,
             splits=(args.split,) if args.split else None,
             candidate_image=args.images,
+            lora=args.lora,
+            lora_options={
+                "rank": args.lora_rank,
+                "bce_epochs": args.lora_epochs,
+                "pairwise_epochs": args.lora_epochs,
+            },
             progress=messages,
         )
     except LabelError as exc:
