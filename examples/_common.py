@@ -95,6 +95,17 @@ def make_reranker() -> MultimodalReranker:
     return MultimodalReranker(scorer, cache=True, on_error="keep")
 
 
+def make_default_reranker() -> Any:
+    """The label-free product default (:func:`mm_rerank_components.defaults.default_reranker`): learned
+    fusion of the starter scorer with the first stage's signals, ``on_error="keep"`` as above."""
+    from mm_rerank_components.defaults import default_reranker
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    scorer = StarterScorer()
+    scorer.load()
+    return default_reranker(scorer, cache=True, on_error="keep")
+
+
 def llm_config(args: argparse.Namespace) -> LLMConfig | None:
     """The LLM from the environment (see ``mm_rerank_components.answer``), or None for extractive mode."""
     if args.extractive:

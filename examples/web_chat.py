@@ -5,7 +5,8 @@ passages, modality and unified score).
     python examples/web_chat.py --question "Which farm animal gives us milk?"   # one answer, as JSON
 
 The page and API come from ``mm_rerank_components.web.create_app``; the pipeline is the Chroma
-multi-collection retriever + ``MultimodalReranker(StarterScorer(), on_error="keep")`` + the configured LLM
+multi-collection retriever + the label-free default reranker (``default_reranker(StarterScorer(),
+on_error="keep")``: learned fusion of the starter scorer with the first stage's signals) + the configured LLM
 (MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY), or the offline extractive answerer
 (which quotes the sentences the same reranker scores best). A picture deleted since ingest is shown as
 unreadable and the answer comes from the rest; the page never sees a server path.
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _common.quiet_libraries()
     config = _common.llm_config(args)
-    reranker = _common.make_reranker()
+    reranker = _common.make_default_reranker()
     pipeline = RAGPipeline(
         _common.open_retriever(args),
         reranker,

@@ -5,7 +5,8 @@
 2. ingest them into an embedded Chroma database at ``.cache/quickstart_db`` with the offline starter
    models (MiniLM text encoder, EfficientNet-Lite0 image encoder, one embedding space);
 3. ask a few questions (text, image, text + image): the first stage takes 16 hits from each collection,
-   and :class:`MultimodalReranker` with :class:`StarterScorer` puts the 32 mixed hits on one scale; a
+   and the label-free default reranker (:func:`~mm_rerank_components.defaults.default_reranker`: the
+   starter scorer fused with the first stage's signals) puts the 32 mixed hits on one scale; a
    question with text also gets an extractive answer (no LLM) quoting the sentence the same models
    score best, and naming the item it comes from;
 4. ask the same questions again and print both timings, labelled: **cold** is the first time a question
@@ -24,11 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-from mm_rerank_components import MultimodalReranker, Query, RankedCandidate
+from mm_rerank_components import Query, RankedCandidate
 from mm_rerank_components.answer import Evidence, ExtractiveAnswerer
 from mm_rerank_components.cli import format_table, set_threads
+from mm_rerank_components.defaults import default_reranker
 from mm_rerank_components.eval.datasets import export_gcompris_explore
 from mm_rerank_components.ingest import ingest_folder, scan_folder
+from mm_rerank_components.reranker import Reranker
 from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
 from mm_rerank_components.scorers.starter import StarterScorer
 
@@ -60,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def ask(
-    retriever: ChromaMultiCollectionRetriever, reranker: MultimodalReranker, query: Query
+    retriever: ChromaMultiCollectionRetriever, reranker: Reranker, query: Query
 ) -> tuple[list[RankedCandidate], int, dict[str, float]]:
     """All candidates reranked (best first), their number, and the seconds per stage."""
     t1 = time.perf_counter()
@@ -78,7 +81,7 @@ def ms(timing: dict[str, float]) -> str:
 
 
 def first_pass(
-    retriever: ChromaMultiCollectionRetriever, reranker: MultimodalReranker, folder: Path, top_n: int
+    retriever: ChromaMultiCollectionRetriever, reranker: Reranker, folder: Path, top_n: int
 ) -> list[dict[str, float]]:
     """Ask each question once (cold), print its table, answer and timings; return the timings."""
     print("== 4. questions: 16 text + 16 image hits, reranked on one scale")
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     # stored at ingest instead of the 1024-px photos (the table still shows the photo files)
     retriever = ChromaMultiCollectionRetriever(path=args.db, candidate_image="preview")
     scorer = StarterScorer()
-    reranker = MultimodalReranker(scorer)
+    reranker = default_reranker(scorer)  # the label-free default: starter scorer + learned fusion
     retriever.create_collections()
     retriever.warm_up()
     scorer.load()

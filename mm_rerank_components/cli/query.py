@@ -39,7 +39,8 @@ def register(sub: Any) -> None:
         "--scorer",
         choices=SCORERS,
         default="starter",
-        help="reranker scorer: the offline starter models (default), the model-free fake, or none",
+        help="reranker: the offline starter models fused with the first stage's signals (default; "
+        "mm_rerank_components.defaults.default_reranker), the model-free fake, or none",
     )
     query.add_argument(
         "--reranker",
@@ -78,11 +79,15 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def _make_reranker(args: argparse.Namespace) -> tuple[Any, str]:
-    """The reranker and a label for it."""
+    """The reranker and a label for it; ``starter`` is the label-free product default."""
     if args.reranker is not None:
         from mm_rerank_components.adapt.folder import load_reranker
 
         return load_reranker(args.reranker), f"reranker folder {args.reranker}"
+    if args.scorer == "starter":
+        from mm_rerank_components.defaults import default_reranker
+
+        return default_reranker(), "the default reranker (starter scorer + learned fusion)"
     return reranker_by_name(args.scorer), args.scorer
 
 
