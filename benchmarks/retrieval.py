@@ -357,8 +357,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scorer",
         choices=("starter", "default", "fake", "none"),
-        default="starter",
-        help="starter: MultimodalReranker(StarterScorer()); default: defaults.default_reranker(); "
+        default="default",
+        help="default (the product default): defaults.default_reranker(); starter: "
+        "MultimodalReranker(StarterScorer()); "
         "fake: FakeScorer; none: first stage only",
     )
     parser.add_argument("--reranker", type=Path, help="a saved adapted reranker folder (replaces --scorer)")
