@@ -62,6 +62,7 @@ _STARTER_SETTINGS = (
     "caption_weight",
     "window_weight",
     "window_chars",
+    "class_k",
 )
 
 
@@ -348,7 +349,7 @@ def load_reranker(
     *,
     scorer: Scorer | None = None,
     on_error: OnError = "raise",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     cache: bool | int | ScoreCache | None = False,
 ) -> LearnedFusionReranker:
     """Load a reranker folder written by ``mm-rerank adapt`` / :func:`save_reranker`.

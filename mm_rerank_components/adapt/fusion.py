@@ -46,7 +46,7 @@ from mm_rerank_components.calibration import (
     calibrator_from_dict,
     expected_calibration_error,
 )
-from mm_rerank_components.reranker import MultimodalReranker, _RerankerBase
+from mm_rerank_components.reranker import MultimodalReranker, _RerankerBase, check_request
 from mm_rerank_components.types import Candidate, Modality, Query, RankedCandidate
 
 __all__ = ["FUSION_FORMAT", "FusionModel", "LabelledList", "LearnedFusionReranker", "fit_fusion"]
@@ -545,17 +545,6 @@ def fit_fusion(
 # Serving
 
 
-def _check_limits(top_n: object, threshold: object) -> None:
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
-    if threshold is not None and (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not 0.0 <= float(threshold) <= 1.0
-    ):
-        raise ValueError(f"threshold must be a unified score between 0 and 1 or None, got {threshold!r}")
-
-
 class LearnedFusionReranker(_RerankerBase):
     """A reranker that fuses a base reranker's raw scores with first-stage signals, calibrated.
 
@@ -594,7 +583,7 @@ class LearnedFusionReranker(_RerankerBase):
         threshold: float | None = None,
     ) -> list[RankedCandidate]:
         """Score with the base, fuse, calibrate, sort; ``top_n`` and ``threshold`` apply to fused scores."""
-        _check_limits(top_n, threshold)
+        query = check_request(query, top_n, threshold)
         base = self.base.rerank(query, candidates)
         if not base:
             return []
