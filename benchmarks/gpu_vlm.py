@@ -97,9 +97,8 @@ def build_tokenizer() -> Any:
     return build_qwen_word_tokenizer([f"w{i}" for i in range(N_WORDS)])
 
 
-def build_model(
-    shape: dict[str, dict[str, Any]], tokenizer: Any, device: torch.device, dtype: torch.dtype
-) -> Any:
+def build_config(shape: dict[str, dict[str, Any]], tokenizer: Any) -> Any:
+    """The Qwen2-VL config of ``shape`` with the tokenizer's special-token ids."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     text = dict(shape["text"])
     text.update(
@@ -114,6 +113,13 @@ def build_model(
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=shape is SHAPE_2B,  # Qwen2-VL-2B ties its LM head to the embeddings
     )
+    return config
+
+
+def build_model(
+    shape: dict[str, dict[str, Any]], tokenizer: Any, device: torch.device, dtype: torch.dtype
+) -> Any:
+    config = build_config(shape, tokenizer)
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
