@@ -18,6 +18,9 @@ def test_scorer_modules_import_without_torch() -> None:
         "import sys\n"
         "import mm_rerank_components.scorers.vlm, mm_rerank_components.scorers.clip\n"
         "import mm_rerank_components.scorers.cross_encoder, mm_rerank_components.scorers.jina_m0\n"
+        "import mm_rerank_components.scorers.llm, mm_rerank_components.scorers.late_interaction\n"
+        "import mm_rerank_components.scorers._yesno, mm_rerank_components.scorers._qwen_vision\n"
+        "import mm_rerank_components.adapt.lora, mm_rerank_components.testing\n"
         "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -76,3 +79,58 @@ def test_remote_code_is_off_unless_asked() -> None:
         local_files_only=True, revision=None, trust_remote_code=False, cache_dir=None
     )
     assert kwargs == {"local_files_only": True, "trust_remote_code": False}
+
+
+def test_load_options_and_the_one_loader(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    options = _hf.HFLoadOptions(device="cpu", local_files_only=True)
+    assert options.trust_remote_code is False and options.attn_implementation is None
+    assert options.pretrained() == {"local_files_only": True, "trust_remote_code": False}
+    with pytest.raises(ValueError, match="pass a model name or local path for the cross-encoder"):
+        _hf.load_hf_model("cross-encoder", None, None, ("AutoModel",), options)
+    with pytest.raises(ValueError, match="could not load the cross-encoder from .*missing"):
+        _hf.load_hf_model("cross-encoder", tmp_path / "missing", None, ("AutoModel",), options)
+    ready = torch.nn.Linear(2, 2).to(torch.float64)
+    loaded = _hf.load_hf_model("thing", None, ready, ("AutoModel",), options)
+    assert loaded.dtype is torch.float64 and not loaded.model.training  # "auto" keeps a ready model's dtype
+    assert loaded.ident == "Linear"
+    with pytest.raises(ValueError, match="also pass the Tokenizer object"):
+        loaded.companion("AutoTokenizer")
+    assert loaded.companion("AutoTokenizer", given="tok") == "tok"
+    cast = _hf.load_hf_model(
+        "thing", None, ready, ("AutoModel",), _hf.HFLoadOptions(device="cpu", dtype="float32")
+    )
+    assert cast.dtype is torch.float32 and next(cast.model.parameters()).dtype is torch.float32
+
+
+def test_batching_knobs_and_padding() -> None:
+    torch = pytest.importorskip("torch")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _hf.default_token_budget("auto", cpu) == 1024
+    assert _hf.default_token_budget("auto", cuda) is None
+    assert _hf.default_token_budget(None, cpu) is None and _hf.default_token_budget(64, cpu) == 64
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive int, 'auto' or None, got 0"):
+        _hf.default_token_budget(0, cpu)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got True"):
+        _hf.check_positive("batch_size", True)
+    _hf.check_positive("max_text_tokens", None, optional=True)
+    ids, mask = _hf.pad_rows([[5, 6, 7], [8]], 0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = _hf.pad_rows([[5, 6, 7], [8]], 9)
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 9]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_yes_no_planning_keeps_groups_apart_and_order() -> None:
+    from mm_rerank_components.scorers._yesno import YesNoPrompt, plan_groups, score_in_batches
+
+    plan = plan_groups([5, 1, 3, 2, 9, 4], [0, 0, 0, 1, 1, 1], max_items=2, max_cost=None)
+    assert plan == [[1, 2], [0], [3, 5], [4]]
+    scores = score_in_batches(plan, lambda chunk: [float(i) for i in chunk], 6)
+    assert scores == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    with pytest.raises(ValueError, match=r"template must contain \{document\} exactly once"):
+        YesNoPrompt(template="{query} only")
+    assert [k for k, _ in YesNoPrompt(template="{document} then {query}").pieces()] == [
+        "document",
+        "text",
+        "query",
+    ]
