@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
     batching.add_argument("--no-micro-batching", action="store_true", help="score every request on its own")
     batching.add_argument("--score-workers", type=int, default=1, help="scoring passes at once (1)")
     batching.add_argument("--max-concurrency", type=int, default=64, help="requests handled at once (64)")
+    batching.add_argument(
+        "--cpu-slots", type=int, default=None, help="requests parsed and decoded at once (default: CPU count)"
+    )
     limits = serve.add_argument_group("limits and safety")
     limits.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MB (32)")
     limits.add_argument("--max-documents", type=int, default=1000, help="most documents per request (1000)")
@@ -99,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         max_wait_ms=args.max_wait_ms,
         score_workers=args.score_workers,
         max_concurrency=args.max_concurrency,
+        cpu_slots=args.cpu_slots,
         request_timeout_s=args.timeout,
         max_body_bytes=int(args.max_body_mb * _MB),
         max_documents=args.max_documents,

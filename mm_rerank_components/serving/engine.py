@@ -106,6 +106,8 @@ class ServeConfig:
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeConfig.{name} must be a positive int, got {value!r}")
+        if self.cpu_slots is not None and (isinstance(self.cpu_slots, bool) or self.cpu_slots < 1):
+            raise ValueError(f"ServeConfig.cpu_slots must be a positive int or None, got {self.cpu_slots!r}")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
         if not self.request_timeout_s > 0:
