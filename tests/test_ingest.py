@@ -375,3 +375,22 @@ def test_big_jpegs_are_decoded_at_a_reduced_scale_with_the_same_result_size(tmp_
     (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:5000])  # truncated: the usual error, named
     cut = decode_picture(ImageRecord("c", str(tmp_path / "cut.jpg"), None, {}), ImageOptions(), None)
     assert "truncated or corrupt" in getattr(cut, "reason", "")
+
+
+def test_one_size_limit_for_scanning_and_decoding(tmp_path: Path) -> None:
+    from mm_rerank_components.media import ImageOptions
+
+    root = tmp_path / "d"
+    root.mkdir()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(root / "noisy.png")
+    size = (root / "noisy.png").stat().st_size
+    ef = HashingEmbeddingFunction()
+    r = ChromaMultiCollectionRetriever(
+        path=tmp_path / "db",
+        text_embedding_function=ef,
+        image_embedding_function=ef,
+        image_options=ImageOptions(max_bytes=size // 2),
+    )
+    assert ingest_folder(root, r, max_bytes=size * 2).added == 1  # the caller's limit, not the retriever's
+    refused = ingest_folder(root, _retriever(tmp_path / "db2"), max_bytes=size - 1)
+    assert [f"over the limit of {size - 1}" in f.reason for f in refused.failed] == [True]

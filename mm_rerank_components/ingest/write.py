@@ -41,6 +41,7 @@ from mm_rerank_components.ingest.records import (
 )
 from mm_rerank_components.ingest.scan import FolderScan, scan_folder
 from mm_rerank_components.ingest.store import EmbeddedPicture, HasStore, Store, as_store
+from mm_rerank_components.media import ImageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,9 @@ def ingest_folder(
     store.create_collections()
     writer = _Writer(store, batch_size, report, progress, on_error)
     writer.write_texts(scan.texts)
-    writer.write_images(scan.images, preview_size, default_workers() if workers is None else workers)
+    # pictures are read again to decode them, with the limit the scan used
+    options = dataclasses.replace(store.image_options, max_bytes=scan.max_bytes)
+    writer.write_images(scan.images, preview_size, default_workers() if workers is None else workers, options)
     report.seconds = time.perf_counter() - start
     logger.info("ingested %s: %s in %.1f s", scan.root, report.summary(), report.seconds)
     return report
@@ -187,6 +190,7 @@ def add_images(
         records.append(record)
         if failure is not None:
             report.failed.append(failure)
+            logger.warning("not added: %s", failure)
     kept = _with_ids(records, ids, lambda a, b: a.metadata == b.metadata)
     report.unchanged += len(paths) - len(kept) - len(report.failed)  # repeats within the call
     store.create_collections()
@@ -351,11 +355,17 @@ class _Writer:
             self._tick(len(batch))
         self._drop_stale("text", plan)
 
-    def write_images(self, records: Sequence[ImageRecord], preview_size: int | None, workers: int) -> None:
+    def write_images(
+        self,
+        records: Sequence[ImageRecord],
+        preview_size: int | None,
+        workers: int,
+        options: ImageOptions | None = None,
+    ) -> None:
         if self._switched_off("image", records):
             return
         plan = self._plan("image", records)
-        options = self.store.image_options
+        options = options or self.store.image_options
         for batch in decoded_batches(plan.todo, self.batch_size, options, preview_size, workers):
             decoded: list[DecodedPicture] = []
             for item in batch:
