@@ -47,9 +47,13 @@ class Store(Protocol):
         """Create the switched-on collections if they are missing (so an empty route can be queried)."""
         ...
 
-    def existing_ids(self, kind: Kind, ids: Sequence[str]) -> dict[str, str]:
-        """Which of ``ids`` are stored, each with the content id stored with it (its own id when the
-        record predates content ids)."""
+    def existing_ids(self, kind: Kind, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored (ids only: nothing else is read)."""
+        ...
+
+    def content_ids(self, kind: Kind, ids: Sequence[str]) -> dict[str, str]:
+        """The content id stored with each of ``ids`` that is stored (its own id when the record predates
+        content ids); asked only for records whose id is not their content id."""
         ...
 
     def ids_for_paths(self, kind: Kind, paths: Sequence[str]) -> dict[str, set[str]]:

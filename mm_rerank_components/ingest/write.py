@@ -302,7 +302,11 @@ class _Writer:
 
     def _plan(self, kind: Kind, records: Sequence[TextRecord | ImageRecord]) -> _Plan:
         stored = self.store.existing_ids(kind, [r.id for r in records])
-        todo = [r for r in records if stored.get(r.id) != r.metadata["content_id"]]
+        chosen = [r.id for r in records if r.id in stored and r.id != r.metadata["content_id"]]
+        versions = self.store.content_ids(kind, chosen) if chosen else {}
+        todo = [
+            r for r in records if r.id not in stored or versions.get(r.id, r.id) != r.metadata["content_id"]
+        ]
         self.report.unchanged += len(records) - len(todo)
         self._tick(len(records) - len(todo))
         paths = [r.path for r in records if r.path is not None]

@@ -187,19 +187,27 @@ class ChromaStore:
 
     # -- the store protocol ----------------------------------------------------------------------------
 
-    def existing_ids(self, kind: Kind, ids: Sequence[str]) -> dict[str, str]:
-        unique = list(dict.fromkeys(ids))
-        found: dict[str, str] = {}
-        if not unique:
-            return found
-        collection = self.collection(kind, create=True)
-        for start in range(0, len(unique), 500):
+    def existing_ids(self, kind: Kind, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in self._chunks(ids):
             with self.calls():
-                result = collection.get(ids=unique[start : start + 500], include=["metadatas"])
+                found.update(self.collection(kind, create=True).get(ids=chunk, include=[])["ids"])
+        return found
+
+    def content_ids(self, kind: Kind, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in self._chunks(ids, size=100):  # metadata holds previews: smaller pages
+            with self.calls():
+                result = self.collection(kind, create=True).get(ids=chunk, include=["metadatas"])
             for id_, meta in zip(result["ids"], result["metadatas"] or [], strict=True):
                 stored = (meta or {}).get(CONTENT_ID_KEY)
                 found[id_] = stored if isinstance(stored, str) else id_
         return found
+
+    @staticmethod
+    def _chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
+        unique = list(dict.fromkeys(ids))
+        return [unique[i : i + size] for i in range(0, len(unique), size)]
 
     def ids_for_paths(self, kind: Kind, paths: Sequence[str]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
