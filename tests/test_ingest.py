@@ -394,3 +394,24 @@ def test_one_size_limit_for_scanning_and_decoding(tmp_path: Path) -> None:
     assert ingest_folder(root, r, max_bytes=size * 2).added == 1  # the caller's limit, not the retriever's
     refused = ingest_folder(root, _retriever(tmp_path / "db2"), max_bytes=size - 1)
     assert [f"over the limit of {size - 1}" in f.reason for f in refused.failed] == [True]
+
+
+def test_a_stale_record_left_by_an_interrupted_run_is_removed_next_time(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "fox.txt").write_text("Foxes live in dens.")
+    r = _retriever(tmp_path / "db")
+    ingest_folder(root, r)
+    # as if a run was killed after writing a new version and before deleting the old one
+    path = str((root / "fox.txt").resolve())
+    r.store.upsert(
+        "text",
+        ids=["text-old"],
+        embeddings=[[1.0] + [0.0] * 63],
+        documents=["old"],
+        metadatas=[{"path": path}],
+    )
+    assert r.count()["mm_text"] == 2
+    again = ingest_folder(root, r)
+    assert (again.added, again.unchanged) == (0, 1) and r.count()["mm_text"] == 1
+    assert [c.text for c in r.retrieve("foxes", k_image=0)] == ["Foxes live in dens."]

@@ -56,8 +56,10 @@ class Store(Protocol):
         content ids); asked only for records whose id is not their content id."""
         ...
 
-    def ids_for_paths(self, kind: Kind, paths: Sequence[str]) -> dict[str, set[str]]:
-        """Stored record ids per source ``path`` metadata value, for the given paths."""
+    def ids_for_paths(self, kind: Kind, wanted: Mapping[str, set[str]]) -> dict[str, set[str]]:
+        """The ids stored under each source ``path`` of ``wanted`` (``path`` metadata) that are *not*
+        among the ids ``wanted`` lists for it: the stale versions of those files. (Knowing the wanted ids
+        lets a store read only ids, and metadata only for the few it does not know.)"""
         ...
 
     def upsert(

@@ -309,12 +309,11 @@ class _Writer:
         ]
         self.report.unchanged += len(records) - len(todo)
         self._tick(len(records) - len(todo))
-        paths = [r.path for r in records if r.path is not None]
         wanted: dict[str, set[str]] = {}
         for r in records:
             if r.path is not None:
                 wanted.setdefault(r.path, set()).add(r.id)
-        stale = {p: ids - wanted.get(p, set()) for p, ids in self.store.ids_for_paths(kind, paths).items()}
+        stale = self.store.ids_for_paths(kind, wanted) if wanted else {}
         replaced = {r.id for r in todo if r.id in stored}
         return _Plan(todo, replaced, {p: ids for p, ids in stale.items() if ids})
 

@@ -209,20 +209,23 @@ class ChromaStore:
         unique = list(dict.fromkeys(ids))
         return [unique[i : i + size] for i in range(0, len(unique), size)]
 
-    def ids_for_paths(self, kind: Kind, paths: Sequence[str]) -> dict[str, set[str]]:
+    def ids_for_paths(self, kind: Kind, wanted: Mapping[str, set[str]]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
-        unique = sorted(set(paths))
-        if not unique:
-            return out
-        collection = self.collection(kind, create=True)
-        for start in range(0, len(unique), 200):
-            chunk = unique[start : start + 200]
+        paths = sorted(wanted)
+        for start in range(0, len(paths), 200):
+            chunk = paths[start : start + 200]
             where: dict[str, Any] = {"path": {"$in": chunk}} if len(chunk) > 1 else {"path": chunk[0]}
+            known = set().union(*(wanted[p] for p in chunk))
             with self.calls():
-                result = collection.get(where=where, include=["metadatas"])
+                ids = self.collection(kind, create=True).get(where=where, include=[])["ids"]
+            others = [i for i in ids if i not in known]  # usually none: then no metadata is read
+            if not others:
+                continue
+            with self.calls():
+                result = self.collection(kind, create=True).get(ids=others, include=["metadatas"])
             for id_, meta in zip(result["ids"], result["metadatas"] or [], strict=True):
                 path = (meta or {}).get("path")
-                if isinstance(path, str):
+                if isinstance(path, str) and id_ not in wanted.get(path, set()):
                     out.setdefault(path, set()).add(id_)
         return out
 
