@@ -38,15 +38,7 @@ def build_model(
     config = transformers.ColQwen2Config(
         vlm_config=vlm, embedding_dim=128 if shape is gpu_vlm.SHAPE_2B else 16
     )
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = transformers.ColQwen2ForRetrieval(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval()
+    return gpu_vlm.instantiate(transformers.ColQwen2ForRetrieval, config, device, dtype)
 
 
 def main() -> None:

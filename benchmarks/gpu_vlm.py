@@ -119,13 +119,19 @@ def build_config(shape: dict[str, dict[str, Any]], tokenizer: Any) -> Any:
 def build_model(
     shape: dict[str, dict[str, Any]], tokenizer: Any, device: torch.device, dtype: torch.dtype
 ) -> Any:
-    config = build_config(shape, tokenizer)
+    return instantiate(
+        transformers.Qwen2VLForConditionalGeneration, build_config(shape, tokenizer), device, dtype
+    )
+
+
+def instantiate(model_class: Any, config: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """``model_class(config)`` with seeded random weights, created directly on ``device`` in ``dtype``."""
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = transformers.Qwen2VLForConditionalGeneration(config)
+            model = model_class(config)
     finally:
         torch.set_default_dtype(previous)
     return model.eval()

@@ -110,10 +110,10 @@ def test_changed_weights_or_settings_are_refused(model_path: Path, tmp_path: Pat
 def test_chroma_records_the_function_and_reopens_with_it(model_path: Path, tmp_path: Path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     ef = CLIPEmbeddingFunction(model_path)
-    texts = client.create_collection("texts", embedding_function=ef)  # type: ignore[arg-type]
+    texts = client.create_collection("texts", embedding_function=ef)
     texts.add(ids=["a", "b"], documents=["red fox", "owl in the snow"])
-    images = client.create_collection("images", embedding_function=ef)  # type: ignore[arg-type]
-    images.add(ids=["p"], embeddings=[ef([_array(5)])[0]])  # type: ignore[list-item]
+    images = client.create_collection("images", embedding_function=ef)
+    images.add(ids=["p"], embeddings=[ef([_array(5)])[0]])
     del client
     reopened = chromadb.PersistentClient(path=str(tmp_path / "db"))
     again = reopened.get_collection("texts")  # rebuilt from the recorded config, no function given

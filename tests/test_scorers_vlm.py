@@ -21,59 +21,16 @@ from mm_rerank_components.scorers.vlm import (  # noqa: E402
     VLMYesNoScorer,
     label_token_id,
 )
-from mm_rerank_components.testing import QWEN_CHAT_TEMPLATE, build_qwen_word_tokenizer  # noqa: E402
+from mm_rerank_components.testing import QWEN_CHAT_TEMPLATE  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(60)] + ["fox", "red", "snow", "owl", "den", "a", "the", "caption"]
 
 
 def build_tiny_qwen2vl(folder: Path) -> Path:
     """A ~0.1M-parameter Qwen2-VL with a word-level tokenizer and the Qwen chat special tokens."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from mm_rerank_components.testing import build_tiny_qwen_vl
 
-    tokenizer = build_qwen_word_tokenizer(["True", "False", *WORDS])
-    vocab = tokenizer.get_vocab()
-    image_processor = transformers.Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=112 * 112)
-    config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 2048,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 1, 1]},
-            "bos_token_id": vocab["<|endoftext|>"],
-            "eos_token_id": vocab["<|im_end|>"],
-            "pad_token_id": vocab["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": 32,
-            "num_heads": 4,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        image_token_id=vocab["<|image_pad|>"],
-        video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"],
-        vision_end_token_id=vocab["<|vision_end|>"],
-    )
-    torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config)
-    # Random init gives yes/no logits that barely move; make the two rows opposite and larger so the
-    # scores spread over (0, 1) and a mix-up between candidates shows.
-    with torch.no_grad():
-        yes, no = vocab["yes"], vocab["no"]
-        model.lm_head.weight[yes] = torch.randn(32) * 0.3
-        model.lm_head.weight[no] = -model.lm_head.weight[yes]
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    image_processor.save_pretrained(folder)
-    return folder
+    return build_tiny_qwen_vl(folder, ["True", "False", *WORDS], label_scale=0.3)
 
 
 def _image(width: int, height: int, seed: int) -> Image.Image:

@@ -434,3 +434,21 @@ def pad_rows(
         padded[r, cols] = torch.tensor(list(row), dtype=torch.long)
         mask[r, cols] = 1
     return padded, mask
+
+
+def check_readable(who: str, modalities: frozenset[str], query: Any, candidates: Sequence[Any]) -> None:
+    """Raise a ValueError unless the query has text and every candidate's modality is readable.
+
+    Example:
+        >>> check_readable("CrossEncoderScorer", frozenset({"text"}), query, candidates)  # doctest: +SKIP
+    """
+    if not query.text or not query.text.strip():
+        raise ValueError(
+            f"{who} reads text queries: the query has no text; use a VLM scorer for image queries"
+        )
+    for candidate in candidates:
+        if candidate.modality not in modalities:
+            raise ValueError(
+                f"{who} reads {', '.join(sorted(modalities))} candidates only; {candidate.id!r} is "
+                f"{candidate.modality}: route it to another scorer with ModalityRouter"
+            )

@@ -20,6 +20,7 @@ from mm_rerank_components.scorers._hf import (
     ModelRef,
     as_calibrator,
     check_positive,
+    check_readable,
     default_token_budget,
     load_hf_model,
     pad_rows,
@@ -132,17 +133,8 @@ class CrossEncoderScorer(BaseScorer):
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
-        if not query.text or not query.text.strip():
-            raise ValueError(
-                "CrossEncoderScorer reads text: the query has no text; use a VLM scorer for image queries"
-            )
-        for candidate in candidates:
-            if candidate.modality != "text":
-                raise ValueError(
-                    f"CrossEncoderScorer reads text candidates only; {candidate.id!r} is "
-                    f"{candidate.modality}: route images to another scorer with ModalityRouter"
-                )
-        encoded = self.tokenize(query.text, [c.text or "" for c in candidates])
+        check_readable("CrossEncoderScorer", self.modalities, query, candidates)
+        encoded = self.tokenize(query.text or "", [c.text or "" for c in candidates])
         scores = [math.nan] * len(candidates)
         lengths = [len(row) for row in encoded["input_ids"]]
         for chunk in plan_batches(lengths, max_items=self.batch_size, max_cost=self.max_batch_tokens):

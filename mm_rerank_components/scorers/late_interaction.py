@@ -37,6 +37,7 @@ from mm_rerank_components.scorers._hf import (
     ModelRef,
     as_calibrator,
     check_positive,
+    check_readable,
     default_token_budget,
     load_hf_model,
     pad_rows,
@@ -155,15 +156,7 @@ class LateInteractionScorer(BaseScorer):
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
-        if not query.text or not query.text.strip():
-            raise ValueError("LateInteractionScorer reads text queries; the query has no text")
-        for candidate in candidates:
-            if candidate.modality not in self.modalities:
-                raise ValueError(
-                    f"this {self.kind} LateInteractionScorer reads {sorted(self.modalities)} candidates; "
-                    f"{candidate.id!r} is {candidate.modality}: route it to another scorer with "
-                    "ModalityRouter"
-                )
+        check_readable("LateInteractionScorer", self.modalities, query, candidates)
         q = self.encoder.embed([("query", query.text)], max_items=1, max_cost=None)[0]
         items: list[tuple[str, Any]] = []
         owners: list[int] = []

@@ -18,6 +18,7 @@ from mm_rerank_components.scorers._hf import (
     HFLoadOptions,
     ModelRef,
     check_positive,
+    check_readable,
     default_token_budget,
     load_hf_model,
     pad_rows,
@@ -165,16 +166,7 @@ class LLMYesNoScorer(BaseScorer):
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
-        if not query.text or not query.text.strip():
-            raise ValueError(
-                "LLMYesNoScorer reads text: the query has no text; use VLMYesNoScorer for images"
-            )
-        for candidate in candidates:
-            if candidate.modality != "text":
-                raise ValueError(
-                    f"LLMYesNoScorer reads text candidates only; {candidate.id!r} is {candidate.modality}: "
-                    "route images to VLMYesNoScorer or another scorer with ModalityRouter"
-                )
+        check_readable("LLMYesNoScorer", self.modalities, query, candidates)
         prompts = [self.build_prompt(query, c) for c in candidates]
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         plan = plan_groups(
