@@ -34,7 +34,10 @@ def register(sub: Any) -> None:
         help=f"largest file read, in bytes (default {DEFAULT_MAX_BYTES}); larger ones are listed as failed",
     )
     ingest.add_argument(
-        "--workers", type=int, default=None, help="threads decoding pictures (default: one per spare core)"
+        "--workers",
+        type=int,
+        default=None,
+        help="threads decoding pictures (default: one per spare core, 2 to 4)",
     )
     ingest.add_argument("--fail-fast", action="store_true", help="stop at the first unreadable file")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -43,8 +43,9 @@ class PictureFailure:
 
 
 def default_workers() -> int:
-    """Decoding threads: one per spare core, at least one, at most four."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    """Decoding threads: one per spare core, at least two (measured faster than one on 2 cores), at most
+    four."""
+    return max(2, min(4, (os.cpu_count() or 2) - 1))
 
 
 def decode_picture(

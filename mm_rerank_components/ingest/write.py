@@ -80,7 +80,7 @@ def ingest_folder(
             stores none.
         follow_symlinks: also ingest links that lead out of the folder (default: reported as skipped).
         max_bytes: largest file read (default: the retriever's ``image_options.max_bytes``, 20 MB).
-        workers: threads decoding pictures while the model embeds (default: one per spare core, <= 4).
+        workers: threads decoding pictures while the model embeds (default: one per spare core, 2 to 4).
 
     Example:
         >>> report = ingest_folder("my_folder", retriever)  # doctest: +SKIP
