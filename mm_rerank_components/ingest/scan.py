@@ -163,17 +163,25 @@ def _metadata_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any
         yield line_no, row if isinstance(row, dict) else "line is not a JSON object"
 
 
-def _scan_text(path: Path, extra: Mapping[str, Any], max_chars: int, scan: FolderScan) -> None:
+def _read_text(path: Path, scan: FolderScan, what: str = "text") -> tuple[bytes, str] | None:
+    """A UTF-8 file's bytes and text, or ``None`` with the failure recorded."""
     data = _read(path, scan)
     if data is None:
-        return
+        return None
     try:
-        text = data.decode("utf-8-sig")
+        return data, data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         scan.failed.append(
-            IngestFailure(str(path), f"not UTF-8 text (byte {exc.start}); convert it to UTF-8")
+            IngestFailure(str(path), f"not UTF-8 {what} (byte {exc.start}); convert it to UTF-8")
         )
+        return None
+
+
+def _scan_text(path: Path, extra: Mapping[str, Any], max_chars: int, scan: FolderScan) -> None:
+    read = _read_text(path, scan)
+    if read is None:
         return
+    data, text = read
     text = text.replace("\r\n", "\n").strip()
     if not text:
         scan.failed.append(IngestFailure(str(path), "empty text file"))
@@ -196,14 +204,10 @@ def _scan_image(path: Path, extra: Mapping[str, Any], file_set: set[Path], scan:
     caption = extra.get("caption", extra.get("text"))
     sidecar = path.with_name(path.stem + CAPTION_SUFFIX)
     if sidecar in file_set:
-        side = _read(sidecar, scan)
+        side = _read_text(sidecar, scan, "caption")
         if side is None:
             return
-        try:
-            caption = side.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            scan.failed.append(IngestFailure(str(sidecar), f"cannot read caption: {exc}"))
-            return
+        caption = side[1]
     caption = clean_caption(caption)
     cid = record_id("image", data, str(path), caption or "", extra)
     rel_path = path.relative_to(scan.root).as_posix()
