@@ -429,3 +429,60 @@ def build_tiny_colbert(folder: Any, words: Sequence[str], *, dim: int = 8, seed:
     weights["linear.weight"] = torch.randn(dim, settings["hidden_size"])
     save_file(weights, str(weights_path), metadata={"format": "pt"})
     return Path(folder)
+
+
+def build_tiny_colpali(folder: Any, words: Sequence[str], *, seed: int = 0) -> Path:
+    """A tiny random ColPali (``ColPaliForRetrieval`` on a PaliGemma of a tiny Gemma and SigLIP) with its
+    ``ColPaliProcessor`` (a character-level Gemma tokenizer, 32x32 pictures, 16 image tokens), saved to
+    ``folder``. Random weights: plumbing only.
+
+    Example:
+        >>> build_tiny_colpali(tmp_path, ["fox"])  # doctest: +SKIP
+    """
+    import torch
+    import transformers
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<image>"]
+    text_chars = " ".join([*words, "Question: Describe the image."])
+    chars = sorted({ch for ch in text_chars + text_chars.lower() if ch != " "} | {"▁", "\n"})
+    vocab = {t: i for i, t in enumerate([*specials, *chars])}
+    tokenizer = transformers.GemmaTokenizer(vocab=vocab, merges=[])
+    image_processor: Any = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16  # (32 / 8) ** 2 patches, which ColPaliProcessor reads
+    text = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "projection_dim": 32,
+    }
+    paligemma = transformers.PaliGemmaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=vocab["<image>"],
+        projection_dim=32,
+        hidden_size=32,
+    )
+    torch.manual_seed(seed)
+    model = transformers.ColPaliForRetrieval(
+        transformers.ColPaliConfig(vlm_config=paligemma, embedding_dim=16)
+    )
+    model.save_pretrained(folder)
+    transformers.ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(
+        folder
+    )
+    return Path(folder)

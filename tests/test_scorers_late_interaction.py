@@ -22,6 +22,7 @@ from mm_rerank_components.scorers.late_interaction import LateInteractionScorer 
 from mm_rerank_components.testing import (  # noqa: E402
     build_bert_cross_encoder,
     build_tiny_colbert,
+    build_tiny_colpali,
     build_tiny_qwen_vl,
 )
 
@@ -146,3 +147,19 @@ def test_calibrated_through_the_reranker(colqwen_path: Path) -> None:
     ranked = MultimodalReranker(scorer).rerank(Query("red fox"), mixed())
     assert len(ranked) == len(mixed()) and all(0.0 <= r.score <= 1.0 for r in ranked)
     assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+
+
+def test_colpali_through_its_processor(tmp_path: Path) -> None:
+    folder = build_tiny_colpali(tmp_path / "tiny-colpali", WORDS)
+    scorer = LateInteractionScorer(folder, batch_size=8, **KW)  # processor loaded from the folder
+    assert scorer.kind == "colpali" and type(scorer.model).__name__ == "ColPaliForRetrieval"
+    assert type(scorer.encoder.inputs.processor).__name__ == "ColPaliProcessor"  # type: ignore[attr-defined]
+    query, candidates = Query("red fox"), mixed()
+    scores = scorer.score(query, candidates)
+    assert len(scores) == len(candidates)
+    one = LateInteractionScorer(folder, batch_size=1, **KW).score(query, candidates)
+    for a, b in zip(scores, one, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    q = scorer.encoder.embed([("query", "red fox")], max_items=1, max_cost=None)[0]
+    page = scorer.encoder.embed([("image", candidates[5].image)], max_items=1, max_cost=None)[0]
+    assert scores[5] == pytest.approx(_maxsim(q, page), abs=1e-4)

@@ -1,4 +1,4 @@
-"""LateInteractionScorer: MaxSim over token and patch vectors (ColBERT for text, ColQwen2 for pages).
+"""LateInteractionScorer: MaxSim over token and patch vectors (ColBERT for text, ColQwen2/ColPali for pages).
 
     python examples/backends/late_interaction.py
 
@@ -14,7 +14,7 @@ from _common import WORDS, candidates, show, tiny_folder
 from mm_rerank_components import MultimodalReranker, Query
 from mm_rerank_components.calibration import PerModalityCalibrator, PlattCalibrator
 from mm_rerank_components.scorers import LateInteractionScorer
-from mm_rerank_components.testing import build_tiny_colbert, build_tiny_qwen_vl
+from mm_rerank_components.testing import build_tiny_colbert, build_tiny_colpali, build_tiny_qwen_vl
 
 
 def main() -> None:
@@ -35,6 +35,13 @@ def main() -> None:
         device="cpu",
     )
     show(colqwen.name, MultimodalReranker(colqwen).rerank(Query("a red fox"), candidates()))
+    colpali = LateInteractionScorer(
+        build_tiny_colpali(tiny_folder("colpali"), WORDS),
+        calibrator=calibrator,
+        local_files_only=True,
+        device="cpu",
+    )
+    show(colpali.name, MultimodalReranker(colpali).rerank(Query("a red fox"), candidates()))
 
 
 if __name__ == "__main__":
