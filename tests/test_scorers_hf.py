@@ -134,3 +134,23 @@ def test_yes_no_planning_keeps_groups_apart_and_order() -> None:
         "text",
         "query",
     ]
+
+
+def test_short_texts_are_not_tokenised_for_the_cut() -> None:
+    from mm_rerank_components.scorers._yesno import cut_text
+
+    class CountingTokenizer:
+        calls = 0
+
+        def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+            CountingTokenizer.calls += 1
+            return {"input_ids": list(range(len(text.split())))}
+
+        def decode(self, ids: list, skip_special_tokens: bool = False) -> str:
+            return " ".join(f"t{i}" for i in ids)
+
+    tok = CountingTokenizer()
+    assert cut_text(tok, "a short passage", 1024) == "a short passage"
+    assert CountingTokenizer.calls == 0  # shorter in bytes than the budget: tokenised once, in its prompt
+    assert cut_text(tok, "one two three four", 3) == "t0 t1 t2" and CountingTokenizer.calls == 1
+    assert cut_text(tok, "x" * 50, None) == "x" * 50
