@@ -45,7 +45,9 @@ def test_relative_inputs_do_not_move_with_the_corpus_scale() -> None:
     moved = _hits(shift=0.2, scale=3.0)  # another corpus: other offsets, other spread
     b_cands, b_raw = relative_inputs(moved, [3 * r + 0.2 for r in raw])
     assert np.allclose(a_raw, b_raw)
-    assert np.allclose([c.retrieval_score for c in a_cands], [c.retrieval_score for c in b_cands])
+    assert np.allclose(
+        [c.retrieval_score or 0.0 for c in a_cands], [c.retrieval_score or 0.0 for c in b_cands]
+    )
     for field in FUSION_FIELDS:
         assert np.allclose([c.metadata[field] for c in a_cands], [c.metadata[field] for c in b_cands])
     # the top of each route gets min-max 1 and RRF 60/61
