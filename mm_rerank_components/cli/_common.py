@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,9 +82,11 @@ def retriever_from_args(args: argparse.Namespace) -> Any:
 
 
 def set_threads(threads: int) -> None:
-    """Set torch's CPU thread count (when torch is installed); a no-op for model-free runs."""
+    """Use ``threads`` CPU threads for the models: torch's thread count and the starter models' own
+    per-call policy (``MM_RERANK_THREADS``, which would otherwise still pick 1 under load)."""
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
+    os.environ["MM_RERANK_THREADS"] = str(threads)
     try:
         import torch
     except ImportError:
@@ -107,11 +110,13 @@ def reranker_by_name(scorer: str) -> Any:
 
 def warm_up(retriever: Any, reranker: Any) -> None:
     """Load models and open the database before the timed query, so timings are those of a warm service."""
+    from mm_rerank_components.scorers.base import BaseScorer
+
     retriever.warm_up()
+    # MultimodalReranker and the learned-fusion reranker both expose the scorer they score with
     scorer = getattr(reranker, "scorer", None)
-    load = getattr(scorer, "load", None)
-    if callable(load):
-        load()
+    if isinstance(scorer, BaseScorer):
+        scorer.load()
 
 
 def progress_bar(total: int, *, disable: bool) -> Any:
