@@ -154,3 +154,33 @@ def test_short_texts_are_not_tokenised_for_the_cut() -> None:
     assert CountingTokenizer.calls == 0  # shorter in bytes than the budget: tokenised once, in its prompt
     assert cut_text(tok, "one two three four", 3) == "t0 t1 t2" and CountingTokenizer.calls == 1
     assert cut_text(tok, "x" * 50, None) == "x" * 50
+
+
+BACKEND_EXAMPLES = sorted(
+    p.name
+    for p in (Path(__file__).parent.parent / "examples" / "backends").glob("*.py")
+    if not p.name.startswith("_")
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", BACKEND_EXAMPLES)
+def test_backend_examples_run_on_tiny_models(script: str) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    pytest.importorskip("chromadb")
+    import os
+
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "backends" / script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "random weights" in done.stdout or "same scores after reload: True" in done.stdout
