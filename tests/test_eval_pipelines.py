@@ -247,6 +247,10 @@ def test_runner_main_on_user_data(tmp_path: Path, capsys: pytest.CaptureFixture[
     data = write_corpus(tmp_path)
     code = main(
         [
+            "--threads",
+            "1",
+            "--depths",
+            "1,2",
             "--data",
             str(data),
             "--scorer",
@@ -269,6 +273,8 @@ def test_runner_main_on_user_data(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0
     out = capsys.readouterr().out
     assert "labels-" in out and "(held-out test queries" in out and "rerank:fake+platt" in out
+    written = json.loads((tmp_path / "r/results.json").read_text())
+    assert written["config"]["depths"] == [1, 2] and "depth_sweep" in written
     assert (tmp_path / "r/results.json").exists()
 
 
