@@ -167,33 +167,52 @@ def lora_finetune(
             params.append(p)
     optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     rng = random.Random(seed)
-    losses: dict[str, list[float]] = {"bce": [], "pairwise": []}
-    pairs = {"bce": sum(len(e.positives) + len(e.negatives) for e in data), "pairwise": 0}
-    pairs["pairwise"] = sum(len(e.positives) * len(e.negatives) for e in data)
-    stages = [("bce", bce_epochs, _bce_loss), ("pairwise", pairwise_epochs, _pairwise_loss)]
-    for stage, epochs, loss_fn in stages:
+    losses: dict[str, list[float]] = {}
+    for stage, epochs, loss_fn in (
+        ("bce", bce_epochs, _bce_loss),
+        ("pairwise", pairwise_epochs, _pairwise_loss),
+    ):
         usable = [e for e in data if stage == "bce" or (e.positives and e.negatives)]
         if epochs and not usable:
             logger.warning("LoRA %s stage skipped: no query has both a positive and a negative", stage)
-            continue
-        for _ in range(epochs):
-            order = list(range(len(usable)))
-            rng.shuffle(order)
-            total = 0.0
-            for i in order:
-                optimiser.zero_grad()
-                loss = loss_fn(torch, scorer, usable[i], max_candidates)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach())
-            losses[stage].append(total / len(usable))
-            logger.info("LoRA %s epoch %d: mean loss %.4f", stage, len(losses[stage]), losses[stage][-1])
+        losses[stage] = [
+            _epoch(torch, scorer, optimiser, loss_fn, usable, rng, max_candidates)
+            for _ in range(epochs if usable else 0)
+        ]
+        for epoch, mean in enumerate(losses[stage], start=1):
+            logger.info("LoRA %s epoch %d: mean loss %.4f", stage, epoch, mean)
+    pairs = {
+        "bce": sum(len(e.positives) + len(e.negatives) for e in data),
+        "pairwise": sum(len(e.positives) * len(e.negatives) for e in data),
+    }
     scorer.model.eval()
     result = LoraResult(losses, pairs, seed, str(getattr(scorer, "device", "cpu")), None, targets)
     _rename(scorer, _adapter_digest(torch, scorer.model))
     if out is not None:
         result.path = save_lora(scorer, out, result)
     return result
+
+
+def _epoch(
+    torch: Any,
+    scorer: Any,
+    optimiser: Any,
+    loss_fn: Any,
+    examples: list[LoraExample],
+    rng: random.Random,
+    cap: int,
+) -> float:
+    """One pass over ``examples`` in a seeded order, one optimiser step per query; the mean loss."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    total = 0.0
+    for i in order:
+        optimiser.zero_grad()
+        loss = loss_fn(torch, scorer, examples[i], cap)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.detach())
+    return total / len(examples)
 
 
 def default_targets(model: Any) -> list[str]:
