@@ -1,5 +1,7 @@
 """Refit the label-free product default (``starter/data/default_fusion.json``) on every built-in query.
 
+The built-in tasks are Tux Paint, GCompris explore and Wesnoth units (three sources).
+
 The default is learned fusion over the starter scorer's raw score and the routes' signals, all made
 relative to their own list (:func:`mm_rerank_components.defaults.relative_inputs`). It is fitted on
 **every** query of both built-in tasks at the default depth; the evaluation measures it honestly by
@@ -30,7 +32,7 @@ from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.pipelines import compute_first_stage, score_union
-from mm_rerank_components.eval.tasks import gcompris_explore_task, tuxpaint_mixed_task
+from mm_rerank_components.eval.tasks import gcompris_explore_task, tuxpaint_mixed_task, wesnoth_units_task
 from mm_rerank_components.scorers.starter import StarterScorer
 
 
@@ -38,7 +40,7 @@ def prepare(cache: Path, depth: tuple[int, int]) -> list[PreparedTask]:
     embedder = StarterEmbedder()
     scorer = StarterScorer()
     out = []
-    for task in (tuxpaint_mixed_task(cache), gcompris_explore_task(cache)):
+    for task in (tuxpaint_mixed_task(cache), gcompris_explore_task(cache), wesnoth_units_task(cache)):
         first = compute_first_stage(task, embedder, cache / "embeddings")
         # dev then test, as mm-rerank eval orders them, so its score cache is read back
         qids = task.query_ids("dev") + task.query_ids("test")

@@ -22,6 +22,7 @@ from mm_rerank_components.eval.datasets import (
     fetch_tuxpaint_stamps,
     parse_explore_board,
     parse_stamp_text,
+    parse_unit_cfg,
 )
 from mm_rerank_components.eval.rcc import read_rcc
 
@@ -293,3 +294,70 @@ def test_fetch_deb_uses_a_deb_placed_in_the_cache(tmp_path: Path) -> None:
     root = fetch_deb("mm-test-pkg", tmp_path / "cache")
     assert (root / "usr/share/mm/hello.txt").read_text() == "hello"
     assert fetch_deb("mm-test-pkg", tmp_path / "cache") == root  # cached
+
+
+ARCHER_CFG = """#textdomain wesnoth-units
+[unit_type]
+    id=Elvish Archer
+    name= _ "Elvish Archer"
+    image="units/elves-wood/archer.png"
+    small_profile="portraits/elves/archer.png~CROP(0,40,360,360)"
+    profile="portraits/elves/archer.png"
+    description= _ "As primarily foragers and hunters, most elves learn to become
+proficient ""archers"" from a young age."
+    [attack]
+        name=bow
+        description=_"bow"
+    [/attack]
+[/unit_type]
+"""
+
+
+def test_parse_unit_cfg_reads_the_header_only() -> None:
+    fields = parse_unit_cfg(ARCHER_CFG)
+    assert fields == {
+        "name": "Elvish Archer",
+        "profile": "portraits/elves/archer.png",
+        "description": 'As primarily foragers and hunters, most elves learn to become proficient "archers" '
+        "from a young age.",
+    }
+    # an attack's description is never taken for the unit's
+    assert parse_unit_cfg('[unit_type]\n  name= _ "X"\n  [attack]\n  description=_"bow"\n') == {"name": "X"}
+
+
+def test_fetch_wesnoth_units_from_cache(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mm_rerank_components.eval.datasets import fetch_wesnoth_units
+    from mm_rerank_components.eval.tasks import wesnoth_units_task
+
+    core = tmp_path / "wesnoth-1.16-data/usr/share/games/wesnoth/1.16/data/core"
+    cfgs = {
+        "elves/Archer.cfg": ARCHER_CFG,
+        "elves/Shaman.cfg": ARCHER_CFG.replace("Elvish Archer", "Elvish Shaman").replace(
+            "archer.png", "shaman.png"
+        ),
+        # two units sharing one portrait: both left out
+        "orcs/Grunt.cfg": '[unit_type]\n name= _ "Orcish Grunt"\n profile="portraits/orcs/grunt.png"\n'
+        ' description= _ "Grunts."\n',
+        "orcs/Grunt2.cfg": '[unit_type]\n name= _ "Orcish Grunt 2"\n profile="portraits/orcs/grunt.png"\n'
+        ' description= _ "Grunts too."\n',
+        "orcs/NoPortrait.cfg": '[unit_type]\n name= _ "Orcish Ghost"\n profile="portraits/orcs/none.png"\n'
+        ' description= _ "Nothing to see."\n',
+        "fake/Fog.cfg": '[unit_type]\n name= _ "Fog"\n profile="portraits/elves/archer.png"\n description= _ "x"\n',
+    }
+    for rel, text in cfgs.items():
+        (core / "units" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (core / "units" / rel).write_text(text, encoding="utf-8")
+    for rel in ("elves/archer.png", "elves/shaman.png", "orcs/grunt.png"):
+        (core / "images/portraits" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(core / "images/portraits" / rel)
+    (tmp_path / "wesnoth-1.16-data/.unpacked").write_text("fake\n")
+    units = {u.id: u for u in fetch_wesnoth_units(tmp_path)}
+    assert set(units) == {"elves/Archer", "elves/Shaman"}
+    assert units["elves/Shaman"].name == "Elvish Shaman" and units["elves/Archer"].race == "elves"
+    task = wesnoth_units_task(tmp_path)
+    assert task.name == "wesnoth-units"
+    assert task.queries["q:elves/Archer"] == "Elvish Archer"
+    assert task.qrels["q:elves/Archer"] == {"img:elves/Archer": 1, "txt:elves/Archer": 1}
+    assert task.docs["txt:elves/Archer"].text is not None and "archers" in task.docs["txt:elves/Archer"].text

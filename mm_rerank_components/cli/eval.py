@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-TASKS = ("tuxpaint-mixed", "gcompris-explore")
+TASKS = ("tuxpaint-mixed", "gcompris-explore", "wesnoth-units")
 SCORERS = ("fake", "first-stage", "starter")
 
 
@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         "--task",
         action="append",
         choices=TASKS,
-        help="built-in task (repeatable; default: both unless --data is given). Data comes from Debian "
-        "packages via apt-get download, cached under --cache-dir",
+        help="built-in task (repeatable; default: all three unless --data is given). Data comes from "
+        "Debian packages via apt-get download, cached under --cache-dir",
     )
     parser.add_argument(
         "--data", action="append", default=[], metavar="JSONL", help="your labelled data (repeatable)"
@@ -258,6 +258,7 @@ def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | Non
         gcompris_explore_task,
         load_labelled_jsonl,
         tuxpaint_mixed_task,
+        wesnoth_units_task,
     )
 
     tasks: list[Any] = []
@@ -266,6 +267,8 @@ def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | Non
             tasks.append(tuxpaint_mixed_task(cache_dir))
         elif name == "gcompris-explore":
             tasks.append(gcompris_explore_task(cache_dir))
+        elif name == "wesnoth-units":
+            tasks.append(wesnoth_units_task(cache_dir))
         else:  # argparse restricts choices
             raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     tasks.extend(load_labelled_jsonl(path) for path in data)

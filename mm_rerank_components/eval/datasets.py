@@ -31,13 +31,16 @@ __all__ = [
     "DatasetUnavailableError",
     "ExploreItem",
     "Stamp",
+    "WesnothUnit",
     "default_cache_dir",
     "export_gcompris_explore",
     "fetch_deb",
     "fetch_gcompris_explore",
     "fetch_tuxpaint_stamps",
+    "fetch_wesnoth_units",
     "parse_explore_board",
     "parse_stamp_text",
+    "parse_unit_cfg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -445,3 +448,102 @@ def export_gcompris_explore(
         lines.append(json.dumps(record, ensure_ascii=False))
     (target / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Battle for Wesnoth unit portraits and descriptions
+
+WESNOTH_PACKAGE = "wesnoth-1.16-data"
+_WESNOTH_CORE = Path("usr/share/games/wesnoth/1.16/data/core")
+_WML_STRING = r'_?\s*"((?:[^"]|"")*)"'
+_WML_CHILD = re.compile(r"^\s*\[(?!unit_type\])[a-z_]+\]", re.M)
+
+
+@dataclass(frozen=True)
+class WesnothUnit:
+    """One unit type of Battle for Wesnoth: its name, its description and its painted portrait.
+
+    Attributes:
+        id: ``"<race folder>/<file stem>"`` (``"elves/Archer"``).
+        name: the unit's name (``"Elvish Archer"``).
+        description: the help text written for it by the game's authors.
+        image_path: the portrait (PNG, several hundred pixels, painted by the game's artists).
+        race: the folder under ``data/core/units`` (``"elves"``).
+    """
+
+    id: str
+    name: str
+    description: str
+    image_path: Path
+    race: str
+
+
+def parse_unit_cfg(text: str) -> dict[str, str]:
+    """``name``, ``description`` and ``profile`` of a unit's ``[unit_type]`` header (WML), when present.
+
+    Only the header counts (everything before the first child tag such as ``[attack]``), so attack
+    names and descriptions are not mistaken for the unit's. Doubled quotes unescape to one.
+
+    Example:
+        >>> cfg = '[unit_type]\\n name= _ "Elvish Archer"\\n profile="portraits/a.png~CROP(0,0,9,9)"\\n'
+        >>> parse_unit_cfg(cfg + ' description= _ "Elves ""shoot"" well."\\n [attack]\\n  name=bow\\n')
+        {'name': 'Elvish Archer', 'profile': 'portraits/a.png', 'description': 'Elves "shoot" well.'}
+    """
+    child = _WML_CHILD.search(text)
+    header = text[: child.start()] if child else text
+    out: dict[str, str] = {}
+    name = re.search(rf"^\s*name\s*=\s*{_WML_STRING}", header, re.M)
+    if name:
+        out["name"] = name.group(1).replace('""', '"').strip()
+    profile = re.search(r'^\s*profile\s*=\s*"?([^"\n~]+)', header, re.M)
+    if profile:
+        out["profile"] = profile.group(1).strip()
+    description = re.search(rf"^\s*description\s*=\s*{_WML_STRING}", header, re.M)
+    if description:
+        out["description"] = " ".join(description.group(1).replace('""', '"').split())
+    return out
+
+
+def fetch_wesnoth_units(cache_dir: str | os.PathLike[str] | None = None) -> list[WesnothUnit]:
+    """The core unit types of Battle for Wesnoth that have a name, a description and their own portrait.
+
+    From the Debian package ``wesnoth-1.16-data`` (GPL-2+; about 146 MB, fetched once like the
+    others). Units whose portrait another unit also uses are left out (a query would have two
+    equally right pictures), as are the ``fake`` helper units; the log says how many.
+
+    Example:
+        >>> units = fetch_wesnoth_units()  # doctest: +SKIP
+        >>> units[0].name, units[0].image_path.suffix  # doctest: +SKIP
+        ('Vampire Bat', '.png')
+    """
+    root = fetch_deb(WESNOTH_PACKAGE, cache_dir) / _WESNOTH_CORE
+    units_dir = root / "units"
+    if not units_dir.is_dir():
+        raise DatasetUnavailableError(
+            f"{units_dir} is missing: the {WESNOTH_PACKAGE} package looks different"
+        )
+    found: list[WesnothUnit] = []
+    by_profile: dict[str, int] = {}
+    skipped = 0
+    for cfg in sorted(units_dir.glob("*/*.cfg")):
+        race = cfg.parent.name
+        if race == "fake":
+            continue
+        fields = parse_unit_cfg(cfg.read_text(encoding="utf-8", errors="replace"))
+        image = root / "images" / fields.get("profile", "")
+        if not (
+            fields.get("name") and fields.get("description") and fields.get("profile") and image.is_file()
+        ):
+            skipped += 1
+            continue
+        by_profile[fields["profile"]] = by_profile.get(fields["profile"], 0) + 1
+        found.append(WesnothUnit(f"{race}/{cfg.stem}", fields["name"], fields["description"], image, race))
+    shared = [u for u in found if by_profile[str(u.image_path.relative_to(root / "images"))] > 1]
+    units = [u for u in found if u not in shared]
+    logger.info(
+        "wesnoth: %d units kept; %d without a name, description or portrait file, %d sharing a portrait",
+        len(units),
+        skipped,
+        len(shared),
+    )
+    return units

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BUILTIN_TASKS", "PreparedTask", "fusion_union", "labelled_lists", "learned_rows"]
 
 #: Tasks the shipped default was fitted on (a held-out measurement must refit without them).
-BUILTIN_TASKS = ("tuxpaint-mixed", "gcompris-explore")
+BUILTIN_TASKS = ("tuxpaint-mixed", "gcompris-explore", "wesnoth-units")
 
 
 @dataclass

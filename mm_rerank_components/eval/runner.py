@@ -63,7 +63,7 @@ __all__ = [
     "run_evaluation",
 ]
 
-TASKS = ("tuxpaint-mixed", "gcompris-explore")
+TASKS = ("tuxpaint-mixed", "gcompris-explore", "wesnoth-units")
 SCORERS = ("fake", "first-stage", "starter")
 DEFAULT_METHODS = ("platt", "isotonic", "temperature", "standardize", "standardize+platt")
 #: Candidate depths (``k_text = k_image``) of the depth sweep.

@@ -39,6 +39,7 @@ __all__ = [
     "gcompris_explore_task",
     "load_labelled_jsonl",
     "tuxpaint_mixed_task",
+    "wesnoth_units_task",
 ]
 
 Split = Literal["dev", "test"]
@@ -183,6 +184,37 @@ def gcompris_explore_task(cache_dir: str | os.PathLike[str] | None = None) -> Ev
         "(without the title). Queries: the item titles. Relevant: that item's photo and paragraph."
     )
     return EvalTask("gcompris-explore", description, docs, queries, qrels, splits)
+
+
+def wesnoth_units_task(cache_dir: str | os.PathLike[str] | None = None) -> EvalTask:
+    """Battle for Wesnoth: each unit's painted portrait and its description; unit names as queries.
+
+    Example:
+        >>> task = wesnoth_units_task()  # doctest: +SKIP
+        >>> task.summary()["queries"]  # doctest: +SKIP
+        105
+    """
+    from mm_rerank_components.eval.datasets import fetch_wesnoth_units
+
+    docs: dict[str, Candidate] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    splits: dict[str, Split] = {}
+    for unit in fetch_wesnoth_units(cache_dir):
+        meta = {"unit": unit.id, "race": unit.race, "dataset": "wesnoth"}
+        docs[f"img:{unit.id}"] = Candidate(id=f"img:{unit.id}", image=str(unit.image_path), metadata=meta)
+        docs[f"txt:{unit.id}"] = Candidate(id=f"txt:{unit.id}", text=unit.description, metadata=meta)
+        qid = f"q:{unit.id}"
+        queries[qid] = unit.name
+        qrels[qid] = {f"img:{unit.id}": 1, f"txt:{unit.id}": 1}
+        splits[qid] = assign_split(unit.id)
+    description = (
+        "Documents: each Battle for Wesnoth core unit twice, as its painted portrait (no text) and as its "
+        "help description (written by the game's authors). Queries: the unit names ('Elvish Archer'). "
+        "Relevant: that unit's portrait and description. Fantasy paintings an ImageNet classifier was "
+        "never trained on; units sharing a portrait are left out."
+    )
+    return EvalTask("wesnoth-units", description, docs, queries, qrels, splits)
 
 
 def load_labelled_jsonl(path: str | os.PathLike[str], name: str | None = None) -> EvalTask:
