@@ -105,7 +105,7 @@ def test_the_shipped_default_loads_and_reranks_with_any_scorer(caplog: pytest.Lo
     model = load_default_model()
     assert all(f"meta:{name}" in model.feature_names for name in FUSION_FIELDS)
     trained_on = model.training["trained_on"]
-    assert set(trained_on) == {"tuxpaint-mixed", "gcompris-explore"}
+    assert set(trained_on) == {"tuxpaint-mixed", "gcompris-explore", "wesnoth-units"}
     reranker = default_reranker(FakeScorer())
     assert isinstance(reranker, LearnedFusionReranker)
     assert "fitted on" in caplog.text  # another scorer than the one it learned from: said so
