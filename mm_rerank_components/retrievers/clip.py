@@ -204,9 +204,9 @@ def _picture(item: Any, position: int) -> Any:
     if hasattr(item, "convert") and hasattr(item, "size"):
         return item
     if isinstance(item, np.ndarray):
-        from mm_rerank_components.starter.chroma import _array_to_pil
+        from mm_rerank_components.starter.chroma import array_to_pil
 
-        return _array_to_pil(item, position)
+        return array_to_pil(item, position)
     raise TypeError(
         f"input[{position}] is a {type(item).__name__}; expected a str, a numpy image array or a PIL image"
     )

@@ -82,7 +82,7 @@ def _as_list(embeddings: np.ndarray) -> Embeddings:
     return [row for row in np.asarray(embeddings, dtype=np.float32)]
 
 
-def _array_to_pil(array: np.ndarray, position: int) -> Any:
+def array_to_pil(array: np.ndarray, position: int) -> Any:
     """A Chroma image (``H x W``, ``H x W x 3`` or ``H x W x 4`` array) as a PIL image."""
     from PIL import Image
 
@@ -231,7 +231,7 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
                     raise TypeError(
                         f"input[{i}] is a {type(items[i]).__name__}; expected a str or a numpy image array"
                     )
-            images = [_array_to_pil(items[i], i) for i in image_pos]
+            images = [array_to_pil(items[i], i) for i in image_pos]
             out[image_pos] = self.models.embed_images(images)
         return _as_list(out)
 
@@ -249,7 +249,7 @@ class StarterImageEmbeddingFunction(EmbeddingFunction[Embeddable]):
         from PIL import Image
 
         pictures = [
-            image if isinstance(image, Image.Image) else _array_to_pil(image, i)
+            image if isinstance(image, Image.Image) else array_to_pil(image, i)
             for i, image in enumerate(images)
         ]
         vectors, classes = self.models.embed_images_and_classes(pictures)
