@@ -414,3 +414,29 @@ def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> No
     assert set(results["latency"][task.name]) == {"1", "2"}
     assert results["latency"][task.name]["2"]["candidates"] > results["latency"][task.name]["1"]["candidates"]
     assert "default" in results["depth_sweep"][task.name]["depths"]["2"]
+
+
+def test_learned_rows_are_skipped_with_a_reason_without_the_adapt_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mm_rerank_components.eval.runner as runner
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise ImportError('bm25s is not installed: pip install "mm-rerank-components[adapt]"')
+
+    monkeypatch.setattr(runner, "learned_rows", missing)
+    task = load_labelled_jsonl(write_corpus(tmp_path))
+    lines: list[str] = []
+    results = runner.run_evaluation(
+        [task],
+        HashingEmbedder(),
+        {"fake": FakeScorer()},
+        methods=("platt",),
+        k_text=2,
+        k_image=2,
+        plots=False,
+        learned_scorer="fake",
+        progress=lines.append,
+    )
+    assert "default" not in results["tasks"][task.name]["pipelines"]
+    assert any("no default/adapted rows" in line and "[adapt]" in line for line in lines)

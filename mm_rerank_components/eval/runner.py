@@ -240,9 +240,12 @@ def _task_rows(
         entry["calibration"][key] = cal
     learned: dict[str, ScoredUnion] = {}
     if learned_scorer is not None and learned_scorer in prep.scored:
-        learned = learned_rows(
-            prep, everything, learned_scorer, *depth, train_depth=train_depth, models=models
-        )
+        try:
+            learned = learned_rows(
+                prep, everything, learned_scorer, *depth, train_depth=train_depth, models=models
+            )
+        except ImportError as exc:  # the learned rows need the adapt extra (bm25s)
+            say("[%s] no default/adapted rows: %s", prep.task.name, exc)
         for name, su in learned.items():
             runs[name] = calibrated_run(su, None, qids)
             probs, mods, labels = _calibrated_pairs(None, su, task, test)
