@@ -14,7 +14,7 @@ import argparse
 
 import chromadb
 import numpy as np
-from _common import WORDS, candidates, show, tiny_folder
+from _tiny import WORDS, candidates, show, tiny_folder
 
 from mm_rerank_components import MultimodalReranker, Query
 from mm_rerank_components.retrievers.clip import clip_embedding_functions

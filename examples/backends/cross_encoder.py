@@ -10,7 +10,7 @@ labelled pairs (``fit_calibrator``). With real weights:
 
 from __future__ import annotations
 
-from _common import WORDS, candidates, show, tiny_folder
+from _tiny import WORDS, candidates, show, tiny_folder
 
 from mm_rerank_components import MultimodalReranker, Query
 from mm_rerank_components.calibration import PerModalityCalibrator, PlattCalibrator

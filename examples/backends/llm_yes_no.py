@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from _common import WORDS, candidates, show, tiny_folder
+from _tiny import WORDS, candidates, show, tiny_folder
 
 from mm_rerank_components import MultimodalReranker, Query
 from mm_rerank_components.scorers import FakeScorer, LLMYesNoScorer, ModalityRouter

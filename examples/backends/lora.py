@@ -9,7 +9,7 @@ runs on the GPU. Random weights and a toy set: this shows the mechanics, not a q
 
 from __future__ import annotations
 
-from _common import WORDS, tiny_folder
+from _tiny import WORDS, tiny_folder
 
 from mm_rerank_components import Candidate, Query
 from mm_rerank_components.adapt.lora import LoraExample, load_lora, lora_finetune

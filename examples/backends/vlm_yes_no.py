@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import WORDS, candidates, show, tiny_folder
+from _tiny import WORDS, candidates, show, tiny_folder
 
 from mm_rerank_components import MultimodalReranker, Query
 from mm_rerank_components.scorers import VLMYesNoScorer
