@@ -626,6 +626,23 @@ class MultimodalReranker(_RerankerBase):
         return [min(1.0, max(0.0, p)) for p in probabilities]
 
 
+def order_by_score(scores: Sequence[float], *, top_n: int | None, threshold: float | None) -> list[int]:
+    """Positions by descending unified score, cut to scores ``>= threshold`` and then to ``top_n``.
+
+    Ties keep input order (``sorted(reverse=True)`` is stable), which is the stability users rely on.
+
+    Example:
+        >>> order_by_score([0.2, 0.9, 0.5, 0.9], top_n=3, threshold=0.3)
+        [1, 3, 2]
+    """
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    if threshold is not None:
+        order = [o for o in order if scores[o] >= threshold]
+    if top_n is not None:
+        order = order[:top_n]
+    return order
+
+
 def _ranked(
     candidates: Sequence[Candidate],
     scored: list[int],
@@ -637,12 +654,7 @@ def _ranked(
 ) -> list[RankedCandidate]:
     """The results: scored candidates by unified score, cut by ``threshold`` and ``top_n``, then the kept
     failures in input order."""
-    order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
-    # sorted(reverse=True) keeps ties in input order, which is the stability users rely on
-    if threshold is not None:
-        order = [o for o in order if probabilities[o] >= threshold]
-    if top_n is not None:
-        order = order[:top_n]
+    order = order_by_score(probabilities, top_n=top_n, threshold=threshold)
     results = [
         RankedCandidate(
             candidate=candidates[scored[o]],

@@ -46,7 +46,7 @@ from mm_rerank_components.calibration import (
     calibrator_from_dict,
     expected_calibration_error,
 )
-from mm_rerank_components.reranker import MultimodalReranker, _RerankerBase, check_request
+from mm_rerank_components.reranker import MultimodalReranker, _RerankerBase, check_request, order_by_score
 from mm_rerank_components.types import Candidate, Modality, Query, RankedCandidate
 
 __all__ = ["FUSION_FORMAT", "FusionModel", "LabelledList", "LearnedFusionReranker", "fit_fusion"]
@@ -592,11 +592,7 @@ class LearnedFusionReranker(_RerankerBase):
         probabilities = self.model.predict(
             query, [candidates[r.index] for r in scored], [r.raw_score for r in scored]
         )
-        order = sorted(range(len(scored)), key=probabilities.__getitem__, reverse=True)
-        if threshold is not None:
-            order = [o for o in order if probabilities[o] >= threshold]
-        if top_n is not None:
-            order = order[:top_n]
+        order = order_by_score(probabilities, top_n=top_n, threshold=threshold)
         results = [
             dataclasses.replace(scored[o], score=float(probabilities[o]), rank=rank)
             for rank, o in enumerate(order)
