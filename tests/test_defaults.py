@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mm_rerank_components.adapt import LabelledList, LearnedFusionReranker
+from mm_rerank_components.adapt import FusionModel, LabelledList, LearnedFusionReranker
 from mm_rerank_components.defaults import (
     FUSION_FIELDS,
     RelativeFusionModel,
@@ -80,7 +80,7 @@ def test_fit_default_model_is_seeded_and_round_trips(tmp_path: Path) -> None:
     one = fit_default_model(_lists(0), scorer="fake")
     two = fit_default_model(_lists(0), scorer="fake")
     assert np.array_equal(one.weights, two.weights)
-    assert isinstance(one, RelativeFusionModel)
+    assert isinstance(one, FusionModel) and not isinstance(one, RelativeFusionModel)
     path = tmp_path / "model.json"
     path.write_text(json.dumps(one.to_dict()))
     loaded = load_default_model(path)
@@ -103,7 +103,8 @@ def test_load_default_model_errors(tmp_path: Path) -> None:
 def test_the_shipped_default_loads_and_reranks_with_any_scorer(caplog: pytest.LogCaptureFixture) -> None:
     assert default_model_path().is_file()
     model = load_default_model()
-    assert all(f"meta:{name}" in model.feature_names for name in FUSION_FIELDS)
+    # the scorer's raw score and the routes' signals, absolute and per query, and BM25
+    assert {"raw:text", "raw_z:image", "rr:text", "z:image", "bm25_rel"} <= set(model.feature_names)
     trained_on = model.training["trained_on"]
     assert set(trained_on) == {"tuxpaint-mixed", "gcompris-explore", "wesnoth-units"}
     reranker = default_reranker(FakeScorer())
@@ -113,3 +114,20 @@ def test_the_shipped_default_loads_and_reranks_with_any_scorer(caplog: pytest.Lo
     ranked = reranker.rerank("passage 0", hits, top_n=3)
     assert len(ranked) == 3 and all(0.0 <= r.score <= 1.0 for r in ranked)
     assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+
+
+def test_relative_fusion_model_reads_relative_inputs(tmp_path: Path) -> None:
+    from mm_rerank_components.defaults import FIT_SETTINGS
+
+    relative = []
+    for item in _lists(1):
+        candidates, raw = relative_inputs(item.candidates, item.raw_scores)
+        relative.append(LabelledList(item.query, candidates, raw, item.labels))
+    from mm_rerank_components.adapt import fit_fusion
+
+    plain = fit_fusion(relative, metadata_fields=FUSION_FIELDS, **FIT_SETTINGS)
+    model = RelativeFusionModel.from_dict(plain.to_dict())
+    hits = _hits()
+    raw = [1.0 if c.id in ("t0", "i1") else 0.0 for c in hits]
+    candidates, rel_raw = relative_inputs(hits, raw)
+    assert model.predict("q", hits, raw) == pytest.approx(plain.predict("q", candidates, rel_raw))
