@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_FILE",
     "FIT_SETTINGS",
     "FUSION_FIELDS",
+    "DefaultFusionModel",
     "RelativeFusionModel",
     "default_model_path",
     "default_reranker",
@@ -149,6 +150,41 @@ class RelativeFusionModel(FusionModel):
         return super().fused_scores(query, relative, raw)
 
 
+class DefaultFusionModel(FusionModel):
+    """The shipped default's model: routes named by the retriever are mapped onto the trained ones.
+
+    The default was trained with the routes ``"text"`` and ``"image"``; a retriever names them after
+    its collections (``ChromaMultiCollectionRetriever`` sets ``source`` to the collection name). A
+    candidate whose ``source`` is not a trained route but which has a retrieval score came from the
+    image collection when it has a picture and from the text collection otherwise, which is exactly
+    how the two-collection first stage splits documents; without this every route signal would fall
+    into the "unknown route" bucket the model never saw.
+
+    Example:
+        >>> from mm_rerank_components.types import Candidate
+        >>> model = load_default_model()
+        >>> hit = Candidate("a", text="fox", source="mm_text", retrieval_score=0.5)
+        >>> model.canonical_routes([hit])[0].source
+        'text'
+    """
+
+    def fused_scores(
+        self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
+    ) -> list[float]:
+        return super().fused_scores(query, self.canonical_routes(candidates), raw_scores)
+
+    def canonical_routes(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """Candidates whose unknown ``source`` is replaced by ``"image"`` or ``"text"`` (copies)."""
+        known = set(self.spec.routes)
+        out = []
+        for c in candidates:
+            if c.source not in known and c.retrieval_score is not None:
+                route = "image" if c.image is not None else "text"
+                c = replace(c, source=route) if route in known else c
+            out.append(c)
+        return out
+
+
 def fit_default_model(lists: Sequence[Any], scorer: str | None = None) -> FusionModel:
     """Fit the default's model on labelled lists (:class:`~mm_rerank_components.adapt.LabelledList`).
 
@@ -170,7 +206,7 @@ def default_model_path() -> Path:
     return Path(str(resources.files("mm_rerank_components.starter").joinpath("data", DEFAULT_FILE)))
 
 
-def load_default_model(path: str | Path | None = None) -> FusionModel:
+def load_default_model(path: str | Path | None = None) -> DefaultFusionModel:
     """The shipped default model (or the one at ``path``), a :class:`~mm_rerank_components.adapt.FusionModel`.
 
     Example:
@@ -186,7 +222,7 @@ def load_default_model(path: str | Path | None = None) -> FusionModel:
         data = json.loads(source.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source} is not valid JSON: {exc}") from exc
-    return FusionModel.from_dict(data, source=str(source))
+    return cast(DefaultFusionModel, DefaultFusionModel.from_dict(data, source=str(source)))
 
 
 def default_reranker(scorer: Any = None, *, model_path: str | Path | None = None, **kwargs: Any) -> Any:

@@ -131,3 +131,23 @@ def test_relative_fusion_model_reads_relative_inputs(tmp_path: Path) -> None:
     raw = [1.0 if c.id in ("t0", "i1") else 0.0 for c in hits]
     candidates, rel_raw = relative_inputs(hits, raw)
     assert model.predict("q", hits, raw) == pytest.approx(plain.predict("q", candidates, rel_raw))
+
+
+def test_the_default_maps_collection_names_onto_its_trained_routes() -> None:
+    model = load_default_model()
+    assert set(model.spec.routes) == {"text", "image"}
+    renamed = [
+        Candidate("t", text="a red fox", source="mm_text", retrieval_score=0.6),
+        Candidate("i", image="fox.png", source="mm_images", retrieval_score=0.3),
+        Candidate("n", text="no first stage"),  # no retrieval score: stays as it is
+    ]
+    routes = [c.source for c in model.canonical_routes(renamed)]
+    assert routes == ["text", "image", None]
+    assert renamed[0].source == "mm_text"  # copies, not mutated
+    same = [
+        Candidate("t", text="a red fox", source="text", retrieval_score=0.6),
+        Candidate("i", image="fox.png", source="image", retrieval_score=0.3),
+    ]
+    assert model.predict("red fox", renamed[:2], [0.5, 0.4]) == pytest.approx(
+        model.predict("red fox", same, [0.5, 0.4])
+    )
