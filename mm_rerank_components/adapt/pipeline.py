@@ -210,8 +210,9 @@ def _shipped(
     scorer: Scorer, lists: Sequence[LabelledList]
 ) -> tuple[dict[str, float], list[list[float]] | None]:
     """ECE per modality of the scorer's own shipped calibration on this data, and its probabilities."""
-    default = getattr(scorer, "default_calibrator", None)
-    calibrator = default() if callable(default) else None
+    from mm_rerank_components.scorers.base import BaseScorer
+
+    calibrator = scorer.default_calibrator() if isinstance(scorer, BaseScorer) else None
     if calibrator is None:
         return {}, None
     by_modality: dict[str, tuple[list[float], list[int]]] = {}

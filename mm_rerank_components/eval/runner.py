@@ -100,10 +100,8 @@ def build_scorer(name: str, *, cache: bool = True, image_model: str | None = Non
 def _default_calibrator(scorer: Any) -> Calibrator | None:
     from mm_rerank_components.scorers.base import BaseScorer
 
-    if isinstance(scorer, BaseScorer):
-        return scorer.default_calibrator()
-    factory = getattr(scorer, "default_calibrator", None)
-    return factory() if callable(factory) else None
+    # the hook is declared on BaseScorer; a plain protocol scorer ships no calibration
+    return scorer.default_calibrator() if isinstance(scorer, BaseScorer) else None
 
 
 def _is_probability(calibrator: Calibrator | None) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 from mm_rerank_components.media import ImageLoadError, ImageOptions
 from mm_rerank_components.reranker import CandidateError, MultimodalReranker, OnError
+from mm_rerank_components.scorers.base import BaseScorer
 from mm_rerank_components.serving.batching import BatchingScorer, MicroBatcher, ScoreCall, Submit, score_many
 from mm_rerank_components.serving.metrics import Metrics
 from mm_rerank_components.serving.protocol import (
@@ -161,9 +162,8 @@ def load_scorer(config: ServeConfig) -> tuple[Any, Any]:
     for attr in ("name", "outputs_probabilities", "modalities", "score"):
         if not hasattr(scorer, attr):
             raise TypeError(f"scorer {spec!r} made {scorer!r}, which lacks {attr!r}; return a Scorer")
-    load = getattr(scorer, "load", None)
-    if callable(load):
-        load()
+    if isinstance(scorer, BaseScorer):
+        scorer.load()
     return scorer, calibrator
 
 
@@ -177,9 +177,8 @@ def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
     folder = Path(config.reranker_folder or "")
     spec = folder_module.read_config(folder).get("scorer") or {}
     scorer = folder_module.scorer_from_spec(spec, where=f"reranker folder {folder.name}")
-    load = getattr(scorer, "load", None)
-    if callable(load):
-        load()
+    if isinstance(scorer, BaseScorer):
+        scorer.load()
 
     def factory(proxy: BatchingScorer, on_error: OnError) -> Any:
         reranker = folder_module.load_reranker(
