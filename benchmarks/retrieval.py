@@ -322,7 +322,8 @@ def print_report(payload: dict[str, Any]) -> None:
     m = payload["machine"]
     print(
         f"{payload['corpus']}: {payload['passages']} passages + {payload['pictures']} pictures; "
-        f"{payload['queries']} text queries; reranker {payload['reranker']}; images={payload['images']}, "
+        f"queries: {', '.join(f'{n} {group}' for group, n in payload['queries'].items())}; "
+        f"reranker {payload['reranker']}; images={payload['images']}, "
         f"k={payload['k']} per collection"
     )
     print(
@@ -332,12 +333,12 @@ def print_report(payload: dict[str, Any]) -> None:
     print(f"models loaded in {payload['model_load_s']:.1f} s")
     for line in ingest_lines(payload["ingest"], payload["model_throughput"]):
         print(line)
-    print(f"\n{'pass':<5} {'stage':<12} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
+    print(f"\n{'pass':<10} {'stage':<12} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for name, block in payload["passes"].items():
         for stage in STAGES:
             s = block[stage]
             print(
-                f"{name:<5} {stage:<12} {s['n']:>4} {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} {s['mean_ms']:>8.1f}"
+                f"{name:<10} {stage:<12} {s['n']:>4} {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} {s['mean_ms']:>8.1f}"
             )
     for name, block in payload["passes"].items():
         first, rerank = block["first_stage"]["p50_ms"], block["rerank"]["p50_ms"]
@@ -391,12 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     corpus = load_corpus(args)
-    queries = [Query(text=q) for q in spread(corpus.queries, args.queries)]
-    queries += (
-        [Query(image=str(c.image)) for c in spread(corpus.images, args.image_queries)]
-        if args.image_queries
-        else []
-    )
+    groups = {"text": [Query(text=q) for q in spread(corpus.queries, args.queries)]}
+    if args.image_queries:
+        groups["image"] = [Query(image=str(c.image)) for c in spread(corpus.images, args.image_queries)]
     reranker, label = make_reranker(args)
     with tempfile.TemporaryDirectory(prefix="mm-rerank-bench-") as tmp:
         retriever = make_retriever(args, Path(tmp) / "db")
@@ -405,16 +403,18 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.perf_counter() - t
         ingest_stats = ingest(retriever, corpus)
         raw = model_throughput(retriever, corpus, args.sample)
+        # every cold pass runs before any warm one: a warm pass may reuse what any cold pass cached
         passes = {
-            "cold": timed_pass(retriever, reranker, queries),
-            "warm": timed_pass(retriever, reranker, queries),
+            f"{when} {group}": timed_pass(retriever, reranker, queries)
+            for when in ("cold", "warm")
+            for group, queries in groups.items()
         }
     payload = {
         "benchmark": "retrieval",
         "corpus": corpus.name,
         "passages": len(corpus.texts),
         "pictures": len(corpus.images),
-        "queries": len(queries),
+        "queries": {group: len(queries) for group, queries in groups.items()},
         "reranker": label,
         "embedder": args.embedder,
         "images": args.images,
