@@ -2,9 +2,10 @@
 
 The built-in tasks are Tux Paint, GCompris explore and Wesnoth units (three sources).
 
-The default is learned fusion over the starter scorer's raw score and the routes' signals, all made
-relative to their own list (:func:`mm_rerank_components.defaults.relative_inputs`). It is fitted on
-**every** query of both built-in tasks at the default depth; the evaluation measures it honestly by
+The default is learned fusion over the starter scorer's raw score and the routes' signals, absolute
+and per-query normalised, without BM25 (settings: :data:`mm_rerank_components.defaults.FIT_SETTINGS`).
+It is fitted on **every** query of the three built-in tasks at the default depth; the evaluation
+measures it honestly by
 refitting it leave-one-task-out (``mm-rerank eval``), never on the queries it was fitted on.
 
 ``--diagnose`` also prints why the earlier default (Platt per modality on the raw score) drifts out of
