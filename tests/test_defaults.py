@@ -168,3 +168,32 @@ def test_the_shipped_default_needs_no_bm25(monkeypatch: pytest.MonkeyPatch) -> N
     hits = [c for c in _hits() if c.text is not None]
     probs = load_default_model().predict("passage 0", hits, [0.1 * i for i in range(len(hits))])
     assert len(probs) == len(hits) and all(0.0 < p < 1.0 for p in probs)
+
+
+def test_queries_with_a_picture_use_the_scorers_calibration_and_text_queries_the_fusion(
+    red_png: Path,
+) -> None:
+    from mm_rerank_components import Query
+    from mm_rerank_components.defaults import DefaultReranker
+
+    reranker = default_reranker(FakeScorer())
+    assert isinstance(reranker, DefaultReranker) and isinstance(reranker, LearnedFusionReranker)
+    hits = _hits()[:4]
+    hits = [
+        h
+        if h.image is None
+        else Candidate(h.id, image=str(red_png), source="image", retrieval_score=h.retrieval_score)
+        for h in hits
+    ]
+    # a picture in the query: exactly what the calibrated base reranker says
+    picture = Query(text="passage 1", image=str(red_png))
+    base = reranker.base.rerank(picture, hits, top_n=3)
+    routed = reranker.rerank(picture, hits, top_n=3)
+    assert [(r.index, r.score) for r in routed] == [(r.index, r.score) for r in base]
+    # a text query: the learned fusion, whose scores are not the base's calibrated ones
+    fused = reranker.rerank("passage 1", hits)
+    plain = reranker.base.rerank("passage 1", hits)
+    assert sorted(r.index for r in fused) == sorted(r.index for r in plain)
+    assert {r.index: r.score for r in fused} != {r.index: r.score for r in plain}
+    with pytest.raises(ValueError, match="top_n"):
+        reranker.rerank(picture, hits, top_n=True)  # type: ignore[arg-type]
