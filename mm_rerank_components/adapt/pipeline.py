@@ -327,27 +327,9 @@ def adapt(
             f"{the_scorer.name!r} has no trainable logits"
         )
     t = lap("labels", started)
-    workdir: str | None = None
-    try:
-        if retriever is None:
-            workdir = tempfile.mkdtemp(prefix="mm-rerank-adapt-")
-            retriever = _temporary_retriever(embedder, workdir, candidate_image)
-            say(f"embedding {len(labels.docs)} label documents into a temporary Chroma")
-            match: DocMatch = index_labels(labels, retriever)
-            mode = "temporary"
-        else:
-            say(f"matching {len(labels.docs)} label documents to the records of {retriever.describe()}")
-            match = match_documents(labels, retriever)
-            mode = "database"
-        t = lap("index", t)
-        say(f"retrieving pools for {len(labels.queries)} queries (k_text={k_text}, k_image={k_image})")
-        mined = mine(labels, retriever, match, k_text=k_text, k_image=k_image)
-        where = retriever.describe() if mode == "database" else "temporary embedded Chroma"
-        embedders = _embedder_names(retriever)
-    finally:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    t = lap("retrieve", t)
+    pools = _mine_pools(labels, retriever, embedder, candidate_image, k_text, k_image, say, lap)
+    match, mined, mode, where, embedders = pools
+    t = time.perf_counter()
     if not mined.lists:
         raise ValueError(
             "no labelled query could be mined: " + "; ".join(list(mined.skipped_queries.values())[:3])
@@ -378,37 +360,16 @@ def adapt(
     if shipped_probs is not None:
         metrics["shipped_calibration"] = pool_metrics(lists, shipped_probs)
     counts = _counts(lists)
-    report: dict[str, Any] = {
-        "labels": labels.summary(),
-        "matching": {
-            "mode": mode,
-            "where": where,
-            "embedders": embedders,
-            "matched_documents": len(match.records),
-            "unmatched_documents": len(match.unmatched),
-            "unmatched": [f"{k}: {why}" for k, why in list(match.unmatched.items())[:10]],
-            "skipped_queries": len(mined.skipped_queries),
-            "skipped": list(mined.skipped_queries.values())[:10],
-        },
-        "mining": {
-            "k_text": k_text,
-            "k_image": k_image,
-            "queries": len(mined.lists),
-            "queries_without_positive_in_pool": sum(
-                1 for m in mined.lists if not any(g > 0 for g in m.grades)
-            ),
-            "routes": mined.route_counts(),
-        },
-        "scoring": scoring,
-        "counts": counts,
-        "calibration": {
-            m: {**entry, **({"shipped_ece": shipped[m]} if m in shipped else {})}
-            for m, entry in model.calibrator.stats.items()
-        },
-        "lora": lora_report,
-        "fusion": model.training,
-        "top_weights": [(name, round(w, 4)) for name, w in model.weight_table()[:8]],
+    report = _report(labels, match, mined, mode, where, embedders, (k_text, k_image), scoring, counts)
+    report["calibration"] = {
+        m: {**entry, **({"shipped_ece": shipped[m]} if m in shipped else {})}
+        for m, entry in model.calibrator.stats.items()
     }
+    report.update(
+        lora=lora_report,
+        fusion=model.training,
+        top_weights=[(name, round(w, 4)) for name, w in model.weight_table()[:8]],
+    )
     folder: Path | None = None
     if out is not None:
         say(f"saving the reranker to {out}")
@@ -577,3 +538,77 @@ def format_report(report: Mapping[str, Any]) -> str:
     if report.get("folder"):
         lines.append(f"saved: {report['folder']}")
     return "\n".join(lines)
+
+
+def _mine_pools(
+    labels: LabelSet,
+    retriever: Any | None,
+    embedder: str | tuple[Any, Any],
+    candidate_image: ImageChoice,
+    k_text: int,
+    k_image: int,
+    say: Callable[[str], None],
+    lap: Callable[[str, float], float],
+) -> tuple[DocMatch, Any, str, str, Any]:
+    """Find the label documents (your database, or a temporary one) and mine each query's pools."""
+    t = time.perf_counter()
+    workdir: str | None = None
+    try:
+        if retriever is None:
+            workdir = tempfile.mkdtemp(prefix="mm-rerank-adapt-")
+            retriever = _temporary_retriever(embedder, workdir, candidate_image)
+            say(f"embedding {len(labels.docs)} label documents into a temporary Chroma")
+            match: DocMatch = index_labels(labels, retriever)
+            mode = "temporary"
+        else:
+            say(f"matching {len(labels.docs)} label documents to the records of {retriever.describe()}")
+            match = match_documents(labels, retriever)
+            mode = "database"
+        t = lap("index", t)
+        say(f"retrieving pools for {len(labels.queries)} queries (k_text={k_text}, k_image={k_image})")
+        mined = mine(labels, retriever, match, k_text=k_text, k_image=k_image)
+        where = retriever.describe() if mode == "database" else "temporary embedded Chroma"
+        embedders = _embedder_names(retriever)
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    lap("retrieve", t)
+    return match, mined, mode, where, embedders
+
+
+def _report(
+    labels: LabelSet,
+    match: DocMatch,
+    mined: Any,
+    mode: str,
+    where: str,
+    embedders: Any,
+    depth: tuple[int, int],
+    scoring: Any,
+    counts: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The report's labels, matching, mining, scoring and count sections."""
+    return {
+        "labels": labels.summary(),
+        "matching": {
+            "mode": mode,
+            "where": where,
+            "embedders": embedders,
+            "matched_documents": len(match.records),
+            "unmatched_documents": len(match.unmatched),
+            "unmatched": [f"{k}: {why}" for k, why in list(match.unmatched.items())[:10]],
+            "skipped_queries": len(mined.skipped_queries),
+            "skipped": list(mined.skipped_queries.values())[:10],
+        },
+        "mining": {
+            "k_text": depth[0],
+            "k_image": depth[1],
+            "queries": len(mined.lists),
+            "queries_without_positive_in_pool": sum(
+                1 for m in mined.lists if not any(g > 0 for g in m.grades)
+            ),
+            "routes": mined.route_counts(),
+        },
+        "scoring": scoring,
+        "counts": counts,
+    }
