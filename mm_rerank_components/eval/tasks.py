@@ -25,10 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mm_rerank_components.types import Candidate
 
@@ -167,23 +167,21 @@ def gcompris_explore_task(cache_dir: str | os.PathLike[str] | None = None) -> Ev
     """
     from mm_rerank_components.eval.datasets import fetch_gcompris_explore
 
-    docs: dict[str, Candidate] = {}
-    queries: dict[str, str] = {}
-    qrels: dict[str, dict[str, int]] = {}
-    splits: dict[str, Split] = {}
-    for item in fetch_gcompris_explore(cache_dir):
-        meta = {"item": item.id, "activity": item.activity, "dataset": "gcompris"}
-        docs[f"img:{item.id}"] = Candidate(id=f"img:{item.id}", image=str(item.image_path), metadata=meta)
-        docs[f"txt:{item.id}"] = Candidate(id=f"txt:{item.id}", text=item.paragraph, metadata=meta)
-        qid = f"q:{item.id}"
-        queries[qid] = item.title
-        qrels[qid] = {f"img:{item.id}": 1, f"txt:{item.id}": 1}
-        splits[qid] = assign_split(item.id)
+    pairs = [
+        (
+            item.id,
+            str(item.image_path),
+            item.paragraph,
+            item.title,
+            {"item": item.id, "activity": item.activity, "dataset": "gcompris"},
+        )
+        for item in fetch_gcompris_explore(cache_dir)
+    ]
     description = (
         "Documents: each GCompris explore item twice, as its photo (no text) and as its paragraph "
         "(without the title). Queries: the item titles. Relevant: that item's photo and paragraph."
     )
-    return EvalTask("gcompris-explore", description, docs, queries, qrels, splits)
+    return _paired_task("gcompris-explore", description, pairs)
 
 
 def wesnoth_units_task(cache_dir: str | os.PathLike[str] | None = None) -> EvalTask:
@@ -196,25 +194,23 @@ def wesnoth_units_task(cache_dir: str | os.PathLike[str] | None = None) -> EvalT
     """
     from mm_rerank_components.eval.datasets import fetch_wesnoth_units
 
-    docs: dict[str, Candidate] = {}
-    queries: dict[str, str] = {}
-    qrels: dict[str, dict[str, int]] = {}
-    splits: dict[str, Split] = {}
-    for unit in fetch_wesnoth_units(cache_dir):
-        meta = {"unit": unit.id, "race": unit.race, "dataset": "wesnoth"}
-        docs[f"img:{unit.id}"] = Candidate(id=f"img:{unit.id}", image=str(unit.image_path), metadata=meta)
-        docs[f"txt:{unit.id}"] = Candidate(id=f"txt:{unit.id}", text=unit.description, metadata=meta)
-        qid = f"q:{unit.id}"
-        queries[qid] = unit.name
-        qrels[qid] = {f"img:{unit.id}": 1, f"txt:{unit.id}": 1}
-        splits[qid] = assign_split(unit.id)
+    pairs = [
+        (
+            unit.id,
+            str(unit.image_path),
+            unit.description,
+            unit.name,
+            {"unit": unit.id, "race": unit.race, "dataset": "wesnoth"},
+        )
+        for unit in fetch_wesnoth_units(cache_dir)
+    ]
     description = (
         "Documents: each Battle for Wesnoth core unit twice, as its painted portrait (no text) and as its "
         "help description (written by the game's authors). Queries: the unit names ('Elvish Archer'). "
         "Relevant: that unit's portrait and description. Fantasy paintings an ImageNet classifier was "
         "never trained on; units sharing a portrait are left out."
     )
-    return EvalTask("wesnoth-units", description, docs, queries, qrels, splits)
+    return _paired_task("wesnoth-units", description, pairs)
 
 
 def load_labelled_jsonl(path: str | os.PathLike[str], name: str | None = None) -> EvalTask:
@@ -355,3 +351,25 @@ def _parse_relevant(value: object, where: str, qid: str) -> dict[str, int]:
         f'{where}: query {qid!r} needs "relevant": a non-empty list of document ids or '
         '{"doc_id": grade} with at least one grade >= 1'
     )
+
+
+def _paired_task(
+    name: str, description: str, pairs: Sequence[tuple[str, str, str, str, dict[str, Any]]]
+) -> EvalTask:
+    """A task whose every item is a picture and a passage, both relevant to the item's own query.
+
+    ``pairs`` holds ``(item id, picture path, passage, query, metadata)``; documents are ``img:ID`` (the
+    picture alone) and ``txt:ID`` (the passage alone), the query ``q:ID``, split by the item id.
+    """
+    docs: dict[str, Candidate] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    splits: dict[str, Split] = {}
+    for item_id, image_path, passage, query, meta in pairs:
+        docs[f"img:{item_id}"] = Candidate(id=f"img:{item_id}", image=image_path, metadata=meta)
+        docs[f"txt:{item_id}"] = Candidate(id=f"txt:{item_id}", text=passage, metadata=meta)
+        qid = f"q:{item_id}"
+        queries[qid] = query
+        qrels[qid] = {f"img:{item_id}": 1, f"txt:{item_id}": 1}
+        splits[qid] = assign_split(item_id)
+    return EvalTask(name, description, docs, queries, qrels, splits)
