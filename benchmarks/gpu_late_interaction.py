@@ -53,15 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    mode = "cpu-tiny" if args.cpu_tiny else args.mode
-    if mode == "auto":
-        mode = "gpu-2b" if torch.cuda.is_available() else "cpu-tiny"
-    if mode == "gpu-2b" and not torch.cuda.is_available():
-        raise SystemExit("--mode gpu-2b needs CUDA; use --cpu-tiny here")
-    device = torch.device("cuda" if mode == "gpu-2b" else "cpu")
-    dtype = torch.bfloat16 if mode == "gpu-2b" else torch.float32
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    mode, device, dtype = gpu_vlm.pick_device(args)
     tokenizer = gpu_vlm.build_tokenizer()
     model = build_model(
         gpu_vlm.SHAPE_2B if mode == "gpu-2b" else gpu_vlm.SHAPE_TINY, tokenizer, device, dtype

@@ -260,6 +260,20 @@ def against_revision(
     }
 
 
+def pick_device(args: argparse.Namespace) -> tuple[str, torch.device, torch.dtype]:
+    """The run's mode (``gpu-2b`` or ``cpu-tiny``), device and dtype from ``--mode``/``--cpu-tiny``, and
+    ``--threads`` applied; shared with ``benchmarks/gpu_late_interaction.py``."""
+    mode = "cpu-tiny" if args.cpu_tiny else args.mode
+    if mode == "auto":
+        mode = "gpu-2b" if torch.cuda.is_available() else "cpu-tiny"
+    if mode == "gpu-2b" and not torch.cuda.is_available():
+        raise SystemExit("--mode gpu-2b needs CUDA; use --cpu-tiny here")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # a shared CPU is steadier with fewer OpenMP threads
+    device = torch.device("cuda" if mode == "gpu-2b" else "cpu")
+    return mode, device, torch.bfloat16 if mode == "gpu-2b" else torch.float32
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -279,15 +293,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    mode = "cpu-tiny" if args.cpu_tiny else args.mode
-    if mode == "auto":
-        mode = "gpu-2b" if torch.cuda.is_available() else "cpu-tiny"
-    if mode == "gpu-2b" and not torch.cuda.is_available():
-        raise SystemExit("--mode gpu-2b needs CUDA; use --cpu-tiny here")
-    device = torch.device("cuda" if mode == "gpu-2b" else "cpu")
-    dtype = torch.bfloat16 if mode == "gpu-2b" else torch.float32
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)  # a shared CPU is steadier with fewer OpenMP threads
+    mode, device, dtype = pick_device(args)
 
     tokenizer = build_tokenizer()
     model = build_model(SHAPE_2B if mode == "gpu-2b" else SHAPE_TINY, tokenizer, device, dtype)
