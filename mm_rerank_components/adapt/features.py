@@ -33,12 +33,21 @@ import numpy as np
 
 from mm_rerank_components.types import MODALITIES, Candidate, Query
 
-__all__ = ["OTHER_ROUTE", "RRF_K", "FeatureSpec", "bm25_pool_scores"]
+__all__ = [
+    "LISTWISE_TEMPERATURES",
+    "OTHER_ROUTE",
+    "RRF_K",
+    "FeatureSpec",
+    "bm25_pool_scores",
+    "listwise_scales",
+]
 
 #: The constant of reciprocal rank fusion, ``1 / (RRF_K + rank)``, as in the eval's ``rrf`` pipeline.
 RRF_K = 60
 #: The route bucket for candidates whose ``source`` is ``None`` or a route not seen in training.
 OTHER_ROUTE = "<other>"
+#: Softmax temperatures of the listwise features, as multiples of the modality's raw-score scale.
+LISTWISE_TEMPERATURES = (0.5, 1.0)
 
 
 def _query_text(query: Query | str | None) -> str | None:
@@ -134,6 +143,38 @@ def _modality_z(raw: np.ndarray, modalities: list[str]) -> np.ndarray:
     return z
 
 
+def _log_softmax_by_modality(
+    raw: np.ndarray, modalities: Sequence[str], temperature: Mapping[str, float]
+) -> np.ndarray:
+    """Each raw score's log share of a softmax over the query's candidates of its modality."""
+    out = np.zeros_like(raw)
+    for modality, tau in temperature.items():
+        mask = np.asarray([m == modality for m in modalities])
+        if not mask.any() or not tau > 0:
+            continue
+        s = raw[mask] / tau
+        top = float(s.max())
+        out[mask] = s - (top + math.log(float(np.exp(s - top).sum())))
+    return out
+
+
+def listwise_scales(raw_scores: Sequence[float], modalities: Sequence[str]) -> dict[str, float]:
+    """Per modality, the standard deviation of raw scores over a training pool (the listwise unit).
+
+    Example:
+        >>> listwise_scales([0.1, 0.3, 0.5, 0.9], ["text", "text", "image", "image"])
+        {'image': 0.2, 'text': 0.1}
+    """
+    raw = np.asarray(raw_scores, dtype=float)
+    mods = np.asarray(list(modalities), dtype=object)
+    out = {}
+    for modality in sorted(set(mods)):
+        std = float(raw[mods == modality].std())
+        if std > 0 and math.isfinite(std):
+            out[str(modality)] = round(std, 6)
+    return out
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
@@ -157,6 +198,8 @@ class FeatureSpec:
         metadata_fields: numeric ``Candidate.metadata`` fields to use as features (a missing or
             non-numeric value sets ``meta_missing:<name>``).
         bm25: whether to compute the BM25 features (``bm25s`` needed).
+        listwise: per modality, the raw-score scale (:func:`listwise_scales` of the training pool);
+            when given, the listwise features are built. Empty (the default): none.
 
     Features, per candidate:
         * ``raw:<modality>``: the scorer's raw score (only in its modality's column, since raw scales
@@ -169,13 +212,20 @@ class FeatureSpec:
         * ``retrieval_missing``: no retrieval score (all ``sim/rr/minmax/z`` are then 0);
         * ``bm25`` and ``bm25_rel`` (divided by the pool's best), ``query_text_missing``,
           ``doc_text_missing`` (image without caption);
-        * ``meta:<name>`` and ``meta_missing:<name>`` for each metadata field.
+        * ``meta:<name>`` and ``meta_missing:<name>`` for each metadata field;
+        * with ``listwise``: ``listwise:<modality>@<t>``, the log of the candidate's share of a
+          softmax over the query's candidates of its modality, at temperature ``t`` times that
+          modality's scale (:data:`LISTWISE_TEMPERATURES`). A linear model cannot build this from the
+          other features: it reads how crowded the top of this list is. Several near-duplicates
+          scoring alike share the mass, a clear winner keeps it, so the fused score adapts per query
+          where absolute score levels move from one corpus to the next.
     """
 
     routes: tuple[str, ...] = ()
     route_by_kind: Mapping[str, str] = field(default_factory=dict)
     metadata_fields: tuple[str, ...] = ()
     bm25: bool = True
+    listwise: Mapping[str, float] = field(default_factory=dict)
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -188,6 +238,13 @@ class FeatureSpec:
                     f"got {kind!r}: {route!r}"
                 )
         object.__setattr__(self, "route_by_kind", dict(sorted(self.route_by_kind.items())))
+        for modality, scale in self.listwise.items():
+            if modality not in MODALITIES or not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
+                raise ValueError(
+                    f"listwise maps a modality {list(MODALITIES)} to a positive raw-score scale, "
+                    f"got {modality!r}: {scale!r}"
+                )
+        object.__setattr__(self, "listwise", {m: float(v) for m, v in sorted(self.listwise.items())})
         names: list[str] = []
         names += [f"raw:{m}" for m in MODALITIES]
         names += [f"raw_z:{m}" for m in MODALITIES]
@@ -199,6 +256,8 @@ class FeatureSpec:
             names += ["bm25", "bm25_rel", "query_text_missing", "doc_text_missing"]
         for name in self.metadata_fields:
             names += [f"meta:{name}", f"meta_missing:{name}"]
+        if self.listwise:
+            names += [f"listwise:{m}@{t:g}" for m in MODALITIES for t in LISTWISE_TEMPERATURES]
         object.__setattr__(self, "names", tuple(names))
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +266,7 @@ class FeatureSpec:
             "route_by_kind": dict(self.route_by_kind),
             "metadata_fields": list(self.metadata_fields),
             "bm25": self.bm25,
+            **({"listwise": dict(self.listwise)} if self.listwise else {}),
         }
 
     @classmethod
@@ -216,6 +276,7 @@ class FeatureSpec:
             route_by_kind=dict(data.get("route_by_kind") or {}),
             metadata_fields=tuple(data["metadata_fields"]),
             bm25=bool(data["bm25"]),
+            listwise=dict(data.get("listwise") or {}),
         )
 
     def route_of(self, candidate: Candidate) -> str:
@@ -263,6 +324,12 @@ class FeatureSpec:
                 x[i, col["retrieval_missing"]] = 1.0
         if self.bm25:
             self._bm25(x, col, query, candidates)
+        self._metadata(x, col, candidates)
+        if self.listwise:
+            self._listwise(x, col, raw, modalities)
+        return x
+
+    def _metadata(self, x: np.ndarray, col: Mapping[str, int], candidates: Sequence[Candidate]) -> None:
         for name in self.metadata_fields:
             for i, c in enumerate(candidates):
                 value = _number(c.metadata.get(name)) if c.metadata else None
@@ -270,7 +337,16 @@ class FeatureSpec:
                     x[i, col[f"meta_missing:{name}"]] = 1.0
                 else:
                     x[i, col[f"meta:{name}"]] = value
-        return x
+
+    def _listwise(
+        self, x: np.ndarray, col: Mapping[str, int], raw: np.ndarray, modalities: Sequence[str]
+    ) -> None:
+        for t in LISTWISE_TEMPERATURES:
+            temperature = {m: t * scale for m, scale in self.listwise.items()}
+            shares = _log_softmax_by_modality(raw, modalities, temperature)
+            for i, m in enumerate(modalities):
+                if m in self.listwise:
+                    x[i, col[f"listwise:{m}@{t:g}"]] = shares[i]
 
     @staticmethod
     def _bm25(

@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from mm_rerank_components.adapt.features import FeatureSpec
+from mm_rerank_components.adapt.features import FeatureSpec, listwise_scales
 from mm_rerank_components.calibration import (
     PerModalityCalibrator,
     PlattCalibrator,
@@ -49,7 +49,15 @@ from mm_rerank_components.calibration import (
 from mm_rerank_components.reranker import MultimodalReranker, _RerankerBase, check_request, order_by_score
 from mm_rerank_components.types import Candidate, Modality, Query, RankedCandidate
 
-__all__ = ["FUSION_FORMAT", "FusionModel", "LabelledList", "LearnedFusionReranker", "fit_fusion"]
+__all__ = [
+    "FLOOR_WINDOW",
+    "FUSION_FORMAT",
+    "FusionModel",
+    "LabelledList",
+    "LearnedFusionReranker",
+    "apply_modality_floor",
+    "fit_fusion",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +290,9 @@ class FusionModel:
         calibrator: Platt maps per modality from the fused score to a probability.
         training: what it was trained on and how it went (queries, pairs, loss, metrics, seed, l2).
         seconds: how long the fit took (not saved).
+        modality_floor: with ``k > 0``, each query's first :data:`FLOOR_WINDOW` places hold at least
+            ``k`` candidates of each modality whenever the list has enough of them
+            (:func:`apply_modality_floor`); 0 (the default) leaves the learned order alone.
 
     Example:
         >>> model = FusionModel.from_dict(model.to_dict())  # doctest: +SKIP
@@ -296,6 +307,7 @@ class FusionModel:
     training: dict[str, Any] = field(default_factory=dict)
     #: Wall time of the fit (``features``, ``total``); not saved, so saved models are byte-identical.
     seconds: dict[str, float] = field(default_factory=dict, compare=False)
+    modality_floor: int = 0
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -322,7 +334,11 @@ class FusionModel:
         fused = self.fused_scores(query, candidates, raw_scores)
         if not fused:
             return []
-        return self.calibrator.calibrate(fused, [c.modality for c in candidates])
+        modalities = [c.modality for c in candidates]
+        probabilities = self.calibrator.calibrate(fused, modalities)
+        if self.modality_floor > 0:
+            return apply_modality_floor(probabilities, modalities, self.modality_floor)
+        return probabilities
 
     def weight_table(self) -> list[tuple[str, float]]:
         """``(feature, weight on the standardised feature)``, largest magnitude first."""
@@ -342,6 +358,7 @@ class FusionModel:
             "bias": float(self.bias),
             "calibration": self.calibrator.to_dict(),
             "training": self.training,
+            **({"modality_floor": self.modality_floor} if self.modality_floor else {}),
         }
 
     @classmethod
@@ -367,11 +384,67 @@ class FusionModel:
             calibrator = calibrator_from_dict(data["calibration"], source=source)
             if not isinstance(calibrator, PerModalityCalibrator):
                 raise ValueError(f"{source}: calibration must be a PerModalityCalibrator")
+            floor = data.get("modality_floor", 0)
+            if not isinstance(floor, int) or isinstance(floor, bool) or not 0 <= floor <= FLOOR_WINDOW // 2:
+                raise ValueError(
+                    f"{source}: modality_floor must be an integer 0..{FLOOR_WINDOW // 2}, got {floor!r}"
+                )
             return cls(
-                spec, arrays[0], arrays[1], arrays[2], float(data["bias"]), calibrator, dict(data["training"])
+                spec,
+                arrays[0],
+                arrays[1],
+                arrays[2],
+                float(data["bias"]),
+                calibrator,
+                dict(data["training"]),
+                modality_floor=floor,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{source}: malformed learned-fusion model ({exc!r})") from exc
+
+
+#: The places :func:`apply_modality_floor` looks at: the top 10 a user reads and the eval measures.
+FLOOR_WINDOW = 10
+
+
+def apply_modality_floor(
+    probabilities: Sequence[float], modalities: Sequence[str], floor: int, window: int = FLOOR_WINDOW
+) -> list[float]:
+    """Lift a modality short of ``floor`` places in the top ``window`` by the smallest log-odds shift.
+
+    A label-free modality prior: when one modality fills the top of a list, every candidate of the
+    other modality gets the same log-odds boost, just enough that its ``floor``-th best enters the
+    top ``window``. The order within each modality is kept, scores stay sorted with the order (no
+    candidate is moved past a higher score), and nothing changes when both modalities already hold
+    ``floor`` places or when the list lacks ``floor`` candidates of the short modality or
+    ``window - floor + 1`` of the other. The lifted probabilities are a prior, not evidence: the
+    measured effect on rankings and calibration is in docs/benchmarks.md.
+
+    Example:
+        >>> p = apply_modality_floor([0.9, 0.8, 0.7, 0.1, 0.05], ["image"] * 3 + ["text"] * 2, 1, window=3)
+        >>> [round(v, 3) for v in p]
+        [0.9, 0.8, 0.7, 0.7, 0.525]
+    """
+    out = [float(v) for v in probabilities]
+    kinds = sorted(set(modalities))
+    if floor <= 0 or len(kinds) != 2:
+        return out
+    p = np.clip(np.asarray(out), 1e-12, 1 - 1e-12)
+    logits = np.log(p) - np.log1p(-p)
+    mods = np.asarray(list(modalities), dtype=object)
+    for short in kinds:
+        mine = np.sort(logits[mods == short])[::-1]
+        others = np.sort(logits[mods != short])[::-1]
+        if len(mine) < floor or len(others) <= window - floor:
+            continue
+        # the short modality holds `floor` of the top `window` once its floor-th best beats the
+        # other modality's (window - floor + 1)-th best
+        gap = float(others[window - floor] - mine[floor - 1])
+        if gap >= 0:
+            for i in np.flatnonzero(mods == short):
+                out[i] = float(1.0 / (1.0 + np.exp(-(logits[i] + gap + 1e-6))))
+            break  # at most one modality can be short of the floor
+    return out
 
 
 def _folds(n: int, k: int, seed: int) -> list[int]:
@@ -446,6 +519,8 @@ def fit_fusion(
     pointwise: float = 0.2,
     metadata_fields: Sequence[str] = (),
     bm25: bool = True,
+    listwise: bool = False,
+    modality_floor: int = 0,
     max_pairs_per_query: int = 400,
     calibration_folds: int = 5,
     scorer: str | None = None,
@@ -461,6 +536,10 @@ def fit_fusion(
         pointwise: weight of the pointwise logistic term next to the pairwise one (0 = pairwise only).
         metadata_fields: numeric ``Candidate.metadata`` fields to use as features.
         bm25: whether to use the BM25 features (needs ``bm25s``).
+        listwise: whether to add the listwise (per-query softmax share) features, scaled by the
+            training pool's per-modality raw-score spread (see :class:`FeatureSpec`).
+        modality_floor: saved with the model: places of the top 10 each modality keeps
+            (:func:`apply_modality_floor`); 0 for none.
         max_pairs_per_query: pairs kept per query (a seeded sample beyond that).
         calibration_folds: the Platt maps are fitted on out-of-fold fused scores from this many folds
             of queries (in-sample when there are fewer than ``2 * folds`` queries).
@@ -480,12 +559,23 @@ def fit_fusion(
     if not any(any(g > 0 for g in item.labels) for item in lists):
         raise ValueError("fit_fusion needs at least one relevant candidate (label >= 1)")
     started = time.perf_counter()
+    if not isinstance(modality_floor, int) or not 0 <= modality_floor <= FLOOR_WINDOW // 2:
+        raise ValueError(f"modality_floor must be an integer 0..{FLOOR_WINDOW // 2}, got {modality_floor!r}")
     routes = sorted({c.source for item in lists for c in item.candidates if c.source is not None})
+    scales = (
+        listwise_scales(
+            [r for item in lists for r in item.raw_scores],
+            [c.modality for item in lists for c in item.candidates],
+        )
+        if listwise
+        else {}
+    )
     spec = FeatureSpec(
         routes=tuple(routes),
         route_by_kind=_route_by_kind(lists),
         metadata_fields=tuple(metadata_fields),
         bm25=bm25,
+        listwise=scales,
     )
     matrices = [spec.transform(item.query, item.candidates, item.raw_scores) for item in lists]
     features_s = time.perf_counter() - started
@@ -538,7 +628,9 @@ def fit_fusion(
         info["loss"],
         info["iterations"],
     )
-    return FusionModel(spec, mu, sd, w, b, calibrator, training, seconds)
+    if modality_floor:
+        training["modality_floor"] = modality_floor
+    return FusionModel(spec, mu, sd, w, b, calibrator, training, seconds, modality_floor=modality_floor)
 
 
 # --------------------------------------------------------------------------------------------------
