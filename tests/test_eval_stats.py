@@ -140,3 +140,4 @@ def test_calibration_checks_catch_what_ece_hides() -> None:
     citl = next(c for name, c in checks.items() if "predicted >= 0.1" in name)
     assert ece["passes"]  # ECE about 0.015: looks fine
     assert not citl["passes"] and citl["value"] == pytest.approx(1.0)  # 0.6 predicted vs 0.3 observed
+    assert citl["verdict"] == "missed" and citl["lo"] > 0.25  # the whole interval is above +25%

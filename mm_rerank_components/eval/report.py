@@ -164,7 +164,12 @@ def _pipeline_table(task: Mapping[str, Any], split: str) -> list[str]:
 def _checks_lines(checks: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["| check | goal | measured | verdict |", "| --- | --- | --- | --- |"]
     for check in checks:
-        verdict = check["verdict"] if check["passes"] else f"**{check['verdict']}** (target not reached)"
+        if check.get("measurable") is False:
+            verdict = f"{check['verdict']} (not measurable)"
+        elif check["passes"]:
+            verdict = check["verdict"]
+        else:
+            verdict = f"**{check['verdict']}** (target not reached)"
         lines.append(f"| {check['name']} | {check['goal']} | {check['detail']} | {verdict} |")
     return [*lines, ""]
 
@@ -174,17 +179,18 @@ def _calibration_lines(task: Mapping[str, Any]) -> list[str]:
         "### Calibration on held-out test pairs",
         "",
         "ECE (10 bins) and calibration-in-the-large among pairs predicted >= 0.1 (mean predicted vs "
-        "observed relevance rate), per modality.",
+        "observed relevance rate, relative gap with its bootstrap 95% CI over queries), per modality.",
         "",
-        "| row | modality | ECE | pairs (relevant) | predicted >= 0.1: mean predicted / observed (pairs) |",
-        "| --- | --- | --- | --- | --- |",
+        "| row | modality | ECE | pairs (relevant) | predicted >= 0.1: mean predicted / observed (pairs) | "
+        "gap [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, cal in task["calibration"].items():
         if "error" in cal:
-            lines.append(f"| {name} | – | not fitted: {cal['error']} | – | – |")
+            lines.append(f"| {name} | – | not fitted: {cal['error']} | – | – | – |")
             continue
         if cal.get("probability") is False:
-            lines.append(f"| {name} | all | not a probability ({cal.get('note', '')}) | – | – |")
+            lines.append(f"| {name} | all | not a probability ({cal.get('note', '')}) | – | – | – |")
             continue
         for modality, fig in cal.get("test", {}).items():
             big = fig["above_0.1"]
@@ -194,9 +200,18 @@ def _calibration_lines(task: Mapping[str, Any]) -> list[str]:
                 else "none"
             )
             lines.append(
-                f"| {name} | {modality} | {fig['ece']:.3f} | {fig['pairs']} ({fig['positives']}) | {citl} |"
+                f"| {name} | {modality} | {fig['ece']:.3f} | {fig['pairs']} ({fig['positives']}) | {citl} | "
+                f"{_gap_cell(big)} |"
             )
     return [*lines, ""]
+
+
+def _gap_cell(big: Mapping[str, Any]) -> str:
+    """The relative gap and its interval; "–" when there is nothing to measure (no interval)."""
+    gap, lo, hi = big.get("relative_gap"), big.get("lo"), big.get("hi")
+    if not big.get("pairs") or gap is None or lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "–"
+    return f"{100 * gap:+.0f}% [{100 * lo:+.0f}%, {100 * hi:+.0f}%]"
 
 
 def _depth_lines(sweep: Mapping[str, Any], latency: Mapping[str, Any] | None) -> list[str]:
@@ -250,7 +265,9 @@ def write_markdown(results: Mapping[str, Any], path: Path, image_dir: str | None
         f"k_image={config.get('k_image')}. Metrics by ranx; the headline split is "
         f"**{config.get('split', 'test')}** (held-out queries that no calibration, choice or learned "
         "row was fitted on). Every comparison carries a paired bootstrap 95% CI over queries: met = "
-        "the CI clears the target, missed = it falls short entirely, tie = it spans the target."
+        "the CI clears the target, missed = it falls short entirely, tie = it spans the target "
+        "(calibration-in-the-large: met = the whole CI within +-25%, missed = wholly outside, n/a = no "
+        "pair predicted >= 0.1 or all from one query, nothing measured)."
     )
     lines.append("")
     for task_name, task in results["tasks"].items():

@@ -110,10 +110,15 @@ def _is_probability(calibrator: Calibrator | None) -> bool:
 
 def _calibrated_pairs(
     calibrator: Calibrator | None, scored: ScoredUnion, task: EvalTask, query_ids: Sequence[str]
-) -> tuple[list[float], list[str], list[int]]:
+) -> tuple[list[float], list[str], list[int], list[str]]:
+    """Probability, modality, label and query id of every candidate of ``query_ids``.
+
+    The query ids let the calibration interval resample whole queries.
+    """
     probs: list[float] = []
     mods: list[str] = []
     labels: list[int] = []
+    queries: list[str] = []
     for qid in query_ids:
         items = scored.items[qid]
         raw = [s for _, _, s in items]
@@ -121,7 +126,8 @@ def _calibrated_pairs(
         probs += calibrator.calibrate(raw, item_mods) if calibrator is not None else raw
         mods += item_mods
         labels += [1 if task.qrels[qid].get(d, 0) > 0 else 0 for d, _, _ in items]
-    return probs, mods, labels
+        queries += [qid] * len(items)
+    return probs, mods, labels, queries
 
 
 class _Reporter:
@@ -230,8 +236,8 @@ def _task_rows(
         key = name.removeprefix("rerank:")
         cal: dict[str, Any] = {"test_pairs": sum(len(scored[scorer_name].items[q]) for q in test)}
         if _is_probability(calibrator):
-            probs, mods, labels = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
-            cal["test"] = calibration_figures(probs, mods, labels)
+            probs, mods, labels, pair_queries = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
+            cal["test"] = calibration_figures(probs, mods, labels, pair_queries)
         else:
             cal["probability"] = False
             cal["note"] = "label-free per-query standardisation: orders a list, is not P(relevant)"
@@ -246,10 +252,10 @@ def _task_rows(
             say("[%s] no default/adapted rows: %s", prep.task.name, exc)
         for name, su in learned.items():
             runs[name] = calibrated_run(su, None, qids)
-            probs, mods, labels = _calibrated_pairs(None, su, task, test)
+            probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
             entry["calibration"][name] = {
                 "test_pairs": len(probs),
-                "test": calibration_figures(probs, mods, labels),
+                "test": calibration_figures(probs, mods, labels, pair_queries),
             }
     return runs, calibrators, learned
 
@@ -569,12 +575,12 @@ def _plots(
     test = task.query_ids("test")
     row = targets.get("product_default")
     if row == "default" and "default" in learned and learned_scorer is not None:
-        probs, mods, labels = _calibrated_pairs(None, learned["default"], task, test)
+        probs, mods, labels, _ = _calibrated_pairs(None, learned["default"], task, test)
         raw, _, _, _ = scored[learned_scorer].pairs(task, test)
     elif row is not None and calibrators.get(row, (None, None))[1] is not None:
         scorer_name, calibrator = calibrators[row]
         raw, _, _, _ = scored[scorer_name].pairs(task, test)
-        probs, mods, labels = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
+        probs, mods, labels, _ = _calibrated_pairs(calibrator, scored[scorer_name], task, test)
     else:
         return plots
     name = f"{task.name}-scores.png"

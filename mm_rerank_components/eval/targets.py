@@ -3,7 +3,9 @@
 Verdicts (see :mod:`mm_rerank_components.eval.stats`): a comparison is ``met`` only when the whole
 interval clears the target, ``missed`` when the whole interval falls short, and a ``tie`` otherwise.
 A check's ``passes`` says whether its target holds: for "beats X" only ``met`` passes; for "never
-significantly below X" anything but ``missed`` passes.
+significantly below X" anything but ``missed`` passes. Calibration-in-the-large must stay inside a
+band (+-25%): ``met`` when the whole interval is inside, ``missed`` when it is wholly outside, ``tie``
+otherwise, and ``n/a`` (not a failure) when no pair was predicted high enough to measure it.
 
 Rows checked (any that exist): the pipeline chosen on dev, the product default (label-free) and the
 adapted row (learned on the task's dev queries).
@@ -18,10 +20,18 @@ import numpy as np
 
 from mm_rerank_components.calibration import calibration_in_the_large, expected_calibration_error
 from mm_rerank_components.eval.metrics import per_query_values
-from mm_rerank_components.eval.stats import paired_bootstrap, pooled, ratio_bootstrap
+from mm_rerank_components.eval.stats import (
+    BOOTSTRAP_SEED,
+    N_BOOTSTRAP,
+    paired_bootstrap,
+    pooled,
+    ratio_bootstrap,
+)
 
 __all__ = [
     "BASELINES",
+    "CITL_GAP_CAP",
+    "CITL_MIN_PROB",
     "LABEL_FREE_BASELINES",
     "TARGET_CITL",
     "TARGET_ECE",
@@ -29,6 +39,7 @@ __all__ = [
     "TARGET_SHARE_GAP",
     "calibration_checks",
     "calibration_figures",
+    "citl_interval",
     "pooled_checks",
     "row_checks",
 ]
@@ -36,8 +47,17 @@ __all__ = [
 #: Relative Recall@10 gain over the best single route that a reranked row must reach.
 TARGET_GAIN = 0.25
 TARGET_ECE = 0.05
-#: Among pairs predicted >= 0.1: |mean predicted / observed rate - 1| must stay within this.
+#: Among pairs predicted >= 0.1: |mean predicted / observed rate - 1| must stay within this, the whole
+#: bootstrap 95% interval over queries for "met".
 TARGET_CITL = 0.25
+#: Calibration-in-the-large looks only at pairs predicted at least this high (they decide rankings).
+CITL_MIN_PROB = 0.1
+#: Resampled calibration-in-the-large gaps are clipped here (+1000%): a resample with no relevant
+#: confident pair has an infinite gap, and the interval must stay finite.
+CITL_GAP_CAP = 10.0
+#: When every confident pair is irrelevant (or every one relevant), a "missed" needs that outcome to be
+#: less likely than this for calibrated predictions (the one-sided tail of a 95% interval).
+CITL_PLAUSIBLE = 0.025
 #: The pictures' share of the top 10 must be within this of their share of the relevant documents.
 TARGET_SHARE_GAP = 0.15
 BASELINES = ("raw-merge", "rrf", "minmax", "zscore")
@@ -146,27 +166,223 @@ def _share_check(pipes: Mapping[str, Any], row: str, qids: Sequence[str]) -> dic
     }
 
 
-def calibration_figures(probs: Sequence[float], mods: Sequence[str], labels: Sequence[int]) -> dict[str, Any]:
-    """Per modality: ECE, calibration-in-the-large among pairs predicted >= 0.1, pairs and positives."""
+def calibration_figures(
+    probs: Sequence[float],
+    mods: Sequence[str],
+    labels: Sequence[int],
+    queries: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Per modality: ECE, calibration-in-the-large among pairs predicted >= 0.1, pairs and positives.
+
+    ``queries`` gives each pair's query id, so the calibration-in-the-large interval resamples whole
+    queries (the pairs of one query are not independent). Without it every pair predicted >= 0.1 is
+    its own unit, which gives a narrower, over-optimistic interval.
+
+    ``above_0.1`` holds :func:`~mm_rerank_components.calibration.calibration_in_the_large`'s point
+    estimate plus ``relevant`` (relevant pairs among them), ``queries`` (queries that have one; ``None``
+    without query ids), the 95% interval ``lo``/``hi`` of ``relative_gap`` and how many resamples were
+    ``skipped`` (none of their pairs predicted >= 0.1) or ``unbounded`` (no relevant pair: the gap is
+    ``+inf``, kept as an over-confident resample); see :func:`citl_interval`.
+
+    Example:
+        >>> figs = calibration_figures([0.5, 0.5, 0.02], ["text"] * 3, [1, 0, 0], ["q1", "q2", "q2"])
+        >>> big = figs["text"]["above_0.1"]
+        >>> big["pairs"], big["queries"], round(big["relative_gap"], 2)
+        (2, 2, 0.0)
+    """
     p = np.asarray(probs, dtype=float)
     y = np.asarray(labels, dtype=int)
     m = np.asarray(mods, dtype=object)
+    if queries is not None and len(queries) != len(p):
+        raise ValueError(f"got {len(p)} pairs but {len(queries)} query ids; pass one query id per pair")
+    q = None if queries is None else np.asarray([str(v) for v in queries], dtype=object)
     out: dict[str, Any] = {}
     for modality in sorted(set(mods)):
         mask = m == modality
+        big: dict[str, Any] = dict(calibration_in_the_large(p[mask], y[mask], CITL_MIN_PROB))
+        big.update(citl_interval(p[mask], y[mask], None if q is None else q[mask]))
         out[modality] = {
             "ece": expected_calibration_error(p[mask], y[mask]),
             "pairs": int(mask.sum()),
             "positives": int(y[mask].sum()),
             "mean_predicted": float(p[mask].mean()),
             "observed_rate": float(y[mask].mean()),
-            "above_0.1": calibration_in_the_large(p[mask], y[mask], 0.1),
+            "above_0.1": big,
         }
     return out
 
 
+def citl_interval(
+    probs: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    queries: Sequence[str] | np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Bootstrap 95% interval of ``sum(pred) / sum(labels) - 1`` among pairs predicted >= 0.1.
+
+    With ``queries``, every query of these pairs is a unit: resample the query ids with replacement
+    (seeded as in :mod:`~mm_rerank_components.eval.stats`) and recompute the gap on the pairs of the
+    drawn queries. A resample in which no pair is predicted >= 0.1 measures nothing and is skipped
+    (counted in ``skipped``). A resample whose confident pairs hold no relevant one has an unbounded
+    gap: it stays in the distribution (counted in ``unbounded``), since dropping it would hide
+    over-confidence. Every resampled gap is clipped at :data:`CITL_GAP_CAP` (+1000%), so the interval
+    stays finite and JSON-safe; the cap is far outside the +-25% band, so no verdict changes. Without
+    ``queries`` each pair predicted >= 0.1 is a unit.
+
+    When the confident pairs are all irrelevant (or all relevant), resampling them cannot move the
+    observed rate, so the interval has no spread; ``chance_if_calibrated`` then gives the chance of
+    that outcome if the predictions were calibrated (product of ``1 - p``, or of ``p``; ``None`` when
+    the labels vary), which :func:`calibration_checks` uses so a handful of pairs is not "missed".
+
+    Returns ``{"relevant", "chance_if_calibrated", "queries", "units", "lo", "hi", "skipped",
+    "unbounded"}``; ``lo`` and ``hi`` are ``nan`` when fewer than two units have a pair predicted
+    >= 0.1 (no interval over units).
+
+    Example:
+        >>> out = citl_interval([0.5] * 40, [1, 0] * 20, [f"q{i // 2}" for i in range(40)])
+        >>> out["queries"], out["lo"], out["hi"]
+        (20, 0.0, 0.0)
+    """
+    p = np.asarray(probs, dtype=float).reshape(-1)
+    y = np.asarray(labels, dtype=float).reshape(-1)
+    confident = p >= CITL_MIN_PROB
+    if queries is None:
+        units = np.flatnonzero(confident)  # each confident pair its own unit; the rest add nothing
+        unit_of = np.full(p.size, -1)
+        unit_of[units] = np.arange(units.size)
+        n_units = int(units.size)
+    else:
+        names, unit_of = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
+        n_units = int(names.size)
+    sel = confident & (unit_of >= 0)
+    sum_p = np.bincount(unit_of[sel], weights=p[sel], minlength=n_units)
+    sum_y = np.bincount(unit_of[sel], weights=y[sel], minlength=n_units)
+    count = np.bincount(unit_of[sel], minlength=n_units)
+    out: dict[str, Any] = {
+        "relevant": int(y[confident].sum()),
+        "chance_if_calibrated": _chance_of_uniform_labels(p[confident], y[confident]),
+        "queries": None if queries is None else int((count > 0).sum()),
+        "units": int((count > 0).sum()),
+        "lo": float("nan"),
+        "hi": float("nan"),
+        "skipped": 0,
+        "unbounded": 0,
+    }
+    if out["units"] < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_units, size=(n_boot, n_units))
+    num, den, drawn = sum_p[idx].sum(axis=1), sum_y[idx].sum(axis=1), count[idx].sum(axis=1)
+    keep = drawn > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gaps = np.where(den[keep] > 0, num[keep] / den[keep] - 1, np.inf)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(np.minimum(gaps, CITL_GAP_CAP), [alpha, 1 - alpha])
+    out.update(
+        lo=float(lo),
+        hi=float(hi),
+        skipped=int((~keep).sum()),
+        unbounded=int(np.isinf(gaps).sum()),
+    )
+    return out
+
+
+def _chance_of_uniform_labels(p: np.ndarray, y: np.ndarray) -> float | None:
+    """P(every label is what was seen) under calibrated ``p``, when the labels are all 0 or all 1."""
+    if y.size == 0 or 0 < y.sum() < y.size:
+        return None
+    return float(np.prod(1 - p)) if y.sum() == 0 else float(np.prod(p))
+
+
+def _band_verdict(lo: float, hi: float, band: float) -> str:
+    """``met`` when ``[lo, hi]`` lies inside ``[-band, band]``, ``missed`` when wholly outside it."""
+    if lo >= -band and hi <= band:
+        return "met"
+    if hi < -band or lo > band:
+        return "missed"
+    return "tie"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.0f}%"
+
+
+def _not_measured(fig: Mapping[str, Any]) -> str:
+    big = fig["above_0.1"]
+    if not big["pairs"]:
+        return f"no pair predicted >= {CITL_MIN_PROB} (of {fig['pairs']} pairs, {fig['positives']} relevant)"
+    if big.get("queries") is not None:
+        return (
+            f"{big['pairs']} pair(s) predicted >= {CITL_MIN_PROB} ({big.get('relevant')} relevant), "
+            "all from one query: no interval over queries"
+        )
+    return f"only one pair predicted >= {CITL_MIN_PROB}: no interval"
+
+
+def _citl_check(row: str, modality: str, fig: Mapping[str, Any]) -> dict[str, Any]:
+    big = fig["above_0.1"]
+    check: dict[str, Any] = {
+        "name": f"{row}: mean predicted vs observed among {modality} pairs predicted >= {CITL_MIN_PROB}",
+        "goal": f"within {100 * TARGET_CITL:.0f}% relative",
+        "value": big["relative_gap"],
+        "n": big["pairs"],
+        "queries": big.get("queries"),
+        "relevant": big.get("relevant"),
+        "mean_predicted": big["mean_predicted"],
+        "observed_rate": big["observed_rate"],
+        "chance_if_calibrated": big.get("chance_if_calibrated"),
+    }
+    lo, hi = big.get("lo", float("nan")), big.get("hi", float("nan"))
+    if not big["pairs"] or np.isnan(lo) or np.isnan(hi):
+        # not a measurement (nothing, or one query, to resample): neither a pass nor a failure
+        return {**check, "measurable": False, "verdict": "n/a", "passes": True, "detail": _not_measured(fig)}
+    verdict = _band_verdict(lo, hi, TARGET_CITL)
+    chance = big.get("chance_if_calibrated")
+    plausible = chance is not None and chance >= CITL_PLAUSIBLE
+    if verdict == "missed" and plausible:
+        # the interval has no spread (all confident pairs irrelevant, or all relevant), and that outcome
+        # is not unlikely for calibrated predictions: too few pairs to call it a miss
+        verdict = "tie"
+    units = f"{big['queries']} queries" if big.get("queries") is not None else "pairs resampled, no query ids"
+    detail = (
+        f"{big['mean_predicted']:.3f} predicted vs {big['observed_rate']:.3f} observed "
+        f"({_pct(big['relative_gap'])} [95% CI {_pct(lo)}, {_pct(hi)}], {big['pairs']} pairs, {units})"
+    )
+    if chance is not None:
+        kind = "irrelevant" if not big.get("relevant") else "relevant"
+        detail += f"; all {kind}, a {100 * chance:.0f}% chance if calibrated"
+    return {
+        **check,
+        "lo": lo,
+        "hi": hi,
+        "skipped_resamples": big.get("skipped", 0),
+        "unbounded_resamples": big.get("unbounded", 0),
+        "measurable": True,
+        "verdict": verdict,
+        "passes": verdict == "met",
+        "detail": detail,
+    }
+
+
 def calibration_checks(row: str, figures: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """ECE <= 0.05 and calibration-in-the-large within 25% per modality (point estimates, with n)."""
+    """ECE <= 0.05 (point estimate, with n) and calibration-in-the-large within 25% per modality.
+
+    Calibration-in-the-large carries the bootstrap 95% interval of :func:`citl_interval`: ``met`` when
+    the whole interval lies within +-25%, ``missed`` when it lies wholly above +25% or below -25%,
+    ``tie`` otherwise (the target is not reached). When every confident pair is irrelevant (or every one
+    relevant) the interval has no spread, so a ``missed`` stands only if that outcome has under 2.5%
+    chance for calibrated predictions (``chance_if_calibrated``); otherwise it is a ``tie``. With no pair
+    predicted >= 0.1 (or all of them from one query) nothing is measured: verdict ``"n/a"``,
+    ``measurable`` false, and it is not a failure (``passes`` true).
+
+    Example:
+        >>> figs = calibration_figures([0.02] * 10, ["image"] * 10, [0] * 10, ["q"] * 10)
+        >>> [c["verdict"] for c in calibration_checks("row", figs)]
+        ['met', 'n/a']
+    """
     checks: list[dict[str, Any]] = []
     for modality, fig in sorted(figures.items()):
         ece = fig["ece"]
@@ -181,25 +397,7 @@ def calibration_checks(row: str, figures: Mapping[str, Any]) -> list[dict[str, A
                 "detail": f"{ece:.3f} over {fig['pairs']} pairs ({fig['positives']} relevant)",
             }
         )
-        big = fig["above_0.1"]
-        gap = big["relative_gap"]
-        ok = bool(big["pairs"]) and bool(np.isfinite(gap)) and abs(gap) <= TARGET_CITL
-        checks.append(
-            {
-                "name": f"{row}: mean predicted vs observed among {modality} pairs predicted >= 0.1",
-                "goal": f"within {100 * TARGET_CITL:.0f}% relative",
-                "value": gap,
-                "n": big["pairs"],
-                "verdict": "met" if ok else "missed",
-                "passes": ok,
-                "detail": (
-                    f"{big['mean_predicted']:.3f} predicted vs {big['observed_rate']:.3f} observed "
-                    f"({100 * gap:+.0f}%, {big['pairs']} pairs)"
-                    if big["pairs"]
-                    else "no pair predicted >= 0.1"
-                ),
-            }
-        )
+        checks.append(_citl_check(row, modality, fig))
     return checks
 
 
