@@ -182,7 +182,8 @@ def calibration_figures(
     estimate plus ``relevant`` (relevant pairs among them), ``queries`` (queries that have one; ``None``
     without query ids), the 95% interval ``lo``/``hi`` of ``relative_gap`` and how many resamples were
     ``skipped`` (none of their pairs predicted >= 0.1) or ``unbounded`` (no relevant pair: the gap is
-    ``+inf``, kept as an over-confident resample); see :func:`citl_interval`.
+    ``+inf``, kept as an over-confident resample, clipped at :data:`CITL_GAP_CAP`), and
+    ``chance_if_calibrated``; see :func:`citl_interval`.
 
     Example:
         >>> figs = calibration_figures([0.5, 0.5, 0.02], ["text"] * 3, [1, 0, 0], ["q1", "q2", "q2"])
