@@ -1,6 +1,6 @@
 """Refit the label-free product default (``starter/data/default_fusion.json``) on every built-in query.
 
-The built-in tasks are Tux Paint, GCompris explore and Wesnoth units (three sources).
+The built-in tasks are those of :mod:`mm_rerank_components.eval.registry` (one per real source).
 
 The default is learned fusion over the starter scorer's raw score and the routes' signals, absolute
 and per-query normalised, without BM25 (settings: :data:`mm_rerank_components.defaults.FIT_SETTINGS`).
@@ -40,7 +40,7 @@ from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.pipelines import compute_first_stage, score_union
-from mm_rerank_components.eval.tasks import gcompris_explore_task, tuxpaint_mixed_task, wesnoth_units_task
+from mm_rerank_components.eval.registry import TASK_NAMES, load_builtin_task
 from mm_rerank_components.scorers.starter import StarterScorer
 
 
@@ -48,7 +48,7 @@ def prepare(cache: Path, depth: tuple[int, int]) -> list[PreparedTask]:
     embedder = StarterEmbedder()
     scorer = StarterScorer()
     out = []
-    for task in (tuxpaint_mixed_task(cache), gcompris_explore_task(cache), wesnoth_units_task(cache)):
+    for task in (load_builtin_task(name, cache) for name in TASK_NAMES):
         first = compute_first_stage(task, embedder, cache / "embeddings")
         # dev then test, as mm-rerank eval orders them, so its score cache is read back
         qids = task.query_ids("dev") + task.query_ids("test")

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-TASKS = ("tuxpaint-mixed", "gcompris-explore", "wesnoth-units")
+from mm_rerank_components.eval.registry import TASK_NAMES as TASKS
+
 SCORERS = ("fake", "first-stage", "starter")
 
 
@@ -254,22 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | None) -> list[Any]:
-    from mm_rerank_components.eval.tasks import (
-        gcompris_explore_task,
-        load_labelled_jsonl,
-        tuxpaint_mixed_task,
-        wesnoth_units_task,
-    )
+    from mm_rerank_components.eval.registry import load_builtin_task
+    from mm_rerank_components.eval.tasks import load_labelled_jsonl
 
-    tasks: list[Any] = []
-    for name in names:
-        if name == "tuxpaint-mixed":
-            tasks.append(tuxpaint_mixed_task(cache_dir))
-        elif name == "gcompris-explore":
-            tasks.append(gcompris_explore_task(cache_dir))
-        elif name == "wesnoth-units":
-            tasks.append(wesnoth_units_task(cache_dir))
-        else:  # argparse restricts choices
-            raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    tasks: list[Any] = [load_builtin_task(name, cache_dir) for name in names]
     tasks.extend(load_labelled_jsonl(path) for path in data)
     return tasks

@@ -40,6 +40,7 @@ from mm_rerank_components.eval.pipelines import (
     score_union,
     union_recall,
 )
+from mm_rerank_components.eval.registry import TASK_NAMES
 from mm_rerank_components.eval.stats import paired_bootstrap
 from mm_rerank_components.eval.targets import (
     TARGET_GAIN,
@@ -63,7 +64,7 @@ __all__ = [
     "run_evaluation",
 ]
 
-TASKS = ("tuxpaint-mixed", "gcompris-explore", "wesnoth-units")
+TASKS = TASK_NAMES
 SCORERS = ("fake", "first-stage", "starter")
 DEFAULT_METHODS = ("platt", "isotonic", "temperature", "standardize", "standardize+platt")
 #: Candidate depths (``k_text = k_image``) of the depth sweep.

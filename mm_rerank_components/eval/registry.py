@@ -1,0 +1,46 @@
+"""The built-in evaluation tasks by name: one place the CLI, the runner and the default's refit read.
+
+Each task is a real mixed corpus fetched from a Debian package on first use (see
+:mod:`mm_rerank_components.eval.datasets`). The label-free default is fitted on all of them and the
+evaluation measures it leave-one-task-out, so adding a task here adds a training source too.
+
+Example:
+    >>> "wesnoth-units" in TASK_NAMES
+    True
+    >>> task = load_builtin_task("wesnoth-units")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mm_rerank_components.eval.tasks import EvalTask
+
+__all__ = ["BUILTIN_TASK_BUILDERS", "TASK_NAMES", "load_builtin_task"]
+
+#: Task name -> ``"module:function"`` that builds it (imported only when the task is loaded).
+BUILTIN_TASK_BUILDERS: dict[str, str] = {
+    "tuxpaint-mixed": "mm_rerank_components.eval.tasks:tuxpaint_mixed_task",
+    "gcompris-explore": "mm_rerank_components.eval.tasks:gcompris_explore_task",
+    "wesnoth-units": "mm_rerank_components.eval.tasks:wesnoth_units_task",
+}
+TASK_NAMES: tuple[str, ...] = tuple(BUILTIN_TASK_BUILDERS)
+
+
+def load_builtin_task(name: str, cache_dir: str | os.PathLike[str] | None = None) -> EvalTask:
+    """Build the built-in task ``name`` (fetching its Debian package into ``cache_dir`` once).
+
+    Raises:
+        ValueError: ``name`` is not a built-in task (the message lists them).
+    """
+    try:
+        target = BUILTIN_TASK_BUILDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASK_NAMES)}") from None
+    module, function = target.split(":")
+    builder = getattr(importlib.import_module(module), function)
+    task: EvalTask = builder(cache_dir)
+    return task
