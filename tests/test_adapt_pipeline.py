@@ -218,6 +218,9 @@ def test_cli_adapt_and_bad_labels(tmp_path: Path, capsys: pytest.CaptureFixture[
             "year",
             "--seed",
             "2",
+            "--listwise",
+            "--modality-floor",
+            "2",
         ]
     )
     captured = capsys.readouterr()
@@ -225,6 +228,10 @@ def test_cli_adapt_and_bad_labels(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "mining (k_text=5, k_image=3)" in captured.out and "calibration per modality" in captured.out
     assert (out / "config.json").is_file()
     assert json.loads((out / "config.json").read_text())["seed"] == 2
+    from mm_rerank_components.adapt import load_reranker
+
+    saved = load_reranker(out).model
+    assert saved.modality_floor == 2 and any(n.startswith("listwise:") for n in saved.feature_names)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "x", "pos": []}\n', encoding="utf-8")
     code = main(

@@ -268,6 +268,8 @@ def adapt(
     l2: float = 0.01,
     pointwise: float = 0.2,
     metadata_fields: Sequence[str] = (),
+    listwise: bool = False,
+    modality_floor: int = 0,
     splits: Sequence[str] | None = None,
     batch_size: int | None = None,
     candidate_image: ImageChoice = "preview",
@@ -290,7 +292,10 @@ def adapt(
         scorer: ``"starter"``, ``"fake"``, ``"first-stage"`` or any Scorer (a custom one must then be
             passed again to ``load_reranker(folder, scorer=...)``).
         k_text, k_image: first-stage depth per route (use the depth you will serve with).
-        seed, l2, pointwise, metadata_fields: see :func:`~mm_rerank_components.adapt.fit_fusion`.
+        seed, l2, pointwise, metadata_fields, listwise, modality_floor: see
+            :func:`~mm_rerank_components.adapt.fit_fusion` (the listwise features and the modality floor
+            are the label-free default's priors; in domain, measured on the built-in tasks' dev/test
+            halves, the listwise features did not help, so both are off by default).
         splits: train only on queries of these splits (e.g. ``("dev",)``); default: every query.
         batch_size: the reranker's batch cap while scoring.
         candidate_image: for the temporary database, what the scorer reads for a picture: the stored
@@ -351,6 +356,8 @@ def adapt(
         l2=l2,
         pointwise=pointwise,
         metadata_fields=metadata_fields,
+        listwise=listwise,
+        modality_floor=modality_floor,
         scorer=str(the_scorer.name),
     )
     t = lap("fusion", t)

@@ -61,6 +61,18 @@ def register(sub: Any) -> None:
     adapt.add_argument(
         "--l2", type=float, default=0.01, help="L2 penalty on the fusion weights (default 0.01)"
     )
+    adapt.add_argument(
+        "--listwise",
+        action="store_true",
+        help="add the listwise features (each raw score's share of a softmax over its query's list)",
+    )
+    adapt.add_argument(
+        "--modality-floor",
+        type=int,
+        default=0,
+        metavar="K",
+        help="keep at least K candidates of each modality in every query's top 10 (0-5, default 0)",
+    )
     adapt.add_argument("--k-text", type=int, default=16, help="passages mined per query (default 16)")
     adapt.add_argument("--k-image", type=int, default=16, help="pictures mined per query (default 16)")
     adapt.add_argument(
@@ -119,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             l2=args.l2,
             metadata_fields=args.metadata_field,
+            listwise=args.listwise,
+            modality_floor=args.modality_floor,
             splits=(args.split,) if args.split else None,
             candidate_image=args.images,
             lora=args.lora,
