@@ -21,7 +21,7 @@ modality, mean predicted vs observed among pairs predicted >= 0.1. ``--l2``, ``-
 Usage (reads the caches ``mm-rerank eval`` fills; computes them when missing)::
 
     python scripts/fit_default.py [--out PATH] [--diagnose] [--threads 1]
-    python scripts/fit_default.py --loto [--l2 0.1] [--bm25] [--one-map] --threads 1
+    python scripts/fit_default.py --loto [--l2 0.1] [--bm25] [--no-listwise] [--floor 0] [--one-map]
 """
 
 from __future__ import annotations
@@ -183,6 +183,13 @@ def main() -> int:
     parser.add_argument(
         "--one-map", action="store_true", help="with --loto: one Platt map for both modalities"
     )
+    parser.add_argument(
+        "--listwise",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --loto: the listwise features",
+    )
+    parser.add_argument("--floor", type=int, default=None, help="with --loto: the modality floor (0 = none)")
     args = parser.parse_args()
     if args.threads is not None:
         from mm_rerank_components.cli._common import set_threads
@@ -197,6 +204,10 @@ def main() -> int:
             settings["l2"] = args.l2
         if args.bm25 is not None:
             settings["bm25"] = args.bm25
+        if args.listwise is not None:
+            settings["listwise"] = args.listwise
+        if args.floor is not None:
+            settings["modality_floor"] = args.floor
         print(f"leave-one-task-out, {settings}{', one Platt map' if args.one_map else ''}:")
         for line in loto(prepared, settings, args.one_map):
             print(line)
