@@ -182,3 +182,15 @@ def test_console_script_is_installed() -> None:
         pytest.skip("package not installed in this environment")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     assert "ingest" in out.stdout and "query" in out.stdout
+
+
+def test_eval_summary_lines_name_each_verdict() -> None:
+    from mm_rerank_components.cli.eval import _check_line
+
+    base = {"name": "default: calibration", "detail": "d"}
+    assert (
+        _check_line({**base, "verdict": "n/a", "passes": True})
+        == "[n/a, not measurable] default: calibration: d"
+    )
+    assert _check_line({**base, "verdict": "tie", "passes": False}).startswith("[tie, target not reached]")
+    assert _check_line({**base, "verdict": "met", "passes": True}).startswith("[met] ")

@@ -134,7 +134,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_line(check: dict[str, Any]) -> str:
-    mark = check["verdict"] if check["passes"] else f"{check['verdict']}, target not reached"
+    if check["verdict"] == "n/a":
+        mark = "n/a, not measurable"
+    else:
+        mark = check["verdict"] if check["passes"] else f"{check['verdict']}, target not reached"
     return f"[{mark}] {check['name']}: {check['detail']}"
 
 
