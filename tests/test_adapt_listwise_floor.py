@@ -117,10 +117,10 @@ def test_fit_with_listwise_and_floor_is_seeded_saved_and_served(tmp_path: Path) 
 
 
 def test_the_shipped_default_uses_both_priors_and_the_floor_can_be_turned_off() -> None:
-    assert FIT_SETTINGS["listwise"] and FIT_SETTINGS["modality_floor"] == 3
+    assert FIT_SETTINGS["listwise"] and FIT_SETTINGS["modality_floor"] == 2
     model = load_default_model()
-    assert model.modality_floor == 3 and set(model.spec.listwise) == {"text", "image"}
-    assert default_reranker(FakeScorer()).model.modality_floor == 3
+    assert model.modality_floor == 2 and set(model.spec.listwise) == {"text", "image"}
+    assert default_reranker(FakeScorer()).model.modality_floor == 2
     assert default_reranker(FakeScorer(), modality_floor=0).model.modality_floor == 0
     with pytest.raises(ValueError, match="modality_floor must be an integer 0..5.*got 9"):
         default_reranker(FakeScorer(), modality_floor=9)

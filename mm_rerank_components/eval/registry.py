@@ -26,6 +26,8 @@ BUILTIN_TASK_BUILDERS: dict[str, str] = {
     "tuxpaint-mixed": "mm_rerank_components.eval.tasks:tuxpaint_mixed_task",
     "gcompris-explore": "mm_rerank_components.eval.tasks:gcompris_explore_task",
     "wesnoth-units": "mm_rerank_components.eval.tasks:wesnoth_units_task",
+    "widelands-items": "mm_rerank_components.eval.source_widelands:widelands_items_task",
+    "freeorion-items": "mm_rerank_components.eval.source_freeorion:freeorion_items_task",
 }
 TASK_NAMES: tuple[str, ...] = tuple(BUILTIN_TASK_BUILDERS)
 
