@@ -238,6 +238,17 @@ def test_run_evaluation_end_to_end_with_fake_scorer(tmp_path: Path) -> None:
     for png in (out / "img").glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
         assert png.stat().st_size < 200_000
+    # the docs' tables are printed from results.json by scripts/benchmark_tables.py
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_tables.py"
+    printed = subprocess.run(
+        [sys.executable, str(script), str(out / "results.json")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "## Per task (held-out test queries)" in printed and "## Calibration, per modality" in printed
+    rrf_row = next(line for line in printed.splitlines() if line.startswith("| rrf |"))
+    assert rrf_row.count("[") == 2  # vs min-max on R@10 and nDCG@10, each with its CI ("–" vs itself)
 
 
 @pytest.mark.slow
