@@ -124,3 +124,32 @@ def test_the_shipped_default_uses_both_priors_and_the_floor_can_be_turned_off() 
     assert default_reranker(FakeScorer(), modality_floor=0).model.modality_floor == 0
     with pytest.raises(ValueError, match="modality_floor must be an integer 0..5.*got 9"):
         default_reranker(FakeScorer(), modality_floor=9)
+
+
+def test_a_captioned_picture_is_read_as_a_picture_when_only_pictures_were_trained() -> None:
+    model = fit_fusion(_lists(0), bm25=False, listwise=True, modality_floor=2, seed=0)
+    assert model.spec.modalities == ("image", "text")
+    captioned = [
+        Candidate(f"c{i}", image=f"p{i}.png", text=f"caption {i}", source="image", retrieval_score=0.4)
+        for i in range(3)
+    ]
+    assert {model.spec.modality_of(c) for c in captioned} == {"image"}
+    raw = [0.9, 0.5, 0.1]
+    probs = model.predict("q", captioned, raw)
+    # its raw score counts (same route signals, so only the raw score can order them)
+    assert probs[0] > probs[1] > probs[2]
+    x = model.spec.transform("q", captioned, raw)
+    col = {n: j for j, n in enumerate(model.spec.names)}
+    assert x[:, col["raw:image"]].tolist() == raw and not x[:, col["raw:text+image"]].any()
+    # a model saved before the field existed reads every modality in its own (untrained) columns
+    old = FusionModel.from_dict({**model.to_dict(), "features": {**model.spec.to_dict(), "modalities": []}})
+    assert old.spec.modality_of(captioned[0]) == "text+image"
+    # a text-only candidate stays text; the floor counts a captioned picture as a picture
+    assert model.spec.modality_of(Candidate("t", text="x")) == "text"
+    mixed = captioned + [
+        Candidate(f"t{i}", text=f"t{i}", source="text", retrieval_score=0.1) for i in range(9)
+    ]
+    probs = model.predict("q", mixed, [0.01, 0.01, 0.01] + [0.9] * 9)
+    top = sorted(range(len(mixed)), key=lambda i: -probs[i])[:10]
+    assert sum(mixed[i].image is not None for i in top) >= 2
+    assert load_default_model().spec.modalities == ("image", "text")

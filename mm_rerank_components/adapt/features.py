@@ -200,6 +200,10 @@ class FeatureSpec:
         bm25: whether to compute the BM25 features (``bm25s`` needed).
         listwise: per modality, the raw-score scale (:func:`listwise_scales` of the training pool);
             when given, the listwise features are built. Empty (the default): none.
+        modalities: the candidate modalities seen in training. A candidate of another modality is
+            read as the trained modality of its kind (:meth:`modality_of`): a captioned picture
+            (``"text+image"``) as a picture when only ``"image"`` was trained, so its raw score still
+            counts. Empty (folders saved before this field): every modality reads its own columns.
 
     Features, per candidate:
         * ``raw:<modality>``: the scorer's raw score (only in its modality's column, since raw scales
@@ -226,6 +230,7 @@ class FeatureSpec:
     metadata_fields: tuple[str, ...] = ()
     bm25: bool = True
     listwise: Mapping[str, float] = field(default_factory=dict)
+    modalities: tuple[str, ...] = ()
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -245,6 +250,10 @@ class FeatureSpec:
                     f"got {modality!r}: {scale!r}"
                 )
         object.__setattr__(self, "listwise", {m: float(v) for m, v in sorted(self.listwise.items())})
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"modalities must be among {list(MODALITIES)}, got {unknown}")
+        object.__setattr__(self, "modalities", tuple(sorted(set(self.modalities))))
         names: list[str] = []
         names += [f"raw:{m}" for m in MODALITIES]
         names += [f"raw_z:{m}" for m in MODALITIES]
@@ -267,6 +276,7 @@ class FeatureSpec:
             "metadata_fields": list(self.metadata_fields),
             "bm25": self.bm25,
             **({"listwise": dict(self.listwise)} if self.listwise else {}),
+            **({"modalities": list(self.modalities)} if self.modalities else {}),
         }
 
     @classmethod
@@ -277,6 +287,7 @@ class FeatureSpec:
             metadata_fields=tuple(data["metadata_fields"]),
             bm25=bool(data["bm25"]),
             listwise=dict(data.get("listwise") or {}),
+            modalities=tuple(data.get("modalities") or ()),
         )
 
     def route_of(self, candidate: Candidate) -> str:
@@ -285,6 +296,20 @@ class FeatureSpec:
             return str(candidate.source)
         kind = "image" if candidate.image is not None else "text"
         return self.route_by_kind.get(kind, OTHER_ROUTE)
+
+    def modality_of(self, candidate: Candidate) -> str:
+        """The trained modality whose columns (and calibration) a candidate uses (see ``modalities``).
+
+        Example:
+            >>> spec = FeatureSpec(routes=("image",), modalities=("image", "text"))
+            >>> spec.modality_of(Candidate("a", image="a.png", text="a caption"))
+            'image'
+        """
+        modality = candidate.modality
+        if not self.modalities or modality in self.modalities:
+            return modality
+        kinds = ("image", "text+image") if candidate.image is not None else ("text", "text+image")
+        return next((m for m in kinds if m in self.modalities), modality)
 
     def transform(
         self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
@@ -303,7 +328,7 @@ class FeatureSpec:
         raw = np.asarray(raw_scores, dtype=float)
         if not np.all(np.isfinite(raw)):
             raise ValueError("raw scores must be finite; leave candidates the scorer failed out of fusion")
-        modalities = [c.modality for c in candidates]
+        modalities = [self.modality_of(c) for c in candidates]
         raw_z = _modality_z(raw, list(modalities))
         route_of = [self.route_of(c) for c in candidates]
         ranks = _route_ranks(candidates, route_of)

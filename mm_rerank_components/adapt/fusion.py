@@ -291,8 +291,9 @@ class FusionModel:
         training: what it was trained on and how it went (queries, pairs, loss, metrics, seed, l2).
         seconds: how long the fit took (not saved).
         modality_floor: with ``k > 0``, each query's first :data:`FLOOR_WINDOW` places hold at least
-            ``k`` candidates of each modality whenever the list has enough of them
-            (:func:`apply_modality_floor`); 0 (the default) leaves the learned order alone.
+            ``k`` pictures and ``k`` passages whenever the list has enough of them (a captioned
+            picture counts as a picture; :func:`apply_modality_floor`); 0 (the default) leaves the
+            learned order alone.
 
     Example:
         >>> model = FusionModel.from_dict(model.to_dict())  # doctest: +SKIP
@@ -334,10 +335,11 @@ class FusionModel:
         fused = self.fused_scores(query, candidates, raw_scores)
         if not fused:
             return []
-        modalities = [c.modality for c in candidates]
+        modalities = [cast(Modality, self.spec.modality_of(c)) for c in candidates]
         probabilities = self.calibrator.calibrate(fused, modalities)
         if self.modality_floor > 0:
-            return apply_modality_floor(probabilities, modalities, self.modality_floor)
+            kinds = ["image" if c.image is not None else "text" for c in candidates]
+            return apply_modality_floor(probabilities, kinds, self.modality_floor)
         return probabilities
 
     def weight_table(self) -> list[tuple[str, float]]:
@@ -576,6 +578,7 @@ def fit_fusion(
         metadata_fields=tuple(metadata_fields),
         bm25=bm25,
         listwise=scales,
+        modalities=tuple(sorted({c.modality for item in lists for c in item.candidates})),
     )
     matrices = [spec.transform(item.query, item.candidates, item.raw_scores) for item in lists]
     features_s = time.perf_counter() - started
