@@ -20,12 +20,14 @@ per modality, mean predicted vs observed among pairs predicted >= 0.1. ``--l2``,
 ``--one-map`` (one Platt map for both modalities) vary the shipped settings. ``--captioned`` adds
 Tux Paint with captioned pictures (each picture a text+image document holding its French caption),
 the default fitted on the other tasks, as it reads captioned pictures now and as it did before.
+``--no-routes`` adds the default on candidates without ``source`` and ``retrieval_score`` (what a
+retriever that returns no scores hands over) against the scorer's own calibration.
 
 Usage (reads the caches ``mm-rerank eval`` fills; computes them when missing)::
 
     python scripts/fit_default.py [--out PATH] [--diagnose] [--threads 1]
     python scripts/fit_default.py --loto [--l2 0.1] [--bm25] [--no-listwise] [--floor 0] [--one-map]
-    python scripts/fit_default.py --loto --captioned --threads 1
+    python scripts/fit_default.py --loto --captioned --no-routes --threads 1
 """
 
 from __future__ import annotations
@@ -237,6 +239,51 @@ def captioned_check(prepared: list[PreparedTask], cache: Path, settings: dict[st
     return lines
 
 
+def no_routes_check(prepared: list[PreparedTask], settings: dict[str, Any]) -> list[str]:
+    """Leave-one-task-out, the default on candidates without ``source`` and ``retrieval_score``.
+
+    What a reranker gets from a retriever that returns no scores (a plain LangChain retriever): the
+    route features are missing, and the model gives them the route's training means. Compared with
+    the scorer's own shipped calibration, the other label-free choice when there are no routes.
+    """
+    from dataclasses import replace
+
+    from mm_rerank_components.adapt import fit_fusion
+    from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
+    from mm_rerank_components.eval.pipelines import ScoredUnion, calibrated_run
+    from mm_rerank_components.eval.stats import paired_bootstrap
+
+    calibrator = StarterScorer().default_calibrator()
+    lines = []
+    for p in prepared:
+        train = [
+            x
+            for o in prepared
+            if o is not p
+            for x in labelled_lists(o, "starter", o.task.query_ids("all"), *DEFAULT_DEPTH)
+        ]
+        model = fit_fusion(train, scorer=p.scored["starter"].scorer, **settings)
+        test = p.task.query_ids("test")
+        bare: dict[str, list[tuple[str, Any, float]]] = {}
+        starter: dict[str, list[tuple[str, Any, float]]] = {}
+        for qid, item in zip(test, labelled_lists(p, "starter", test, *DEFAULT_DEPTH), strict=True):
+            stripped = [replace(c, source=None, retrieval_score=None) for c in item.candidates]
+            probs = model.predict(item.query, stripped, item.raw_scores)
+            bare[qid] = [(c.id, c.modality, float(v)) for c, v in zip(item.candidates, probs, strict=True)]
+            cal = calibrator.calibrate(list(item.raw_scores), [c.modality for c in item.candidates])
+            starter[qid] = [(c.id, c.modality, float(v)) for c, v in zip(item.candidates, cal, strict=True)]
+        a = evaluate_run(p.task, calibrated_run(ScoredUnion("bare", bare), None, test), test)
+        b = evaluate_run(p.task, calibrated_run(ScoredUnion("starter", starter), None, test), test)
+        parts = [f"{p.task.name:17s} no retrieval scores"]
+        for metric in ("recall@10", "ndcg@10"):
+            r = paired_bootstrap(per_query_values(a, metric, test), per_query_values(b, metric, test))
+            ci = f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+            parts.append(f"{metric} {r['a']:.3f} vs calibrated starter {ci}")
+        parts.append(f"pictures {100 * a['image_share@10']:.0f}% (starter {100 * b['image_share@10']:.0f}%)")
+        lines.append("; ".join(parts))
+    return lines
+
+
 def _run_loto(args: argparse.Namespace, prepared: list[PreparedTask], cache: Path) -> int:
     settings = dict(FIT_SETTINGS)
     for key, value in (
@@ -252,6 +299,9 @@ def _run_loto(args: argparse.Namespace, prepared: list[PreparedTask], cache: Pat
         print(line)
     if args.captioned:
         for line in captioned_check(prepared, cache, settings):
+            print(line)
+    if args.no_routes:
+        for line in no_routes_check(prepared, settings):
             print(line)
     return 0
 
@@ -279,6 +329,11 @@ def main() -> int:
         help="with --loto: the listwise features",
     )
     parser.add_argument("--floor", type=int, default=None, help="with --loto: the modality floor (0 = none)")
+    parser.add_argument(
+        "--no-routes",
+        action="store_true",
+        help="with --loto: also measure the default on candidates without retrieval scores",
+    )
     parser.add_argument(
         "--captioned",
         action="store_true",

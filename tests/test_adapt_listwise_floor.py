@@ -153,3 +153,32 @@ def test_a_captioned_picture_is_read_as_a_picture_when_only_pictures_were_traine
     top = sorted(range(len(mixed)), key=lambda i: -probs[i])[:10]
     assert sum(mixed[i].image is not None for i in top) >= 2
     assert load_default_model().spec.modalities == ("image", "text")
+
+
+def test_a_candidate_without_a_retrieval_score_gets_its_routes_training_means() -> None:
+    from mm_rerank_components.adapt.fusion import impute_route_features
+
+    model = fit_fusion(_lists(0), bm25=False, listwise=True, seed=0)
+    assert set(model.impute) == {f"{f}:{r}" for f in ("sim", "rr", "minmax", "z") for r in ("image", "text")}
+    texts = [c for c in _hits() if c.image is None]
+    assert model.impute["sim:text"] == pytest.approx(float(np.mean([c.retrieval_score for c in texts])))
+    bare = [Candidate("t", text="passage"), Candidate("i", image="p.png")]
+    x = model.spec.transform("q", bare, [0.5, 0.5])
+    col = {n: j for j, n in enumerate(model.spec.names)}
+    assert x[0, col["sim:text"]] == 0.0 and x[:, col["retrieval_missing"]].tolist() == [1.0, 1.0]
+    filled = impute_route_features(model.spec, x, model.impute)
+    assert filled[0, col["sim:text"]] == model.impute["sim:text"]
+    assert filled[1, col["z:image"]] == model.impute["z:image"] and filled[0, col["sim:image"]] == 0.0
+    assert x[0, col["sim:text"]] == 0.0  # the input is not modified
+    # candidates with a retrieval score keep theirs; the means survive the JSON round trip
+    hits = _hits()
+    y = model.spec.transform("q", hits, [0.1] * len(hits))
+    assert np.array_equal(impute_route_features(model.spec, y, model.impute), y)
+    back = FusionModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert back.impute == model.impute and back.predict("q", bare, [0.5, 0.5]) == model.predict(
+        "q", bare, [0.5, 0.5]
+    )
+    with pytest.raises(ValueError, match="impute must map feature names"):
+        FusionModel.from_dict({**model.to_dict(), "impute": {"nope": 1.0}}, source="m.json")
+    old = {k: v for k, v in model.to_dict().items() if k != "impute"}
+    assert FusionModel.from_dict(old).impute == {}

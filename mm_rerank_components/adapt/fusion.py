@@ -309,6 +309,9 @@ class FusionModel:
     #: Wall time of the fit (``features``, ``total``); not saved, so saved models are byte-identical.
     seconds: dict[str, float] = field(default_factory=dict, compare=False)
     modality_floor: int = 0
+    #: Per route feature (``sim:r``, ``rr:r``, ``minmax:r``, ``z:r``), its training mean over the
+    #: candidates that route returned: what a candidate without a retrieval score is given instead of 0.
+    impute: dict[str, float] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -320,7 +323,7 @@ class FusionModel:
         """The uncalibrated fused score (a log-odds-like value) of each candidate."""
         if not candidates:
             return []
-        x = self.spec.transform(query, candidates, raw_scores)
+        x = impute_route_features(self.spec, self.spec.transform(query, candidates, raw_scores), self.impute)
         return [float(v) for v in ((x - self.mean) / self.scale) @ self.weights + self.bias]
 
     def predict(
@@ -361,6 +364,7 @@ class FusionModel:
             "calibration": self.calibrator.to_dict(),
             "training": self.training,
             **({"modality_floor": self.modality_floor} if self.modality_floor else {}),
+            **({"impute": dict(self.impute)} if self.impute else {}),
         }
 
     @classmethod
@@ -400,9 +404,66 @@ class FusionModel:
                 calibrator,
                 dict(data["training"]),
                 modality_floor=floor,
+                impute=_read_impute(data.get("impute"), spec, source),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{source}: malformed learned-fusion model ({exc!r})") from exc
+
+
+_ROUTE_FEATURES = ("sim", "rr", "minmax", "z")
+
+
+def _read_impute(value: Any, spec: FeatureSpec, source: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or any(
+        k not in spec.names or not isinstance(v, (int, float)) or not math.isfinite(v)
+        for k, v in value.items()
+    ):
+        raise ValueError(f"{source}: impute must map feature names to finite numbers")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def route_feature_means(spec: FeatureSpec, matrices: Sequence[np.ndarray]) -> dict[str, float]:
+    """Per route, the mean of its features over the training candidates that route returned."""
+    if not matrices:
+        return {}
+    x = np.concatenate(matrices)
+    col = {name: j for j, name in enumerate(spec.names)}
+    present = x[:, col["retrieval_missing"]] == 0
+    out: dict[str, float] = {}
+    for route in spec.routes:
+        rows = present & (x[:, col[f"route:{route}"]] == 1)
+        if rows.any():
+            for f in _ROUTE_FEATURES:
+                out[f"{f}:{route}"] = round(float(x[rows, col[f"{f}:{route}"]].mean()), 6)
+    return out
+
+
+def impute_route_features(spec: FeatureSpec, x: np.ndarray, means: Mapping[str, float]) -> np.ndarray:
+    """``x`` with each candidate lacking a retrieval score given its route's training means.
+
+    Without this a missing similarity reads as 0, far below anything a route returns, and shifts the
+    fused score by a different amount per route (so per modality). With the route's mean the
+    candidate is "an average hit of its route" and the scorer's own signals decide.
+
+    Example:
+        >>> x = impute_route_features(model.spec, matrix, model.impute)  # doctest: +SKIP
+    """
+    if not means or x.size == 0:
+        return x
+    col = {name: j for j, name in enumerate(spec.names)}
+    missing = x[:, col["retrieval_missing"]] == 1
+    if not missing.any():
+        return x
+    x = x.copy()
+    for route in spec.routes:
+        rows = missing & (x[:, col[f"route:{route}"]] == 1)
+        for f in _ROUTE_FEATURES:
+            name = f"{f}:{route}"
+            if name in means and rows.any():
+                x[rows, col[name]] = means[name]
+    return x
 
 
 #: The places :func:`apply_modality_floor` looks at: the top 10 a user reads and the eval measures.
@@ -633,7 +694,18 @@ def fit_fusion(
     )
     if modality_floor:
         training["modality_floor"] = modality_floor
-    return FusionModel(spec, mu, sd, w, b, calibrator, training, seconds, modality_floor=modality_floor)
+    return FusionModel(
+        spec,
+        mu,
+        sd,
+        w,
+        b,
+        calibrator,
+        training,
+        seconds,
+        modality_floor=modality_floor,
+        impute=route_feature_means(spec, matrices),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
