@@ -254,6 +254,8 @@ def no_routes_check(prepared: list[PreparedTask], settings: dict[str, Any]) -> l
     from mm_rerank_components.eval.stats import paired_bootstrap
 
     calibrator = StarterScorer().default_calibrator()
+    if calibrator is None:
+        raise RuntimeError("the starter scorer ships a calibration; this install lacks it")
     lines = []
     for p in prepared:
         train = [
