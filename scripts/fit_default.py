@@ -63,6 +63,19 @@ def prepare(cache: Path, depth: tuple[int, int]) -> list[PreparedTask]:
     return out
 
 
+def fit_without(prepared: list[PreparedTask], held_out: PreparedTask, settings: dict[str, Any]) -> Any:
+    """The default's model fitted with ``settings`` on every query of every task but ``held_out``."""
+    from mm_rerank_components.adapt import fit_fusion
+
+    train = [
+        x
+        for p in prepared
+        if p is not held_out
+        for x in labelled_lists(p, "starter", p.task.query_ids("all"), *DEFAULT_DEPTH)
+    ]
+    return fit_fusion(train, scorer=held_out.scored["starter"].scorer, **settings)
+
+
 def diagnose(prepared: list[PreparedTask], depth: tuple[int, int]) -> list[dict[str, Any]]:
     """Platt per modality fitted on one task's raw scores, measured on the other task's test pairs."""
     rows = []
@@ -118,22 +131,17 @@ def _one_map(model: Any) -> Any:
 
 
 def loto(prepared: list[PreparedTask], settings: dict[str, Any], one_map: bool) -> list[str]:
-    """Leave-one-task-out lines for ``fit_fusion(**settings)``: fit on two tasks, test on the third."""
-    from mm_rerank_components.adapt import fit_fusion
+    """Leave-one-task-out lines for ``fit_fusion(**settings)``: fit on every other task, test on one."""
     from mm_rerank_components.eval.learned import fusion_union
     from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
     from mm_rerank_components.eval.pipelines import calibrated_run, fusion_run
     from mm_rerank_components.eval.stats import paired_bootstrap
     from mm_rerank_components.eval.targets import calibration_figures
 
-    lists = {
-        p.task.name: labelled_lists(p, "starter", p.task.query_ids("all"), *DEFAULT_DEPTH) for p in prepared
-    }
     lines = []
     for p in prepared:
         task, test = p.task, p.task.query_ids("test")
-        train = [x for other in prepared if other is not p for x in lists[other.task.name]]
-        model = fit_fusion(train, scorer=p.scored["starter"].scorer, **settings)
+        model = fit_without(prepared, p, settings)
         if one_map:
             model = _one_map(model)
         union = fusion_union(model, p, "starter", test, *DEFAULT_DEPTH)
@@ -183,7 +191,6 @@ def captioned_check(prepared: list[PreparedTask], cache: Path, settings: dict[st
     import copy
     from dataclasses import replace
 
-    from mm_rerank_components.adapt import fit_fusion
     from mm_rerank_components.eval.learned import fusion_union
     from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
     from mm_rerank_components.eval.pipelines import calibrated_run, fusion_run
@@ -201,13 +208,7 @@ def captioned_check(prepared: list[PreparedTask], cache: Path, settings: dict[st
     qids = task.query_ids("dev") + task.query_ids("test")
     scored = score_union(task, first, StarterScorer(), qids, *DEFAULT_DEPTH, cache_dir=cache / "embeddings")
     captioned = PreparedTask(task, first, {"starter": scored})
-    train = [
-        x
-        for p in prepared
-        if p is not tux
-        for x in labelled_lists(p, "starter", p.task.query_ids("all"), *DEFAULT_DEPTH)
-    ]
-    model = fit_fusion(train, scorer=scored.scorer, **settings)
+    model = fit_without(prepared, tux, settings)
     before = copy.copy(model)
     before.spec = replace(model.spec, modalities=())
     test = task.query_ids("test")
@@ -248,7 +249,6 @@ def no_routes_check(prepared: list[PreparedTask], settings: dict[str, Any]) -> l
     """
     from dataclasses import replace
 
-    from mm_rerank_components.adapt import fit_fusion
     from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
     from mm_rerank_components.eval.pipelines import ScoredUnion, calibrated_run
     from mm_rerank_components.eval.stats import paired_bootstrap
@@ -258,13 +258,7 @@ def no_routes_check(prepared: list[PreparedTask], settings: dict[str, Any]) -> l
         raise RuntimeError("the starter scorer ships a calibration; this install lacks it")
     lines = []
     for p in prepared:
-        train = [
-            x
-            for o in prepared
-            if o is not p
-            for x in labelled_lists(o, "starter", o.task.query_ids("all"), *DEFAULT_DEPTH)
-        ]
-        model = fit_fusion(train, scorer=p.scored["starter"].scorer, **settings)
+        model = fit_without(prepared, p, settings)
         test = p.task.query_ids("test")
         bare: dict[str, list[tuple[str, Any, float]]] = {}
         starter: dict[str, list[tuple[str, Any, float]]] = {}
