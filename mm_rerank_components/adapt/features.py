@@ -36,6 +36,7 @@ from mm_rerank_components.types import MODALITIES, Candidate, Query
 __all__ = [
     "LISTWISE_TEMPERATURES",
     "OTHER_ROUTE",
+    "ROUTE_FEATURES",
     "RRF_K",
     "FeatureSpec",
     "bm25_pool_scores",
@@ -46,6 +47,8 @@ __all__ = [
 RRF_K = 60
 #: The route bucket for candidates whose ``source`` is ``None`` or a route not seen in training.
 OTHER_ROUTE = "<other>"
+#: The per-route features, each named ``<feature>:<route>`` (see :class:`FeatureSpec`).
+ROUTE_FEATURES = ("sim", "rr", "minmax", "z")
 #: Softmax temperatures of the listwise features, as multiples of the modality's raw-score scale.
 LISTWISE_TEMPERATURES = (0.5, 1.0)
 
@@ -259,7 +262,7 @@ class FeatureSpec:
         names += [f"raw_z:{m}" for m in MODALITIES]
         names += [f"modality:{m}" for m in MODALITIES]
         for route in (*self.routes, OTHER_ROUTE):
-            names += [f"route:{route}", f"sim:{route}", f"rr:{route}", f"minmax:{route}", f"z:{route}"]
+            names += [f"route:{route}", *(f"{f}:{route}" for f in ROUTE_FEATURES)]
         names.append("retrieval_missing")
         if self.bm25:
             names += ["bm25", "bm25_rel", "query_text_missing", "doc_text_missing"]

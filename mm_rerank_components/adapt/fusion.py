@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from mm_rerank_components.adapt.features import FeatureSpec, listwise_scales
+from mm_rerank_components.adapt.features import ROUTE_FEATURES, FeatureSpec, listwise_scales
 from mm_rerank_components.calibration import (
     PerModalityCalibrator,
     PlattCalibrator,
@@ -410,9 +410,6 @@ class FusionModel:
             raise ValueError(f"{source}: malformed learned-fusion model ({exc!r})") from exc
 
 
-_ROUTE_FEATURES = ("sim", "rr", "minmax", "z")
-
-
 def _read_impute(value: Any, spec: FeatureSpec, source: str) -> dict[str, float]:
     if value is None:
         return {}
@@ -435,7 +432,7 @@ def route_feature_means(spec: FeatureSpec, matrices: Sequence[np.ndarray]) -> di
     for route in spec.routes:
         rows = present & (x[:, col[f"route:{route}"]] == 1)
         if rows.any():
-            for f in _ROUTE_FEATURES:
+            for f in ROUTE_FEATURES:
                 out[f"{f}:{route}"] = round(float(x[rows, col[f"{f}:{route}"]].mean()), 6)
     return out
 
@@ -459,7 +456,7 @@ def impute_route_features(spec: FeatureSpec, x: np.ndarray, means: Mapping[str, 
     x = x.copy()
     for route in spec.routes:
         rows = missing & (x[:, col[f"route:{route}"]] == 1)
-        for f in _ROUTE_FEATURES:
+        for f in ROUTE_FEATURES:
             name = f"{f}:{route}"
             if name in means and rows.any():
                 x[rows, col[name]] = means[name]
