@@ -67,7 +67,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from mm_rerank_components.adapt.fusion import FusionModel, LearnedFusionReranker
+from mm_rerank_components.adapt.fusion import FusionModel, LearnedFusionReranker, check_modality_floor
 from mm_rerank_components.reranker import check_request
 from mm_rerank_components.types import Candidate, Query, RankedCandidate
 
@@ -302,15 +302,7 @@ def default_reranker(
         scorer = StarterScorer()
     model = load_default_model(model_path)
     if modality_floor is not None:
-        if (
-            not isinstance(modality_floor, int)
-            or isinstance(modality_floor, bool)
-            or not 0 <= modality_floor <= 5
-        ):
-            raise ValueError(
-                f"modality_floor must be an integer 0..5 (places of the top 10), got {modality_floor!r}"
-            )
-        model.modality_floor = modality_floor
+        model.modality_floor = check_modality_floor(modality_floor)
     fitted_for = model.calibrator.scorer
     name = getattr(scorer, "name", type(scorer).__name__)
     if fitted_for is not None and fitted_for != name:

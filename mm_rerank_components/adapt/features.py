@@ -235,6 +235,8 @@ class FeatureSpec:
     listwise: Mapping[str, float] = field(default_factory=dict)
     modalities: tuple[str, ...] = ()
     names: tuple[str, ...] = field(init=False)
+    #: Column of each feature name in :meth:`transform`'s matrix (derived from :attr:`names`).
+    index: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if OTHER_ROUTE in self.routes:
@@ -271,6 +273,7 @@ class FeatureSpec:
         if self.listwise:
             names += [f"listwise:{m}@{t:g}" for m in MODALITIES for t in LISTWISE_TEMPERATURES]
         object.__setattr__(self, "names", tuple(names))
+        object.__setattr__(self, "index", {name: j for j, name in enumerate(names)})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -327,7 +330,7 @@ class FeatureSpec:
         x = np.zeros((n, len(self.names)))
         if n == 0:
             return x
-        col = {name: j for j, name in enumerate(self.names)}
+        col = self.index
         raw = np.asarray(raw_scores, dtype=float)
         if not np.all(np.isfinite(raw)):
             raise ValueError("raw scores must be finite; leave candidates the scorer failed out of fusion")

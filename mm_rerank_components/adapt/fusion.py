@@ -56,6 +56,7 @@ __all__ = [
     "LabelledList",
     "LearnedFusionReranker",
     "apply_modality_floor",
+    "check_modality_floor",
     "fit_fusion",
 ]
 
@@ -390,11 +391,7 @@ class FusionModel:
             calibrator = calibrator_from_dict(data["calibration"], source=source)
             if not isinstance(calibrator, PerModalityCalibrator):
                 raise ValueError(f"{source}: calibration must be a PerModalityCalibrator")
-            floor = data.get("modality_floor", 0)
-            if not isinstance(floor, int) or isinstance(floor, bool) or not 0 <= floor <= FLOOR_WINDOW // 2:
-                raise ValueError(
-                    f"{source}: modality_floor must be an integer 0..{FLOOR_WINDOW // 2}, got {floor!r}"
-                )
+            floor = check_modality_floor(data.get("modality_floor", 0), f"{source}: ")
             return cls(
                 spec,
                 arrays[0],
@@ -426,7 +423,7 @@ def route_feature_means(spec: FeatureSpec, matrices: Sequence[np.ndarray]) -> di
     if not matrices:
         return {}
     x = np.concatenate(matrices)
-    col = {name: j for j, name in enumerate(spec.names)}
+    col = spec.index
     present = x[:, col["retrieval_missing"]] == 0
     out: dict[str, float] = {}
     for route in spec.routes:
@@ -449,7 +446,7 @@ def impute_route_features(spec: FeatureSpec, x: np.ndarray, means: Mapping[str, 
     """
     if not means or x.size == 0:
         return x
-    col = {name: j for j, name in enumerate(spec.names)}
+    col = spec.index
     missing = x[:, col["retrieval_missing"]] == 1
     if not missing.any():
         return x
@@ -465,6 +462,21 @@ def impute_route_features(spec: FeatureSpec, x: np.ndarray, means: Mapping[str, 
 
 #: The places :func:`apply_modality_floor` looks at: the top 10 a user reads and the eval measures.
 FLOOR_WINDOW = 10
+
+
+def check_modality_floor(value: Any, where: str = "") -> int:
+    """``value`` if it is a valid modality floor (an integer 0..5), else a ValueError naming it.
+
+    Example:
+        >>> check_modality_floor(2)
+        2
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= FLOOR_WINDOW // 2:
+        raise ValueError(
+            f"{where}modality_floor must be an integer 0..{FLOOR_WINDOW // 2}, got {value!r} "
+            f"(places of the top {FLOOR_WINDOW} each modality keeps; 0 for none)"
+        )
+    return value
 
 
 def apply_modality_floor(
@@ -619,8 +631,7 @@ def fit_fusion(
     if not any(any(g > 0 for g in item.labels) for item in lists):
         raise ValueError("fit_fusion needs at least one relevant candidate (label >= 1)")
     started = time.perf_counter()
-    if not isinstance(modality_floor, int) or not 0 <= modality_floor <= FLOOR_WINDOW // 2:
-        raise ValueError(f"modality_floor must be an integer 0..{FLOOR_WINDOW // 2}, got {modality_floor!r}")
+    check_modality_floor(modality_floor)
     routes = sorted({c.source for item in lists for c in item.candidates if c.source is not None})
     scales = (
         listwise_scales(
