@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-import mm_rerank_components.media as media
+import mm_rerank_components.media.refs as media_refs
 import mm_rerank_components.reranker as reranker_module
 from mm_rerank_components import Candidate, MultimodalReranker, Query
 from mm_rerank_components.media import load_image
@@ -295,8 +295,8 @@ def main() -> None:
     global CLOCK
     CLOCK = "perf_counter" if args.wall else "thread_time"
     if args.stdlib_base64:
-        media._PYBASE64 = None
-    decoder = "pybase64" if media._fast_base64() is not None else "standard library (binascii)"
+        media_refs._PYBASE64 = None
+    decoder = "pybase64" if media_refs._fast_base64() is not None else "standard library (binascii)"
     sizes = (100, 1_000) if args.quick else (100, 1_000, 10_000)
     small = small_rows(sizes, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 import mm_rerank_components.media as media
+import mm_rerank_components.media.keys as media_keys
+import mm_rerank_components.media.refs as media_refs
 from conftest import b64, png_bytes
 from mm_rerank_components import Candidate, MultimodalReranker, ScoreCache
 from mm_rerank_components.media import cache_key, classify, image_key, load_image, read_image_bytes
@@ -55,8 +57,8 @@ def test_base64_never_reaches_the_filesystem(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("fast", [True, False], ids=["pybase64", "stdlib"])
 def test_base64_forms_decode_alike(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media, "_PYBASE64", False if fast else None)
-    if fast and media._fast_base64() is None:
+    monkeypatch.setattr(media_refs, "_PYBASE64", False if fast else None)
+    if fast and media_refs._fast_base64() is None:
         pytest.skip("pybase64 (an optional accelerator) is not installed; the stdlib case still runs")
     raw = PNG + b"\xfb\xff\xfe"  # bytes whose base64 holds '+' and '/', or '-' and '_'
     standard = base64.b64encode(raw).decode()
@@ -98,13 +100,13 @@ def test_the_same_reference_keeps_its_keys(tmp_path: Path) -> None:
 
 def test_pil_pixels_are_hashed_once_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    digest = media._pixel_digest
+    digest = media_keys._pixel_digest
 
     def counting(image: Image.Image) -> str:
         calls.append(1)
         return digest(image)
 
-    monkeypatch.setattr(media, "_pixel_digest", counting)
+    monkeypatch.setattr(media_keys, "_pixel_digest", counting)
     image = Image.new("RGB", (600, 600), (9, 9, 9))
     cands = [Candidate("p", image=image)]
     reranker = MultimodalReranker(FakeScorer(), cache=ScoreCache())
