@@ -79,8 +79,8 @@ def test_batches_follow_the_token_budget_and_tokenise_once(bert_path: Path) -> N
 
     tight.forward = counting_forward  # type: ignore[method-assign]
     tokenize_calls = []
-    tokenize = tight.tokenize
-    tight.tokenize = lambda q, t: tokenize_calls.append(len(t)) or tokenize(q, t)  # type: ignore[method-assign]
+    tokenize = tight.tokenize_pairs
+    tight.tokenize_pairs = lambda q, t: tokenize_calls.append(len(t)) or tokenize(q, t)  # type: ignore[method-assign]
     loose = CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", max_batch_tokens=None)
     for a, b in zip(tight.score(query, candidates), loose.score(query, candidates), strict=True):
         assert a == pytest.approx(b, abs=1e-4)
@@ -152,3 +152,24 @@ def test_routing_text_to_cross_encoder_and_images_elsewhere(scorer: CrossEncoder
         assert 0.0 <= r.score <= 1.0
         if r.modality == "text":
             assert r.score == pytest.approx(1.0 / (1.0 + math.exp(-0.5 * raw[r.id])), abs=1e-5)
+
+
+def test_score_many_merges_calls_and_equals_single_calls(bert_path: Path) -> None:
+    merged = CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", batch_size=64)
+    calls = [
+        (Query("red fox"), passages()[:7]),
+        (Query("owl"), []),
+        (Query("w3 snow the den"), passages()[4:]),
+        (Query("river"), passages()[2:3]),
+    ]
+    sizes: list[int] = []
+    original = merged.forward
+    merged.forward = lambda batch: (sizes.append(len(batch["input_ids"])), original(batch))[1]  # type: ignore[method-assign]
+    together = merged.score_many(calls)
+    assert sizes == [sum(len(c) for _, c in calls)]  # one shared pass for every pair of every call
+    alone = [merged.score(q, c) for q, c in calls]
+    assert [len(s) for s in together] == [len(c) for _, c in calls]
+    for a, b in zip(together, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+    with pytest.raises(ValueError, match="image"):
+        merged.score_many([(Query("fox"), [Candidate("i", image="pic.png")])])

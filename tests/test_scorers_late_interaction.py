@@ -163,3 +163,22 @@ def test_colpali_through_its_processor(tmp_path: Path) -> None:
     q = scorer.encoder.embed([("query", "red fox")], max_items=1, max_cost=None)[0]
     page = scorer.encoder.embed([("image", candidates[5].image)], max_items=1, max_cost=None)[0]
     assert scores[5] == pytest.approx(_maxsim(q, page), abs=1e-4)
+
+
+def test_score_many_equals_single_calls(colbert_path: Path) -> None:
+    scorer = LateInteractionScorer(colbert_path, query_max_length=12, batch_size=16, **KW)
+    calls = [(Query("red fox"), texts()[:4]), (Query("owl"), []), (Query("snow den w5"), texts()[2:])]
+    together = scorer.score_many(calls)
+    alone = [scorer.score(q, c) for q, c in calls]
+    assert [len(s) for s in together] == [4, 0, 4]
+    for a, b in zip(together, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_score_many_with_images_equals_single_calls(colqwen_path: Path) -> None:
+    scorer = LateInteractionScorer(colqwen_path, batch_size=16, **KW)
+    calls = [(Query("red fox"), mixed()[:6]), (Query("snow"), mixed()[3:])]
+    together = scorer.score_many(calls)
+    alone = [scorer.score(q, c) for q, c in calls]
+    for a, b in zip(together, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)

@@ -128,3 +128,13 @@ def test_bad_settings_fail_clearly(lm_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="could not load the causal LM"):
         LLMYesNoScorer(tmp_path / "missing", local_files_only=True, device="cpu")
     assert LLMYesNoScorer(lm_path, local_files_only=True, device="cpu").score(Query("fox"), []) == []
+
+
+def test_score_many_equals_single_calls(scorer: LLMYesNoScorer) -> None:
+    calls = [(Query("red fox"), passages()[:5]), (Query("owl"), []), (Query("snow den"), passages()[3:])]
+    together = scorer.score_many(calls)
+    alone = [scorer.score(q, c) for q, c in calls]
+    assert [len(s) for s in together] == [5, 0, len(passages()) - 3]
+    for a, b in zip(together, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert scorer.score_many([]) == []

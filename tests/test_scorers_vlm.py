@@ -325,3 +325,17 @@ def test_qwen3_vl_reranker_prompt_labels_and_batching(qwen3_path: Path) -> None:
     one = VLMYesNoScorer(qwen3_path, batch_size=1, **kw).score(image_query, candidates[3:8])
     for a, b in zip(scorer.score(image_query, candidates[3:8]), one, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_score_many_equals_single_calls(scorer: VLMYesNoScorer) -> None:
+    mixed = mixed_candidates()
+    calls = [
+        (Query("red fox"), mixed[:6]),
+        (Query("owl"), []),
+        (Query("snow w3", image=_image(60, 40, 21)), mixed[4:]),
+    ]
+    together = scorer.score_many(calls)
+    alone = [scorer.score(q, c) for q, c in calls]
+    assert [len(s) for s in together] == [6, 0, len(mixed) - 4]
+    for a, b in zip(together, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)

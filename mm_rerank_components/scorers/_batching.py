@@ -85,3 +85,22 @@ def run_batched(
         for i, output in zip(batch, outputs, strict=True):
             results[i] = output
     return results  # type: ignore[return-value]
+
+
+def split_by_calls(
+    flat: Sequence[float], calls: Sequence[tuple[object, Sequence[object]]]
+) -> list[list[float]]:
+    """Cut the scores of the concatenated candidates of ``calls`` back into one list per call.
+
+    Example:
+        >>> split_by_calls([1.0, 2.0, 3.0], [("q", ["a", "b"]), ("r", []), ("s", ["c"])])
+        [[1.0, 2.0], [], [3.0]]
+    """
+    out: list[list[float]] = []
+    start = 0
+    for _, candidates in calls:
+        out.append(list(flat[start : start + len(candidates)]))
+        start += len(candidates)
+    if start != len(flat):
+        raise ValueError(f"{len(flat)} scores for {start} candidates; expected one each")
+    return out

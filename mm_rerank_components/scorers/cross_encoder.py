@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mm_rerank_components.calibration import Calibrator
-from mm_rerank_components.scorers._batching import plan_batches
+from mm_rerank_components.scorers._batching import plan_batches, split_by_calls
 from mm_rerank_components.scorers._hf import (
     HFLoadOptions,
     ModelRef,
@@ -28,6 +28,7 @@ from mm_rerank_components.scorers._hf import (
     to_device,
 )
 from mm_rerank_components.scorers.base import BaseScorer
+from mm_rerank_components.scorers.onnx import Backend, OnnxEncoder, check_backend, quantize_int8
 from mm_rerank_components.types import Candidate, Modality, Query
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class CrossEncoderScorer(BaseScorer):
             in cache and measured fastest) and no budget on an accelerator; None: ``batch_size`` alone.
             Pairs are tokenised once, sorted by length and cut into balanced batches.
         max_length: tokens per (query, passage) pair.
+        backend: how the model runs on the CPU (see :mod:`mm_rerank_components.scorers.onnx`): ``"torch"``
+            (as loaded; the reference), ``"torch-int8"`` (dynamic int8 quantisation), ``"onnx"`` or
+            ``"onnx-int8"`` (ONNX Runtime; the ``onnx`` extra). Faster, with rankings close to but not
+            exactly those of fp32 (measured in docs/benchmarks.md); :meth:`logits` needs ``"torch"``.
         name: overrides the scorer name.
         load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords (``device``, ``dtype``,
             ``local_files_only``, ``revision``, ``cache_dir``, ``trust_remote_code``,
@@ -86,6 +91,7 @@ class CrossEncoderScorer(BaseScorer):
         batch_size: int = 32,
         max_batch_tokens: int | str | None = "auto",
         max_length: int = 512,
+        backend: Backend = "torch",
         name: str | None = None,
         **load: Unpack[LoadKwargs],
     ) -> None:
@@ -111,6 +117,15 @@ class CrossEncoderScorer(BaseScorer):
         self.model, self.device, self.dtype = loaded.model, loaded.device, loaded.dtype
         self.max_batch_tokens = default_token_budget(max_batch_tokens, self.device)
         self.tokenizer = loaded.companion("AutoTokenizer", tokenizer)
+        self.backend = check_backend(backend, self.device)
+        self.onnx: OnnxEncoder | None = None
+        if self.backend == "torch-int8":
+            self.model = quantize_int8(self.model)
+        elif self.backend in ("onnx", "onnx-int8"):
+            names = ["input_ids", "attention_mask"]
+            if "token_type_ids" in self.tokenizer.model_input_names:
+                names.append("token_type_ids")
+            self.onnx = OnnxEncoder(self.model, names, "logits", int8=self.backend == "onnx-int8")
         num_labels = int(getattr(self.model.config, "num_labels", 1))
         if num_labels not in (1, 2):
             raise ValueError(
@@ -118,7 +133,13 @@ class CrossEncoderScorer(BaseScorer):
                 f"{loaded.ident} has {num_labels}"
             )
         self.num_labels = num_labels
-        settings = {"activation": activation, "max_length": max_length, "dtype": str(self.dtype)}
+        settings: dict[str, object] = {
+            "activation": activation,
+            "max_length": max_length,
+            "dtype": str(self.dtype),
+        }
+        if self.backend != "torch":  # fp32 torch keeps the names (and cached scores) it always had
+            settings["backend"] = self.backend
         self.name = name or f"cross-encoder:{loaded.ident}:{settings_digest(settings)}"
         if calibrator is None and not self.outputs_probabilities:
             logger.info(
@@ -131,22 +152,34 @@ class CrossEncoderScorer(BaseScorer):
         return self.calibrator
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        if not candidates:
-            return []
-        check_readable("CrossEncoderScorer", self.modalities, query, candidates)
-        encoded = self.tokenize(query.text or "", [c.text or "" for c in candidates])
-        scores = [math.nan] * len(candidates)
-        lengths = [len(row) for row in encoded["input_ids"]]
-        for chunk in plan_batches(lengths, max_items=self.batch_size, max_cost=self.max_batch_tokens):
-            for i, value in zip(chunk, self.forward(self.pad(encoded, chunk)).tolist(), strict=True):
-                scores[i] = float(value)
-        return scores
+        return self.score_many([(query, candidates)])[0]
+
+    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
+        """Scores of several ``(query, candidates)`` calls from shared forward passes: every pair of every
+        call is tokenised in one tokenizer call, sorted by length and cut into balanced batches, so the
+        pairs of concurrent requests fill the same passes (each pair's score does not depend on its
+        batch-mates: right padding with an attention mask)."""
+        for query, candidates in calls:
+            if candidates:
+                check_readable("CrossEncoderScorer", self.modalities, query, candidates)
+        queries = [query.text or "" for query, candidates in calls for _ in candidates]
+        texts = [c.text or "" for _, candidates in calls for c in candidates]
+        flat = [math.nan] * len(texts)
+        if texts:
+            encoded = self.tokenize_pairs(queries, texts)
+            lengths = [len(row) for row in encoded["input_ids"]]
+            for chunk in plan_batches(lengths, max_items=self.batch_size, max_cost=self.max_batch_tokens):
+                for i, value in zip(chunk, self.forward(self.pad(encoded, chunk)).tolist(), strict=True):
+                    flat[i] = float(value)
+        return split_by_calls(flat, calls)
+
+    def tokenize_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> dict[str, list[list[int]]]:
+        """Every ``(queries[i], texts[i])`` pair tokenised once, truncated to ``max_length``, unpadded."""
+        return dict(self.tokenizer(list(queries), list(texts), truncation=True, max_length=self.max_length))
 
     def tokenize(self, query: str, texts: Sequence[str]) -> dict[str, list[list[int]]]:
         """Every (query, passage) pair tokenised once, truncated to ``max_length``, unpadded."""
-        return dict(
-            self.tokenizer([query] * len(texts), list(texts), truncation=True, max_length=self.max_length)
-        )
+        return self.tokenize_pairs([query] * len(texts), texts)
 
     def pad(self, encoded: dict[str, list[list[int]]], chunk: Sequence[int]) -> dict[str, Any]:
         """The rows ``chunk`` of :meth:`tokenize`'s output, right-padded into tensors on the device."""
@@ -161,14 +194,20 @@ class CrossEncoderScorer(BaseScorer):
     def logits(self, query: Query, candidates: Sequence[Candidate]) -> torch.Tensor:
         """The relevance logit per candidate as one differentiable tensor (for fine-tuning; one padded
         batch, before any ``activation``)."""
+        if self.backend != "torch":
+            raise ValueError(f"logits() needs backend='torch' (gradients), this scorer runs {self.backend!r}")
         encoded = self.tokenize(query.text or "", [c.text or "" for c in candidates])
         return self.logits_of(self.pad(encoded, range(len(candidates))))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """The raw relevance (logit, or its sigmoid) of each row of a padded batch, on the CPU."""
         torch = self.torch
-        with torch.inference_mode():
-            raw = self.logits_of(batch)
+        if self.onnx is not None:
+            logits = torch.from_numpy(self.onnx(batch))
+            raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        else:
+            with torch.inference_mode():
+                raw = self.logits_of(batch)
         if self.activation == "sigmoid":
             raw = torch.sigmoid(raw)
         return raw.cpu()

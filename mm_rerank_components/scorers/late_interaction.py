@@ -154,31 +154,44 @@ class LateInteractionScorer(BaseScorer):
         return self.calibrator
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        if not candidates:
-            return []
-        check_readable("LateInteractionScorer", self.modalities, query, candidates)
-        q = self.encoder.embed([("query", query.text)], max_items=1, max_cost=None)[0]
+        return self.score_many([(query, candidates)])[0]
+
+    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
+        """Scores of several ``(query, candidates)`` calls: the queries of all calls are encoded in one
+        pass, and the texts and images of all candidates in shared cost-sorted batches; MaxSim per pair."""
+        calls = [(query, candidates) for query, candidates in calls]
+        busy = [i for i, (_, candidates) in enumerate(calls) if candidates]
+        for i in busy:
+            check_readable("LateInteractionScorer", self.modalities, *calls[i])
+        out: list[list[float]] = [[] for _ in calls]
+        if not busy:
+            return out
+        queries = self.encoder.embed(
+            [("query", calls[i][0].text) for i in busy], max_items=self.batch_size, max_cost=None
+        )
         items: list[tuple[str, Any]] = []
-        owners: list[int] = []
-        for i, candidate in enumerate(candidates):
-            if candidate.image is not None:
-                items.append(("image", candidate.image))
-                owners.append(i)
-            if candidate.text and candidate.text.strip():
-                items.append(("text", candidate.text))
-                owners.append(i)
+        owners: list[tuple[int, int]] = []
+        for i in busy:
+            for j, candidate in enumerate(calls[i][1]):
+                if candidate.image is not None:
+                    items.append(("image", candidate.image))
+                    owners.append((i, j))
+                if candidate.text and candidate.text.strip():
+                    items.append(("text", candidate.text))
+                    owners.append((i, j))
         docs = self.encoder.embed(items, max_items=self.batch_size, max_cost=self.max_batch_tokens)
-        per_candidate: list[list[Any]] = [[] for _ in candidates]
+        parts: dict[tuple[int, int], list[Any]] = {}
         for owner, doc in zip(owners, docs, strict=True):
-            per_candidate[owner].append(doc)
+            parts.setdefault(owner, []).append(doc)
         torch = self.torch
-        scores = []
-        for parts in per_candidate:
-            if not parts:
-                raise ValueError("a candidate has neither text nor an image; nothing to score")
-            doc = torch.cat(parts) if len(parts) > 1 else parts[0]
-            scores.append(float((q @ doc.T).max(dim=1).values.sum()))
-        return scores
+        for i, q in zip(busy, queries, strict=True):
+            for j in range(len(calls[i][1])):
+                pieces = parts.get((i, j))
+                if not pieces:
+                    raise ValueError("a candidate has neither text nor an image; nothing to score")
+                doc = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+                out[i].append(float((q @ doc.T).max(dim=1).values.sum()))
+        return out
 
 
 class _Encoder:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mm_rerank_components.scorers._batching import split_by_calls
 from mm_rerank_components.scorers._hf import (
     HFLoadOptions,
     ModelRef,
@@ -164,10 +165,17 @@ class LLMYesNoScorer(BaseScorer):
         return str(rendered) + self.prompt.answer_prefix
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        if not candidates:
-            return []
-        check_readable("LLMYesNoScorer", self.modalities, query, candidates)
-        prompts = [self.build_prompt(query, c) for c in candidates]
+        return self.score_many([(query, candidates)])[0]
+
+    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
+        """Scores of several ``(query, candidates)`` calls from shared forward passes: the prompts of all
+        calls are tokenised together, sorted by length and cut into balanced left-padded batches."""
+        for query, candidates in calls:
+            if candidates:
+                check_readable("LLMYesNoScorer", self.modalities, query, candidates)
+        prompts = [self.build_prompt(query, c) for query, candidates in calls for c in candidates]
+        if not prompts:
+            return [[] for _ in calls]
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         plan = plan_groups(
             [len(row) for row in ids],
@@ -175,9 +183,10 @@ class LLMYesNoScorer(BaseScorer):
             max_items=self.batch_size,
             max_cost=self.max_batch_tokens,
         )
-        return score_in_batches(
+        flat = score_in_batches(
             plan, lambda chunk: self.head.probabilities(self.encode(ids, chunk)), len(ids)
         )
+        return split_by_calls(flat, calls)
 
     def logits(self, query: Query, candidates: Sequence[Candidate]) -> Any:
         """``logit(yes) - logit(no)`` per candidate as one differentiable tensor (for fine-tuning; one

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mm_rerank_components.scorers._batching import split_by_calls
 from mm_rerank_components.scorers._hf import (
     HFLoadOptions,
     ModelRef,
@@ -261,14 +262,20 @@ class VLMYesNoScorer(BaseScorer):
     # -- scoring -------------------------------------------------------------------------------------------
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        if not candidates:
-            return []
-        prepared = self.prepare(query, candidates)
-        return score_in_batches(
+        return self.score_many([(query, candidates)])[0]
+
+    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
+        """Scores of several ``(query, candidates)`` calls from shared forward passes: the pairs of all
+        calls are grouped by image count, sorted by token cost and cut into balanced batches together."""
+        prepared = [p for query, candidates in calls if candidates for p in self.prepare(query, candidates)]
+        if not prepared:
+            return [[] for _ in calls]
+        flat = score_in_batches(
             self._plan(prepared),
             lambda chunk: self.head.probabilities(self._encode(prepared, chunk)),
             len(prepared),
         )
+        return split_by_calls(flat, calls)
 
     def logits(self, query: Query, candidates: Sequence[Candidate]) -> Any:
         """``logit(yes) - logit(no)`` per candidate as one differentiable tensor (for fine-tuning; one
