@@ -60,7 +60,9 @@ class BaseScorer:
     * :meth:`default_calibrator`: the calibration that ships with the scorer's weights, or None;
     * :meth:`load`: load weights now rather than on the first :meth:`score` (services warm up with it);
     * :attr:`reuses`: the :attr:`~mm_rerank_components.types.Precomputed.kind` values the scorer can take
-      from ``candidate.precomputed`` instead of recomputing them.
+      from ``candidate.precomputed`` instead of recomputing them;
+    * :meth:`score_many`: the candidates of several queries in shared forward passes (the serving
+      micro-batcher merges concurrent requests through it); the default scores one call at a time.
 
     Scorers own their batching: the core hands each modality group over whole (see
     :func:`mm_rerank_components.scorers._batching.plan_batches`), capped only by the reranker's optional
@@ -85,6 +87,20 @@ class BaseScorer:
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         """Return one raw score per candidate, in order."""
         raise NotImplementedError
+
+    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
+        """Scores for several ``(query, candidates)`` calls, in order, each list equal to that call's
+        :meth:`score`. Model scorers override it to put the pairs of all calls into shared, cost-sorted
+        batches; this default loops.
+
+        Example:
+            >>> class LengthScorer(BaseScorer):
+            ...     def score(self, query, candidates):
+            ...         return [float(len(c.text or "")) for c in candidates]
+            >>> LengthScorer().score_many([(Query("q"), [Candidate("a", text="ab")]), (Query("r"), [])])
+            [[2.0], []]
+        """
+        return [list(self.score(query, candidates)) for query, candidates in calls]
 
     def default_calibrator(self) -> Calibrator | None:
         """The calibration shipped with this scorer's weights and settings, or None."""
