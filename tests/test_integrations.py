@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from langchain_core.runnables import RunnableLambda
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
-from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from conftest import b64
 from mm_rerank_components import Candidate, CandidateError, MultimodalReranker, Query
 from mm_rerank_components.integrations.langchain import MultimodalRerankCompressor
 from mm_rerank_components.integrations.llama_index import MultimodalRerankPostprocessor
 from mm_rerank_components.scorers import FakeScorer
+from mm_rerank_components.scorers.base import BaseScorer
 
 
 @pytest.fixture
@@ -261,7 +263,9 @@ def test_load_and_from_folder_delegate_to_the_folder_loader(
         return MultimodalReranker(FakeScorer(), on_error="keep")
 
     monkeypatch.setattr(folder_module, "load_reranker", fake_loader)
-    loaded = MultimodalReranker.load(tmp_path, cache=True)
+    import mm_rerank_components
+
+    loaded = mm_rerank_components.load_reranker(tmp_path, cache=True)
     assert isinstance(loaded, MultimodalReranker) and seen[-1] == (tmp_path, {"cache": True})
     post = MultimodalRerankPostprocessor.from_folder(str(tmp_path), top_n=1)
     nodes = [
@@ -274,3 +278,113 @@ def test_load_and_from_folder_delegate_to_the_folder_loader(
         d.id for d in compressor.compress_documents([Document("owl", id="a"), Document("fox", id="b")], "fox")
     ] == ["b"]
     assert len(seen) == 3
+
+
+# -- precomputed signals survive the translators -----------------------------------------------------------
+
+
+class _ReusingScorer(BaseScorer):
+    """Scores with a stored signal when it gets one (as the starter scorer does), else with word overlap."""
+
+    name = "reusing"
+    outputs_probabilities = True
+    reuses = frozenset({"text_embedding", "image_classes"})
+
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        out = []
+        for c in candidates:
+            text = c.precomputed.get("text_embedding")
+            image = c.precomputed.get("image_classes")
+            if text is not None:
+                out.append(float(text.value[0]))
+            elif image is not None:
+                out.append(float(str(image.value).split(",")[0].split(":")[1]))
+            else:
+                out.append(0.5)
+        return out
+
+
+def _signalled(red_png: Path) -> list[Candidate]:
+    from mm_rerank_components.media import image_key, text_key
+    from mm_rerank_components.types import Precomputed
+
+    text = "the red fox in snow"
+    vector = (0.1 + 1e-17, 0.7, 0.123456789012345678)  # floats that a lossy round trip would change
+    return [
+        Candidate(
+            "t1",
+            text=text,
+            source="mm_text",
+            retrieval_score=0.61,
+            metadata={"route": "text->mm_text", "retrieval_rank": 0},
+            precomputed={"text_embedding": Precomputed("text_embedding", "p", text_key(text), vector)},
+        ),
+        Candidate(
+            "i1",
+            image=str(red_png),
+            source="mm_images",
+            retrieval_score=0.33,
+            metadata={"route": "text->mm_images", "retrieval_rank": 0},
+            precomputed={
+                "image_classes": Precomputed("image_classes", "p", image_key(str(red_png)), "207:0.25,3:0.1")
+            },
+        ),
+        Candidate("t2", text="owls at night", source="mm_text", retrieval_score=0.2),
+    ]
+
+
+def test_precomputed_signals_survive_both_translators(red_png: Path) -> None:
+    import json
+
+    from mm_rerank_components.integrations._common import PRECOMPUTED_KEY
+    from mm_rerank_components.integrations.langchain import from_document, to_document
+    from mm_rerank_components.integrations.llama_index import from_node, to_node
+
+    for candidate in _signalled(red_png):
+        node = to_node(candidate)
+        document = to_document(candidate)
+        # a docstore or a vector store keeps them as JSON: the floats come back bit for bit
+        stored = NodeWithScore(
+            node=type(node.node).model_validate_json(node.node.model_dump_json()), score=node.score
+        )
+        for back in (from_node(node), from_document(document), from_node(stored)):
+            assert back == candidate and dict(back.metadata) == dict(candidate.metadata)
+            assert {k: (s.kind, s.producer, s.content, s.value) for k, s in back.precomputed.items()} == {
+                k: (s.kind, s.producer, s.content, s.value) for k, s in candidate.precomputed.items()
+            }
+        json.dumps(document.metadata)  # plain data only
+        if candidate.precomputed:
+            assert PRECOMPUTED_KEY not in node.node.get_content(metadata_mode=MetadataMode.LLM)
+            assert PRECOMPUTED_KEY not in node.node.get_content(metadata_mode=MetadataMode.EMBED)
+
+
+def test_the_faces_score_like_the_core_with_signals(red_png: Path) -> None:
+    from mm_rerank_components.integrations.langchain import to_document
+    from mm_rerank_components.integrations.llama_index import to_node
+
+    reranker = MultimodalReranker(_ReusingScorer())
+    candidates = _signalled(red_png)
+    core = [(r.id, r.score) for r in reranker.rerank(Query("red fox"), candidates)]
+    assert core == [("t2", 0.5), ("i1", 0.25), ("t1", 0.1 + 1e-17)]  # the stored signals were used
+    li = MultimodalRerankPostprocessor(reranker=reranker).postprocess_nodes(
+        [to_node(c) for c in candidates], query_str="red fox"
+    )
+    lc = MultimodalRerankCompressor(reranker=reranker).compress_documents(
+        [to_document(c) for c in candidates], "red fox"
+    )
+    assert [(n.node.node_id, n.score) for n in li] == core
+    assert [(d.id, d.metadata["relevance_score"]) for d in lc] == core
+
+
+def test_a_malformed_precomputed_entry_is_named(red_png: Path) -> None:
+    from mm_rerank_components.integrations._common import PRECOMPUTED_KEY
+    from mm_rerank_components.integrations.langchain import from_document
+    from mm_rerank_components.integrations.llama_index import from_node
+
+    bad = {PRECOMPUTED_KEY: {"text_embedding": {"kind": "text_embedding", "value": [0.1]}}}
+    with pytest.raises(ValueError, match=r"documents\[3\].*'text_embedding'.*producer"):
+        from_document(Document("fox", metadata=bad), 3)
+    with pytest.raises(ValueError, match=r"node 'n1'.*'text_embedding'.*producer"):
+        from_node(NodeWithScore(node=TextNode(id_="n1", text="fox", metadata=bad)))
+    with pytest.raises(ValueError, match="must be an object of named signals"):
+        from_document(Document("fox", metadata={PRECOMPUTED_KEY: [1, 2]}))

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mm_rerank_components.media import classify, has_base64_image_header
-from mm_rerank_components.types import Candidate, RankedCandidate
+from mm_rerank_components.types import Candidate, Precomputed, RankedCandidate
 
 # -- the schema --------------------------------------------------------------------------------------------
 
@@ -47,6 +47,10 @@ CANDIDATE_KEYS: tuple[str, ...] = ("modality", "source", "retrieval_score")
 #: The keys a translator added to a candidate's own metadata (comma-separated), so the way back removes
 #: exactly those and ``from_document(to_document(c)) == c``.
 ADDED_KEYS_KEY = "mm_rerank_added"
+#: The first stage's precomputed signals (a passage's stored embedding, a picture's stored classes) as plain
+#: data, ``{name: {"kind", "producer", "content", "value"}}``, so a scorer reuses them after a round trip
+#: through a framework exactly as it does on the retriever's own Candidates (same scores).
+PRECOMPUTED_KEY = "mm_rerank_precomputed"
 #: Metadata keys the rerank adapters write; they are kept out of LLM prompts and embeddings.
 RESULT_KEYS: tuple[str, ...] = ("relevance_score", "modality", "retrieval_score", "rerank_error")
 #: Metadata keys left out of the text LlamaIndex shows an LLM or an embedding model.
@@ -71,6 +75,7 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     "n_chunks",
     "modality",
     "image_preview",
+    PRECOMPUTED_KEY,
     ADDED_KEYS_KEY,
 )
 
@@ -108,6 +113,8 @@ def candidate_metadata(candidate: Candidate, *, what: str = "a Document") -> dic
         "source": candidate.source,
         "retrieval_score": candidate.retrieval_score,
     }
+    if candidate.precomputed:
+        metadata[PRECOMPUTED_KEY] = precomputed_to_data(candidate.precomputed)
     image = image_reference(candidate, what)
     if image is not None:
         kind = classify(image)
@@ -130,6 +137,60 @@ def strip_added(metadata: Mapping[str, Any]) -> dict[str, Any]:
         return dict(metadata)
     drop = {*added.split(","), ADDED_KEYS_KEY}
     return {key: value for key, value in metadata.items() if key not in drop}
+
+
+def precomputed_to_data(precomputed: Mapping[str, Precomputed]) -> dict[str, dict[str, Any]]:
+    """``Candidate.precomputed`` as JSON-ready data (a vector becomes a list of floats, exactly).
+
+    Example:
+        >>> precomputed_to_data({"text_embedding": Precomputed("text_embedding", "m", "text:ab", (0.5,))})
+        {'text_embedding': {'kind': 'text_embedding', 'producer': 'm', 'content': 'text:ab', 'value': [0.5]}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, signal in precomputed.items():
+        value = signal.value
+        if not isinstance(value, (str, int, float)) and hasattr(value, "__len__"):
+            value = [float(v) for v in value]
+        out[name] = {
+            "kind": signal.kind,
+            "producer": signal.producer,
+            "content": signal.content,
+            "value": value,
+        }
+    return out
+
+
+def precomputed_from_data(data: Any, where: str = "metadata") -> dict[str, Precomputed]:
+    """The inverse of :func:`precomputed_to_data`; a malformed entry is a ``ValueError`` naming it.
+
+    Example:
+        >>> data = {"text_embedding": {"kind": "text_embedding", "producer": "m", "content": "text:ab",
+        ...                            "value": [0.5]}}
+        >>> precomputed_from_data(data)["text_embedding"].value
+        (0.5,)
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{where}[{PRECOMPUTED_KEY!r}] must be an object of named signals, got {type(data).__name__}"
+        )
+    out: dict[str, Precomputed] = {}
+    for name, entry in data.items():
+        fields = ("kind", "producer", "content")
+        if (
+            not isinstance(entry, Mapping)
+            or any(not isinstance(entry.get(f), str) for f in fields)
+            or "value" not in entry
+        ):
+            raise ValueError(
+                f"{where}[{PRECOMPUTED_KEY!r}][{name!r}] must be an object with string kind, producer and "
+                f'content and a value, like {{"kind": "text_embedding", "producer": "...", "content": '
+                f'"text:...", "value": [0.1, ...]}}; got {str(entry)[:80]!r}'
+            )
+        value = entry["value"]
+        if isinstance(value, list):
+            value = tuple(value)
+        out[str(name)] = Precomputed(entry["kind"], entry["producer"], entry["content"], value)
+    return out
 
 
 # -- framework metadata -> Candidate ------------------------------------------------------------------------

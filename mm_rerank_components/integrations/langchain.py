@@ -33,11 +33,13 @@ from pydantic import ConfigDict, Field, field_validator  # noqa: E402
 from mm_rerank_components.integrations._common import (  # noqa: E402
     CAPTION_KEYS,
     IMAGE_KEYS,
+    PRECOMPUTED_KEY,
     SCORE_KEYS,
     candidate_metadata,
     first_present,
     float_or_none,
     looks_like_base64_image,
+    precomputed_from_data,
     result_metadata,
     string_or_none,
     strip_added,
@@ -106,6 +108,8 @@ def from_document(
             f"document {document.id or position!r} (position {position}) has empty page_content and no "
             f"image in metadata keys {list(image_keys)}"
         )
+    signals = metadata.get(PRECOMPUTED_KEY)
+    where = f"documents[{position}].metadata"
     return Candidate(
         id=str(document.id) if document.id else f"doc-{position}",
         text=text,
@@ -113,6 +117,7 @@ def from_document(
         metadata=strip_added(metadata),
         source=string_or_none(metadata.get("source")),
         retrieval_score=float_or_none(first_present(metadata, SCORE_KEYS)),
+        precomputed={} if signals is None else precomputed_from_data(signals, where),
     )
 
 
@@ -167,16 +172,16 @@ class MultimodalRerankCompressor(BaseDocumentCompressor):
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str], **kwargs: Any) -> MultimodalRerankCompressor:
-        """A compressor around a saved reranker folder (see ``MultimodalReranker.load``).
+        """A compressor around a saved reranker folder (see :func:`mm_rerank_components.load_reranker`).
 
         ``kwargs`` are the compressor's settings (``top_n``, ``threshold``, ...).
 
         Example:
             >>> compressor = MultimodalRerankCompressor.from_folder("my-reranker", top_n=5)  # doctest: +SKIP
         """
-        from mm_rerank_components.reranker import MultimodalReranker
+        from mm_rerank_components.adapt.folder import load_reranker
 
-        return cls(reranker=MultimodalReranker.load(folder), **kwargs)
+        return cls(reranker=load_reranker(folder), **kwargs)
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

@@ -35,11 +35,13 @@ from mm_rerank_components.integrations._common import (  # noqa: E402
     IMAGE_PATH_KEY,
     IMAGE_URI_KEY,
     NODE_IMAGE_KEYS,
+    PRECOMPUTED_KEY,
     RESULT_KEYS,
     candidate_metadata,
     first_present,
     float_or_none,
     image_reference,
+    precomputed_from_data,
     result_metadata,
     string_or_none,
     strip_added,
@@ -143,6 +145,8 @@ def from_node(
             f"image_url, or one of the metadata keys {list(image_keys)}"
         )
     metadata = dict(node.metadata)
+    signals = metadata.get(PRECOMPUTED_KEY)
+    where = f"node {node.node_id!r} metadata"
     return Candidate(
         id=node.node_id,
         text=node.get_content(metadata_mode=MetadataMode.NONE) or None,
@@ -150,6 +154,7 @@ def from_node(
         metadata=strip_added(metadata),
         source=string_or_none(metadata.get("source")),
         retrieval_score=float_or_none(scored.score),
+        precomputed={} if signals is None else precomputed_from_data(signals, where),
     )
 
 
@@ -251,14 +256,16 @@ class MultimodalRerankPostprocessor(BaseNodePostprocessor):
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str], **kwargs: Any) -> MultimodalRerankPostprocessor:
-        """A postprocessor around a saved reranker folder (see ``MultimodalReranker.load``).
+        """A postprocessor around a saved reranker folder (see :func:`mm_rerank_components.load_reranker`).
 
         ``kwargs`` are the postprocessor's settings (``top_n``, ``threshold``, ...).
 
         Example:
             >>> post = MultimodalRerankPostprocessor.from_folder("my-reranker", top_n=5)  # doctest: +SKIP
         """
-        return cls(reranker=MultimodalReranker.load(folder), **kwargs)
+        from mm_rerank_components.adapt.folder import load_reranker
+
+        return cls(reranker=load_reranker(folder), **kwargs)
 
     @property
     def reranker(self) -> Reranker:
