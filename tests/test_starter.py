@@ -432,3 +432,45 @@ def test_starter_scorer_through_the_reranker(models: object) -> None:
         Query("naval officer"), [Candidate("l", text=long_text)]
     )
     assert windowed[0] > plain[0]
+
+
+@needs_weights
+@pytest.mark.slow
+def test_starter_score_many_embeds_all_calls_together_and_equals_single_calls(models: object) -> None:
+    from mm_rerank_components import Candidate, Query
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    filler = " ".join(f"Tax rule {i} applies to form {i}." for i in range(12))
+    candidates = [
+        Candidate("sheet", text="A spreadsheet of quarterly sales figures."),
+        Candidate("navy", text="An officer of the United States Navy in dress uniform. " + filler),
+        Candidate("hopper", image=_hopper()),
+        Candidate("both", text="Rear admiral Grace Hopper in uniform.", image=_drawing()),
+    ]
+    calls = [
+        (Query("a naval officer"), candidates),
+        (Query("sales"), []),
+        (Query("hills", image=_drawing()), candidates[1:]),
+    ]
+    merged = StarterScorer(models=models)  # type: ignore[arg-type]
+    texts_per_pass: list[int] = []
+    embed = merged.models.embed_texts  # type: ignore[attr-defined]
+    merged.models = _Spy(merged.models, lambda batch: (texts_per_pass.append(len(batch)), embed(batch))[1])  # type: ignore[assignment]
+    together = merged.score_many(calls)
+    passes_merged = len(texts_per_pass)
+    alone = [StarterScorer(models=models).score(q, c) for q, c in calls]  # type: ignore[arg-type]
+    assert [len(s) for s in together] == [4, 0, 3]
+    for a, b in zip(together, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+    # every text of both calls (queries, passages, windows) went through in one batched pass
+    assert passes_merged == 1 and texts_per_pass[0] > 4
+
+
+class _Spy:
+    """The starter models with ``embed_texts`` replaced (to count the passes)."""
+
+    def __init__(self, inner: object, embed_texts: object) -> None:
+        self._inner, self.embed_texts = inner, embed_texts
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
