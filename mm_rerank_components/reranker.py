@@ -24,13 +24,14 @@ from mm_rerank_components.media import (
     cache_key,
     cancel_scope,
     check_cancelled,
+    check_image,
     image_key,
     load_image,
     text_key,
 )
 from mm_rerank_components.scorers._batching import plan_batches
 from mm_rerank_components.scorers.base import BaseScorer, Scorer
-from mm_rerank_components.types import Candidate, Modality, Precomputed, Query, RankedCandidate
+from mm_rerank_components.types import Candidate, ImageRef, Modality, Precomputed, Query, RankedCandidate
 
 logger = logging.getLogger(__name__)
 
@@ -463,7 +464,9 @@ class MultimodalReranker(_RerankerBase):
         if query.image is None:
             return query
         try:
-            return dataclasses.replace(query, image=load_image(query.image, self.image_options))
+            side = self.scorer.image_side if isinstance(self.scorer, BaseScorer) else None
+            image = load_image(query.image, self.image_options, longest_side=side)
+            return dataclasses.replace(query, image=image)
         except ImageLoadError as exc:
             raise ImageLoadError(f"query image: {exc}") from exc
 
@@ -517,15 +520,28 @@ class MultimodalReranker(_RerankerBase):
             reusable_signals(candidate, self._reuses) if candidate.precomputed else candidate.precomputed
         )
         ref = image = candidate.image
+        if precomputed is not candidate.precomputed:
+            candidate = _prepared(candidate, ref, precomputed)
         if ref is not None:
             try:
-                image = load_image(ref, self.image_options)
+                image = self._picture(candidate, ref)
             except ImageLoadError as exc:
                 self._fail(errors, index, candidate, f"unreadable image: {exc}")
                 return None
-        if image is not ref or precomputed is not candidate.precomputed:
-            candidate = _prepared(candidate, image, precomputed)
+            if image is not ref:
+                candidate = _prepared(candidate, image, precomputed)
         return _Item(index, candidate, key)
+
+    def _picture(self, candidate: Candidate, ref: ImageRef) -> ImageRef:
+        """The decoded picture when the scorer reads this candidate's pixels (at the size it reads);
+        otherwise ``ref`` itself after a cheap check (a missing or oversized file is still reported)."""
+        scorer = self.scorer
+        if isinstance(scorer, BaseScorer):
+            if not scorer.needs_pixels(candidate):
+                check_image(ref, self.image_options)
+                return ref
+            return load_image(ref, self.image_options, longest_side=scorer.image_side)
+        return load_image(ref, self.image_options)
 
     def _batches(self, members: list[_Item]) -> list[list[_Item]]:
         """The whole modality group, or balanced batches of at most ``batch_size`` when capped."""

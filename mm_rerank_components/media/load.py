@@ -98,7 +98,7 @@ def _draft(image: Any, longest_side: int) -> None:
         raise ValueError(f"longest_side must be a positive int of pixels, got {longest_side!r}")
     width, height = image.size
     scale = longest_side / max(width, height)
-    if scale >= 0.5:
+    if scale > 0.5:
         return  # no DCT reduction (1/2 at least) keeps enough pixels
     # draft() keeps both sides at least what is asked: ask for the proportional size
     image.draft(image.mode, (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))

@@ -4,7 +4,8 @@ A scorer turns ``(query, candidates)`` into one raw relevance number per candida
 :class:`~mm_rerank_components.MultimodalReranker` does everything else: validation, image decoding,
 batching by modality, caching, calibration, sorting. When a scorer is called:
 
-* every ``candidate.image`` and ``query.image`` is already a decoded RGB ``PIL.Image.Image`` (or None);
+* every ``query.image`` is already a decoded RGB ``PIL.Image.Image`` (or None), and so is every
+  ``candidate.image`` whose pixels the scorer reads (:meth:`BaseScorer.needs_pixels`; others stay as given);
 * all candidates in one call share one modality; the core hands over the whole group (or, when the
   reranker's optional ``batch_size`` memory cap is set, balanced pieces of it), and the scorer cuts its own
   batches by real cost with :func:`mm_rerank_components.scorers._batching.run_batched`;
@@ -61,8 +62,10 @@ class BaseScorer:
     * :meth:`load`: load weights now rather than on the first :meth:`score` (services warm up with it);
     * :attr:`reuses`: the :attr:`~mm_rerank_components.types.Precomputed.kind` values the scorer can take
       from ``candidate.precomputed`` instead of recomputing them;
-    * :meth:`score_many`: the candidates of several queries in shared forward passes (the serving
-      micro-batcher merges concurrent requests through it); the default scores one call at a time.
+    * :meth:`needs_pixels` and :attr:`image_side`: whether the scorer reads a candidate's pixels, given
+      the reusable signals it holds (a picture it does not read is never decoded: the core hands over the
+      image reference as given, after a cheap check that the file is there), and the longest side it reads
+      (a larger JPEG is decoded at a reduced scale).
 
     Scorers own their batching: the core hands each modality group over whole (see
     :func:`mm_rerank_components.scorers._batching.plan_batches`), capped only by the reranker's optional
@@ -83,24 +86,24 @@ class BaseScorer:
     outputs_probabilities: bool = False
     modalities: frozenset[Modality] = ALL_MODALITIES
     reuses: frozenset[str] = frozenset()
+    #: the longest side, in pixels, of the pictures the scorer reads (None: full size); the core decodes a
+    #: JPEG at least twice as large at a reduced DCT scale that keeps at least this
+    image_side: int | None = None
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         """Return one raw score per candidate, in order."""
         raise NotImplementedError
 
-    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
-        """Scores for several ``(query, candidates)`` calls, in order, each list equal to that call's
-        :meth:`score`. Model scorers override it to put the pairs of all calls into shared, cost-sorted
-        batches; this default loops.
+    def needs_pixels(self, candidate: Candidate) -> bool:
+        """Whether :meth:`score` reads this candidate's pixels. ``candidate.precomputed`` holds only the
+        signals :attr:`reuses` lets through; return False when one of them stands in for the picture, and
+        the core passes ``candidate.image`` on undecoded. The default reads every picture.
 
         Example:
-            >>> class LengthScorer(BaseScorer):
-            ...     def score(self, query, candidates):
-            ...         return [float(len(c.text or "")) for c in candidates]
-            >>> LengthScorer().score_many([(Query("q"), [Candidate("a", text="ab")]), (Query("r"), [])])
-            [[2.0], []]
+            >>> BaseScorer().needs_pixels(Candidate("a", image="fox.png"))
+            True
         """
-        return [list(self.score(query, candidates)) for query, candidates in calls]
+        return True
 
     def default_calibrator(self) -> Calibrator | None:
         """The calibration shipped with this scorer's weights and settings, or None."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -210,6 +211,11 @@ class StarterScorer(BaseScorer):
         #: fingerprints a precomputed entry must carry to be reused (see starter.precomputed)
         self.text_producer = text_producer(self.models)
         self.image_producer = image_producer(self.models, n_views)
+        # pictures are letterboxed to the model's input; zoomed views (n_views > 1) crop 70% of the side
+        input_side = getattr(self.models, "image_size", None)  # a test double may not say
+        self.image_side = (
+            input_side if n_views == 1 or not isinstance(input_side, int) else math.ceil(input_side / 0.7)
+        )
         # every setting that changes a score, and the model files: a shared cache never mixes two scorers
         files = f"{_label(self.models, 'text_label')}+{_label(self.models, 'image_label')}"
         self.name = (
@@ -408,6 +414,10 @@ class StarterScorer(BaseScorer):
         dim = self.models.dim
         return np.asarray(feats[:, :dim] @ q + self.class_match_weight * (feats[:, dim:] @ q_sqrt_dist))
 
+    def needs_pixels(self, candidate: Candidate) -> bool:
+        """Pixels are read only for a picture without usable stored class probabilities."""
+        return candidate.image is not None and self._stored_probabilities(candidate) is None
+
     # -- Scorer protocol ----------------------------------------------------------------------------------
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         """One raw score per candidate (cosines, plus the class-match bonus for pictures), in order."""
@@ -434,38 +444,6 @@ class StarterScorer(BaseScorer):
             else:  # pragma: no cover - Candidate guarantees text or image
                 raise ValueError(f"candidate {candidate.id!r} has neither text nor image")
         return scores
-
-    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
-        """Scores of several ``(query, candidates)`` calls, each equal to that call's :meth:`score`.
-
-        The texts (queries, passages, sentence windows) and pictures that are neither stored on the
-        candidates nor cached are embedded first, all calls together, in shared length-sorted batches;
-        each call is then scored from the caches. With a cache turned off (size 0), or more new items than
-        it holds, that kind is embedded call by call as :meth:`score` does.
-        """
-        texts: list[str] = []
-        images: list[Any] = []
-        for query, candidates in calls:
-            if not candidates:
-                continue
-            if query.text is not None and query.text.strip():
-                texts.append(query.text)
-            if query.image is not None:
-                images.append(_as_pil(query.image))
-            for c in candidates:
-                if c.text is not None and c.text.strip():
-                    if self._stored_embedding(c) is None:
-                        texts.append(c.text)
-                    if self.window_weight != 0.0:
-                        texts.extend(split_windows(c.text[: self.window_chars]))
-                if c.image is not None and self._stored_probabilities(c) is None:
-                    images.append(_as_pil(c.image))
-        unique_texts = list(dict.fromkeys(self._bound(t) for t in texts))
-        if 1 < len(unique_texts) <= self.text_cache_size:
-            self._embed_texts(unique_texts)
-        if 1 < len(images) <= self.image_cache_size:
-            self._image_features(images)
-        return [list(self.score(query, candidates)) for query, candidates in calls]
 
     # -- calibration --------------------------------------------------------------------------------------
     def default_calibrator(self) -> Calibrator | None:
