@@ -32,11 +32,14 @@ import base64
 import io
 import logging
 import math
+import threading
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from mm_rerank_components._deps import require
+from mm_rerank_components._json import JSONLimitError, loads_strict
 from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
@@ -59,10 +62,116 @@ _MODALITIES: dict[str, frozenset[Modality]] = {
     "tei": frozenset(("text",)),
 }
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: Content encodings this client decompresses itself, with a cap on the output (no other is asked for).
+_ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_CHUNK = 64 * 1024
 
 
 class RemoteScorerError(RuntimeError):
     """The service refused the request, kept failing, or answered something unusable."""
+
+
+class RemoteScorerTimeout(RemoteScorerError, TimeoutError):
+    """The call's total deadline passed (connect, headers, body and retries together).
+
+    A ``TimeoutError`` too, so the reranker's ``on_error="keep"`` does not retry the candidates one by
+    one (each retry would wait out the deadline again).
+    """
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way another attempt may not (cut or garbled body)."""
+
+
+# -- a total deadline on every socket operation ------------------------------------------------------------
+
+
+class _Deadline(threading.local):
+    at: float | None = None
+
+
+def _deadline_backend() -> Any:  # noqa: C901 - one small class per httpcore interface
+    """An httpcore network backend whose reads and writes stop at the calling thread's deadline.
+
+    httpx's timeouts are per socket operation, so a server sending one byte per half second keeps a
+    request alive forever. Every read, write and connect here gets ``min(timeout, time left)`` and fails
+    once the deadline has passed, headers included.
+    """
+    httpcore = require("httpcore", "remote", "RemoteScorer")
+
+    class Stream(httpcore.NetworkStream):  # type: ignore[name-defined]
+        def __init__(self, inner: Any, backend: Backend) -> None:
+            self._inner, self._backend = inner, backend
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return bytes(self._inner.read(max_bytes, self._backend.left(timeout, httpcore.ReadTimeout)))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._inner.write(buffer, self._backend.left(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def start_tls(
+            self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+        ) -> Any:
+            left = self._backend.left(timeout, httpcore.ConnectTimeout)
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, left), self._backend)
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            self._inner = httpcore.SyncBackend()
+            self.deadline = _Deadline()
+
+        def left(self, timeout: float | None, error: type[Exception]) -> float:
+            at = self.deadline.at
+            if at is None:
+                return math.inf if timeout is None else timeout
+            remaining = at - time.monotonic()
+            if remaining <= 0:
+                raise error("the total deadline of the call passed")
+            return remaining if timeout is None else min(timeout, remaining)
+
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            left = self.left(timeout, httpcore.ConnectTimeout)
+            return Stream(self._inner.connect_tcp(host, port, left, local_address, socket_options), self)
+
+        def connect_unix_socket(
+            self, path: str, timeout: float | None = None, socket_options: Any = None
+        ) -> Any:
+            left = self.left(timeout, httpcore.ConnectTimeout)
+            return Stream(self._inner.connect_unix_socket(path, left, socket_options), self)
+
+        def sleep(self, seconds: float) -> None:
+            self._inner.sleep(seconds)
+
+    return Backend()
+
+
+def _make_client() -> tuple[Any, Any]:
+    """``(httpx.Client, deadline backend or None)``: a client whose sockets honour a total deadline."""
+    httpx = require("httpx", "remote", "RemoteScorer")
+    transport = httpx.HTTPTransport()
+    backend = None
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_network_backend"):
+        backend = _deadline_backend()
+        pool._network_backend = backend
+    else:  # a future httpx: the body is still bounded between chunks, headers only per read
+        logger.warning(
+            "RemoteScorer: this httpx version hides its network backend; headers are timed per read"
+        )
+    return httpx.Client(transport=transport), backend
 
 
 def _data_uri(image: Any) -> str:
@@ -90,13 +199,22 @@ class RemoteScorer(BaseScorer):
             ``"vllm"``, ``"cohere"`` or ``"tei"``.
         model: the model name sent with each request (required by Jina, Cohere and multi-model vLLM).
         api_key: sent as ``Authorization: Bearer <api_key>``.
-        timeout: total seconds one :meth:`score` call may take, batches and retries included.
+        timeout: total seconds one :meth:`score` call may take: connecting, sending, the headers and the
+            body of every batch and every retry together (a server that trickles its answer cannot hold
+            a call past it). Passing it raises :class:`RemoteScorerTimeout`.
         batch_size: most documents per HTTP request.
         max_retries: retries of a request that got 408, 429, 5xx or a connection error, with exponential
             backoff from ``backoff_s`` (a ``Retry-After`` header is honoured), within ``timeout``.
         path: the endpoint path, when the service is mounted elsewhere.
         outputs_probabilities: override the default (True only for ``"mm-rerank"``, see module notes).
-        client: a ready ``httpx.Client`` (tests pass one with a mock transport).
+        max_response_bytes: largest answer accepted, counted after decompression (a gzip bomb stops
+            there); only gzip and deflate are asked for and read.
+        client: a ready ``httpx.Client`` (tests pass one with a mock transport). Its sockets keep httpx's
+            per-read timeouts, so the deadline is checked between body chunks but not inside the
+            headers; the default client checks it on every socket operation.
+
+    Every failure is a :class:`RemoteScorerError`: an answer that is not strict JSON, repeats or misses
+    an index, or sends a boolean or a non-finite score is refused, never repaired.
 
     Example:
         >>> from mm_rerank_components import MultimodalReranker
@@ -117,6 +235,7 @@ class RemoteScorer(BaseScorer):
         backoff_s: float = 0.25,
         path: str | None = None,
         outputs_probabilities: bool | None = None,
+        max_response_bytes: int = 8 * 1024 * 1024,
         client: Any = None,
     ) -> None:
         if api not in _PATHS:
@@ -127,8 +246,14 @@ class RemoteScorer(BaseScorer):
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(max_retries, int) or max_retries < 0:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1
+        ):
+            raise ValueError(f"max_response_bytes must be a positive int, got {max_response_bytes!r}")
         self.base_url = base_url.rstrip("/")
         self.api: RemoteApi = api
         self.url = self.base_url + (path if path is not None else _PATHS[api])
@@ -142,10 +267,13 @@ class RemoteScorer(BaseScorer):
             api == "mm-rerank" if outputs_probabilities is None else outputs_probabilities
         )
         self.name = f"remote:{api}:{model or self.base_url}"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.max_response_bytes = max_response_bytes
+        self._headers = {"Accept-Encoding": "gzip, deflate"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._backend: Any = None
         if client is None:
-            httpx = require("httpx", "remote", "RemoteScorer")
-            client = httpx.Client()
+            client, self._backend = _make_client()
         self.client = client
 
     def __repr__(self) -> str:
@@ -224,6 +352,7 @@ class RemoteScorer(BaseScorer):
         return body
 
     def _parse(self, payload: Any, n: int) -> list[float]:
+        """Exactly one finite score per document: each index once, in range; anything else is refused."""
         items = (
             payload if self.api == "tei" else (payload.get("results") if isinstance(payload, dict) else None)
         )
@@ -233,12 +362,23 @@ class RemoteScorer(BaseScorer):
         scores: list[float | None] = [None] * n
         for item in items:
             index, value = (item.get("index"), item.get(key)) if isinstance(item, dict) else (None, None)
-            if not isinstance(index, int) or not 0 <= index < n or not isinstance(value, (int, float)):
-                raise RemoteScorerError(f"{self.url} answered a malformed result {str(item)[:200]!r}")
-            if item.get("error"):
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+                raise RemoteScorerError(
+                    f"{self.url} answered a result without a valid index (0 to {n - 1}): {str(item)[:200]!r}"
+                )
+            if isinstance(item, dict) and item.get("error"):
                 raise RemoteScorerError(f"{self.url} could not score document {index}: {item['error']}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RemoteScorerError(
+                    f"{self.url} answered {value!r} as the {key} of document {index}; a score must be a "
+                    "finite number"
+                )
+            if scores[index] is not None:
+                raise RemoteScorerError(
+                    f"{self.url} answered document {index} twice; a rerank service scores each document once"
+                )
             scores[index] = float(value)
-        missing = [i for i, s in enumerate(scores) if s is None or not math.isfinite(s)]
+        missing = [i for i, s in enumerate(scores) if s is None]
         if missing:
             raise RemoteScorerError(
                 f"{self.url} returned no usable score for documents {missing[:10]} of {n}; a rerank service "
@@ -247,33 +387,40 @@ class RemoteScorer(BaseScorer):
         return [float(s) for s in scores if s is not None]
 
     # -- transport ------------------------------------------------------------------------------------
+    def _timeout(self) -> RemoteScorerTimeout:
+        return RemoteScorerTimeout(
+            f"{self.url}: no complete answer within the total timeout of {self.timeout:g} s (connecting, "
+            "headers, body and retries together)"
+        )
+
     def _post(self, body: dict[str, Any], deadline: float) -> Any:
         httpx = require("httpx", "remote", "RemoteScorer")
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RemoteScorerError(
-                    f"{self.url}: no answer within the total timeout of {self.timeout:g} s"
-                )
+                raise self._timeout()
             problem: str
             retry_after: float | None = None
             try:
-                response = self.client.post(self.url, json=body, headers=self._headers, timeout=remaining)
-            except httpx.TransportError as exc:  # connection refused, reset, timed out
+                status, payload, retry_after = self._attempt(httpx, body, deadline)
+            except httpx.TransportError as exc:  # refused, reset, cut, timed out
+                if time.monotonic() >= deadline:
+                    raise self._timeout() from None
                 problem = f"{type(exc).__name__}: {exc}"
+            except _Retryable as exc:
+                problem = str(exc)
             else:
-                if response.status_code < 300:
-                    return response.json()
-                problem = f"HTTP {response.status_code}: {_message(response)}"
-                if response.status_code not in _RETRY_STATUS:
+                if status < 300:
+                    return payload
+                problem = f"HTTP {status}: {_message(payload)}"
+                if status not in _RETRY_STATUS:
                     raise RemoteScorerError(f"{self.url} refused the request ({problem})")
-                retry_after = _retry_after(response)
             if attempt >= self.max_retries:
                 raise RemoteScorerError(f"{self.url} failed after {attempt + 1} attempts; last: {problem}")
             pause = retry_after if retry_after is not None else self.backoff_s * 2**attempt
             if time.monotonic() + pause >= deadline:
-                raise RemoteScorerError(
+                raise RemoteScorerTimeout(
                     f"{self.url}: giving up, the next retry would pass the total timeout of "
                     f"{self.timeout:g} s; last: {problem}"
                 )
@@ -281,12 +428,75 @@ class RemoteScorer(BaseScorer):
             time.sleep(pause)
             attempt += 1
 
+    def _attempt(self, httpx: Any, body: dict[str, Any], deadline: float) -> tuple[int, Any, float | None]:
+        """``(status, decoded JSON or text, Retry-After)`` of one request, all of it before ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if self._backend is not None:
+            self._backend.deadline.at = deadline
+        try:
+            with self.client.stream(
+                "POST", self.url, json=body, headers=self._headers, timeout=remaining
+            ) as response:
+                raw = self._read_capped(response, deadline)
+                status = response.status_code
+                retry_after = _retry_after(response) if status in _RETRY_STATUS else None
+        finally:
+            if self._backend is not None:
+                self._backend.deadline.at = None
+        if status >= 300:
+            try:
+                return status, loads_strict(raw), retry_after
+            except JSONLimitError:
+                return status, raw[:300].decode("utf-8", "replace"), retry_after
+        try:
+            return status, loads_strict(raw, max_depth=32), None
+        except JSONLimitError as exc:
+            raise _Retryable(f"the answer is not usable JSON: {exc}") from None
 
-def _message(response: Any) -> str:
-    try:
-        payload = response.json()
-    except ValueError:
-        return response.text[:200]
+    def _read_capped(self, response: Any, deadline: float) -> bytes:
+        """The body, decompressed here with a cap on the output, read chunk by chunk before ``deadline``."""
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:
+            raise RemoteScorerError(
+                f"{self.url} answered with content-encoding {encoding!r}; only gzip and deflate are read"
+            )
+        cap = self.max_response_bytes
+        if response.is_stream_consumed:  # read into memory already (a mock transport): only the cap applies
+            if len(response.content) > cap:
+                raise RemoteScorerError(f"{self.url} answered more than max_response_bytes={cap} bytes")
+            return bytes(response.content)
+        wbits = _ENCODINGS[encoding]
+        inflate = zlib.decompressobj(wbits) if wbits is not None else None
+        out = bytearray()
+        try:
+            for chunk in response.iter_raw(_CHUNK):
+                if time.monotonic() >= deadline:
+                    raise self._timeout()
+                if inflate is None:
+                    out += chunk
+                else:
+                    data = chunk
+                    while data and len(out) <= cap:
+                        out += inflate.decompress(data, cap + 1 - len(out))
+                        data = inflate.unconsumed_tail
+                if len(out) > cap:
+                    raise RemoteScorerError(
+                        f"{self.url} answered more than max_response_bytes={cap} bytes"
+                        f"{' after decompression' if inflate is not None else ''}; a rerank answer is small "
+                        "(is return_documents on, or is this the right service?)"
+                    )
+        except zlib.error as exc:
+            raise _Retryable(f"the {encoding} body does not decompress ({exc})") from None
+        if inflate is not None:
+            out += inflate.flush()  # what zlib still buffers: at most a window, never a bomb
+            if len(out) > cap:
+                raise RemoteScorerError(
+                    f"{self.url} answered more than max_response_bytes={cap} bytes after decompression"
+                )
+        return bytes(out)
+
+
+def _message(payload: Any) -> str:
     if isinstance(payload, dict):
         for key in ("message", "detail", "error"):
             if isinstance(payload.get(key), str):
