@@ -2,18 +2,27 @@
 
 * ``POST /v1/rerank`` and ``POST /rerank``: Jina / vLLM shape (multimodal documents);
 * ``POST /v2/rerank``: Cohere v2 shape (``cohere.ClientV2(base_url=...)`` works unchanged);
-* ``GET /health``: async, answered on the event loop, never queued behind scoring;
+* ``GET /health`` (and ``/livez``): liveness, async, answered on the event loop, never queued behind
+  scoring; it shows stuck scoring passes;
+* ``GET /ready`` (and ``/readyz``): 200 only once the models are loaded, one warm-up request has run
+  and no more than the allowed number of scoring passes are stuck; 503 with the reason otherwise;
 * ``GET /metrics``: Prometheus text format;
 * ``GET /docs``: the OpenAPI page.
+
+Run it under uvicorn with :func:`uvicorn_options`, which closes connections that send no request
+headers in time (idle or slow clients).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
 
 from mm_rerank_components._deps import require
-from mm_rerank_components.serving.engine import RerankEngine
+from mm_rerank_components.serving._json import encode_body
+from mm_rerank_components.serving.engine import RerankEngine, ServeConfig
 from mm_rerank_components.serving.protocol import Api, RequestError
 
 require("fastapi", "serve", "the rerank HTTP service")
@@ -29,12 +38,17 @@ class _JinaRequest(BaseModel):
     """For the OpenAPI page only; requests are parsed by :mod:`.protocol` (precise, indexed errors)."""
 
     model: str | None = Field(None, description="ignored; the response names the served model")
-    query: str | dict[str, Any] = Field(description='a string, {"text"}, {"image"} or {"content": [parts]}')
-    documents: list[str | dict[str, Any]] = Field(
-        description='strings, {"text"}, {"image": data URI | base64 | URL}, {"text", "image"} '
-        'or {"content": [parts]}'
+    query: Annotated[str, Field(min_length=1, pattern=r"\S")] | dict[str, Any] = Field(
+        description='a non-empty string, {"text"}, {"image"} or {"content": [parts]}'
     )
-    top_n: int | None = Field(None, description="return the best N (kept failures come after them)")
+    documents: list[str | dict[str, Any]] = Field(
+        min_length=1,
+        description='strings, {"text"}, {"image": data URI | base64 | URL}, {"text", "image"} '
+        'or {"content": [parts]}',
+    )
+    top_n: int | None = Field(
+        None, ge=1, le=10**18, description="return the best N (kept failures come after them)"
+    )
     return_documents: bool | None = Field(None, description="echo each document (default true here)")
     threshold: float | None = Field(None, description="drop results with a unified score below this")
     on_error: Literal["raise", "keep"] = Field(
@@ -47,6 +61,35 @@ class _CohereRequest(_JinaRequest):
     priority: int | None = Field(None, description="accepted and ignored")
 
 
+class _ErrorDetail(BaseModel):
+    type: str = Field(description="a short kind, e.g. malformed_json, invalid_document, too_many_pixels")
+    message: str
+    index: int | None = Field(None, description="the document concerned, when there is one")
+
+
+class _Error(BaseModel):
+    """Every refused request: ``detail`` (FastAPI/Jina clients), ``message`` (Cohere), ``error``."""
+
+    detail: str
+    message: str
+    error: _ErrorDetail
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": _Error, "description": text}
+    for status, text in {
+        400: "Bad request: not acceptable JSON (also nesting over 16 levels, integers over 20 digits, lone "
+        "surrogates, NaN), a missing or empty query, a bad document or field; the message names it",
+        401: "Missing or wrong API key",
+        408: "The request body did not arrive in time",
+        413: "Body, document count, an image or the request's total image pixels over the server's limits",
+        500: "The scorer failed (no internals in the message)",
+        503: "Busy, or not ready (scoring passes stuck past their deadline); retry after Retry-After",
+        504: "Scoring took longer than the server's timeout",
+    }.items()
+}
+
+
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
@@ -56,8 +99,80 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that bound idle and slow clients.
+
+    A connection that has not sent complete request headers ``config.header_timeout_s`` after it opened
+    (or after its previous response) is closed; an idle keep-alive connection is closed after 5 s.
+    Slow bodies are refused by the routes themselves (408 after ``config.body_timeout_s``).
+
+    Example:
+        >>> sorted(uvicorn_options(ServeConfig(scorer="fake")))
+        ['http', 'timeout_keep_alive']
+    """
+    return {"http": _guarded_h11(config.header_timeout_s), "timeout_keep_alive": 5}
+
+
+def _guarded_h11(header_timeout_s: float) -> type[Any]:
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol with a deadline on the request headers (uvicorn has none)."""
+
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the headers are in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+async def _read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes, 408 when it has not
+    arrived ``timeout_s`` after the headers."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body_unbounded(request, limit)
+    except TimeoutError:
+        raise RequestError(
+            f"the request body did not arrive within {timeout_s:g} s; send it at once",
+            kind="body_timeout",
+            status=408,
+        ) from None
+
+
+async def _read_body_unbounded(request: Request, limit: int) -> bytes:
     too_big = RequestError(
         f"the request body is over this server's limit of {limit} bytes; send fewer or smaller documents "
         "(downscale images)",
@@ -81,6 +196,8 @@ def _error_response(engine: RerankEngine, exc: RequestError, route: str) -> JSON
     engine.metrics.errors.labels(kind=exc.kind).inc()
     engine.metrics.requests.labels(route=route, status=str(exc.status)).inc()
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 408:
+        headers = {"Connection": "close"}
     return JSONResponse(exc.payload(), status_code=exc.status, headers=headers)
 
 
@@ -93,10 +210,17 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
         >>> # uvicorn.run(app, host="127.0.0.1", port=8080)
     """
     get_engine: Callable[[], RerankEngine] = (lambda: engine) if isinstance(engine, RerankEngine) else engine
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        get_engine().start_warm_up()  # in the background: /health answers meanwhile, /ready says 503
+        yield
+
     app = FastAPI(
         title=title,
         description="Rerank mixed text and image documents on one calibrated relevance scale "
         "(Jina/vLLM and Cohere request shapes).",
+        lifespan=lifespan,
     )
 
     async def rerank(request: Request, api: Api) -> Response:
@@ -104,28 +228,63 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
         route = "v2" if api == "cohere" else "v1"
         try:
             current.check_auth(request.headers.get("authorization"))
-            body = await _read_body(request, current.config.max_body_bytes)
+            body = await _read_body(request, current.config.max_body_bytes, current.config.body_timeout_s)
         except RequestError as exc:
             return _error_response(current, exc, route)
-        status, payload = await current.handle(api, body)
+        status, content = await current.handle_bytes(api, body)
         headers = {"Retry-After": "1"} if status == 503 else None
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return Response(content, status_code=status, headers=headers, media_type="application/json")
 
-    @app.post("/v1/rerank", openapi_extra=_body_doc(_JinaRequest), summary="Rerank (Jina / vLLM shape)")
+    rerank_doc: dict[str, Any] = {"responses": _ERRORS}
+
+    @app.post(
+        "/v1/rerank",
+        openapi_extra=_body_doc(_JinaRequest),
+        summary="Rerank (Jina / vLLM shape)",
+        **rerank_doc,
+    )
     async def rerank_v1(request: Request) -> Response:
         return await rerank(request, "jina")
 
-    @app.post("/rerank", openapi_extra=_body_doc(_JinaRequest), summary="Rerank (Jina / vLLM shape)")
+    @app.post(
+        "/rerank", openapi_extra=_body_doc(_JinaRequest), summary="Rerank (Jina / vLLM shape)", **rerank_doc
+    )
     async def rerank_plain(request: Request) -> Response:
         return await rerank(request, "jina")
 
-    @app.post("/v2/rerank", openapi_extra=_body_doc(_CohereRequest), summary="Rerank (Cohere v2 shape)")
+    @app.post(
+        "/v2/rerank",
+        openapi_extra=_body_doc(_CohereRequest),
+        summary="Rerank (Cohere v2 shape)",
+        **rerank_doc,
+    )
     async def rerank_v2(request: Request) -> Response:
         return await rerank(request, "cohere")
 
     @app.get("/health", summary="Liveness: answered on the event loop, never behind scoring")
     async def health() -> dict[str, Any]:
         return get_engine().health()
+
+    @app.get("/livez", summary="Liveness (Kubernetes name of /health)")
+    async def livez() -> dict[str, Any]:
+        return get_engine().health()
+
+    async def ready() -> Response:
+        current = get_engine()
+        current.start_warm_up()  # when the server ran without its lifespan (tests, embedding)
+        is_ready, body = current.readiness()
+        return Response(
+            encode_body(body),
+            status_code=200 if is_ready else 503,
+            headers=None if is_ready else {"Retry-After": "1"},
+            media_type="application/json",
+        )
+
+    ready_doc: dict[str, Any] = {
+        "responses": {503: {"description": "Not ready yet, or stuck; the body says why"}}
+    }
+    app.get("/ready", summary="Readiness: models loaded and warmed up, nothing stuck", **ready_doc)(ready)
+    app.get("/readyz", summary="Readiness (Kubernetes name of /ready)", **ready_doc)(ready)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:

@@ -241,8 +241,10 @@ class MicroBatcher:
                 results = await loop.run_in_executor(self.executor, self.handler, calls)
                 outcomes: list[list[float] | BaseException] = list(results)
             except Exception as exc:  # noqa: BLE001 - a batch failure is retried call by call below
-                if len(batch) == 1:
-                    outcomes = [exc]
+                if len(batch) == 1 or isinstance(exc, TimeoutError):
+                    # a pass past its deadline: its callers' deadlines have passed too, and scoring the
+                    # calls again one by one would only wait it out once more
+                    outcomes = [exc] * len(batch)
                 else:
                     logger.warning(
                         "a batch of %d calls failed (%s); scoring them one by one", len(batch), exc

@@ -7,11 +7,15 @@ calibration. The FastAPI app (:mod:`.app`) and the Ray Serve deployment (:mod:`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import dataclasses
 import importlib
+import io
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -23,6 +27,7 @@ from typing import Any
 from mm_rerank_components.media import ImageLoadError, ImageOptions
 from mm_rerank_components.reranker import CandidateError, MultimodalReranker, OnError
 from mm_rerank_components.scorers.base import BaseScorer
+from mm_rerank_components.serving._json import decode_body, encode_body
 from mm_rerank_components.serving.batching import BatchingScorer, MicroBatcher, ScoreCall, Submit, score_many
 from mm_rerank_components.serving.metrics import Metrics
 from mm_rerank_components.serving.protocol import (
@@ -30,8 +35,8 @@ from mm_rerank_components.serving.protocol import (
     Limits,
     RequestError,
     build_response,
+    RerankRequest,
     decode_images,
-    parse_body,
     parse_request,
 )
 
@@ -62,13 +67,21 @@ class ServeConfig:
         max_concurrency: requests handled at once in worker threads (most of them wait for their scores).
         cpu_slots: of those, how many may parse and decode at once (default: the CPU count).
         max_pending: requests admitted at once; more get 503 with ``Retry-After``.
-        request_timeout_s: most seconds a request may wait for its scores (then 504).
+        request_timeout_s: most seconds a request may take (then 504); a scoring pass that runs longer
+            is abandoned (its caller gets 504) and its worker thread replaced.
+        max_stuck_passes: abandoned passes still running in the background before the server stops
+            taking requests (503, ``/ready`` 503) until one of them returns.
         max_body_bytes: largest request body (413).
         max_documents: most documents per request (413).
         max_image_bytes, max_image_pixels: per image (413 or a per-document error).
         allow_urls: fetch ``http(s)://`` images (off by default).
         api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
 
+        max_request_pixels: decoded pixels of all the images of one request together (413), checked from
+            the image headers before anything is decoded.
+        header_timeout_s: most seconds a client may take to send a request's headers, or an idle
+            connection may stay open without one (then it is closed); see :func:`.app.uvicorn_options`.
+        body_timeout_s: most seconds a client may take to send a request body (408).
     Example:
         >>> ServeConfig(scorer="fake", max_batch_size=128).image_options.allow_urls
         False
@@ -91,10 +104,14 @@ class ServeConfig:
     max_body_bytes: int = 32 * 1024 * 1024
     max_documents: int = 1000
     max_image_bytes: int = 10 * 1024 * 1024
+    max_stuck_passes: int = 2
     max_image_pixels: int = 40_000_000
     allow_urls: bool = False
     api_key: str | None = field(default=None, repr=False)
 
+    max_request_pixels: int = 100_000_000
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     def __post_init__(self) -> None:
         positive = {
             "max_batch_size": self.max_batch_size,
@@ -106,13 +123,17 @@ class ServeConfig:
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            "max_stuck_passes": self.max_stuck_passes,
+            "max_request_pixels": self.max_request_pixels,
                 raise ValueError(f"ServeConfig.{name} must be a positive int, got {value!r}")
         if self.cpu_slots is not None and (isinstance(self.cpu_slots, bool) or self.cpu_slots < 1):
             raise ValueError(f"ServeConfig.cpu_slots must be a positive int or None, got {self.cpu_slots!r}")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
-        if not self.request_timeout_s > 0:
-            raise ValueError(f"ServeConfig.request_timeout_s must be > 0, got {self.request_timeout_s!r}")
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"ServeConfig.{name} must be a positive number of seconds, got {value!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("ServeConfig.api_key is empty; give a real key or None to turn auth off")
 
@@ -169,6 +190,164 @@ def load_scorer(config: ServeConfig) -> tuple[Any, Any]:
 
 def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
     try:
+class PoolStuckError(RuntimeError):
+    """Too many scoring passes are stuck past their deadline; the server takes no work until one returns."""
+
+
+class ScoringPool(concurrent.futures.Executor):
+    """Scoring threads with a deadline per pass: a pass that overruns it is abandoned, its thread replaced.
+
+    Python cannot stop a thread, so a pass stuck in a model (or a hung remote call) keeps its thread. At
+    its deadline the pool fails the pass's future with :class:`TimeoutError`, so its caller stops
+    waiting, and starts a fresh thread in its place, so the calls queued behind it are scored. The
+    abandoned thread ends when its pass returns (the result is dropped). At most ``max_stuck`` abandoned
+    passes may be running; past that, :meth:`submit` fails fast with :class:`PoolStuckError` (the
+    server answers 503 and ``/ready`` says not ready) until one of them returns.
+
+    A replacement thread may call the scorer while the stuck pass is still inside it: the scorers of this
+    package are safe to call from several threads (the HTTP server already does).
+
+    Example:
+        >>> pool = ScoringPool(workers=1, deadline_s=0.2)
+        >>> pool.submit(sum, [1, 2]).result()
+        3
+        >>> pool.shutdown()
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        deadline_s: float = 60.0,
+        max_stuck: int = 2,
+        on_abandon: Callable[[], None] | None = None,
+    ) -> None:
+        if workers < 1 or max_stuck < 1 or not deadline_s > 0:
+            raise ValueError(
+                "workers and max_stuck must be >= 1 and deadline_s > 0, got "
+                f"{workers}, {max_stuck}, {deadline_s}"
+            )
+        self.workers = workers
+        self.deadline_s = float(deadline_s)
+        self.max_stuck = max_stuck
+        self.on_abandon = on_abandon
+        self.abandoned_total = 0
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # thread ident -> (started, future) of the pass it runs; abandoned: idents given up on
+        self._running: dict[int, tuple[float, concurrent.futures.Future[Any]]] = {}
+        self._abandoned: dict[int, float] = {}
+        self._closed = threading.Event()
+        self._serial = 0
+        for _ in range(workers):
+            self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="score-watchdog", daemon=True)
+        self._watchdog.start()
+
+    # -- state -----------------------------------------------------------------------------------------
+    @property
+    def stuck(self) -> int:
+        """Abandoned passes still running."""
+        with self._lock:
+            return len(self._abandoned)
+
+    @property
+    def saturated(self) -> bool:
+        """True while ``max_stuck`` abandoned passes are running (new work is refused)."""
+        return self.stuck >= self.max_stuck
+
+    def oldest_pass_s(self) -> float:
+        """Age of the oldest pass still running, abandoned ones included (0 when idle)."""
+        now = time.monotonic()
+        with self._lock:
+            starts = [start for start, _ in self._running.values()] + list(self._abandoned.values())
+        return max((now - start for start in starts), default=0.0)
+
+    # -- Executor --------------------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._closed.is_set():
+            raise RuntimeError("ScoringPool is shut down")
+        if self.saturated:
+            future.set_exception(
+                PoolStuckError(
+                    f"{self.stuck} scoring passes are stuck past the deadline of {self.deadline_s:g} s; the "
+                    "server takes no work until one returns"
+                )
+            )
+            return future
+        self._tasks.put((future, fn, args, kwargs))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed.set()
+        for _ in range(self.workers):
+            self._tasks.put(None)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._tasks.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+
+    # -- threads ---------------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        self._serial += 1
+        threading.Thread(target=self._work, name=f"score-{self._serial}", daemon=True).start()
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        while True:
+            item = self._tasks.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            with self._lock:
+                self._running[me] = (time.monotonic(), future)
+            try:
+                result, error = fn(*args, **kwargs), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                result, error = None, exc
+            with self._lock:
+                self._running.pop(me, None)
+                gave_up = self._abandoned.pop(me, None) is not None
+            if gave_up:  # the watchdog already answered the caller and started a replacement
+                logger.warning("an abandoned scoring pass returned after all; its thread ends")
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def _watch(self) -> None:
+        while not self._closed.wait(min(0.05, self.deadline_s / 10)):
+            now = time.monotonic()
+            late: list[concurrent.futures.Future[Any]] = []
+            with self._lock:
+                for ident, (start, future) in list(self._running.items()):
+                    if now - start > self.deadline_s:
+                        del self._running[ident]
+                        self._abandoned[ident] = start
+                        late.append(future)
+            for future in late:
+                self.abandoned_total += 1
+                logger.error(
+                    "a scoring pass ran past its deadline of %.3g s: abandoned (its thread keeps running "
+                    "until the scorer returns); a fresh scoring thread takes its place",
+                    self.deadline_s,
+                )
+                future.set_exception(
+                    TimeoutError(f"the scoring pass took longer than {self.deadline_s:g} s and was abandoned")
+                )
+                self._spawn()
+                if self.on_abandon is not None:
+                    self.on_abandon()
+
+
         folder_module = importlib.import_module("mm_rerank_components.adapt.folder")
     except ImportError as exc:
         raise ImportError(
@@ -214,13 +393,25 @@ class RerankEngine:
         config: ServeConfig | None = None,
         *,
         scorer: Any = None,
+        self.pool: ScoringPool | None = None
+        self.warmed = False
+        self.warm_error: str | None = None
+        self._warm_task: asyncio.Task[None] | None = None
         calibrator: Any = None,
+            self.pool = ScoringPool(
+                self.config.score_workers,
+                deadline_s=self.config.request_timeout_s,
+                max_stuck=self.config.max_stuck_passes,
+                on_abandon=self.metrics.abandoned_passes.inc,
+            )
+            self.metrics.watch_pool(self.pool)
         submit: Submit | None = None,
     ) -> None:
         self.config = config or ServeConfig()
         if self.config.threads is not None:
             from mm_rerank_components.cli._common import set_threads
 
+                executor=self.pool,
             set_threads(self.config.threads)
         factory: RerankerFactory | None = None
         if scorer is None and self.config.reranker_folder is not None:
@@ -267,7 +458,7 @@ class RerankEngine:
         self._cpu = threading.BoundedSemaphore(self.config.cpu_slots or os.cpu_count() or 1)
         self.pending = 0
 
-    # -- batching ---------------------------------------------------------------------------------------
+    # -- batching --------------------------------------------------------------------------------------
     def run_batch(self, calls: list[ScoreCall]) -> list[list[float]]:
         """Score one micro-batch (runs on a scoring worker thread)."""
         started = time.monotonic()
@@ -279,9 +470,22 @@ class RerankEngine:
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         return out
 
-    # -- requests ---------------------------------------------------------------------------------------
+    # -- requests --------------------------------------------------------------------------------------
+        status, payload, _ = await self._handle(api, body, encode=False)
+        return status, payload
+
+    async def handle_bytes(self, api: Api, body: bytes) -> tuple[int, bytes]:
+        """``(status, encoded JSON body)``: the response is encoded on a request thread, not the event loop
+        (a response echoing a 28 MB document would otherwise hold ``/health`` up while it is encoded)."""
+        status, payload, encoded = await self._handle(api, body, encode=True)
+        return status, encoded if encoded is not None else encode_body(payload)
+
+    async def _handle(
+        self, api: Api, body: bytes, *, encode: bool
+    ) -> tuple[int, dict[str, Any], bytes | None]:
     def check_auth(self, authorization: str | None) -> None:
         """Raise a 401 :class:`RequestError` unless ``authorization`` carries the configured key."""
+        encoded: bytes | None = None
         import secrets
 
         key = self.config.api_key
@@ -300,16 +504,24 @@ class RerankEngine:
         started = time.monotonic()
         route = "v2" if api == "cohere" else "v1"
         try:
-            status, payload = 200, await self._admit(api, body)
+            payload, encoded = await self._admit(api, body, encode)
+            status = 200
+        if self.pool is not None and self.pool.saturated:
+            raise RequestError(
+                f"the server is not ready: {self.pool.stuck} scoring passes are stuck past their deadline; "
+                "retry shortly",
+                kind="stuck",
+                status=503,
+            )
         except RequestError as exc:
             status, payload = exc.status, exc.payload()
             self.metrics.errors.labels(kind=exc.kind).inc()
             logger.info("rejected a %s request: %s %s", route, exc.status, exc)
         self.metrics.requests.labels(route=route, status=str(status)).inc()
         self.metrics.latency.labels(route=route).observe(time.monotonic() - started)
-        return status, payload
+        return status, payload, encoded
 
-    async def _admit(self, api: Api, body: bytes) -> dict[str, Any]:
+    async def _admit(self, api: Api, body: bytes, encode: bool) -> tuple[dict[str, Any], bytes | None]:
         loop = asyncio.get_running_loop()
         self.proxy.loop = loop
         if self.pending >= self.config.max_pending:
@@ -321,16 +533,28 @@ class RerankEngine:
         self.pending += 1
         self.metrics.in_flight.set(self.pending)
         try:
-            return await loop.run_in_executor(self._requests, self._handle_sync, api, body)
+            work = loop.run_in_executor(self._requests, self._handle_sync, api, body, encode)
+            # the request's own deadline: its thread may go on (until its score call times out), the
+            # caller does not wait for it
+            return await asyncio.wait_for(work, self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(
+                f"the request took longer than {self.config.request_timeout_s:g} s; retry later",
+                kind="timeout",
+                status=504,
+            ) from None
         finally:
             self.pending -= 1
             self.metrics.in_flight.set(self.pending)
 
-    def _handle_sync(self, api: Api, body: bytes) -> dict[str, Any]:
+    def _handle_sync(
+        self, api: Api, body: bytes, encode: bool = False
+    ) -> tuple[dict[str, Any], bytes | None]:
         # parsing and decoding are CPU work: a few threads at a time, or they only fight over the GIL and
         # starve the event loop (and /health) while the other requests just wait for their scores
         with self._cpu:
-            request = parse_request(parse_body(body), self.config.limits, api)
+            request = parse_request(decode_body(body), self.config.limits, api)
+            request = _check_pixel_budget(request, self.config.max_request_pixels)
             request = decode_images(request, self.config.image_options)
         for candidate in request.candidates:
             self.metrics.documents.labels(modality=candidate.modality).inc()
@@ -347,25 +571,158 @@ class RerankEngine:
                 raise RequestError(
                     f"documents[{index}]: {message}", kind="unreadable_document", index=index
                 ) from None
+    # -- liveness and readiness ------------------------------------------------------------------------
             except ImageLoadError as exc:  # the query's image
                 raise RequestError(str(exc), kind="invalid_image") from None
-            except TimeoutError as exc:
-                raise RequestError(f"{exc}; retry later", kind="timeout", status=504) from None
-            except Exception as exc:  # the client gets a 500 without internals
-                logger.exception("the scorer failed on a request")
-                raise RequestError(
-                    f"the scorer failed on this request ({type(exc).__name__}); the server log has details",
-                    kind="scorer_error",
-                    status=500,
-                ) from None
-        return build_response(request, ranked, model=self.model, api=api)
+            except Exception as exc:  # noqa: BLE001 - 504, 503 or a 500 without internals
+                raise _scoring_failure(exc) from None
+        payload = build_response(request, ranked, model=self.model, api=api)
+        if not encode:
+            return payload, None
+        try:
+            return payload, encode_body(payload)
+        except (ValueError, UnicodeEncodeError) as exc:  # a bug, not the client's fault; never a raw 500
+            logger.error("cannot encode a response: %s", exc)
+            raise RequestError(
+                f"the server could not encode its answer ({type(exc).__name__}); the server log has details",
+                kind="encode_error",
+                status=500,
+            ) from None
 
     def health(self) -> dict[str, Any]:
-        """What ``GET /health`` answers (cheap, no scoring)."""
-        return {"status": "ok", "model": self.model, "in_flight": self.pending}
+        """What ``GET /health`` (liveness) answers: cheap, no scoring; stuck work shows here."""
+        out: dict[str, Any] = {"status": "ok", "model": self.model, "in_flight": self.pending}
+        if self.pool is not None:
+            out["stuck_passes"] = self.pool.stuck
+            out["oldest_pass_s"] = round(self.pool.oldest_pass_s(), 3)
+        out["ready"] = self.readiness()[0]
+        return out
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``(ready, body)`` for ``GET /ready``: models loaded, one warm-up request run, nothing stuck."""
+        if self.warm_error is not None:
+            return False, {"status": "not ready", "reason": f"the warm-up request failed: {self.warm_error}"}
+        if not self.warmed:
+            return False, {"status": "not ready", "reason": "warming up (one request through the models)"}
+        if self.pool is not None and self.pool.saturated:
+            return False, {
+                "status": "not ready",
+                "reason": f"{self.pool.stuck} scoring passes are stuck past their deadline",
+            }
+        return True, {"status": "ready", "model": self.model}
+
+    def start_warm_up(self) -> None:
+        """Run :meth:`warm_up` in the background on the running event loop (once)."""
+        if self._warm_task is None and not self.warmed:
+            self._warm_task = asyncio.get_running_loop().create_task(self.warm_up())
+
+    async def warm_up(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        """Send one request through parsing, decoding, scoring and calibration, so that the first real
+        request finds every model loaded, every lazy initialisation done and the threads started."""
+        body = encode_body(_warm_up_request(self.scorer))
+def _scoring_failure(exc: Exception) -> RequestError:
+    """The client's error for a scoring failure: 504 for a deadline, 503 when stuck, else a 500."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, PoolStuckError):
+            return RequestError(f"the server is not ready: {cause}; retry shortly", kind="stuck", status=503)
+        if isinstance(cause, TimeoutError):
+            return RequestError(f"{cause}; retry later", kind="timeout", status=504)
+        cause = cause.__cause__  # a ScorerError wraps the scorer's own exception
+    logger.error("the scorer failed on a request", exc_info=exc)
+    return RequestError(
+        f"the scorer failed on this request ({type(exc).__name__}); the server log has details",
+        kind="scorer_error",
+        status=500,
+    )
+
+
+def _image_bytes(ref: Any) -> bytes | None:
+    """The encoded bytes of an inline image (bytes or a base64 data URI); None for anything else."""
+    if isinstance(ref, (bytes, bytearray)):
+        return bytes(ref)
+    if isinstance(ref, str) and ref[:5].lower() == "data:":
+        header, _, data = ref.partition(",")
+        if ";base64" not in header.lower():
+            return None
+        try:
+            return base64.b64decode(data + "=" * (-len(data) % 4))
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+def _pixels(data: bytes) -> int:
+    """Pixels of an encoded image from its header (nothing decoded); 0 when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return 0  # decoding reports it, with the document's index
+    return int(width) * int(height)
+
+
+def _check_pixel_budget(request: RerankRequest, budget: int) -> RerankRequest:
+    """413 before decoding when the request's images hold more than ``budget`` pixels together; data
+    URIs come back as bytes, so they are not base64-decoded twice."""
+    total = 0
+    query = request.query
+    data = _image_bytes(query.image)
+    if data is not None:
+        total += _pixels(data)
+        query = dataclasses.replace(query, image=data)
+    candidates = []
+    for candidate in request.candidates:
+        data = _image_bytes(candidate.image)
+        if data is not None:
+            total += _pixels(data)
+            candidate = dataclasses.replace(candidate, image=data)
+        candidates.append(candidate)
+        if total > budget:
+            raise RequestError(
+                f"the request's images hold over {budget} pixels together (this server's limit per request, "
+                f"counted before decoding); send fewer or smaller images, or split the documents over "
+                "several requests",
+                kind="too_many_pixels",
+                status=413,
+            )
+    return dataclasses.replace(request, query=query, candidates=candidates)
+
+
+def _warm_up_request(scorer: Any) -> dict[str, Any]:
+    """A small request with a passage and a picture of the modalities ``scorer`` reads."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (224, 224), (180, 60, 40)).save(buffer, format="PNG")
+    picture = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    modalities = set(getattr(scorer, "modalities", ()) or ("text",))
+    documents: list[Any] = []
+    if "text" in modalities:
+        documents += [{"text": "a red fox runs across the snow"}, {"text": "an owl sleeps in a tree"}]
+    if "image" in modalities:
+        documents.append({"image": picture})
+    if "text+image" in modalities:
+        documents.append({"text": "a red square", "image": picture})
+    return {"query": "a red fox", "documents": documents or ["warm-up"], "on_error": "keep"}
+
+
+        started = time.monotonic()
+        try:
+            await self._admit("jina", body, True)
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, logged here
+            self.warm_error = str(exc)[:300]
+            logger.error("the warm-up request failed: %s", exc)
+            return
+        self.warmed = True
+        logger.info("warm-up request done in %.2f s; ready", time.monotonic() - started)
 
     def close(self) -> None:
-        """Stop the batcher and the request threads."""
+        """Stop the batcher, the scoring threads and the request threads."""
         if self.batcher is not None:
             self.batcher.close()
         self._requests.shutdown(wait=False, cancel_futures=True)

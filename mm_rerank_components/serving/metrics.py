@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mm_rerank_components._deps import require
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -16,7 +18,10 @@ class Metrics:
     * ``mm_rerank_documents_total{modality}``;
     * ``mm_rerank_batch_candidates``, ``mm_rerank_batch_requests``, ``mm_rerank_batch_seconds``: per
       scoring pass; ``mm_rerank_queue_wait_seconds``: how long a call waited for its pass;
-    * ``mm_rerank_in_flight``: requests being handled.
+    * ``mm_rerank_in_flight``: requests being handled;
+    * ``mm_rerank_stuck_passes``: scoring passes abandoned past their deadline and still running,
+      ``mm_rerank_abandoned_passes_total``: all such passes so far, ``mm_rerank_oldest_pass_seconds``:
+      age of the oldest pass still running (abandoned ones included).
 
     Example:
         >>> metrics = Metrics()
@@ -67,7 +72,23 @@ class Metrics:
             registry=reg,
         )
         self.in_flight = prom.Gauge("mm_rerank_in_flight", "Requests being handled", registry=reg)
+        self.abandoned_passes = prom.Counter(
+            "mm_rerank_abandoned_passes",
+            "Scoring passes abandoned past their deadline (their threads were replaced)",
+            registry=reg,
+        )
+        self.stuck_passes = prom.Gauge(
+            "mm_rerank_stuck_passes", "Abandoned scoring passes still running", registry=reg
+        )
+        self.oldest_pass = prom.Gauge(
+            "mm_rerank_oldest_pass_seconds", "Age of the oldest scoring pass still running", registry=reg
+        )
         self._prom = prom
+
+    def watch_pool(self, pool: Any) -> None:
+        """Read the stuck-pass gauges from ``pool`` (a :class:`~.engine.ScoringPool`) at each scrape."""
+        self.stuck_passes.set_function(lambda: pool.stuck)
+        self.oldest_pass.set_function(pool.oldest_pass_s)
 
     def render(self) -> tuple[bytes, str]:
         """``(body, content type)`` in the Prometheus text format."""
