@@ -67,7 +67,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from mm_rerank_components.adapt.fusion import FusionModel, LearnedFusionReranker, check_modality_floor
+from mm_rerank_components.adapt.fusion import (
+    FusionModel,
+    FusionOptions,
+    LearnedFusionReranker,
+    check_modality_floor,
+)
 from mm_rerank_components.reranker import check_request
 from mm_rerank_components.types import Candidate, Query, RankedCandidate
 
@@ -76,6 +81,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_DEPTH",
     "DEFAULT_FILE",
+    "FIT_OPTIONS",
     "FIT_SETTINGS",
     "FUSION_FIELDS",
     "DefaultFusionModel",
@@ -89,17 +95,20 @@ __all__ = [
 ]
 
 DEFAULT_FILE = "default_fusion.json"
-#: ``fit_fusion`` settings of the shipped default (the eval's leave-one-task-out refits use the same).
+#: ``fit_fusion`` options of the shipped default (the eval's leave-one-task-out refits use the same).
 #: No BM25: pool-statistics BM25 of English queries against another corpus's passages (French captions,
 #: say) does not transfer; measured leave-one-task-out it cost GCompris nDCG@10 (docs/benchmarks.md).
-FIT_SETTINGS: dict[str, Any] = {
-    "seed": 0,
-    "l2": 0.01,
-    "pointwise": 0.2,
-    "bm25": False,
-    "listwise": True,
-    "modality_floor": 2,
-}
+FIT_OPTIONS = FusionOptions(
+    seed=0,
+    l2=0.01,
+    pointwise=0.2,
+    bm25=False,
+    listwise=True,
+    modality_floor=2,
+    route_free=True,
+)
+#: :data:`FIT_OPTIONS` as a plain dict (what older scripts read).
+FIT_SETTINGS: dict[str, Any] = FIT_OPTIONS.to_dict()
 #: The ``(k_text, k_image)`` the shipped default was fitted at (its calibration assumes that pool).
 DEFAULT_DEPTH = (16, 16)
 #: Label-free fusion scores handed to the model as metadata features (min-max and RRF within route).
@@ -233,7 +242,7 @@ def fit_default_model(lists: Sequence[Any], scorer: str | None = None) -> Fusion
     """
     from mm_rerank_components.adapt import fit_fusion
 
-    return fit_fusion(lists, scorer=scorer, **FIT_SETTINGS)
+    return fit_fusion(lists, FIT_OPTIONS, scorer=scorer)
 
 
 def default_model_path() -> Path:

@@ -262,3 +262,72 @@ def test_adapt_imports_no_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_fusion_options_are_checked_and_shared() -> None:
+    from mm_rerank_components.adapt.fusion import FusionOptions
+
+    options = FusionOptions(listwise=True, modality_floor=2, bm25=False)
+    assert options.replace(seed=3).seed == 3 and options.replace(seed=3).listwise
+    with pytest.raises(ValueError, match=r"unknown fusion option\(s\) \['nope'\]"):
+        options.replace(nope=1)
+    with pytest.raises(ValueError, match="calibrate_by must be one of query, group, got 'source'"):
+        FusionOptions(calibrate_by="source")
+    with pytest.raises(ValueError, match="l2 must be a finite number >= 0, got -1"):
+        FusionOptions(l2=-1)
+    with pytest.raises(ValueError, match="modality_floor must be an integer 0..5, got 9"):
+        FusionOptions(modality_floor=9)
+    lists = _synthetic(12, seed=4, informative="retrieval")
+    by_options = fit_fusion(lists, FusionOptions(bm25=False, seed=2))
+    by_keywords = fit_fusion(lists, bm25=False, seed=2)
+    assert by_options.to_dict() == by_keywords.to_dict()
+
+
+def test_route_free_head_scores_lists_without_route_signals() -> None:
+    from dataclasses import replace
+
+    from mm_rerank_components.adapt.fusion import strip_routes
+
+    train, test = (
+        _synthetic(40, seed=1, informative="retrieval"),
+        _synthetic(10, seed=2, informative="retrieval"),
+    )
+    model = fit_fusion(train, seed=0, bm25=False)
+    head = model.route_free
+    assert head is not None and head.spec.routes == () and head.route_free is None
+    item = test[0]
+    bare = strip_routes(item.candidates)
+    assert all(c.source is None and c.retrieval_score is None for c in bare)
+    assert model.head_for(item.candidates) is model and model.head_for(bare) is head
+    # one candidate without a score sends the whole list to the route-free head (one scale per list)
+    partial = [replace(item.candidates[0], retrieval_score=None), *item.candidates[1:]]
+    assert model.predict(item.query, partial, item.raw_scores) == model.predict(
+        item.query, bare, item.raw_scores
+    )
+    assert model.predict(item.query, bare, item.raw_scores) == head.predict(item.query, bare, item.raw_scores)
+    # the heads differ: the full one reads the (informative) retrieval scores
+    assert model.predict(item.query, item.candidates, item.raw_scores) != head.predict(
+        item.query, bare, item.raw_scores
+    )
+    again = FusionModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.predict(item.query, bare, item.raw_scores) == model.predict(
+        item.query, bare, item.raw_scores
+    )
+    assert fit_fusion(train, seed=0, bm25=False, route_free=False).route_free is None
+    nested = {**model.to_dict(), "route_free": model.to_dict()}
+    with pytest.raises(ValueError, match="route_free must be one learned-fusion model"):
+        FusionModel.from_dict(nested)
+
+
+def test_group_calibration_holds_out_whole_groups(caplog: pytest.LogCaptureFixture) -> None:
+    lists = _synthetic(24, seed=5, informative="retrieval")
+    grouped = [
+        LabelledList(x.query, x.candidates, x.raw_scores, x.labels, group=f"source{i % 3}")
+        for i, x in enumerate(lists)
+    ]
+    model = fit_fusion(grouped, seed=0, bm25=False, calibrate_by="group")
+    assert model.training["calibration"] == "leave-one-group-out"
+    assert model.training["calibration_folds"] == 3
+    with caplog.at_level("WARNING"):
+        fallback = fit_fusion(lists, seed=0, bm25=False, calibrate_by="group")
+    assert fallback.training["calibration"] == "out-of-fold" and "calibrating on query folds" in caplog.text

@@ -120,7 +120,7 @@ def test_the_shipped_default_loads_and_reranks_with_any_scorer(caplog: pytest.Lo
 
 
 def test_relative_fusion_model_reads_relative_inputs(tmp_path: Path) -> None:
-    from mm_rerank_components.defaults import FIT_SETTINGS
+    from mm_rerank_components.defaults import FIT_OPTIONS
 
     relative = []
     for item in _lists(1):
@@ -128,7 +128,7 @@ def test_relative_fusion_model_reads_relative_inputs(tmp_path: Path) -> None:
         relative.append(LabelledList(item.query, candidates, raw, item.labels))
     from mm_rerank_components.adapt import fit_fusion
 
-    plain = fit_fusion(relative, metadata_fields=FUSION_FIELDS, **FIT_SETTINGS)
+    plain = fit_fusion(relative, FIT_OPTIONS, metadata_fields=FUSION_FIELDS)
     model = RelativeFusionModel.from_dict(plain.to_dict())
     hits = _hits()
     raw = [1.0 if c.id in ("t0", "i1") else 0.0 for c in hits]

@@ -53,11 +53,13 @@ __all__ = [
     "FLOOR_WINDOW",
     "FUSION_FORMAT",
     "FusionModel",
+    "FusionOptions",
     "LabelledList",
     "LearnedFusionReranker",
     "apply_modality_floor",
     "check_modality_floor",
     "fit_fusion",
+    "strip_routes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,9 @@ class LabelledList:
             where known.
         raw_scores: the scorer's raw score of each candidate (finite).
         labels: relevance grade of each candidate: 0 = not relevant, >= 1 = relevant.
+        group: where the query comes from (a source or corpus name), or ``None``. With
+            ``FusionOptions(calibrate_by="group")`` the calibration is fitted on scores of models that
+            never saw the query's group, so it learns how the model transfers to a new source.
 
     Example:
         >>> from mm_rerank_components import Candidate
@@ -88,6 +93,7 @@ class LabelledList:
     candidates: tuple[Candidate, ...]
     raw_scores: tuple[float, ...]
     labels: tuple[int, ...]
+    group: str | None
 
     def __init__(
         self,
@@ -95,6 +101,7 @@ class LabelledList:
         candidates: Sequence[Candidate],
         raw_scores: Sequence[float],
         labels: Sequence[int | float | bool],
+        group: str | None = None,
     ) -> None:
         if not (len(candidates) == len(raw_scores) == len(labels)):
             raise ValueError(
@@ -114,6 +121,7 @@ class LabelledList:
         object.__setattr__(self, "candidates", tuple(candidates))
         object.__setattr__(self, "raw_scores", scores)
         object.__setattr__(self, "labels", tuple(grades))
+        object.__setattr__(self, "group", group)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,6 +321,9 @@ class FusionModel:
     #: Per route feature (``sim:r``, ``rr:r``, ``minmax:r``, ``z:r``), its training mean over the
     #: candidates that route returned: what a candidate without a retrieval score is given instead of 0.
     impute: dict[str, float] = field(default_factory=dict)
+    #: The head fitted on the same lists without route signals (``FusionOptions.route_free``): it
+    #: scores every list in which a candidate lacks a retrieval score (:meth:`head_for`).
+    route_free: FusionModel | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -336,15 +347,28 @@ class FusionModel:
             >>> model.predict("red fox", hits, raw_scores)  # doctest: +SKIP
             [0.83, 0.04]
         """
-        fused = self.fused_scores(query, candidates, raw_scores)
+        head = self.head_for(candidates)
+        if head is not self:
+            candidates = strip_routes(candidates)
+        fused = head.fused_scores(query, candidates, raw_scores)
         if not fused:
             return []
-        modalities = [cast(Modality, self.spec.modality_of(c)) for c in candidates]
-        probabilities = self.calibrator.calibrate(fused, modalities)
+        modalities = [cast(Modality, head.spec.modality_of(c)) for c in candidates]
+        probabilities = head.calibrator.calibrate(fused, modalities)
         if self.modality_floor > 0:
             kinds = ["image" if c.image is not None else "text" for c in candidates]
             return apply_modality_floor(probabilities, kinds, self.modality_floor)
         return probabilities
+
+    def head_for(self, candidates: Sequence[Candidate]) -> FusionModel:
+        """The head that scores this list: :attr:`route_free` when a candidate lacks a retrieval score.
+
+        Decided per list, so a list scores the same through every face that hands over the same
+        signals, and one list never mixes the two heads' scales.
+        """
+        if self.route_free is not None and any(c.retrieval_score is None for c in candidates):
+            return self.route_free
+        return self
 
     def weight_table(self) -> list[tuple[str, float]]:
         """``(feature, weight on the standardised feature)``, largest magnitude first."""
@@ -366,6 +390,7 @@ class FusionModel:
             "training": self.training,
             **({"modality_floor": self.modality_floor} if self.modality_floor else {}),
             **({"impute": dict(self.impute)} if self.impute else {}),
+            **({"route_free": self.route_free.to_dict()} if self.route_free is not None else {}),
         }
 
     @classmethod
@@ -392,6 +417,11 @@ class FusionModel:
             if not isinstance(calibrator, PerModalityCalibrator):
                 raise ValueError(f"{source}: calibration must be a PerModalityCalibrator")
             floor = check_modality_floor(data.get("modality_floor", 0), f"{source}: ")
+            head = data.get("route_free")
+            if head is not None and (not isinstance(head, Mapping) or "route_free" in head):
+                raise ValueError(
+                    f"{source}: route_free must be one learned-fusion model without its own head"
+                )
             return cls(
                 spec,
                 arrays[0],
@@ -402,6 +432,7 @@ class FusionModel:
                 dict(data["training"]),
                 modality_floor=floor,
                 impute=_read_impute(data.get("impute"), spec, source),
+                route_free=cls.from_dict(head, f"{source} (route_free)") if head is not None else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{source}: malformed learned-fusion model ({exc!r})") from exc
@@ -583,25 +614,14 @@ def _route_by_kind(lists: Sequence[LabelledList]) -> dict[str, str]:
     return out
 
 
-def fit_fusion(
-    lists: Sequence[LabelledList],
-    *,
-    seed: int = 0,
-    l2: float = 0.01,
-    pointwise: float = 0.2,
-    metadata_fields: Sequence[str] = (),
-    bm25: bool = True,
-    listwise: bool = False,
-    modality_floor: int = 0,
-    max_pairs_per_query: int = 400,
-    calibration_folds: int = 5,
-    scorer: str | None = None,
-) -> FusionModel:
-    """Train learned fusion on labelled candidate lists (every list given is training data).
+CALIBRATE_BY = ("query", "group")
+
+
+@dataclass(frozen=True)
+class FusionOptions:
+    """How :func:`fit_fusion` trains: one set of options that ``adapt``, the default and the eval share.
 
     Args:
-        lists: one :class:`LabelledList` per query; lists without a relevant and a non-relevant
-            candidate still count in the pointwise term but add no pairs.
         seed: fixes pair subsampling and calibration folds; the same seed and data give identical
             weights and scores.
         l2: L2 penalty on the standardised weights (the losses are means, so 0.01 is mild).
@@ -613,107 +633,227 @@ def fit_fusion(
         modality_floor: saved with the model: places of the top 10 each modality keeps
             (:func:`apply_modality_floor`); 0 for none.
         max_pairs_per_query: pairs kept per query (a seeded sample beyond that).
-        calibration_folds: the Platt maps are fitted on out-of-fold fused scores from this many folds
-            of queries (in-sample when there are fewer than ``2 * folds`` queries).
-        scorer: the scorer's name, recorded with the calibration.
+        calibration_folds: with ``calibrate_by="query"``, the Platt maps are fitted on out-of-fold
+            fused scores from this many folds of queries (in-sample when there are fewer than
+            ``2 * folds`` queries).
+        calibrate_by: ``"query"`` (folds of queries) or ``"group"``: each query's calibration score
+            comes from a model fitted without its whole group (``LabelledList.group``, a source), so
+            the Platt maps learn how the model does on a source it never saw. Needs every list to
+            carry a group and at least two groups; otherwise query folds are used (and logged).
+        route_free: also fit a second head on the same lists stripped of ``source`` and
+            ``retrieval_score``. It scores any list in which a candidate lacks a retrieval score
+            (HTTP clients, nodes a user built), so those candidates get calibrated probabilities
+            instead of a model reading imputed route signals.
 
     Example:
-        >>> model = fit_fusion(lists, seed=0, metadata_fields=["year"])  # doctest: +SKIP
+        >>> FusionOptions(listwise=True, modality_floor=2).replace(seed=1).seed
+        1
+    """
+
+    seed: int = 0
+    l2: float = 0.01
+    pointwise: float = 0.2
+    metadata_fields: tuple[str, ...] = ()
+    bm25: bool = True
+    listwise: bool = False
+    modality_floor: int = 0
+    max_pairs_per_query: int = 400
+    calibration_folds: int = 5
+    calibrate_by: str = "query"
+    route_free: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata_fields", tuple(str(f) for f in self.metadata_fields))
+        for name in ("seed", "max_pairs_per_query", "calibration_folds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < ((name != "seed" and 1) or 0):
+                raise ValueError(f"FusionOptions.{name} must be a non-negative integer, got {value!r}")
+        for name in ("l2", "pointwise"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+                raise ValueError(f"FusionOptions.{name} must be a finite number >= 0, got {value!r}")
+        if self.l2 == 0 and self.pointwise == 0:
+            raise ValueError("with l2=0 and pointwise=0 separable data has no finite solution; set l2 > 0")
+        check_modality_floor(self.modality_floor, "FusionOptions.")
+        if self.calibrate_by not in CALIBRATE_BY:
+            raise ValueError(
+                f"FusionOptions.calibrate_by must be one of {', '.join(CALIBRATE_BY)}, "
+                f"got {self.calibrate_by!r}"
+            )
+
+    def replace(self, **changes: Any) -> FusionOptions:
+        """A copy with ``changes``; an unknown name is a ValueError listing the options."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise ValueError(f"unknown fusion option(s) {unknown}; choose from {', '.join(names)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "metadata_fields": list(self.metadata_fields)}
+
+
+def strip_routes(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates without ``source`` and ``retrieval_score`` (what the route-free head reads).
+
+    Example:
+        >>> strip_routes([Candidate("a", text="x", source="text", retrieval_score=0.4)])[0].source is None
+        True
+    """
+    return [
+        c
+        if c.source is None and c.retrieval_score is None
+        else dataclasses.replace(c, source=None, retrieval_score=None)
+        for c in candidates
+    ]
+
+
+def fit_fusion(
+    lists: Sequence[LabelledList],
+    options: FusionOptions | None = None,
+    /,
+    *,
+    scorer: str | None = None,
+    **changes: Any,
+) -> FusionModel:
+    """Train learned fusion on labelled candidate lists (every list given is training data).
+
+    Args:
+        lists: one :class:`LabelledList` per query; lists without a relevant and a non-relevant
+            candidate still count in the pointwise term but add no pairs.
+        options: a :class:`FusionOptions` (default ``FusionOptions()``).
+        scorer: the scorer's name, recorded with the calibration.
+        **changes: option fields to override (``fit_fusion(lists, seed=1, listwise=True)``).
+
+    With ``options.route_free`` (the default) the model carries a second head fitted on the lists
+    stripped of route signals (:attr:`FusionModel.route_free`).
+
+    Example:
+        >>> model = fit_fusion(lists, FusionOptions(metadata_fields=("year",)))  # doctest: +SKIP
         >>> model.training["pairs"]  # doctest: +SKIP
         5120
     """
+    opts = (options if options is not None else FusionOptions()).replace(**changes)
     if not lists:
         raise ValueError("fit_fusion needs at least one labelled list")
-    if l2 < 0 or pointwise < 0:
-        raise ValueError(f"l2 and pointwise must be >= 0, got l2={l2!r}, pointwise={pointwise!r}")
-    if l2 == 0 and pointwise == 0:
-        raise ValueError("with l2=0 and pointwise=0 separable data has no finite solution; set l2 > 0")
     if not any(any(g > 0 for g in item.labels) for item in lists):
         raise ValueError("fit_fusion needs at least one relevant candidate (label >= 1)")
+    model = _fit_head(lists, opts, scorer)
+    has_routes = any(
+        c.source is not None or c.retrieval_score is not None for x in lists for c in x.candidates
+    )
+    if opts.route_free and has_routes:
+        stripped = [
+            LabelledList(x.query, strip_routes(x.candidates), x.raw_scores, x.labels, x.group) for x in lists
+        ]
+        model.route_free = _fit_head(stripped, opts, scorer)
+        model.seconds["total"] = round(model.seconds["total"] + model.route_free.seconds["total"], 4)
+    return model
+
+
+def _fit_head(lists: Sequence[LabelledList], opts: FusionOptions, scorer: str | None) -> FusionModel:
+    """One linear model with its calibration (the body of :func:`fit_fusion`)."""
     started = time.perf_counter()
-    check_modality_floor(modality_floor)
-    routes = sorted({c.source for item in lists for c in item.candidates if c.source is not None})
-    scales = (
-        listwise_scales(
-            [r for item in lists for r in item.raw_scores],
-            [c.modality for item in lists for c in item.candidates],
-        )
-        if listwise
-        else {}
-    )
-    spec = FeatureSpec(
-        routes=tuple(routes),
-        route_by_kind=_route_by_kind(lists),
-        metadata_fields=tuple(metadata_fields),
-        bm25=bm25,
-        listwise=scales,
-        modalities=tuple(sorted({c.modality for item in lists for c in item.candidates})),
-    )
+    spec = _spec_for(lists, opts)
     matrices = [spec.transform(item.query, item.candidates, item.raw_scores) for item in lists]
     features_s = time.perf_counter() - started
-    kwargs = {"seed": seed, "l2": l2, "pointwise": pointwise, "max_pairs_per_query": max_pairs_per_query}
-    mu, sd, w, b, info = _fit_linear(matrices, lists, **kwargs)  # type: ignore[arg-type]
-
-    n = len(lists)
-    cross_fitted = calibration_folds >= 2 and n >= 2 * calibration_folds
-    if cross_fitted:
-        fold = _folds(n, calibration_folds, seed)
-        oof: list[np.ndarray] = [np.zeros(0)] * n
-        for f in range(calibration_folds):
-            train = [i for i in range(n) if fold[i] != f]
-            f_mu, f_sd, f_w, f_b, _ = _fit_linear(
-                [matrices[i] for i in train],
-                [lists[i] for i in train],
-                **kwargs,  # type: ignore[arg-type]
-            )
-            for i in range(n):
-                if fold[i] == f:
-                    oof[i] = ((matrices[i] - f_mu) / f_sd) @ f_w + f_b
-        calibration_scores = oof
-    else:
+    kwargs: dict[str, Any] = {
+        "seed": opts.seed,
+        "l2": opts.l2,
+        "pointwise": opts.pointwise,
+        "max_pairs_per_query": opts.max_pairs_per_query,
+    }
+    mu, sd, w, b, info = _fit_linear(matrices, lists, **kwargs)
+    folds = _calibration_folds(lists, opts)
+    if folds is None:
         calibration_scores = [((x - mu) / sd) @ w + b for x in matrices]
+        how = "in-sample"
+    else:
+        calibration_scores = _out_of_fold(matrices, lists, folds[0], kwargs)
+        how = folds[1]
     calibrator = _calibrate(calibration_scores, lists, scorer)
-
     fused = [((x - mu) / sd) @ w + b for x in matrices]
     training: dict[str, Any] = {
-        "queries": n,
+        "queries": len(lists),
         "candidates": int(sum(len(item.candidates) for item in lists)),
         "positives": int(sum(sum(1 for g in item.labels if g > 0) for item in lists)),
         **info,
-        "seed": seed,
-        "l2": l2,
-        "pointwise": pointwise,
-        "max_pairs_per_query": max_pairs_per_query,
-        "calibration": "out-of-fold" if cross_fitted else "in-sample",
-        "calibration_folds": calibration_folds if cross_fitted else 1,
+        "seed": opts.seed,
+        "l2": opts.l2,
+        "pointwise": opts.pointwise,
+        "max_pairs_per_query": opts.max_pairs_per_query,
+        "calibration": how,
+        "calibration_folds": len(set(folds[0])) if folds is not None else 1,
         "train_metrics": {
             "raw_score": pool_metrics(lists, [np.asarray(item.raw_scores) for item in lists]),
             "fused": pool_metrics(lists, fused),
-            "out_of_fold": pool_metrics(lists, calibration_scores) if cross_fitted else None,
+            "out_of_fold": pool_metrics(lists, calibration_scores) if folds is not None else None,
         },
     }
+    if opts.modality_floor:
+        training["modality_floor"] = opts.modality_floor
     seconds = {"features": round(features_s, 4), "total": round(time.perf_counter() - started, 4)}
     logger.info(
         "learned fusion: %d queries, %d pairs, loss %.4f after %d Newton steps",
-        n,
+        len(lists),
         info["pairs"],
         info["loss"],
         info["iterations"],
     )
-    if modality_floor:
-        training["modality_floor"] = modality_floor
+    impute = route_feature_means(spec, matrices)
     return FusionModel(
-        spec,
-        mu,
-        sd,
-        w,
-        b,
-        calibrator,
-        training,
-        seconds,
-        modality_floor=modality_floor,
-        impute=route_feature_means(spec, matrices),
+        spec, mu, sd, w, b, calibrator, training, seconds, modality_floor=opts.modality_floor, impute=impute
     )
+
+
+def _spec_for(lists: Sequence[LabelledList], opts: FusionOptions) -> FeatureSpec:
+    routes = sorted({c.source for item in lists for c in item.candidates if c.source is not None})
+    modalities = [c.modality for item in lists for c in item.candidates]
+    scales = (
+        listwise_scales([r for item in lists for r in item.raw_scores], modalities) if opts.listwise else {}
+    )
+    return FeatureSpec(
+        routes=tuple(routes),
+        route_by_kind=_route_by_kind(lists),
+        metadata_fields=opts.metadata_fields,
+        bm25=opts.bm25,
+        listwise=scales,
+        modalities=tuple(sorted(set(modalities))),
+    )
+
+
+def _calibration_folds(lists: Sequence[LabelledList], opts: FusionOptions) -> tuple[list[int], str] | None:
+    """Each list's calibration fold and how they were formed, or ``None`` for an in-sample calibration."""
+    if opts.calibrate_by == "group":
+        groups = [item.group for item in lists]
+        names = sorted({g for g in groups if g is not None})
+        if None not in groups and len(names) >= 2:
+            return [names.index(cast(str, g)) for g in groups], "leave-one-group-out"
+        logger.warning(
+            "calibrate_by='group' needs every list to carry a group and at least two groups (got %d); "
+            "calibrating on query folds instead",
+            len(names),
+        )
+    n, k = len(lists), opts.calibration_folds
+    if k >= 2 and n >= 2 * k:
+        return _folds(n, k, opts.seed), "out-of-fold"
+    return None
+
+
+def _out_of_fold(
+    matrices: Sequence[np.ndarray], lists: Sequence[LabelledList], fold: Sequence[int], kwargs: dict[str, Any]
+) -> list[np.ndarray]:
+    """Each list's fused scores from a model fitted on the other folds."""
+    oof: list[np.ndarray] = [np.zeros(0)] * len(lists)
+    for f in sorted(set(fold)):
+        train = [i for i in range(len(lists)) if fold[i] != f]
+        f_mu, f_sd, f_w, f_b, _ = _fit_linear(
+            [matrices[i] for i in train], [lists[i] for i in train], **kwargs
+        )
+        for i in range(len(lists)):
+            if fold[i] == f:
+                oof[i] = ((matrices[i] - f_mu) / f_sd) @ f_w + f_b
+    return oof
 
 
 # --------------------------------------------------------------------------------------------------
@@ -748,6 +888,10 @@ class LearnedFusionReranker(_RerankerBase):
     @property
     def scorer(self) -> Any:
         return self.base.scorer
+
+    def warm_up(self) -> None:
+        """Load the base's scorer now."""
+        self.base.warm_up()
 
     def rerank(
         self,
