@@ -156,10 +156,11 @@ def test_rerank_with_calibration_fixes_the_modality_gap(tmp_path: Path) -> None:
     task.docs["i1"] = Candidate("i1", image=str(tmp_path / "i1.png"))
     task.docs["i2"] = Candidate("i2", image=str(tmp_path / "i2.png"))
     scored = score_union(task, first, FirstStageScorer(), ["q"], k_text=2, k_image=2)
+    # the product's merge: routes interleaved rank by rank, text route first at each rank
     assert scored.items["q"] == [
         ("t1", "text", 0.3),
-        ("t2", "text", 0.1),
         ("i1", "image", 0.9),
+        ("t2", "text", 0.1),
         ("i2", "image", 0.8),
     ]
     calibrator = PerModalityCalibrator({"text": PlattCalibrator(20, -4), "image": PlattCalibrator(20, -17)})
@@ -253,7 +254,7 @@ def test_run_evaluation_end_to_end_with_fake_scorer(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_runner_main_on_user_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mm_rerank_components.eval.runner import main
+    from mm_rerank_components.cli.eval import main
 
     data = write_corpus(tmp_path)
     code = main(
@@ -290,7 +291,7 @@ def test_runner_main_on_user_data(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_runner_main_reports_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mm_rerank_components.eval.runner import main
+    from mm_rerank_components.cli.eval import main
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"type": "doc"}\n')
@@ -451,3 +452,41 @@ def test_learned_rows_are_skipped_with_a_reason_without_the_adapt_extra(
     )
     assert "default" not in results["tasks"][task.name]["pipelines"]
     assert any("no default/adapted rows" in line and "[adapt]" in line for line in lines)
+
+
+def test_union_is_the_retrievers_merge() -> None:
+    """The eval's first stage hands the reranker what ChromaMultiCollectionRetriever would."""
+    from mm_rerank_components.retrievers._hits import Hit, merge
+
+    _, first = _toy_first_stage()
+    union = first.union("q", 2, 2)
+    routes = [
+        [
+            Hit(Candidate(d, text=d, source=route, retrieval_score=s), route, rank)
+            for rank, (d, s) in enumerate(first.hits("q", route, 2))
+        ]
+        for route in ("text", "image")
+    ]
+    assert [(d, r) for d, r, _ in union] == [(c.id, c.source) for c in merge(routes)]
+    assert [r for _, r, _ in union] == ["text", "image", "text", "image"]
+
+
+def test_score_cache_survives_a_change_of_union_order(tmp_path: Path) -> None:
+    """Scores are cached per query's candidate set, so a reordered union reads them back, reordered."""
+
+    class Reversed(FirstStage):
+        def union(self, query_id: str, k_text: int, k_image: int) -> list[tuple[str, str, float]]:
+            return super().union(query_id, k_text, k_image)[::-1]
+
+    class Refuses(FirstStageScorer):
+        def score(self, query: Any, candidates: Any) -> list[float]:
+            raise AssertionError("the cache should have answered")
+
+    task, first = _toy_first_stage()
+    scored = score_union(task, first, FirstStageScorer(), ["q"], 2, 2, cache_dir=tmp_path)
+    flipped = Reversed(
+        first.query_ids, first.text_ids, first.image_ids, first.text_scores, first.image_scores
+    )
+    cached = score_union(task, flipped, Refuses(), ["q"], 2, 2, cache_dir=tmp_path)
+    assert cached.items["q"] == scored.items["q"][::-1]
+    assert len(list(tmp_path.glob("union-*.json"))) == 1

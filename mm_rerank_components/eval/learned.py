@@ -66,20 +66,36 @@ def labelled_lists(
         candidates = _candidates(prepared, qid, k_text, k_image)
         raw = [s for _, _, s in scored.items[qid]]
         labels = [prepared.task.qrels[qid].get(c.id, 0) for c in candidates]
-        out.append(LabelledList(prepared.task.queries[qid], candidates, raw, labels))
+        out.append(
+            LabelledList(prepared.task.queries[qid], candidates, raw, labels, group=prepared.task.name)
+        )
     return out
 
 
 def fusion_union(
-    model: Any, prepared: PreparedTask, scorer: str, query_ids: Sequence[str], k_text: int, k_image: int
+    model: Any,
+    prepared: PreparedTask,
+    scorer: str,
+    query_ids: Sequence[str],
+    k_text: int,
+    k_image: int,
+    *,
+    routes: bool = True,
 ) -> ScoredUnion:
-    """The model's calibrated probabilities on each query's union, as a ``ScoredUnion``."""
+    """The model's calibrated probabilities on each query's union, as a ``ScoredUnion``.
+
+    ``routes=False`` hands the model the same candidates without ``source`` and ``retrieval_score``
+    (what an HTTP client or a list of nodes a user built carries).
+    """
+    from mm_rerank_components.adapt.fusion import strip_routes
+
     scored = prepared.scored[scorer].restrict(prepared.first, k_text, k_image)
     items: dict[str, list[tuple[str, Modality, float]]] = {}
     for qid in query_ids:
         candidates = _candidates(prepared, qid, k_text, k_image)
         raw = [s for _, _, s in scored.items[qid]]
-        probs = model.predict(prepared.task.queries[qid], candidates, raw)
+        given = candidates if routes else strip_routes(candidates)
+        probs = model.predict(prepared.task.queries[qid], given, raw)
         items[qid] = [(c.id, c.modality, float(p)) for c, p in zip(candidates, probs, strict=True)]
     return ScoredUnion(f"fusion:{scorer}", items)
 
@@ -142,10 +158,14 @@ def learned_rows(
             cache[key] = load_default_model()
     if cache[key] is not None:
         out["default"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
+        out["default-no-routes"] = fusion_union(
+            cache[key], target, scorer, qids, k_text, k_image, routes=False
+        )
     key = ("adapted", task.name)
     if key not in cache:
         cache[key] = _fit(labelled_lists(target, scorer, task.query_ids("dev"), kt, ki), name, "adapted")
     out["adapted"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
+    out["adapted-no-routes"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image, routes=False)
     return out
 
 

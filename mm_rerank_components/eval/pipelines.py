@@ -32,6 +32,7 @@ import numpy as np
 from mm_rerank_components.calibration import Calibrator, SigmoidCalibrator, fit_calibrator
 from mm_rerank_components.eval.embeddings import Embedder, cached_embeddings
 from mm_rerank_components.eval.tasks import EvalTask
+from mm_rerank_components.scorers.first_stage import FirstStageScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
 logger = logging.getLogger(__name__)
@@ -91,15 +92,24 @@ class FirstStage:
         self._row = {q: i for i, q in enumerate(self.query_ids)}
 
     def union(self, query_id: str, k_text: int, k_image: int) -> list[tuple[str, str, float]]:
-        """``(doc_id, route, similarity)`` of both routes' hits, text hits first, de-duplicated."""
-        seen: set[str] = set()
-        out = []
-        for route, k in (("text", k_text), ("image", k_image)):
-            for doc_id, score in self.hits(query_id, route, k):
-                if doc_id not in seen:
-                    seen.add(doc_id)
-                    out.append((doc_id, route, score))
-        return out
+        """``(doc_id, route, similarity)`` of both routes' hits, merged by the product's own merge.
+
+        :func:`mm_rerank_components.retrievers._hits.merge` is what
+        ``ChromaMultiCollectionRetriever`` returns: the routes interleaved rank by rank (text route
+        first at each rank), one entry per record (collection and id), its best hit kept. Each route
+        here is its own collection, as in the product. The stand-in candidates carry only what the
+        merge reads (id, route, score); their text is the id because a Candidate needs content.
+        """
+        from mm_rerank_components.retrievers._hits import Hit, merge
+
+        routes = [
+            [
+                Hit(Candidate(doc_id, text=doc_id, source=route, retrieval_score=score), route, rank)
+                for rank, (doc_id, score) in enumerate(self.hits(query_id, route, k))
+            ]
+            for route, k in (("text", k_text), ("image", k_image))
+        ]
+        return [(c.id, str(c.source), float(c.retrieval_score or 0.0)) for c in merge(routes)]
 
 
 def compute_first_stage(task: EvalTask, embedder: Embedder, cache_dir: Path | None = None) -> FirstStage:
@@ -262,15 +272,18 @@ def score_union(
     unions = {qid: first.union(qid, k_text, k_image) for qid in query_ids}
     cache_path = None
     if cache_dir is not None:
+        # keyed by each query's set of candidates, not their order: a pair's raw score does not
+        # depend on where the merge put it, so a change of merge order reuses the scores
         digest = hashlib.sha256(name.encode())
         for qid, union in unions.items():
             digest.update(f"\x00{qid}\x00{task.queries[qid]}".encode())
-            for doc_id, _route, _score in union:
+            for doc_id in sorted(d for d, _, _ in union):
                 digest.update(f"\x01{doc_id}\x01{_doc_fingerprint(task.docs[doc_id])}".encode())
         cache_path = cache_dir / f"union-{task.name}-{digest.hexdigest()[:24]}.json"
         if cache_path.exists():
             payload = json.loads(cache_path.read_text(encoding="utf-8"))
-            return ScoredUnion(name, {q: [(d, m, float(s)) for d, m, s in v] for q, v in payload.items()})
+            cached = {q: {d: (d, m, float(s)) for d, m, s in v} for q, v in payload.items()}
+            return ScoredUnion(name, {q: [cached[q][d] for d, _, _ in unions[q]] for q in query_ids})
     items: dict[str, list[tuple[str, Modality, float]]] = {}
     if isinstance(scorer, FirstStageScorer):
         # its score is the retrieval score: nothing to decode or batch
@@ -330,31 +343,6 @@ def fit_on_dev(task: EvalTask, scored: ScoredUnion, method: str, dev_ids: Sequen
     """Fit a calibrator of ``method`` on the dev queries' labelled union pairs only."""
     raw, mods, labels, qids = scored.pairs(task, dev_ids)
     return fit_calibrator(raw, mods, labels, method=method, query_ids=qids, scorer=scored.scorer)
-
-
-class FirstStageScorer:
-    """A "scorer" that returns each candidate's first-stage similarity (``retrieval_score``).
-
-    Reranking with it and a per-modality calibrator is *calibrated fusion*: the routes' own scores,
-    put on one probability scale. It isolates what calibration alone buys, with no second model.
-
-    Example:
-        >>> from mm_rerank_components.types import Candidate, Query
-        >>> FirstStageScorer().score(Query("x"), [Candidate("a", text="t", retrieval_score=0.4)])
-        [0.4]
-    """
-
-    name = "first-stage"
-    outputs_probabilities = False
-    modalities: frozenset[Modality] = frozenset(("text", "image", "text+image"))
-
-    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        out = []
-        for c in candidates:
-            if c.retrieval_score is None:
-                raise ValueError(f"candidate {c.id!r} has no retrieval_score; FirstStageScorer needs one")
-            out.append(float(c.retrieval_score))
-        return out
 
 
 def union_recall(

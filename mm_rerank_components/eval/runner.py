@@ -32,7 +32,6 @@ from mm_rerank_components.eval.learned import PreparedTask, learned_rows, traini
 from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
 from mm_rerank_components.eval.pipelines import (
     FUSION_PIPELINES,
-    FirstStageScorer,
     ScoredUnion,
     calibrated_run,
     compute_first_stage,
@@ -59,12 +58,12 @@ __all__ = [
     "build_scorer",
     "compare_results",
     "fit_shipped_calibration",
-    "main",
     "measure_latency",
     "run_evaluation",
 ]
 
 TASKS = TASK_NAMES
+#: The scorers the built-in eval runs by default (any spec of the scorer registry also works).
 SCORERS = ("fake", "first-stage", "starter")
 DEFAULT_METHODS = ("platt", "isotonic", "temperature", "standardize", "standardize+platt")
 #: Candidate depths (``k_text = k_image``) of the depth sweep.
@@ -75,27 +74,20 @@ Progress = Callable[[str], None]
 
 
 def build_scorer(name: str, *, cache: bool = True, image_model: str | None = None) -> Any:
-    """``"fake"``, ``"first-stage"`` or ``"starter"`` (needs the ``starter`` extra).
+    """The scorer a spec names (:func:`~mm_rerank_components.scorers.scorer_from_spec`: ``"fake"``,
+    ``"first-stage"``, ``"starter"`` (needs the ``starter`` extra), ``"cross-encoder:PATH"``, ...).
 
     ``cache=False`` turns off the starter scorer's in-memory caches (for cold latency figures);
     ``image_model`` picks the starter's classifier (``"efficientnet-lite0"`` or ``"efficientnet-lite2"``).
     """
-    if name == "fake":
-        from mm_rerank_components.scorers.fake import FakeScorer
+    from mm_rerank_components.scorers.registry import scorer_from_spec
 
-        return FakeScorer()
-    if name == "first-stage":
-        return FirstStageScorer()
+    options: dict[str, Any] = {}
     if name == "starter":
-        from mm_rerank_components.scorers.starter import StarterScorer
-
-        kwargs: dict[str, Any] = {} if cache else {"image_cache_size": 0, "text_cache_size": 0}
+        options = {} if cache else {"image_cache_size": 0, "text_cache_size": 0}
         if image_model is not None:
-            from mm_rerank_components.starter.models import StarterModels
-
-            kwargs["models"] = StarterModels(image_model=image_model)
-        return StarterScorer(**kwargs)
-    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
+            options["image_model"] = image_model
+    return scorer_from_spec(name, **options)
 
 
 def _default_calibrator(scorer: Any) -> Calibrator | None:
@@ -291,6 +283,9 @@ def _targets(entry: dict[str, Any], test: Sequence[str]) -> dict[str, Any]:
         rows[default]["checks"] += row_checks(pipes, default, "default", test)
     if "adapted" in pipes:
         rows["adapted"] = {"role": "adapted on dev", "checks": row_checks(pipes, "adapted", "chosen", test)}
+    for row in ("default-no-routes", "adapted-no-routes"):
+        if row in pipes:  # the same model on candidates without route signals: its calibration
+            rows[row] = {"role": f"{row.split('-')[0]}, candidates without route signals", "checks": []}
     for row, info in rows.items():
         cal = entry["calibration"].get(row.removeprefix("rerank:"), {})
         if "test" in cal:
@@ -636,14 +631,3 @@ def fit_shipped_calibration(
     if isinstance(stats, dict):
         stats["fitted_on"] = [f"{t.name} (dev queries)" for t in tasks]
     return calibrator.save(path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mm-rerank eval``; the command line lives in :mod:`mm_rerank_components.cli.eval`."""
-    from mm_rerank_components.cli.eval import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
