@@ -34,8 +34,8 @@ from mm_rerank_components.serving.protocol import (
     Api,
     Limits,
     RequestError,
-    build_response,
     RerankRequest,
+    build_response,
     decode_images,
     parse_request,
 )
@@ -74,14 +74,14 @@ class ServeConfig:
         max_body_bytes: largest request body (413).
         max_documents: most documents per request (413).
         max_image_bytes, max_image_pixels: per image (413 or a per-document error).
-        allow_urls: fetch ``http(s)://`` images (off by default).
-        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
-
         max_request_pixels: decoded pixels of all the images of one request together (413), checked from
             the image headers before anything is decoded.
         header_timeout_s: most seconds a client may take to send a request's headers, or an idle
             connection may stay open without one (then it is closed); see :func:`.app.uvicorn_options`.
         body_timeout_s: most seconds a client may take to send a request body (408).
+        allow_urls: fetch ``http(s)://`` images (off by default).
+        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
+
     Example:
         >>> ServeConfig(scorer="fake", max_batch_size=128).image_options.allow_urls
         False
@@ -101,17 +101,17 @@ class ServeConfig:
     cpu_slots: int | None = None
     max_pending: int = 1024
     request_timeout_s: float = 60.0
+    max_stuck_passes: int = 2
     max_body_bytes: int = 32 * 1024 * 1024
     max_documents: int = 1000
     max_image_bytes: int = 10 * 1024 * 1024
-    max_stuck_passes: int = 2
     max_image_pixels: int = 40_000_000
-    allow_urls: bool = False
-    api_key: str | None = field(default=None, repr=False)
-
     max_request_pixels: int = 100_000_000
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    allow_urls: bool = False
+    api_key: str | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
         positive = {
             "max_batch_size": self.max_batch_size,
@@ -120,11 +120,11 @@ class ServeConfig:
             "max_pending": self.max_pending,
             "max_body_bytes": self.max_body_bytes,
             "max_documents": self.max_documents,
+            "max_stuck_passes": self.max_stuck_passes,
+            "max_request_pixels": self.max_request_pixels,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            "max_stuck_passes": self.max_stuck_passes,
-            "max_request_pixels": self.max_request_pixels,
                 raise ValueError(f"ServeConfig.{name} must be a positive int, got {value!r}")
         if self.cpu_slots is not None and (isinstance(self.cpu_slots, bool) or self.cpu_slots < 1):
             raise ValueError(f"ServeConfig.cpu_slots must be a positive int or None, got {self.cpu_slots!r}")
@@ -190,6 +190,27 @@ def load_scorer(config: ServeConfig) -> tuple[Any, Any]:
 
 def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
     try:
+        folder_module = importlib.import_module("mm_rerank_components.adapt.folder")
+    except ImportError as exc:
+        raise ImportError(
+            f"--reranker needs mm_rerank_components.adapt.folder, which did not import: {exc}"
+        ) from exc
+    folder = Path(config.reranker_folder or "")
+    spec = folder_module.read_config(folder).get("scorer") or {}
+    scorer = folder_module.scorer_from_spec(spec, where=f"reranker folder {folder.name}")
+    if isinstance(scorer, BaseScorer):
+        scorer.load()
+
+    def factory(proxy: BatchingScorer, on_error: OnError) -> Any:
+        reranker = folder_module.load_reranker(
+            folder, scorer=proxy, on_error=on_error, batch_size=config.max_documents
+        )
+        reranker.base.image_options = config.image_options
+        return reranker
+
+    return scorer, factory
+
+
 class PoolStuckError(RuntimeError):
     """Too many scoring passes are stuck past their deadline; the server takes no work until one returns."""
 
@@ -348,27 +369,6 @@ class ScoringPool(concurrent.futures.Executor):
                     self.on_abandon()
 
 
-        folder_module = importlib.import_module("mm_rerank_components.adapt.folder")
-    except ImportError as exc:
-        raise ImportError(
-            f"--reranker needs mm_rerank_components.adapt.folder, which did not import: {exc}"
-        ) from exc
-    folder = Path(config.reranker_folder or "")
-    spec = folder_module.read_config(folder).get("scorer") or {}
-    scorer = folder_module.scorer_from_spec(spec, where=f"reranker folder {folder.name}")
-    if isinstance(scorer, BaseScorer):
-        scorer.load()
-
-    def factory(proxy: BatchingScorer, on_error: OnError) -> Any:
-        reranker = folder_module.load_reranker(
-            folder, scorer=proxy, on_error=on_error, batch_size=config.max_documents
-        )
-        reranker.base.image_options = config.image_options
-        return reranker
-
-    return scorer, factory
-
-
 class RerankEngine:
     """Serve one scorer: parse a request, rerank it with micro-batched scoring, build the response.
 
@@ -393,25 +393,13 @@ class RerankEngine:
         config: ServeConfig | None = None,
         *,
         scorer: Any = None,
-        self.pool: ScoringPool | None = None
-        self.warmed = False
-        self.warm_error: str | None = None
-        self._warm_task: asyncio.Task[None] | None = None
         calibrator: Any = None,
-            self.pool = ScoringPool(
-                self.config.score_workers,
-                deadline_s=self.config.request_timeout_s,
-                max_stuck=self.config.max_stuck_passes,
-                on_abandon=self.metrics.abandoned_passes.inc,
-            )
-            self.metrics.watch_pool(self.pool)
         submit: Submit | None = None,
     ) -> None:
         self.config = config or ServeConfig()
         if self.config.threads is not None:
             from mm_rerank_components.cli._common import set_threads
 
-                executor=self.pool,
             set_threads(self.config.threads)
         factory: RerankerFactory | None = None
         if scorer is None and self.config.reranker_folder is not None:
@@ -422,13 +410,25 @@ class RerankEngine:
         self.model = self.config.model or scorer.name
         self.metrics = Metrics()
         self.batcher: MicroBatcher | None = None
+        self.pool: ScoringPool | None = None
+        self.warmed = False
+        self.warm_error: str | None = None
+        self._warm_task: asyncio.Task[None] | None = None
         if submit is None:
+            self.pool = ScoringPool(
+                self.config.score_workers,
+                deadline_s=self.config.request_timeout_s,
+                max_stuck=self.config.max_stuck_passes,
+                on_abandon=self.metrics.abandoned_passes.inc,
+            )
+            self.metrics.watch_pool(self.pool)
             self.batcher = MicroBatcher(
                 self.run_batch,
                 max_batch_size=self.config.max_batch_size,
                 max_wait_s=self.config.max_wait_ms / 1000.0,
                 enabled=self.config.micro_batching,
                 workers=self.config.score_workers,
+                executor=self.pool,
                 in_flight=lambda: self.pending,
             )
             submit = self.batcher.submit
@@ -471,21 +471,8 @@ class RerankEngine:
         return out
 
     # -- requests --------------------------------------------------------------------------------------
-        status, payload, _ = await self._handle(api, body, encode=False)
-        return status, payload
-
-    async def handle_bytes(self, api: Api, body: bytes) -> tuple[int, bytes]:
-        """``(status, encoded JSON body)``: the response is encoded on a request thread, not the event loop
-        (a response echoing a 28 MB document would otherwise hold ``/health`` up while it is encoded)."""
-        status, payload, encoded = await self._handle(api, body, encode=True)
-        return status, encoded if encoded is not None else encode_body(payload)
-
-    async def _handle(
-        self, api: Api, body: bytes, *, encode: bool
-    ) -> tuple[int, dict[str, Any], bytes | None]:
     def check_auth(self, authorization: str | None) -> None:
         """Raise a 401 :class:`RequestError` unless ``authorization`` carries the configured key."""
-        encoded: bytes | None = None
         import secrets
 
         key = self.config.api_key
@@ -501,18 +488,24 @@ class RerankEngine:
 
     async def handle(self, api: Api, body: bytes) -> tuple[int, dict[str, Any]]:
         """``(status, JSON body)`` for one rerank request; never raises for a bad request."""
+        status, payload, _ = await self._handle(api, body, encode=False)
+        return status, payload
+
+    async def handle_bytes(self, api: Api, body: bytes) -> tuple[int, bytes]:
+        """``(status, encoded JSON body)``: the response is encoded on a request thread, not the event loop
+        (a response echoing a 28 MB document would otherwise hold ``/health`` up while it is encoded)."""
+        status, payload, encoded = await self._handle(api, body, encode=True)
+        return status, encoded if encoded is not None else encode_body(payload)
+
+    async def _handle(
+        self, api: Api, body: bytes, *, encode: bool
+    ) -> tuple[int, dict[str, Any], bytes | None]:
         started = time.monotonic()
         route = "v2" if api == "cohere" else "v1"
+        encoded: bytes | None = None
         try:
             payload, encoded = await self._admit(api, body, encode)
             status = 200
-        if self.pool is not None and self.pool.saturated:
-            raise RequestError(
-                f"the server is not ready: {self.pool.stuck} scoring passes are stuck past their deadline; "
-                "retry shortly",
-                kind="stuck",
-                status=503,
-            )
         except RequestError as exc:
             status, payload = exc.status, exc.payload()
             self.metrics.errors.labels(kind=exc.kind).inc()
@@ -528,6 +521,13 @@ class RerankEngine:
             raise RequestError(
                 f"the server is busy ({self.pending} requests in flight); retry shortly",
                 kind="overloaded",
+                status=503,
+            )
+        if self.pool is not None and self.pool.saturated:
+            raise RequestError(
+                f"the server is not ready: {self.pool.stuck} scoring passes are stuck past their deadline; "
+                "retry shortly",
+                kind="stuck",
                 status=503,
             )
         self.pending += 1
@@ -571,7 +571,6 @@ class RerankEngine:
                 raise RequestError(
                     f"documents[{index}]: {message}", kind="unreadable_document", index=index
                 ) from None
-    # -- liveness and readiness ------------------------------------------------------------------------
             except ImageLoadError as exc:  # the query's image
                 raise RequestError(str(exc), kind="invalid_image") from None
             except Exception as exc:  # noqa: BLE001 - 504, 503 or a 500 without internals
@@ -589,6 +588,7 @@ class RerankEngine:
                 status=500,
             ) from None
 
+    # -- liveness and readiness ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` (liveness) answers: cheap, no scoring; stuck work shows here."""
         out: dict[str, Any] = {"status": "ok", "model": self.model, "in_flight": self.pending}
@@ -617,11 +617,28 @@ class RerankEngine:
             self._warm_task = asyncio.get_running_loop().create_task(self.warm_up())
 
     async def warm_up(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
         """Send one request through parsing, decoding, scoring and calibration, so that the first real
         request finds every model loaded, every lazy initialisation done and the threads started."""
         body = encode_body(_warm_up_request(self.scorer))
+        started = time.monotonic()
+        try:
+            await self._admit("jina", body, True)
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, logged here
+            self.warm_error = str(exc)[:300]
+            logger.error("the warm-up request failed: %s", exc)
+            return
+        self.warmed = True
+        logger.info("warm-up request done in %.2f s; ready", time.monotonic() - started)
+
+    def close(self) -> None:
+        """Stop the batcher, the scoring threads and the request threads."""
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self._requests.shutdown(wait=False, cancel_futures=True)
+
+
 def _scoring_failure(exc: Exception) -> RequestError:
     """The client's error for a scoring failure: 504 for a deadline, 503 when stuck, else a 500."""
     cause: BaseException | None = exc
@@ -709,23 +726,6 @@ def _warm_up_request(scorer: Any) -> dict[str, Any]:
     if "text+image" in modalities:
         documents.append({"text": "a red square", "image": picture})
     return {"query": "a red fox", "documents": documents or ["warm-up"], "on_error": "keep"}
-
-
-        started = time.monotonic()
-        try:
-            await self._admit("jina", body, True)
-        except Exception as exc:  # noqa: BLE001 - reported by /ready, logged here
-            self.warm_error = str(exc)[:300]
-            logger.error("the warm-up request failed: %s", exc)
-            return
-        self.warmed = True
-        logger.info("warm-up request done in %.2f s; ready", time.monotonic() - started)
-
-    def close(self) -> None:
-        """Stop the batcher, the scoring threads and the request threads."""
-        if self.batcher is not None:
-            self.batcher.close()
-        self._requests.shutdown(wait=False, cancel_futures=True)
 
 
 def replace_config(config: ServeConfig, **changes: Any) -> ServeConfig:
