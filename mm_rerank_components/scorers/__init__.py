@@ -1,6 +1,8 @@
 """Scorers: one file per backend behind the small :class:`Scorer` protocol.
 
-Only dependency-free scorers are imported here; model-backed ones load on first attribute access, so
+:func:`scorer_from_spec` (in :mod:`~mm_rerank_components.scorers.registry`) is the one place a spec string
+such as ``"starter"`` or ``"cross-encoder:PATH"`` becomes a scorer. Only dependency-free scorers are imported
+here; model-backed ones load on first attribute access, so
 ``import mm_rerank_components.scorers`` stays light.
 """
 
@@ -11,6 +13,8 @@ from typing import Any
 
 from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer, Scorer
 from mm_rerank_components.scorers.fake import FakeScorer
+from mm_rerank_components.scorers.first_stage import FirstStageScorer
+from mm_rerank_components.scorers.registry import SCORER_KINDS, ScorerSpecError, scorer_from_spec
 from mm_rerank_components.scorers.routing import ModalityRouter
 
 _LAZY = {
@@ -24,7 +28,18 @@ _LAZY = {
     "RemoteScorer": "mm_rerank_components.scorers.remote",
 }
 
-__all__ = ["ALL_MODALITIES", "BaseScorer", "FakeScorer", "ModalityRouter", "Scorer", *_LAZY]
+__all__ = [
+    "ALL_MODALITIES",
+    "SCORER_KINDS",
+    "BaseScorer",
+    "FakeScorer",
+    "FirstStageScorer",
+    "ModalityRouter",
+    "Scorer",
+    "ScorerSpecError",
+    "scorer_from_spec",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,8 +6,9 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from mm_rerank_components.scorers.base import ALL_MODALITIES
+from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -28,7 +29,7 @@ def _image_signature(image: object) -> tuple[int, ...]:
     return tuple(int(v) for v in thumb.getdata())
 
 
-class FakeScorer:
+class FakeScorer(BaseScorer):
     """Deterministic relevance without a model: word overlap for text, thumbnails for images.
 
     * text evidence: the share of query words found in the candidate text (``0..1``);
@@ -55,10 +56,20 @@ class FakeScorer:
 
     def __init__(self, overrides: Mapping[str, float] | None = None, name: str = "fake") -> None:
         self.overrides = {str(k): float(v) for k, v in (overrides or {}).items()}
+        self._base_name = name
         suffix = f"(overrides={_digest(self.overrides)})" if self.overrides else ""
         # a name that already carries these settings (a saved reranker's record) is kept as it is
         self.name = name if name.endswith(suffix) else name + suffix
         self.calls = 0  # number of score() calls, so tests can see batching and caching
+
+    def own_spec(self) -> tuple[str, dict[str, Any]] | None:
+        """``"fake"`` with its overrides (and a name other than ``"fake"``); a subclass has none."""
+        if type(self) is not FakeScorer:
+            return None
+        options: dict[str, Any] = {"overrides": dict(self.overrides)} if self.overrides else {}
+        if self._base_name != "fake":
+            options["name"] = self._base_name
+        return "fake", options
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         self.calls += 1

@@ -227,6 +227,23 @@ class StarterScorer(BaseScorer):
     def __repr__(self) -> str:
         return f"StarterScorer({self.name!r}, device={self.models.device!r})"
 
+    def own_spec(self) -> tuple[str, dict[str, Any]] | None:
+        """``"starter"`` with every setting that changes a score (a subclass has none)."""
+        if type(self) is not StarterScorer:
+            return None
+        return "starter", {
+            "image_model": self.models.image_model,
+            "n_views": self.n_views,
+            "top_k": self.top_k,
+            "class_k": self.class_k,
+            "prompt_styles": list(self.prompt_styles),
+            "class_match_weight": self.class_match_weight,
+            "class_match_temperature": self.class_match_temperature,
+            "caption_weight": self.caption_weight,
+            "window_weight": self.window_weight,
+            "window_chars": self.window_chars,
+        }
+
     # -- loading ------------------------------------------------------------------------------------------
     def load(self) -> None:
         """Load both models and embed the class prompts now (otherwise it happens on the first call)."""
