@@ -7,6 +7,7 @@ standardisation fit the same interface.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -624,8 +625,13 @@ def _standardize_groups(raw: np.ndarray, modalities: list[Modality], query_ids: 
     return z
 
 
+#: Largest calibration file :func:`load_calibrator` reads, and its deepest nesting.
+MAX_CALIBRATION_BYTES = 16 * 1024 * 1024
+MAX_CALIBRATION_DEPTH = 16
+
+
 def load_calibrator(path: str | os.PathLike[str]) -> PerModalityCalibrator | PerQueryStandardizer | _ScoreMap:
-    """Read a calibrator written by ``save()``.
+    """Read a calibrator written by ``save()``; every value is checked (see :func:`calibrator_from_dict`).
 
     Example:
         >>> import tempfile, os
@@ -633,12 +639,21 @@ def load_calibrator(path: str | os.PathLike[str]) -> PerModalityCalibrator | Per
         >>> load_calibrator(path)
         PlattCalibrator(a=2, b=-1)
     """
+    from mm_rerank_components._json import JSONLimitError, loads_strict
+
     source = Path(path)
     try:
-        payload = json.loads(source.read_text(encoding="utf-8"))
+        size = source.stat().st_size
+        if size > MAX_CALIBRATION_BYTES:
+            raise ValueError(
+                f"calibration file {source} is {size} bytes, over the limit of {MAX_CALIBRATION_BYTES}"
+            )
+        payload = loads_strict(
+            source.read_bytes(), max_depth=MAX_CALIBRATION_DEPTH, max_int_digits=30, allow_nan=True
+        )
     except FileNotFoundError:
         raise FileNotFoundError(f"calibration file {source} does not exist") from None
-    except json.JSONDecodeError as exc:
+    except JSONLimitError as exc:
         raise ValueError(f"calibration file {source} is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CALIBRATION_FORMAT:
         raise ValueError(
@@ -655,36 +670,119 @@ def load_calibrator(path: str | os.PathLike[str]) -> PerModalityCalibrator | Per
 def calibrator_from_dict(
     data: Mapping[str, Any], source: str = "<dict>"
 ) -> PerModalityCalibrator | PerQueryStandardizer | _ScoreMap:
-    """Rebuild a calibrator from its ``to_dict()`` form (what :func:`load_calibrator` does after reading)."""
+    """Rebuild a calibrator from its ``to_dict()`` form (what :func:`load_calibrator` does after reading).
+
+    Every value is checked before use, so a damaged or hostile file fails here, naming the field, instead
+    of scoring NaN, 0.0 or a constant later: numbers must be finite (never booleans), temperatures and
+    scales positive, isotonic knots strictly increasing in ``x`` with non-decreasing ``y`` in ``[0, 1]``.
+
+    Example:
+        >>> calibrator_from_dict({"type": "PlattCalibrator", "params": {"a": float("nan"), "b": 0}})
+        Traceback (most recent call last):
+        ...
+        ValueError: <dict>: params.a must be a finite number, got nan
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: a calibrator must be a JSON object, got {type(data).__name__}")
     kind = data.get("type")
-    try:
-        if kind == "PerModalityCalibrator":
-            maps = {m: _map_from_dict(d, source) for m, d in data["modalities"].items()}
-            return PerModalityCalibrator(
-                maps,
-                standardize=bool(data.get("standardize", False)),
-                min_std=float(data.get("min_std", 1e-6)),
-                fallback=data.get("fallback"),
-                scorer=data.get("scorer"),
-                method=data.get("method"),
-                stats=data.get("stats") or {},
-            )
-        if kind == "PerQueryStandardizer":
-            return PerQueryStandardizer(**data["params"])
-        return _map_from_dict(data, source)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{source}: malformed {kind} calibrator entry ({exc!r})") from exc
+    if kind == "PerModalityCalibrator":
+        modalities = data.get("modalities")
+        if not isinstance(modalities, Mapping) or not modalities:
+            raise ValueError(f"{source}: modalities must be a non-empty object of modality -> calibrator")
+        maps: dict[str, _ScoreMap] = {}
+        for modality, entry in modalities.items():
+            maps[modality] = _map_from_dict(entry, source, f"modalities.{modality}.")
+        fallback = data.get("fallback")
+        if fallback is not None and fallback not in maps:
+            raise ValueError(f"{source}: fallback {fallback!r} has no calibrator in modalities")
+        standardize = data.get("standardize", False)
+        if not isinstance(standardize, bool):
+            raise ValueError(f"{source}: standardize must be true or false, got {standardize!r}")
+        stats = data.get("stats") or {}
+        if not isinstance(stats, Mapping):
+            raise ValueError(f"{source}: stats must be an object, got {type(stats).__name__}")
+        for name in ("scorer", "method"):
+            if data.get(name) is not None and not isinstance(data.get(name), str):
+                raise ValueError(f"{source}: {name} must be a string or null, got {data.get(name)!r}")
+        return PerModalityCalibrator(
+            maps,
+            standardize=standardize,
+            min_std=_number(data.get("min_std", 1e-6), source, "min_std", low=0.0),
+            fallback=fallback,
+            scorer=data.get("scorer"),
+            method=data.get("method"),
+            stats=stats,
+        )
+    if kind == "PerQueryStandardizer":
+        params = _params(data, source, "")
+        return PerQueryStandardizer(
+            scale=_number(params.get("scale", 1.0), source, "params.scale", positive=True),
+            shift=_number(params.get("shift", 0.0), source, "params.shift"),
+            min_std=_number(params.get("min_std", 1e-6), source, "params.min_std", low=0.0),
+        )
+    return _map_from_dict(data, source, "")
 
 
-def _map_from_dict(data: Mapping[str, Any], source: str) -> _ScoreMap:
+def _params(data: Mapping[str, Any], source: str, where: str) -> Mapping[str, Any]:
+    params = data.get("params")
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{source}: {where}params must be an object, got {type(params).__name__}")
+    return params
+
+
+def _number(
+    value: Any, source: str, field: str, *, positive: bool = False, low: float | None = None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{source}: {field} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{source}: {field} must be > 0, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{source}: {field} must be >= {low:g}, got {value!r}")
+    return float(value)
+
+
+def _numbers(value: Any, source: str, field: str) -> list[float]:
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: {field} must be a list of numbers, got {type(value).__name__}")
+    return [_number(v, source, f"{field}[{i}]") for i, v in enumerate(value)]
+
+
+def _map_from_dict(data: Any, source: str, where: str = "") -> _ScoreMap:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: {where or 'the calibrator'} must be a JSON object")
     kind = data.get("type")
     cls = _MAP_TYPES.get(str(kind))
     if cls is None:
         raise ValueError(
-            f"{source}: unknown calibrator type {kind!r}; expected one of "
+            f"{source}: {where}type: unknown calibrator type {kind!r}; expected one of "
             f"{', '.join([*_MAP_TYPES, 'PerModalityCalibrator', 'PerQueryStandardizer'])}"
         )
-    return cls(**data["params"])
+    params = _params(data, source, where)
+    field = f"{where}params."
+    if cls is PlattCalibrator:
+        return PlattCalibrator(
+            _number(params.get("a"), source, field + "a"), _number(params.get("b"), source, field + "b")
+        )
+    if cls is TemperatureCalibrator:
+        return TemperatureCalibrator(
+            _number(params.get("temperature"), source, field + "temperature", positive=True),
+            _number(params.get("bias", 0.0), source, field + "bias"),
+        )
+    x = _numbers(params.get("x"), source, field + "x")
+    y = _numbers(params.get("y"), source, field + "y")
+    if not x or len(x) != len(y):
+        raise ValueError(f"{source}: {field}x and y must be non-empty lists of the same length")
+    if any(b <= a for a, b in itertools.pairwise(x)):
+        raise ValueError(f"{source}: {field}x must be strictly increasing (isotonic knots)")
+    if any(b < a for a, b in itertools.pairwise(y)) or not 0.0 <= y[0] <= y[-1] <= 1.0:
+        raise ValueError(
+            f"{source}: {field}y must be non-decreasing probabilities in [0, 1] (a monotone map)"
+        )
+    eps = _number(params.get("eps", 1e-3), source, field + "eps", low=0.0)
+    if not eps < 0.5:
+        raise ValueError(f"{source}: {field}eps must be in [0, 0.5), got {eps!r}")
+    return IsotonicCalibrator(x, y, eps=eps)
 
 
 # --------------------------------------------------------------------------------------------------
