@@ -556,12 +556,15 @@ class MultimodalReranker(_RerankerBase):
         check_cancelled()
         outcome = self._call_scorer(query, batch)
         if isinstance(outcome, Exception):  # only with on_error="keep"
-            if len(batch) > 1:  # find the culprits: retry one candidate at a time
+            # find the culprits: retry one candidate at a time; not after a timeout, which is the call's
+            # deadline, not one candidate's fault (each retry would wait it out again)
+            if len(batch) > 1 and not isinstance(outcome, TimeoutError):
                 for item in batch:
                     self._score_batch(query, [item], raw, errors)
                 return
             message = f"scorer {self.scorer.name!r} failed: {type(outcome).__name__}: {outcome}"
-            self._fail(errors, batch[0].index, batch[0].candidate, message)
+            for item in batch:
+                self._fail(errors, item.index, item.candidate, message)
             return
         if len(outcome) != len(batch):
             raise ScorerError(

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.adapt.folder_schema import check_folder
 from mm_rerank_components.adapt.fusion import FusionModel, LearnedFusionReranker
 from mm_rerank_components.calibration import PerModalityCalibrator, calibrator_from_dict
 from mm_rerank_components.reranker import MultimodalReranker, OnError, ScoreCache
@@ -290,6 +291,7 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     root = Path(folder)
     if not root.is_dir():
         raise RerankerFolderError(f"reranker folder {root} does not exist (train one with mm-rerank adapt)")
+    check_folder(root)  # caps, types, finite numbers, file names inside the folder (HARDEN, issue 22)
     config = _read_json(root / CONFIG_FILE, root, "written last by mm-rerank adapt / save_reranker")
     if not isinstance(config, dict) or config.get("format") != FOLDER_FORMAT:
         raise RerankerFolderError(
