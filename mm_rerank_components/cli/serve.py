@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from mm_rerank_components._deps import require
 
     uvicorn = require("uvicorn", "serve", "mm-rerank serve")
-    from mm_rerank_components.serving.app import create_app
+    from mm_rerank_components.serving.app import create_app, uvicorn_options
     from mm_rerank_components.serving.engine import RerankEngine
 
     # request threads decode while the event loop answers /health: a short GIL switch interval lets the
@@ -157,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            create_app(engine),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            **uvicorn_options(config),  # idle and slow clients are cut off (issue 22)
+        )
     finally:
         engine.close()
     return 0
