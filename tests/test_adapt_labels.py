@@ -141,3 +141,63 @@ def test_click_log_alone_and_missing_files(tmp_path: Path) -> None:
         load_labels(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match="give a labels file"):
         load_labels()
+
+
+# -- hostile and broken lines (issue 22 row 15): each an error with file:line and the reason ------------
+
+
+def test_deep_nesting_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    deep = '{"query": "x", "pos": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = _write(tmp_path / "labels.jsonl", [{"query": "ok", "pos": ["fine"]}, deep])
+    with pytest.raises(LabelError, match=r"labels\.jsonl:2: refused: JSON nested deeper than 32 levels"):
+        load_labels(path)
+
+
+def test_moderate_nesting_under_the_recursion_limit_is_refused_too(tmp_path: Path) -> None:
+    line = '{"query": "x", "pos": [' + "[" * 200 + "]" * 200 + "]}"
+    with pytest.raises(LabelError, match=r"labels\.jsonl:1: refused: JSON nested deeper than 32"):
+        load_labels(_write(tmp_path / "labels.jsonl", [line]))
+
+
+def test_huge_integer_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    line = '{"type": "query", "id": "q1", "text": "x", "relevant": {"d1": ' + "9" * 5000 + "}}"
+    path = _write(tmp_path / "labels.jsonl", [EVAL_LINES[0], line])
+    with pytest.raises(LabelError, match=r"labels\.jsonl:2: refused: an integer of 5000 digits"):
+        load_labels(path)
+
+
+def test_nan_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "labels.jsonl", ['{"query": "x", "pos": ["a"], "w": NaN}'])
+    with pytest.raises(LabelError, match=r"labels\.jsonl:1: refused: NaN"):
+        load_labels(path)
+
+
+def test_lone_surrogate_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "labels.jsonl", ['{"query": "fox", "pos": ["a fox \\ud800 here"]}'])
+    with pytest.raises(LabelError, match=r"labels\.jsonl:1: refused: a lone surrogate '\\ud800'"):
+        load_labels(path)
+
+
+def test_duplicate_query_ids_are_an_error(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "labels.jsonl",
+        [*EVAL_LINES[:2], EVAL_LINES[2], {**EVAL_LINES[2], "relevant": ["d2"]}],  # type: ignore[dict-item]
+    )
+    with pytest.raises(
+        LabelError, match=r"labels\.jsonl:4: duplicate query id 'q1' \(first at .*labels\.jsonl:3\)"
+    ):
+        load_labels(path)
+
+
+def test_hash_split_matches_the_eval() -> None:
+    from mm_rerank_components.adapt.labels import hash_split
+    from mm_rerank_components.eval.tasks import assign_split
+
+    assert all(hash_split(f"q{i}") == assign_split(f"q{i}") for i in range(200))
+
+
+def test_documents_remember_their_line(tmp_path: Path) -> None:
+    labels = load_labels(_write(tmp_path / "labels.jsonl", [*EVAL_LINES, {"query": "z", "pos": ["inline"]}]))
+    assert labels.doc_where["d2"].endswith("labels.jsonl:2")
+    inline = next(k for k, d in labels.docs.items() if d.text == "inline")
+    assert labels.doc_where[inline].endswith("labels.jsonl:5")

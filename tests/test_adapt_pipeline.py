@@ -13,6 +13,7 @@ import pytest
 
 from mm_rerank_components import Candidate
 from mm_rerank_components.adapt import load_reranker
+from mm_rerank_components.adapt.corpus import UnmatchedLabelError
 from mm_rerank_components.adapt.labels import LabelError, load_labels
 from mm_rerank_components.adapt.mining import index_labels, match_documents, mine
 from mm_rerank_components.adapt.pipeline import adapt, format_report
@@ -134,7 +135,13 @@ def test_query_whose_positives_are_all_missing_is_reported(tmp_path: Path) -> No
     )
     retriever = _retriever(chromadb.PersistentClient(path=str(tmp_path / "db")))
     retriever.add_texts(["the red fox sleeps", "a cat", "a dog"])
-    result = adapt(data, retriever=retriever, scorer="fake", k_text=3, k_image=0)
+    with pytest.raises(
+        UnmatchedLabelError,
+        match=r"labels\.jsonl:2: no record holds this passage 'an owl'; "
+        r"nearest record '[^']+': 'a dog'",
+    ):
+        adapt(data, retriever=retriever, scorer="fake", k_text=3, k_image=0)
+    result = adapt(data, retriever=retriever, scorer="fake", k_text=3, k_image=0, allow_unmatched=True)
     assert result.report["matching"]["unmatched_documents"] == 1
     assert result.report["matching"]["skipped_queries"] == 1
     assert "labels.jsonl:2: none of its 1 relevant documents" in result.report["matching"]["skipped"][0]
@@ -248,7 +255,7 @@ def test_cli_adapt_and_bad_labels(tmp_path: Path, capsys: pytest.CaptureFixture[
         ]
     )
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert "bad labels" in captured.err and "bad.jsonl:1: query has no positive" in captured.err
     assert not (tmp_path / "nope").exists()
 

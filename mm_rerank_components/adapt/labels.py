@@ -25,6 +25,11 @@ Image paths are relative to the JSONL file's folder. Lines with the same query t
 document that is positive anywhere for a query is never one of its negatives. Every query given is
 training data (hold your test queries out of the file, or pass ``splits=("dev",)``).
 
+Hostile or broken input is refused line by line, each :class:`LabelError` naming ``file:line`` and the
+reason: malformed JSON, nesting deeper than :data:`MAX_DEPTH`, an integer longer than
+:data:`MAX_INT_DIGITS` digits, ``NaN``/``Infinity``, a lone surrogate (``"\\ud800"``) in a string, a
+duplicate document or query id (eval format), an unknown document id, a query without a positive.
+
 Example:
     >>> labels = load_labels("labels.jsonl", clicks="clicks.jsonl")  # doctest: +SKIP
     >>> labels.summary()  # doctest: +SKIP
@@ -42,11 +47,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.adapt.splits import assign_split
 from mm_rerank_components.types import Candidate
 
-__all__ = ["LabelError", "LabelSet", "LabelledQuery", "load_labels", "write_eval_jsonl"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "LabelError",
+    "LabelSet",
+    "LabelledQuery",
+    "hash_split",
+    "load_labels",
+    "parse_line",
+    "write_eval_jsonl",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Deepest JSON nesting a label line may have (a label line needs 3 levels; 100,000 would exhaust the stack).
+MAX_DEPTH = 32
+#: Longest integer a label line may hold (grades and years fit; 5,000 digits would stall ``int()``).
+MAX_INT_DIGITS = 18
+
+
+def hash_split(key: str) -> str:
+    """``"test"`` or ``"dev"`` for a query id: the eval's fixed hash split (half each), so
+    ``splits=("dev",)`` here and the eval agree on a query without a ``"split"`` field.
+
+    Example:
+        >>> hash_split("q1") in ("dev", "test")
+        True
+    """
+    return assign_split(key)  # the one split function (adapt.splits), which the eval reads too
 
 
 class LabelError(ValueError):
@@ -97,6 +129,7 @@ class LabelSet:
         files: the files read.
         sha256: a hash of the files' bytes (recorded in the saved reranker).
         click_lines: click-log lines read, and ``clicks_without_click``: lines that carried no label.
+        doc_where: ``{doc key: "file:line"}`` of the line that first named each document.
     """
 
     docs: dict[str, Candidate]
@@ -105,6 +138,7 @@ class LabelSet:
     sha256: str
     click_lines: int = 0
     clicks_without_click: int = 0
+    doc_where: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Counts for the report."""
@@ -130,6 +164,7 @@ class _Reader:
         self.docs: dict[str, Candidate] = {}
         self.queries: dict[str, LabelledQuery] = {}
         self.by_text: dict[str, str] = {}
+        self.doc_where: dict[str, str] = {}
 
     # -- documents ----------------------------------------------------------------------------------
 
@@ -163,11 +198,13 @@ class _Reader:
                 raise LabelError(path, line, f"image {image!r} not found (looked for {resolved})")
             key = content_id("image", str(resolved).encode(), text or "")
             self.docs.setdefault(key, Candidate(id=key, text=text, image=str(resolved)))
+            self.doc_where.setdefault(key, f"{path}:{line}")
             return key
         if not (text and text.strip()):
             raise LabelError(path, line, f'an item needs non-empty "text" or an "image", got {dict(item)!r}')
-        key = content_id("text", text.encode("utf-8", "surrogateescape"))
+        key = content_id("text", text.encode("utf-8"))
         self.docs.setdefault(key, Candidate(id=key, text=text))
+        self.doc_where.setdefault(key, f"{path}:{line}")
         return key
 
     def eval_doc(self, record: Mapping[str, Any], path: Path, line: int) -> None:
@@ -175,7 +212,8 @@ class _Reader:
         if not isinstance(rid, str) or not rid:
             raise LabelError(path, line, 'a doc line needs a non-empty string "id"')
         if rid in self.docs:
-            raise LabelError(path, line, f"duplicate document id {rid!r}")
+            first = self.doc_where.get(rid, "an earlier line")
+            raise LabelError(path, line, f"duplicate document id {rid!r} (first defined at {first})")
         text, image = record.get("text"), record.get("image")
         if text is not None and not isinstance(text, str):
             raise LabelError(path, line, f'"text" must be a string, got {type(text).__name__}')
@@ -192,6 +230,7 @@ class _Reader:
         if not isinstance(metadata, Mapping):
             raise LabelError(path, line, f'"metadata" must be an object, got {type(metadata).__name__}')
         self.docs[rid] = Candidate(id=rid, text=text, image=image, metadata=dict(metadata))
+        self.doc_where[rid] = f"{path}:{line}"
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -214,6 +253,12 @@ class _Reader:
         rid = record.get("id")
         if not isinstance(rid, str) or not rid:
             raise LabelError(path, line, 'a query line needs a non-empty string "id"')
+        if rid in self.queries:
+            raise LabelError(
+                path,
+                line,
+                f"duplicate query id {rid!r} (first at {self.queries[rid].where}); ids must be unique",
+            )
         labelled = self.query(record.get("text"), path, line, rid)
         relevant = record.get("relevant")
         grades: dict[str, int] = {}
@@ -279,21 +324,78 @@ class _Reader:
         return True
 
 
+class _BadValue(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BadValue(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_constant(name: str) -> float:
+    raise _BadValue(f"{name} is not a number JSON allows")
+
+
+def _check_tree(record: Any) -> str | None:
+    """Why a parsed line is refused (too deep, a lone surrogate), or ``None``; iterative, so a deep
+    value cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: list[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            children = value
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"a lone surrogate {value[exc.start]!r} at character {exc.start} of a string"
+            continue
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return f"JSON nested deeper than {MAX_DEPTH} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def parse_line(raw: str, path: Path, lineno: int) -> dict[str, Any]:
+    """One label line as a JSON object, or a :class:`LabelError` naming ``path:lineno`` and the reason.
+
+    Example:
+        >>> parse_line('{"query": "fox", "pos": ["a fox"]}', Path("l.jsonl"), 1)["query"]
+        'fox'
+    """
+    try:
+        record = json.loads(raw, parse_int=_parse_int, parse_constant=_parse_constant)
+    except json.JSONDecodeError as exc:
+        raise LabelError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except _BadValue as exc:
+        raise LabelError(path, lineno, f"refused: {exc}") from exc
+    except RecursionError as exc:
+        raise LabelError(path, lineno, f"refused: JSON nested deeper than {MAX_DEPTH} levels") from exc
+    except ValueError as exc:  # e.g. the interpreter's own integer-size guard
+        raise LabelError(path, lineno, f"refused: {exc}") from exc
+    problem = _check_tree(record)
+    if problem is not None:
+        raise LabelError(path, lineno, f"refused: {problem}")
+    if not isinstance(record, dict):
+        raise LabelError(path, lineno, f"each line must be a JSON object, got {type(record).__name__}")
+    return record
+
+
 def _records(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise LabelError(path, 0, f"not UTF-8 text ({exc.reason})") from exc
+        raise LabelError(path, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise LabelError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(record, dict):
-            raise LabelError(path, lineno, f"each line must be a JSON object, got {type(record).__name__}")
-        yield lineno, record
+        yield lineno, parse_line(raw, path, lineno)
 
 
 def _read_data(reader: _Reader, path: Path) -> None:
@@ -326,12 +428,12 @@ def load_labels(
         data: the labels file (eval-format or FlagEmbedding lines; both may be mixed in one file).
         clicks: a click log (weak labels), read after ``data`` so it may name ``data``'s document ids.
         splits: keep only queries of these splits (``("dev",)``): a query's split is its ``"split"``
-            field, else the eval's fixed hash of its id
-            (:func:`~mm_rerank_components.eval.tasks.assign_split`).
+            field, else the eval's fixed hash of its id (:func:`hash_split`).
             ``None`` (default) keeps every query.
 
-    Raises :class:`LabelError` (a ``ValueError``) naming the file and line for malformed JSON, an
-    unknown document id, a query without a positive, or a missing image file.
+    Raises :class:`LabelError` (a ``ValueError``) naming the file and line for malformed or hostile
+    JSON (see the module doc), a duplicate id, an unknown document id, a query without a positive, or
+    a missing image file.
 
     Example:
         >>> labels = load_labels("labels.jsonl")  # doctest: +SKIP
@@ -363,10 +465,8 @@ def load_labels(
     for labelled in queries:
         labelled.negatives -= set(labelled.relevant)
     if splits is not None:
-        from mm_rerank_components.eval.tasks import assign_split
-
         wanted = set(splits)
-        queries = [q for q in queries if (q.split or assign_split(q.id)) in wanted]
+        queries = [q for q in queries if (q.split or hash_split(q.id)) in wanted]
     if not queries:
         raise ValueError(
             f"no labelled query with a positive in {', '.join(files)}"
@@ -374,7 +474,7 @@ def load_labels(
         )
     if without:
         logger.info("%d click-log lines had no click and carry no label", without)
-    return LabelSet(reader.docs, queries, files, digest.hexdigest(), click_lines, without)
+    return LabelSet(reader.docs, queries, files, digest.hexdigest(), click_lines, without, reader.doc_where)
 
 
 def write_eval_jsonl(task: Any, path: str | os.PathLike[str], *, splits: Sequence[str] | None = None) -> Path:

@@ -27,10 +27,19 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from mm_rerank_components.adapt.corpus import (
+    ChromaCorpus,
+    Corpus,
+    LabelFreeOptions,
+    PseudoQuery,
+    drop_likely_false_negatives,
+    match_labels,
+    pseudo_queries,
+)
 from mm_rerank_components.adapt.features import RRF_K
 from mm_rerank_components.adapt.folder import save_reranker, scorer_spec
 from mm_rerank_components.adapt.fusion import (
@@ -41,70 +50,28 @@ from mm_rerank_components.adapt.fusion import (
     pool_metrics,
 )
 from mm_rerank_components.adapt.labels import LabelSet, load_labels
-from mm_rerank_components.adapt.mining import DocMatch, MinedSet, index_labels, match_documents, mine
+from mm_rerank_components.adapt.mining import DocMatch, MinedSet, index_labels, mine
 from mm_rerank_components.calibration import SigmoidCalibrator, expected_calibration_error
 from mm_rerank_components.reranker import MultimodalReranker
-from mm_rerank_components.scorers.base import Scorer
+from mm_rerank_components.scorers.base import Scorer, TrainableScorer
+from mm_rerank_components.scorers.registry import scorer_from_spec
+from mm_rerank_components.types import Candidate
 
-__all__ = ["SCORER_NAMES", "AdaptResult", "adapt", "format_report", "score_mined", "scorer_by_name"]
+__all__ = [
+    "LABEL_FREE_FUSION",
+    "AdaptLabelsError",
+    "AdaptOptions",
+    "AdaptResult",
+    "adapt",
+    "adapt_from_corpus",
+    "format_report",
+    "label_free_options",
+    "score_mined",
+]
 
 logger = logging.getLogger(__name__)
 
 ImageChoice = Literal["original", "preview"]
-#: Scorers ``adapt`` builds by name (the CLI's ``--scorer``), plus ``KIND:PATH`` for a local model folder.
-SCORER_NAMES = ("starter", "fake", "first-stage")
-#: Model scorers named ``KIND:PATH`` (a local model folder, loaded with ``local_files_only=True``).
-MODEL_SCORER_KINDS = ("cross-encoder", "vlm", "llm")
-
-
-def _model_spec(name: str) -> tuple[str, Path] | None:
-    kind, sep, path = name.partition(":")
-    if sep and kind in MODEL_SCORER_KINDS and path:
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise ValueError(f"scorer {name!r}: {folder} is not a model folder")
-        return kind, folder.resolve()
-    return None
-
-
-def scorer_by_name(name: str) -> Scorer:
-    """``"starter"`` (the offline starter models), ``"fake"`` (model-free, for tests), ``"first-stage"``
-    (the retrieval similarity itself: fusion over first-stage signals only, no second model), or a local
-    model folder: ``"cross-encoder:PATH"``, ``"vlm:PATH"`` (VLM yes/no), ``"llm:PATH"`` (LLM yes/no).
-
-    Example:
-        >>> scorer_by_name("fake").name
-        'fake'
-    """
-    model = _model_spec(name)
-    if model is not None:
-        from mm_rerank_components.adapt.folder import SCORER_BUILDERS
-
-        return SCORER_BUILDERS[model[0]]({"model": str(model[1])}, name)
-    if name == "fake":
-        from mm_rerank_components.scorers.fake import FakeScorer
-
-        return FakeScorer()
-    if name == "first-stage":
-        from mm_rerank_components.eval.pipelines import FirstStageScorer
-
-        return FirstStageScorer()
-    if name == "starter":
-        from mm_rerank_components.scorers.starter import StarterScorer
-
-        return StarterScorer()
-    raise ValueError(
-        f"unknown scorer {name!r}; choose one of {', '.join(SCORER_NAMES)}, KIND:PATH with KIND one of "
-        f"{', '.join(MODEL_SCORER_KINDS)}, or pass a Scorer"
-    )
-
-
-def _spec_of(scorer: Scorer, requested: str | Scorer) -> dict[str, Any]:
-    """What the folder records about the scorer (a model folder's path for ``KIND:PATH`` scorers)."""
-    model = _model_spec(requested) if isinstance(requested, str) else None
-    if model is None:
-        return scorer_spec(scorer)
-    return {"kind": model[0], "name": str(scorer.name), "settings": {"model": str(model[1])}}
 
 
 def _lora(
@@ -115,7 +82,7 @@ def _lora(
 
     from mm_rerank_components.adapt.lora import LoraExample, lora_finetune
     from mm_rerank_components.media import ImageLoadError, load_image
-    from mm_rerank_components.types import Candidate, Query
+    from mm_rerank_components.types import Query
 
     unreadable = 0
     examples = []
@@ -254,6 +221,105 @@ def _counts(lists: Sequence[LabelledList]) -> dict[str, Any]:
     return {"by_modality": dict(sorted(modality.items())), "by_route": dict(sorted(route.items()))}
 
 
+@dataclass(frozen=True)
+class AdaptOptions:
+    """Every setting of :func:`adapt` and :func:`adapt_from_corpus` but the data, scorer and folder.
+
+    Attributes:
+        k_text, k_image: first-stage depth per route (use the depth you will serve with).
+        seed, l2, pointwise, metadata_fields, bm25, listwise, modality_floor: learned fusion's settings
+            (:func:`~mm_rerank_components.adapt.fit_fusion`).
+        splits: train only on labelled queries of these splits (e.g. ``("dev",)``); default: all.
+        batch_size: the reranker's batch cap while scoring.
+        candidate_image: for the temporary database, what the scorer reads for a picture: the stored
+            ``"preview"`` (as ``mm-rerank query`` does) or the ``"original"`` file.
+        lora, lora_options: first LoRA-tune a model scorer on the mined pools (labelled runs only).
+        allow_unmatched: train although some label documents match no record (they are listed).
+        label_free: the pseudo-query settings of a run without labels (:class:`LabelFreeOptions`).
+
+    Example:
+        >>> AdaptOptions(k_text=8, seed=1).k_text
+        8
+    """
+
+    k_text: int = 16
+    k_image: int = 16
+    seed: int = 0
+    l2: float = 0.01
+    pointwise: float = 0.2
+    metadata_fields: tuple[str, ...] = ()
+    bm25: bool = True
+    listwise: bool = False
+    modality_floor: int = 0
+    splits: tuple[str, ...] | None = None
+    batch_size: int | None = None
+    candidate_image: ImageChoice = "preview"
+    lora: bool = False
+    lora_options: Mapping[str, Any] = field(default_factory=dict)
+    allow_unmatched: bool = False
+    label_free: LabelFreeOptions = field(default_factory=LabelFreeOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata_fields", tuple(self.metadata_fields))
+        if self.splits is not None:
+            object.__setattr__(self, "splits", tuple(self.splits))
+
+    def fusion_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``fit_fusion``."""
+        return {
+            "seed": self.seed,
+            "l2": self.l2,
+            "pointwise": self.pointwise,
+            "metadata_fields": self.metadata_fields,
+            "bm25": self.bm25,
+            "listwise": self.listwise,
+            "modality_floor": self.modality_floor,
+        }
+
+
+#: The label-free run's fusion settings: the shipped default's priors (listwise features, a floor of 2,
+#: no BM25, since a pseudo-query cut from a passage shares its words and would teach BM25 too much).
+LABEL_FREE_FUSION: Mapping[str, Any] = {"listwise": True, "modality_floor": 2, "bm25": False}
+
+
+def label_free_options(**changes: Any) -> AdaptOptions:
+    """:class:`AdaptOptions` with the label-free run's fusion settings (:data:`LABEL_FREE_FUSION`).
+
+    Example:
+        >>> label_free_options(k_text=8).modality_floor
+        2
+    """
+    return replace(AdaptOptions(), **LABEL_FREE_FUSION, **changes)
+
+
+def _options(options: AdaptOptions | None, overrides: Mapping[str, Any], label_free: bool) -> AdaptOptions:
+    base = options or (label_free_options() if label_free else AdaptOptions())
+    known = {f.name for f in fields(AdaptOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"adapt() got unknown options {unknown}; the options are {sorted(known)}")
+    return replace(base, **overrides) if overrides else base
+
+
+class _Clock:
+    """Times each step (``lap``) and says what starts (``say``)."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.say = progress or (lambda message: logger.info("%s", message))
+        self.timings: dict[str, float] = {}
+        self.started = self.t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.timings[step] = round(now - self.t, 3)
+        self.t = now
+
+    def close(self, first_stage: float) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.started, 3)
+        self.timings["total_excluding_first_stage"] = round(self.timings["total"] - first_stage, 3)
+        return self.timings
+
+
 def adapt(
     data: str | os.PathLike[str] | None = None,
     *,
@@ -262,23 +328,16 @@ def adapt(
     retriever: Any | None = None,
     embedder: str | tuple[Any, Any] = "starter",
     scorer: str | Scorer = "starter",
-    k_text: int = 16,
-    k_image: int = 16,
-    seed: int = 0,
-    l2: float = 0.01,
-    pointwise: float = 0.2,
-    metadata_fields: Sequence[str] = (),
-    listwise: bool = False,
-    modality_floor: int = 0,
-    splits: Sequence[str] | None = None,
-    batch_size: int | None = None,
-    candidate_image: ImageChoice = "preview",
-    lora: bool = False,
-    lora_options: Mapping[str, Any] | None = None,
+    options: AdaptOptions | None = None,
     labels: LabelSet | None = None,
     progress: Callable[[str], None] | None = None,
+    **overrides: Any,
 ) -> AdaptResult:
-    """Adapt a reranker to your data: mine hard negatives, train learned fusion, save the folder.
+    """Adapt a reranker to your data and save the folder: from labels, or from the corpus alone.
+
+    With labels: mine hard negatives for each labelled query, train learned fusion, calibrate per
+    modality. Without (no ``data``, ``clicks`` or ``labels``): label-free adaptation to the corpus of
+    ``retriever`` (:func:`adapt_from_corpus`).
 
     Args:
         data, clicks: the labels file and an optional click log (see
@@ -286,127 +345,349 @@ def adapt(
             :class:`~mm_rerank_components.adapt.labels.LabelSet`.
         out: the folder to write (``None``: nothing is saved).
         retriever: your :class:`~mm_rerank_components.retrievers.chroma.ChromaMultiCollectionRetriever`
-            (its database holds the documents; label documents are matched to records by content).
-            Without one, the labels' documents are embedded into a temporary Chroma with ``embedder``
-            (``"starter"``, ``"hashing"``, ``"clip:PATH"`` or a ``(text_fn, image_fn)`` pair).
-        scorer: ``"starter"``, ``"fake"``, ``"first-stage"`` or any Scorer (a custom one must then be
-            passed again to ``load_reranker(folder, scorer=...)``).
-        k_text, k_image: first-stage depth per route (use the depth you will serve with).
-        seed, l2, pointwise, metadata_fields, listwise, modality_floor: see
-            :func:`~mm_rerank_components.adapt.fit_fusion` (the listwise features and the modality floor
-            are the label-free default's priors; in domain, measured on the built-in tasks' dev/test
-            halves, the listwise features did not help, so both are off by default).
-        splits: train only on queries of these splits (e.g. ``("dev",)``); default: every query.
-        batch_size: the reranker's batch cap while scoring.
-        candidate_image: for the temporary database, what the scorer reads for a picture: the stored
-            ``"preview"`` (default, as ``mm-rerank query`` does) or the ``"original"`` file.
-        lora: first fine-tune a model scorer (``cross-encoder:PATH``, ``vlm:PATH``, ``llm:PATH`` or such a
-            Scorer) with LoRA on the mined pools (:func:`~mm_rerank_components.adapt.lora.lora_finetune`:
-            BCE, then pairwise on the hard negatives), then train fusion on the tuned scores. The
-            adapter is saved in ``out/lora`` and put back by ``load_reranker``. ``lora_options`` go to
-            ``lora_finetune`` (``rank``, ``bce_epochs``, ``pairwise_epochs``, ``learning_rate``, ...).
+            (label documents are matched to its records by content, whitespace normalised; one that
+            matches nothing is an :class:`~mm_rerank_components.adapt.corpus.UnmatchedLabelError`
+            unless ``allow_unmatched``). With labels and no retriever, the labels' documents are
+            embedded into a temporary Chroma with ``embedder`` (``"starter"``, ``"hashing"``,
+            ``"clip:PATH"`` or a ``(text_fn, image_fn)`` pair).
+        scorer: ``"starter"``, ``"fake"``, ``"first-stage"``, ``KIND:PATH`` or any Scorer (a custom one
+            must then be passed again to ``load_reranker(folder, scorer=...)``).
+        options: an :class:`AdaptOptions` (default: ``AdaptOptions()`` with labels,
+            :func:`label_free_options` without); ``**overrides`` change single fields
+            (``k_text=8, seed=1``).
         progress: called with a short message as each step starts (the CLI prints them).
 
     Returns an :class:`AdaptResult`; ``format_report(result.report)`` is the human-readable report.
 
     Example:
         >>> result = adapt("labels.jsonl", out="my-reranker", scorer="fake")  # doctest: +SKIP
-        >>> result.report["mining"]["routes"]  # doctest: +SKIP
+        >>> result = adapt(retriever=retriever, out="my-reranker")  # label-free  # doctest: +SKIP
     """
-    say = progress or (lambda message: logger.info("%s", message))
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    def lap(step: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[step] = round(now - since, 3)
-        return now
-
-    say("reading labels")
+    label_free = data is None and clicks is None and labels is None
+    opts = _options(options, overrides, label_free)
+    if label_free:
+        if retriever is None:
+            raise ValueError(
+                "give labels (data=..., clicks=... or labels=...) or, for label-free adaptation to your "
+                "corpus, the retriever of your database (retriever=...; mm-rerank adapt --db DB)"
+            )
+        result = adapt_from_corpus(retriever, scorer, opts, progress=progress, out=out)
+        return result
+    clock = _Clock(progress)
+    clock.say("reading labels")
     if labels is None:
-        labels = load_labels(data, clicks=clicks, splits=splits)
-    the_scorer = scorer_by_name(scorer) if isinstance(scorer, str) else scorer
-    if lora and not callable(getattr(the_scorer, "logits", None)):
+        labels = load_labels(data, clicks=clicks, splits=opts.splits)
+    the_scorer = scorer_from_spec(scorer) if isinstance(scorer, str) else scorer
+    if opts.lora and not isinstance(the_scorer, TrainableScorer):
         raise ValueError(
             f"lora=True needs a model scorer to fine-tune (cross-encoder:PATH, vlm:PATH or llm:PATH); "
             f"{the_scorer.name!r} has no trainable logits"
         )
-    t = lap("labels", started)
-    pools = _mine_pools(labels, retriever, embedder, candidate_image, k_text, k_image, say, lap)
-    match, mined, mode, where, embedders = pools
-    t = time.perf_counter()
+    clock.lap("labels")
+    match, mined, mode, where, embedders = _mine_pools(labels, retriever, embedder, opts, clock)
     if not mined.lists:
         raise ValueError(
             "no labelled query could be mined: " + "; ".join(list(mined.skipped_queries.values())[:3])
         )
-    lora_report: dict[str, Any] | None = None
-    if lora:
-        say(f"fine-tuning {the_scorer.name} with LoRA on {len(mined.lists)} mined pools")
-        lora_report = _lora(
-            the_scorer, mined, Path(out) if out is not None else None, seed, lora_options or {}
-        )
-        t = lap("lora", t)
-    say(f"scoring {sum(len(m.candidates) for m in mined.lists)} candidates with {the_scorer.name}")
-    lists, scoring = score_mined(mined, the_scorer, batch_size=batch_size)
-    t = lap("score", t)
-    say("training learned fusion")
-    model = fit_fusion(
-        lists,
-        seed=seed,
-        l2=l2,
-        pointwise=pointwise,
-        metadata_fields=metadata_fields,
-        listwise=listwise,
-        modality_floor=modality_floor,
-        scorer=str(the_scorer.name),
+    lora_report = _maybe_lora(the_scorer, mined, out, opts, clock)
+    clock.say(f"scoring {sum(len(m.candidates) for m in mined.lists)} candidates with {the_scorer.name}")
+    lists, scoring = score_mined(mined, the_scorer, batch_size=opts.batch_size)
+    clock.lap("score")
+    _check_modalities(lists, retriever if mode == "database" else None, opts)
+    model = _fit(lists, the_scorer, opts, clock)
+    report = _report(
+        labels, match, mined, mode, where, embedders, (opts.k_text, opts.k_image), scoring, _counts(lists)
     )
-    t = lap("fusion", t)
+    _add_training(report, model, the_scorer, lists)
+    report["lora"] = lora_report
+    trained_on = {
+        "data_sha256": labels.sha256,
+        "files": labels.files,
+        "queries": len(lists),
+        "splits": list(opts.splits) if opts.splits is not None else "all",
+        "database": where,
+        "embedders": embedders,
+        "k_text": opts.k_text,
+        "k_image": opts.k_image,
+        **report["counts"],
+        "mining_routes": report["mining"]["routes"],
+    }
+    spec = scorer_spec(the_scorer)
+    if lora_report is not None and lora_report["adapter"] is not None:
+        spec["lora"] = "lora"
+    # first-stage work: embedding the documents (temporary database) and the queries' retrieval
+    first_stage = clock.timings["retrieve"] + (clock.timings["index"] if mode == "temporary" else 0.0)
+    return _finish(model, the_scorer, spec, trained_on, report, out, opts, clock, first_stage)
+
+
+def _maybe_lora(
+    the_scorer: Scorer, mined: MinedSet, out: Any, opts: AdaptOptions, clock: _Clock
+) -> dict[str, Any] | None:
+    if not opts.lora:
+        return None
+    clock.say(f"fine-tuning {the_scorer.name} with LoRA on {len(mined.lists)} mined pools")
+    report = _lora(the_scorer, mined, Path(out) if out is not None else None, opts.seed, opts.lora_options)
+    clock.lap("lora")
+    return report
+
+
+def _check_modalities(lists: Sequence[LabelledList], retriever: Any | None, opts: AdaptOptions) -> None:
+    """A modality the database holds but no labelled pool has a positive of is an error: the fitted
+    model would know nothing about ranking or calibrating it."""
+    if retriever is None:
+        return
+    counts = retriever.count()
+    names = {"text": retriever.text_collection_name, "image": retriever.image_collection_name}
+    depth = {"text": opts.k_text, "image": opts.k_image}
+    held = {k: counts.get(str(names[k]), 0) for k in names if names[k] is not None and depth[k] > 0}
+    held = {k: n for k, n in held.items() if n}
+    positives = {"text": 0, "image": 0}
+    for item in lists:
+        for c, g in zip(item.candidates, item.labels, strict=True):
+            if g > 0:
+                positives["image" if c.image is not None else "text"] += 1
+    missing = [k for k in held if positives.get(k, 0) == 0]
+    if missing:
+        names = {"text": "passages", "image": "pictures"}
+        kinds = " and ".join(names.get(k, k) for k in missing)
+        raise AdaptLabelsError(
+            f"the database holds {kinds} ({', '.join(f'{held[k]} {names.get(k, k)}' for k in missing)}) but "
+            f"no labelled query has one of them among the relevant documents of its pool, so the model "
+            f"could neither rank nor calibrate them; label some {kinds}, or adapt without labels "
+            "(mm-rerank adapt --db DB --out FOLDER), or keep the default reranker"
+        )
+
+
+class AdaptLabelsError(ValueError):
+    """The labels cannot train a reranker for this database (e.g. no positive of a modality it holds)."""
+
+
+def _fit(lists: Sequence[LabelledList], the_scorer: Scorer, opts: AdaptOptions, clock: _Clock) -> FusionModel:
+    clock.say("training learned fusion")
+    model = fit_fusion(lists, **opts.fusion_kwargs(), scorer=str(the_scorer.name))
+    clock.lap("fusion")
+    return model
+
+
+def _add_training(
+    report: dict[str, Any], model: FusionModel, the_scorer: Scorer, lists: Sequence[LabelledList]
+) -> None:
+    """The calibration, fusion and top-weight sections of a report."""
     shipped, shipped_probs = _shipped(the_scorer, lists)
     metrics = model.training["train_metrics"]
     metrics["rrf"] = pool_metrics(lists, [_rrf(item) for item in lists])
     if shipped_probs is not None:
         metrics["shipped_calibration"] = pool_metrics(lists, shipped_probs)
-    counts = _counts(lists)
-    report = _report(labels, match, mined, mode, where, embedders, (k_text, k_image), scoring, counts)
     report["calibration"] = {
         m: {**entry, **({"shipped_ece": shipped[m]} if m in shipped else {})}
         for m, entry in model.calibrator.stats.items()
     }
     report.update(
-        lora=lora_report,
         fusion=model.training,
         top_weights=[(name, round(w, 4)) for name, w in model.weight_table()[:8]],
     )
+
+
+def _finish(
+    model: FusionModel,
+    the_scorer: Scorer,
+    spec: dict[str, Any],
+    trained_on: dict[str, Any],
+    report: dict[str, Any],
+    out: str | os.PathLike[str] | None,
+    opts: AdaptOptions,
+    clock: _Clock,
+    first_stage: float,
+) -> AdaptResult:
+    """Save the folder (when ``out``), close the timings and build the result."""
     folder: Path | None = None
     if out is not None:
-        say(f"saving the reranker to {out}")
-        trained_on = {
-            "data_sha256": labels.sha256,
-            "files": labels.files,
-            "queries": len(lists),
-            "splits": list(splits) if splits is not None else "all",
-            "database": where,
-            "embedders": embedders,
-            "k_text": k_text,
-            "k_image": k_image,
-            **counts,
-            "mining_routes": report["mining"]["routes"],
-        }
-        spec = _spec_of(the_scorer, scorer)
-        if lora_report is not None and lora_report["adapter"] is not None:
-            spec["lora"] = "lora"
+        clock.say(f"saving the reranker to {out}")
         folder = save_reranker(out, model, scorer_info=spec, trained_on=trained_on)
-        t = lap("save", t)
-    timings["total"] = round(time.perf_counter() - started, 3)
-    # first-stage work: embedding the documents (temporary database) and the queries' retrieval
-    first_stage = timings["retrieve"] + (timings["index"] if mode == "temporary" else 0.0)
-    timings["total_excluding_first_stage"] = round(timings["total"] - first_stage, 3)
-    report["timings"] = timings
+        clock.lap("save")
+    report["timings"] = clock.close(first_stage)
     report["folder"] = str(folder) if folder is not None else None
     reranker = LearnedFusionReranker(
-        MultimodalReranker(the_scorer, SigmoidCalibrator(), batch_size=batch_size), model
+        MultimodalReranker(the_scorer, SigmoidCalibrator(), batch_size=opts.batch_size), model
     )
     return AdaptResult(model, reranker, folder, report)
+
+
+def _as_corpus(source: Any) -> Corpus:
+    if callable(getattr(source, "retrieve_many", None)) and callable(getattr(source, "records", None)):
+        return cast(Corpus, source)
+    if callable(getattr(source, "retrieve", None)) and hasattr(source, "client"):
+        return ChromaCorpus(source)
+    raise TypeError(
+        f"adapt_from_corpus needs a Corpus (ChromaCorpus, VectorCorpus) or a ChromaMultiCollectionRetriever, "
+        f"got {type(source).__name__}"
+    )
+
+
+def adapt_from_corpus(
+    corpus: Any,
+    scorer: str | Scorer = "starter",
+    options: AdaptOptions | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AdaptResult:
+    """Label-free adaptation: pseudo-queries from the corpus, pseudo-labelled through the real first
+    stage and the scorer, then the labelled run's learned fusion, calibrated per modality.
+
+    See :mod:`~mm_rerank_components.adapt.corpus` for how the queries and labels are made.
+
+    Args:
+        corpus: a :class:`~mm_rerank_components.adapt.corpus.Corpus` (``VectorCorpus`` for vectors in
+            memory) or your ``ChromaMultiCollectionRetriever``.
+        scorer: any scorer (a name as in :func:`adapt`, or a Scorer: cross-encoder, VLM, remote); it is
+            only called through the core's reranker.
+        options: default :func:`label_free_options`; ``options.label_free`` sets the pseudo-queries.
+        out: the folder to write (``None``: nothing is saved); it loads with ``load_reranker``.
+
+    Example:
+        >>> result = adapt_from_corpus(retriever, "starter", out="my-reranker")  # doctest: +SKIP
+        >>> result.reranker.rerank("a red fox", retriever.retrieve("a red fox"))  # doctest: +SKIP
+    """
+    opts = options or label_free_options()
+    source = _as_corpus(corpus)
+    the_scorer = scorer_from_spec(scorer) if isinstance(scorer, str) else scorer
+    clock = _Clock(progress)
+    clock.say(f"reading the records of {source.describe()}")
+    records = source.records()
+    queries = pseudo_queries(records, opts.label_free)
+    clock.lap("queries")
+    if not queries:
+        raise ValueError(
+            f"{source.describe()}: no record gave a pseudo-query (passages need a sentence of "
+            f"{opts.label_free.min_query_words}+ words, pictures a caption or a title with a word)"
+        )
+    clock.say(
+        f"retrieving pools for {len(queries)} pseudo-queries (k_text={opts.k_text}, k_image={opts.k_image})"
+    )
+    pools = source.retrieve_many([q.text for q in queries], opts.k_text, opts.k_image)
+    clock.lap("retrieve")
+    clock.say(f"scoring {sum(len(p) for p in pools)} candidates with {the_scorer.name}")
+    lists, stats = _pseudo_lists(queries, pools, the_scorer, opts)
+    clock.lap("score")
+    if not lists:
+        raise ValueError(
+            f"none of the {len(queries)} pseudo-queries found its own record in its pool; is the first "
+            "stage's embedding the one the database was built with?"
+        )
+    model = _fit(lists, the_scorer, opts, clock)
+    report = _label_free_report(records, queries, lists, stats, opts, source.describe())
+    _add_training(report, model, the_scorer, lists)
+    trained_on = {
+        "label_free": True,
+        "database": source.describe(),
+        "pseudo_queries": len(lists),
+        "queries_by_kind": report["pseudo_queries"]["by_kind"],
+        "k_text": opts.k_text,
+        "k_image": opts.k_image,
+        **report["counts"],
+    }
+    return _finish(
+        model,
+        the_scorer,
+        scorer_spec(the_scorer),
+        trained_on,
+        report,
+        out,
+        opts,
+        clock,
+        clock.timings["retrieve"],
+    )
+
+
+def _pseudo_lists(
+    queries: Sequence[PseudoQuery],
+    pools: Sequence[Sequence[Candidate]],
+    the_scorer: Scorer,
+    opts: AdaptOptions,
+) -> tuple[list[LabelledList], dict[str, Any]]:
+    """Score each pool whose pseudo-query found a positive; drop likely false negatives (GPL)."""
+    base = MultimodalReranker(the_scorer, SigmoidCalibrator(), batch_size=opts.batch_size, on_error="keep")
+    lists: list[LabelledList] = []
+    stats: dict[str, Any] = {
+        "without_positive": 0,
+        "dropped_negatives": 0,
+        "pairs": 0,
+        "failed": 0,
+        "errors": [],
+    }
+    for query, pool in zip(queries, pools, strict=True):
+        grades = [int(c.id in query.positives) for c in pool]
+        if not any(grades):
+            stats["without_positive"] += 1
+            continue
+        ranked = {r.index: r for r in base.rerank(query.text, list(pool))}
+        ok = [i for i in range(len(pool)) if ranked[i].error is None]
+        stats["failed"] += len(pool) - len(ok)
+        stats["errors"] += [f"{pool[i].id}: {ranked[i].error}" for i in range(len(pool)) if ranked[i].error][
+            :2
+        ]
+        cands = [pool[i] for i in ok]
+        raw = [ranked[i].raw_score for i in ok]
+        labels = [grades[i] for i in ok]
+        keep = drop_likely_false_negatives(cands, raw, labels, opts.label_free.false_negative_margin)
+        stats["dropped_negatives"] += len(cands) - len(keep)
+        if not any(labels[i] for i in keep):
+            continue
+        stats["pairs"] += len(keep)
+        lists.append(
+            LabelledList(
+                query.text, [cands[i] for i in keep], [raw[i] for i in keep], [labels[i] for i in keep]
+            )
+        )
+    stats["errors"] = stats["errors"][:5]
+    return lists, stats
+
+
+def _label_free_report(
+    records: Sequence[Any],
+    queries: Sequence[PseudoQuery],
+    lists: Sequence[LabelledList],
+    stats: Mapping[str, Any],
+    opts: AdaptOptions,
+    where: str,
+) -> dict[str, Any]:
+    by_kind: dict[str, int] = {}
+    for q in queries:
+        by_kind[q.kind] = by_kind.get(q.kind, 0) + 1
+    record_kinds: dict[str, int] = {}
+    for r in records:
+        record_kinds[r.kind] = record_kinds.get(r.kind, 0) + 1
+    counts = _counts(lists)
+    positives = {"text": 0, "image": 0}
+    for item in lists:
+        for c, g in zip(item.candidates, item.labels, strict=True):
+            positives["image" if c.image is not None else "text"] += int(g > 0)
+    fallback = sorted(k for k in record_kinds if positives.get(k, 0) == 0)
+    if fallback:
+        logger.warning(
+            "label-free adaptation: no pseudo-labelled positive among the %s records; their calibration "
+            "falls back to the pooled map",
+            ", ".join(fallback),
+        )
+    return {
+        "mode": "label-free",
+        "corpus": {"where": where, "records": dict(sorted(record_kinds.items()))},
+        "pseudo_queries": {
+            "made": len(queries),
+            "by_kind": dict(sorted(by_kind.items())),
+            "with_positive_in_pool": len(lists),
+            "without_positive_in_pool": stats["without_positive"],
+            "with_cross_modal_positives": sum(1 for q in queries if len(q.positives) > 1),
+            "dropped_likely_false_negatives": stats["dropped_negatives"],
+            "false_negative_margin": opts.label_free.false_negative_margin,
+            "k_text": opts.k_text,
+            "k_image": opts.k_image,
+        },
+        "scoring": {"pairs": stats["pairs"], "failed": stats["failed"], "errors": stats["errors"]},
+        "counts": counts,
+        "modalities_without_positive": fallback,
+    }
 
 
 def _embedder_names(retriever: Any) -> dict[str, str]:
@@ -438,6 +719,33 @@ def format_report(report: Mapping[str, Any]) -> str:
     Example:
         >>> print(format_report(result.report))  # doctest: +SKIP
     """
+    label_free = report.get("mode") == "label-free"
+    lines = _label_free_lines(report) if label_free else _labelled_lines(report)
+    lines += _scoring_lines(report)
+    lines += _training_lines(report)
+    return "\n".join(lines)
+
+
+def _label_free_lines(report: Mapping[str, Any]) -> list[str]:
+    corpus, pq = report["corpus"], report["pseudo_queries"]
+    lines = [
+        f"label-free: the corpus of {corpus['where']}: {corpus['records']} records",
+        f"pseudo-queries: {pq['made']} made {pq['by_kind']}, {pq['with_cross_modal_positives']} with a "
+        f"cross-modal positive; {pq['with_positive_in_pool']} found a positive in their pool "
+        f"(k_text={pq['k_text']}, k_image={pq['k_image']}), {pq['without_positive_in_pool']} did not",
+        f"teacher filter (GPL): {pq['dropped_likely_false_negatives']} likely false negatives left out "
+        f"(margin {pq['false_negative_margin']})",
+    ]
+    lines += _table(
+        ["modality", "candidates", "positives"],
+        [[m, c["candidates"], c["positives"]] for m, c in report["counts"]["by_modality"].items()],
+    )
+    for m in report.get("modalities_without_positive", []):
+        lines.append(f"FALLBACK: no {m} positive among the pseudo-labels: {m} uses the pooled calibration")
+    return lines
+
+
+def _labelled_lines(report: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     labels = report["labels"]
     lines.append(
@@ -485,11 +793,19 @@ def format_report(report: Mapping[str, Any]) -> str:
             for r, c in mining["routes"].items()
         ],
     )
+    return lines
+
+
+def _scoring_lines(report: Mapping[str, Any]) -> list[str]:
     scoring = report["scoring"]
-    lines.append(
-        f"scoring: {scoring['pairs']} pairs with {scoring['scorer']}, {scoring['failed']} unreadable"
-    )
-    lines += [f"  {e}" for e in scoring["errors"]]
+    lines = [
+        f"scoring: {scoring['pairs']} pairs with {scoring.get('scorer', '')}, {scoring['failed']} unreadable"
+    ]
+    return lines + [f"  {e}" for e in scoring["errors"]]
+
+
+def _training_lines(report: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines.append("calibration per modality (Platt on out-of-fold fused scores):")
     lines += _table(
         ["modality", "pairs", "positives", "mean predicted", "observed rate", "ECE", "shipped ECE"],
@@ -544,42 +860,41 @@ def format_report(report: Mapping[str, Any]) -> str:
     )
     if report.get("folder"):
         lines.append(f"saved: {report['folder']}")
-    return "\n".join(lines)
+    return lines
 
 
 def _mine_pools(
     labels: LabelSet,
     retriever: Any | None,
     embedder: str | tuple[Any, Any],
-    candidate_image: ImageChoice,
-    k_text: int,
-    k_image: int,
-    say: Callable[[str], None],
-    lap: Callable[[str, float], float],
+    opts: AdaptOptions,
+    clock: _Clock,
 ) -> tuple[DocMatch, Any, str, str, Any]:
     """Find the label documents (your database, or a temporary one) and mine each query's pools."""
-    t = time.perf_counter()
     workdir: str | None = None
     try:
         if retriever is None:
             workdir = tempfile.mkdtemp(prefix="mm-rerank-adapt-")
-            retriever = _temporary_retriever(embedder, workdir, candidate_image)
-            say(f"embedding {len(labels.docs)} label documents into a temporary Chroma")
+            retriever = _temporary_retriever(embedder, workdir, opts.candidate_image)
+            clock.say(f"embedding {len(labels.docs)} label documents into a temporary Chroma")
             match: DocMatch = index_labels(labels, retriever)
             mode = "temporary"
         else:
-            say(f"matching {len(labels.docs)} label documents to the records of {retriever.describe()}")
-            match = match_documents(labels, retriever)
+            clock.say(f"matching {len(labels.docs)} label documents to the records of {retriever.describe()}")
+            match = match_labels(
+                labels, ChromaCorpus(retriever).records(), allow_unmatched=opts.allow_unmatched
+            )
             mode = "database"
-        t = lap("index", t)
-        say(f"retrieving pools for {len(labels.queries)} queries (k_text={k_text}, k_image={k_image})")
-        mined = mine(labels, retriever, match, k_text=k_text, k_image=k_image)
+        clock.lap("index")
+        depth = f"k_text={opts.k_text}, k_image={opts.k_image}"
+        clock.say(f"retrieving pools for {len(labels.queries)} queries ({depth})")
+        mined = mine(labels, retriever, match, k_text=opts.k_text, k_image=opts.k_image)
         where = retriever.describe() if mode == "database" else "temporary embedded Chroma"
         embedders = _embedder_names(retriever)
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-    lap("retrieve", t)
+    clock.lap("retrieve")
     return match, mined, mode, where, embedders
 
 

@@ -1,8 +1,11 @@
-"""``mm-rerank adapt --data labels.jsonl --out FOLDER``: learned fusion adapted to your labelled queries.
+"""``mm-rerank adapt``: learned fusion adapted to your labelled queries, or to your corpus alone.
 
-Mines hard negatives from both collections, scores them, trains learned fusion (pairwise on the hard
-negatives, calibrated per modality) and saves a reranker folder that ``mm-rerank query --reranker``,
-``MultimodalReranker.load`` and the framework adapters load. Prints a report of every step.
+With ``--data labels.jsonl`` (and/or ``--clicks``): mines hard negatives from both collections, scores
+them, trains learned fusion (pairwise on the hard negatives, calibrated per modality). With ``--db DB``
+and no labels: label-free adaptation (pseudo-queries from the corpus's captions, titles and passages,
+pseudo-labelled through the first stage and the scorer). Either way it saves a reranker folder that
+``mm-rerank query --reranker``, ``load_reranker`` and the framework adapters load, and prints a report
+of every step. Bad labels exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,22 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mm_rerank_components.cli._common import connection_args, retriever_from_args
+from mm_rerank_components.cli._common import connection_args, retriever_from_args, scorer_arg, scorer_help
 
 
 def register(sub: Any) -> None:
     adapt = sub.add_parser(
         "adapt",
-        help="train a reranker on your labelled queries (hard negatives, learned fusion, calibration)",
+        help="train a reranker on your labelled queries or your corpus alone (learned fusion, calibration)",
         description=(
             "Adapt the reranker to your data. Labels: the eval JSONL format or FlagEmbedding lines "
             '{"query": ..., "pos": [...], "neg": [...]}; optionally a click log {"query", "shown", '
             '"clicked"}. With --db/--server the label documents are found in your database by content; '
             "without, they are embedded into a temporary database. Every query given is training data: "
-            "hold your test queries out of the file (or use --split dev)."
+            "hold your test queries out of the file (or use --split dev). With --db DB and no labels: "
+            "label-free adaptation to your corpus (pseudo-queries from its captions, titles and passages)."
         ),
     )
     adapt.add_argument("--data", type=Path, default=None, help="labelled queries (JSONL)")
@@ -34,11 +39,13 @@ def register(sub: Any) -> None:
     connection_args(adapt)
     adapt.add_argument(
         "--scorer",
-        type=_scorer_arg,
+        type=scorer_arg,
         default="starter",
-        metavar="{starter,fake,first-stage,cross-encoder:PATH,vlm:PATH,llm:PATH}",
-        help="raw scorer: the offline starter models (default), the model-free fake (tests), "
-        "first-stage (fusion of the retrieval signals only), or a local model folder",
+        metavar="SPEC",
+        help=scorer_help(
+            "raw scorer: the offline starter models (default), the model-free fake (tests), first-stage "
+            "(fusion of the retrieval signals only), a local model folder or any scorer spec"
+        ),
     )
     adapt.add_argument(
         "--lora",
@@ -63,15 +70,45 @@ def register(sub: Any) -> None:
     )
     adapt.add_argument(
         "--listwise",
-        action="store_true",
-        help="add the listwise features (each raw score's share of a softmax over its query's list)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the listwise features (each raw score's share of a softmax over its query's list); "
+        "default: off with labels, on without",
     )
     adapt.add_argument(
         "--modality-floor",
         type=int,
-        default=0,
+        default=None,
         metavar="K",
-        help="keep at least K candidates of each modality in every query's top 10 (0-5, default 0)",
+        help="keep at least K candidates of each modality in every query's top 10 (0-5; default 0 with "
+        "labels, 2 without)",
+    )
+    adapt.add_argument(
+        "--bm25",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the BM25 features (default: on with labels, off without)",
+    )
+    adapt.add_argument(
+        "--allow-unmatched",
+        action="store_true",
+        help="train although some label documents match no record of --db (they are listed); "
+        "default: an error naming file:line and the nearest record",
+    )
+    adapt.add_argument(
+        "--max-queries",
+        type=int,
+        default=600,
+        metavar="N",
+        help="without labels: pseudo-queries made from the corpus (default 600)",
+    )
+    adapt.add_argument(
+        "--pair-field",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without labels: a metadata field that ties a passage and a picture to one document "
+        "(repeatable; records sharing a file stem or a caption always pair)",
     )
     adapt.add_argument("--k-text", type=int, default=16, help="passages mined per query (default 16)")
     adapt.add_argument("--k-image", type=int, default=16, help="pictures mined per query (default 16)")
@@ -92,33 +129,64 @@ def register(sub: Any) -> None:
     adapt.set_defaults(handler=run)
 
 
-def _scorer_arg(text: str) -> str:
-    from mm_rerank_components.adapt.pipeline import MODEL_SCORER_KINDS, SCORER_NAMES
+def _options(args: argparse.Namespace, label_free: bool) -> Any:
+    from mm_rerank_components.adapt.corpus import LabelFreeOptions
+    from mm_rerank_components.adapt.pipeline import AdaptOptions, label_free_options
 
-    kind, sep, path = text.partition(":")
-    if text in SCORER_NAMES or (sep and kind in MODEL_SCORER_KINDS and path):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"unknown scorer {text!r}; use {', '.join(SCORER_NAMES)} or KIND:PATH with KIND one of "
-        f"{', '.join(MODEL_SCORER_KINDS)}"
+    base = label_free_options() if label_free else AdaptOptions()
+    chosen = {
+        name: value
+        for name, value in (
+            ("listwise", args.listwise),
+            ("modality_floor", args.modality_floor),
+            ("bm25", args.bm25),
+        )
+        if value is not None
+    }
+    return replace(
+        base,
+        k_text=args.k_text,
+        k_image=args.k_image,
+        seed=args.seed,
+        l2=args.l2,
+        metadata_fields=tuple(args.metadata_field),
+        splits=(args.split,) if args.split else None,
+        candidate_image=args.images,
+        lora=args.lora,
+        lora_options={
+            "rank": args.lora_rank,
+            "bce_epochs": args.lora_epochs,
+            "pairwise_epochs": args.lora_epochs,
+        },
+        allow_unmatched=args.allow_unmatched,
+        label_free=LabelFreeOptions(
+            max_queries=args.max_queries, pair_fields=tuple(args.pair_field), seed=args.seed
+        ),
+        **chosen,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from mm_rerank_components.adapt.corpus import UnmatchedLabelError
     from mm_rerank_components.adapt.labels import LabelError
-    from mm_rerank_components.adapt.pipeline import adapt, format_report
+    from mm_rerank_components.adapt.pipeline import AdaptLabelsError, adapt, format_report
 
-    if args.data is None and args.clicks is None:
+    has_db = args.db is not None or args.server is not None or args.host is not None
+    label_free = args.data is None and args.clicks is None
+    if label_free and not has_db:
         print(
-            "mm-rerank adapt: error: give --data LABELS.jsonl, --clicks CLICKS.jsonl, or both",
+            "mm-rerank adapt: error: give --data LABELS.jsonl and/or --clicks CLICKS.jsonl, or --db DB "
+            "(or --server) alone to adapt to your corpus without labels",
             file=sys.stderr,
         )
         return 2
-    retriever = None
-    if args.db is not None or args.server is not None or args.host is not None:
-        retriever = retriever_from_args(args)
+    if label_free and args.lora:
+        print("mm-rerank adapt: error: --lora needs labels (--data or --clicks)", file=sys.stderr)
+        return 2
+    retriever = retriever_from_args(args) if has_db else None
     messages = None if args.json else (lambda m: print(f"... {m}", file=sys.stderr))
     try:
+        options = _options(args, label_free)
         result = adapt(
             args.data,
             clicks=args.clicks,
@@ -126,26 +194,18 @@ def run(args: argparse.Namespace) -> int:
             retriever=retriever,
             embedder=args.embedder,
             scorer=args.scorer,
-            k_text=args.k_text,
-            k_image=args.k_image,
-            seed=args.seed,
-            l2=args.l2,
-            metadata_fields=args.metadata_field,
-            listwise=args.listwise,
-            modality_floor=args.modality_floor,
-            splits=(args.split,) if args.split else None,
-            candidate_image=args.images,
-            lora=args.lora,
-            lora_options={
-                "rank": args.lora_rank,
-                "bce_epochs": args.lora_epochs,
-                "pairwise_epochs": args.lora_epochs,
-            },
+            options=options,
             progress=messages,
         )
-    except LabelError as exc:
+    except (LabelError, UnmatchedLabelError, AdaptLabelsError) as exc:
         print(f"mm-rerank adapt: bad labels: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    for modality in result.report.get("modalities_without_positive", []):
+        print(
+            f"mm-rerank adapt: FALLBACK: no {modality} record gave a pseudo-labelled positive; {modality} "
+            "candidates use the pooled calibration",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(result.report, indent=2, default=str))
     else:
