@@ -27,6 +27,7 @@ __all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "JSONLimitError", "loads_strict"]
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 100
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 class JSONLimitError(ValueError):
@@ -51,13 +52,13 @@ def _constant(name: str) -> Any:
     raise JSONLimitError(f"{name} is not JSON (non-finite numbers are refused)")
 
 
-def _check(value: Any, max_depth: int) -> None:
-    """Depth and lone surrogates, without recursion (the decoder already bounded the depth)."""
+def _check(value: Any, max_depth: int, surrogates: bool) -> None:
+    """Depth and (when the text has ``\\uD8xx``-style escapes) lone surrogates, without recursion."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
+            if surrogates and _SURROGATE.search(item):
                 raise JSONLimitError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text")
         elif isinstance(item, (dict, list)):
             if depth > max_depth:
@@ -115,5 +116,6 @@ def loads_strict(
         raise JSONLimitError(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # anything else the decoder refuses
         raise JSONLimitError(f"not valid JSON ({exc})") from None
-    _check(value, max_depth)
+    # a lone surrogate can only come from an escape (UTF-8 refuses encoded ones): scan strings only then
+    _check(value, max_depth, _ESCAPED_SURROGATE.search(text) is not None)
     return value
