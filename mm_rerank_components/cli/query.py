@@ -23,7 +23,6 @@ from mm_rerank_components.cli._common import (
     format_table,
     reranker_by_name,
     retriever_from_args,
-    row_dict,
 )
 
 
@@ -165,8 +164,10 @@ def run(args: argparse.Namespace) -> int:
     shown = rows if args.top_n == 0 else rows[: args.top_n]
 
     if args.json:
+        from mm_rerank_components.serving.search import search_row  # the rows POST /v1/search returns too
+
         for rank, (candidate, score) in enumerate(shown, start=1):
-            print(json.dumps(row_dict(rank, candidate, score), ensure_ascii=False))
+            print(json.dumps(search_row(rank, candidate, score), ensure_ascii=False))
     else:
         print(format_table(shown))
     report = timing_report(len(rows), cold, warm, load_s, label if reranker is not None else "none")

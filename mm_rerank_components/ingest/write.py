@@ -12,10 +12,10 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from mm_rerank_components.ingest.files import FileRejected, read_regular_file
 from mm_rerank_components.ingest.pictures import (
@@ -63,6 +63,7 @@ def ingest_folder(
     follow_symlinks: bool = False,
     max_bytes: int | None = None,
     workers: int | None = None,
+    engine: Engine | None = None,
 ) -> IngestReport:
     """Embed and upsert every passage and picture of ``folder`` into ``retriever``'s collections.
 
@@ -81,6 +82,8 @@ def ingest_folder(
         follow_symlinks: also ingest links that lead out of the folder (default: reported as skipped).
         max_bytes: largest file read (default: the retriever's ``image_options.max_bytes``, 20 MB).
         workers: threads decoding pictures while the model embeds (default: one per spare core, 2 to 4).
+        engine: where decoding and embedding run (default: this process, :class:`LocalEngine`);
+            :func:`~mm_rerank_components.ingest.ray.ingest_folder_ray` passes a Ray Data engine.
 
     Example:
         >>> report = ingest_folder("my_folder", retriever)  # doctest: +SKIP
@@ -97,6 +100,23 @@ def ingest_folder(
         scan = scan_folder(
             folder, recursive=recursive, max_chars=max_chars, follow_symlinks=follow_symlinks, max_bytes=limit
         )
+    engine = engine or LocalEngine(default_workers() if workers is None else workers)
+    report = write_scan(scan, store, engine, batch_size, on_error, progress, preview_size)
+    report.seconds = time.perf_counter() - start
+    logger.info("ingested %s: %s in %.1f s", scan.root, report.summary(), report.seconds)
+    return report
+
+
+def write_scan(
+    scan: FolderScan,
+    store: Store,
+    engine: Engine,
+    batch_size: int,
+    on_error: OnError,
+    progress: Progress | None,
+    preview_size: int | None,
+) -> IngestReport:
+    """Write a scanned folder through the one writer, with ``engine`` doing the embedding work."""
     if on_error == "raise" and scan.failed:
         raise IngestError(f"cannot ingest {scan.failed[0]}")
     report = IngestReport(
@@ -105,14 +125,77 @@ def ingest_folder(
     for failure in scan.failed:
         logger.warning("not ingested: %s", failure)
     store.create_collections()
-    writer = _Writer(store, batch_size, report, progress, on_error)
+    writer = _Writer(store, batch_size, report, progress, on_error, engine)
     writer.write_texts(scan.texts)
     # pictures are read again to decode them, with the limit the scan used
     options = dataclasses.replace(store.image_options, max_bytes=scan.max_bytes)
-    writer.write_images(scan.images, preview_size, default_workers() if workers is None else workers, options)
-    report.seconds = time.perf_counter() - start
-    logger.info("ingested %s: %s in %.1f s", scan.root, report.summary(), report.seconds)
+    writer.write_images(scan.images, preview_size, options)
     return report
+
+
+class Engine(Protocol):
+    """Where the embedding work of a write runs: in this process (:class:`LocalEngine`) or on a Ray
+    cluster (:class:`~mm_rerank_components.ingest.ray.RayEngine`). The writer plans, upserts and counts;
+    an engine only turns records into vectors, in order."""
+
+    def text_vectors(
+        self, store: Store, records: Sequence[TextRecord], batch_size: int
+    ) -> Iterator[tuple[list[TextRecord], list[list[float]] | Exception]]:
+        """Batches of passages with their vectors (or the exception embedding them raised)."""
+        ...
+
+    def pictures(
+        self,
+        store: Store,
+        records: Sequence[ImageRecord],
+        batch_size: int,
+        options: ImageOptions,
+        preview_size: int | None,
+    ) -> Iterator[list[DecodedPicture | PictureFailure]]:
+        """Batches of decoded pictures, in order; the writer embeds them with :meth:`embed_pictures`."""
+        ...
+
+    def embed_pictures(self, store: Store, decoded: list[DecodedPicture]) -> list[EmbeddedPicture]:
+        """Vectors of a batch from :meth:`pictures` (already embedded by an engine that embeds while it
+        decodes)."""
+        ...
+
+
+class LocalEngine:
+    """Embedding in this process: pictures decoded in ``workers`` threads one batch ahead of the model.
+
+    Example:
+        >>> LocalEngine(workers=2).workers
+        2
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def text_vectors(
+        self, store: Store, records: Sequence[TextRecord], batch_size: int
+    ) -> Iterator[tuple[list[TextRecord], list[list[float]] | Exception]]:
+        for start in range(0, len(records), batch_size):
+            batch = list(records[start : start + batch_size])
+            vectors: list[list[float]] | Exception
+            try:
+                vectors = store.embed_texts([r.text for r in batch], kind="text")
+            except Exception as exc:  # noqa: BLE001 - any embedding error; the writer names the files
+                vectors = exc
+            yield batch, vectors
+
+    def pictures(
+        self,
+        store: Store,
+        records: Sequence[ImageRecord],
+        batch_size: int,
+        options: ImageOptions,
+        preview_size: int | None,
+    ) -> Iterator[list[DecodedPicture | PictureFailure]]:
+        return decoded_batches(records, batch_size, options, preview_size, self.workers)
+
+    def embed_pictures(self, store: Store, decoded: list[DecodedPicture]) -> list[EmbeddedPicture]:
+        return list(store.embed_pictures([d.image for d in decoded]))
 
 
 def add_texts(
@@ -152,7 +235,7 @@ def add_texts(
     report = IngestReport(texts=len(texts))
     store = as_store(retriever)
     store.create_collections()
-    _Writer(store, batch_size, report, None, "collect").write_texts(records)
+    _Writer(store, batch_size, report, None, "collect", LocalEngine(default_workers())).write_texts(records)
     report.unchanged += len(texts) - len(records)  # repeats within the call
     return report
 
@@ -194,7 +277,9 @@ def add_images(
     kept = _with_ids(records, ids, lambda a, b: a.metadata == b.metadata)
     report.unchanged += len(paths) - len(kept) - len(report.failed)  # repeats within the call
     store.create_collections()
-    _Writer(store, batch_size, report, None, "collect").write_images(kept, preview_size, default_workers())
+    _Writer(store, batch_size, report, None, "collect", LocalEngine(default_workers())).write_images(
+        kept, preview_size
+    )
     return report
 
 
@@ -271,8 +356,15 @@ class _Writer:
     """Embeds and upserts records of one run, counting them into ``report``."""
 
     def __init__(
-        self, store: Store, batch_size: int, report: IngestReport, progress: Progress | None, on_error: str
+        self,
+        store: Store,
+        batch_size: int,
+        report: IngestReport,
+        progress: Progress | None,
+        on_error: str,
+        engine: Engine,
     ) -> None:
+        self.engine = engine
         self.store = store
         self.batch_size = batch_size
         self.report = report
@@ -334,11 +426,9 @@ class _Writer:
         if self._switched_off("text", records):
             return
         plan = self._plan("text", records)
-        for start in range(0, len(plan.todo), self.batch_size):
-            batch: list[TextRecord] = plan.todo[start : start + self.batch_size]
-            try:
-                vectors = self.store.embed_texts([r.text for r in batch], kind="text")
-            except Exception as exc:  # an embedding function may raise anything; name the files
+        for batch, vectors in self.engine.text_vectors(self.store, plan.todo, self.batch_size):
+            if isinstance(vectors, Exception):  # an embedding function may raise anything; name the files
+                exc = vectors
                 if self.on_error == "raise":
                     raise IngestError(
                         f"embedding passages failed ({batch[0].path or batch[0].id}...): {exc}"
@@ -362,14 +452,13 @@ class _Writer:
         self,
         records: Sequence[ImageRecord],
         preview_size: int | None,
-        workers: int,
         options: ImageOptions | None = None,
     ) -> None:
         if self._switched_off("image", records):
             return
         plan = self._plan("image", records)
         options = options or self.store.image_options
-        for batch in decoded_batches(plan.todo, self.batch_size, options, preview_size, workers):
+        for batch in self.engine.pictures(self.store, plan.todo, self.batch_size, options, preview_size):
             decoded: list[DecodedPicture] = []
             for item in batch:
                 if isinstance(item, PictureFailure):
@@ -395,7 +484,7 @@ class _Writer:
         if not decoded:
             return []
         try:
-            return list(self.store.embed_pictures([d.image for d in decoded]))
+            return list(self.engine.embed_pictures(self.store, decoded))
         except Exception as exc:  # an embedding function may raise anything; find the file
             if self.on_error == "raise":
                 raise IngestError(f"embedding a batch of pictures failed: {exc}") from exc

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from mm_rerank_components.scorers.base import BaseScorer
 from mm_rerank_components.types import Candidate, Modality, Query
 
 logger = logging.getLogger(__name__)
@@ -82,11 +83,14 @@ def score_many(scorer: Any, calls: Sequence[ScoreCall]) -> list[list[float]]:
 Submit = Callable[[ScoreCall], Awaitable[list[float]]]
 
 
-class BatchingScorer:
+class BatchingScorer(BaseScorer):
     """The scorer a request's reranker sees: forwards each call to the batcher and waits for its scores.
 
     It runs in a request's worker thread; ``submit`` runs on the server's event loop. A call larger than
-    ``max_call_size`` candidates is cut into pieces, so no scoring pass exceeds the batch size.
+    ``max_call_size`` candidates is cut into pieces, so no scoring pass exceeds the batch size. It declares
+    what the wrapped scorer declares (the stored signals it reuses, the pictures it reads, its shipped
+    calibration), so a served reranker scores exactly as the same reranker in process.
+
 
     Example:
         >>> from mm_rerank_components.scorers import FakeScorer
@@ -103,9 +107,18 @@ class BatchingScorer:
         self.name: str = scorer.name
         self.outputs_probabilities: bool = scorer.outputs_probabilities
         self.modalities: frozenset[Modality] = scorer.modalities
+        # the wrapped scorer's declared hooks (issue 19: signals sent over HTTP are reused as in process)
+        self.reuses = frozenset(scorer.reuses) if isinstance(scorer, BaseScorer) else frozenset()
+        self.image_side = scorer.image_side if isinstance(scorer, BaseScorer) else None
         self.submit = submit
         self.timeout_s = timeout_s
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def needs_pixels(self, candidate: Candidate) -> bool:
+        return self.scorer.needs_pixels(candidate) if isinstance(self.scorer, BaseScorer) else True
+
+    def default_calibrator(self) -> Any:
+        return self.scorer.default_calibrator() if isinstance(self.scorer, BaseScorer) else None
 
     def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
         if self.submit is None or self.loop is None:

@@ -10,6 +10,10 @@ Accepted shapes (a superset of what the clients send):
 * each document: the same shapes (Cohere v1's ``{"text": ...}`` included);
 * an image: a ``data:image/...;base64,`` URI, bare base64, or an ``http(s)://`` URL when the server allows
   URLs. Server-side file paths are never accepted: a client must not make the server read its own files.
+* our own addition, optional on any document object: ``"signals"``, what the first stage knew about it
+  (:data:`SIGNAL_FIELDS`: ``source``, ``retrieval_score``, ``retrieval_rank``, ``metadata``,
+  ``precomputed``), so the default reranker fuses them exactly as it does in process. Clients that do not
+  send it are served as before.
 
 Every problem raises :class:`RequestError` with the HTTP status, a short kind for metrics, a message that
 says what was wrong and what to send instead, and the index of the document concerned.
@@ -28,12 +32,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mm_rerank_components.media import ImageLoadError, ImageOptions, is_url, load_image
-from mm_rerank_components.types import Candidate, ImageRef, Query, RankedCandidate
+from mm_rerank_components.integrations._common import (
+    PRECOMPUTED_KEY,
+    precomputed_from_data,
+    precomputed_to_data,
+)
+from mm_rerank_components.media import ImageLoadError, ImageOptions, image_key, is_url, load_image, text_key
+from mm_rerank_components.types import Candidate, ImageRef, Precomputed, Query, RankedCandidate
 
 Api = Literal["jina", "cohere"]
 _B64 = re.compile(r"^[A-Za-z0-9+/_\-]+={0,2}$")
 _WS = re.compile(r"\s+")
+
+#: The fields of a document's optional ``"signals"`` object: the route that found it (``source``, e.g. the
+#: collection name, or ``"text"``/``"image"``), that route's similarity and 0-based rank, numeric or short
+#: metadata a saved reranker may read, and the first stage's precomputed signals
+#: (:func:`~mm_rerank_components.integrations._common.precomputed_to_data`).
+SIGNAL_FIELDS = ("source", "retrieval_score", "retrieval_rank", "metadata", "precomputed")
+_MAX_SIGNAL_METADATA = 64
+_MAX_SIGNAL_STRING = 4096
+_MAX_SIGNAL_VECTOR = 8192
 
 
 class RequestError(ValueError):
@@ -150,8 +168,13 @@ def parse_request(data: Mapping[str, Any], limits: Limits, api: Api = "jina") ->
             failed[index] = str(exc)
             echoes.append({})
             continue
+        try:
+            signals = _parse_signals(document, text, echo.get("image"), f"documents[{index}]")
+        except RequestError as exc:
+            exc.index = index
+            raise
         echoes.append(echo)
-        candidates.append(Candidate(id=str(index), text=text, image=image))
+        candidates.append(Candidate(id=str(index), text=text, image=image, **signals))
         positions.append(index)
     return RerankRequest(
         query=query,
@@ -195,6 +218,173 @@ def _flag(value: object, name: str, *, default: bool) -> bool:
     if not isinstance(value, bool):
         raise RequestError(f'"{name}" must be true or false, got {value!r}', kind="invalid_value")
     return value
+
+
+def _parse_signals(document: object, text: str | None, image: object, where: str) -> dict[str, Any]:
+    """The Candidate fields a document's ``"signals"`` object sets (none when it has none).
+
+    Example:
+        >>> doc = {"text": "a", "signals": {"source": "text", "retrieval_score": 0.5}}
+        >>> _parse_signals(doc, "a", None, "doc")
+        {'source': 'text', 'retrieval_score': 0.5, 'metadata': {}, 'precomputed': {}}
+    """
+    if not isinstance(document, dict) or "signals" not in document:
+        return {}
+    signals = document["signals"]
+    where = f"{where}.signals"
+    if not isinstance(signals, dict):
+        raise RequestError(
+            f'{where} must be an object like {{"source": "text", "retrieval_score": 0.62}}, got '
+            f"{_type(signals)}",
+            kind="invalid_signals",
+        )
+    unknown = sorted(set(signals) - set(SIGNAL_FIELDS))
+    if unknown:
+        raise RequestError(
+            f"{where} has unknown field(s) {unknown}; the fields are {list(SIGNAL_FIELDS)}",
+            kind="invalid_signals",
+        )
+    source = signals.get("source")
+    if source is not None and (not isinstance(source, str) or not source or len(source) > 200):
+        raise RequestError(
+            f"{where}.source must be a route name (a non-empty string of at most 200 characters, e.g. "
+            f'"text", "image" or a collection name), got {str(source)[:80]!r}',
+            kind="invalid_signals",
+        )
+    score = signals.get("retrieval_score")
+    if score is not None and (
+        isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)
+    ):
+        raise RequestError(
+            f"{where}.retrieval_score must be a finite number (the route's similarity) or null, "
+            f"got {score!r}",
+            kind="invalid_signals",
+        )
+    metadata = _signal_metadata(signals.get("metadata"), where)
+    rank = signals.get("retrieval_rank")
+    if rank is not None:
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise RequestError(
+                f"{where}.retrieval_rank must be the 0-based rank in its route (an int >= 0), got {rank!r}",
+                kind="invalid_signals",
+            )
+        metadata["retrieval_rank"] = rank
+    precomputed = _signal_precomputed(signals.get("precomputed"), text, image, where)
+    return {
+        "source": source,
+        "retrieval_score": None if score is None else float(score),
+        "metadata": metadata,
+        "precomputed": precomputed,
+    }
+
+
+def _signal_metadata(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > _MAX_SIGNAL_METADATA:
+        raise RequestError(
+            f"{where}.metadata must be an object of at most {_MAX_SIGNAL_METADATA} fields, got "
+            f"{_type(value) if not isinstance(value, dict) else f'{len(value)} fields'}",
+            kind="invalid_signals",
+        )
+    for key, item in value.items():
+        short = isinstance(item, str) and len(item) <= _MAX_SIGNAL_STRING
+        number = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+        if not (item is None or isinstance(item, bool) or short or number):
+            raise RequestError(
+                f"{where}.metadata[{key!r}] must be a finite number, a boolean, null or a string of at most "
+                f"{_MAX_SIGNAL_STRING} characters, got {str(item)[:80]!r}",
+                kind="invalid_signals",
+            )
+    return dict(value)
+
+
+def _signal_precomputed(value: object, text: str | None, image: object, where: str) -> dict[str, Precomputed]:
+    """Precomputed signals, each checked against the content this document sends (text or image string)."""
+    if value is None:
+        return {}
+    try:
+        signals = precomputed_from_data(value, where)
+    except ValueError as exc:
+        raise RequestError(
+            str(exc).replace(f"[{PRECOMPUTED_KEY!r}]", ".precomputed"), kind="invalid_signals"
+        ) from None
+    for name, signal in signals.items():
+        value_ok = (isinstance(signal.value, str) and len(signal.value) <= 16 * _MAX_SIGNAL_STRING) or (
+            isinstance(signal.value, tuple)
+            and len(signal.value) <= _MAX_SIGNAL_VECTOR
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in signal.value)
+        )
+        if not value_ok:
+            raise RequestError(
+                f"{where}.precomputed[{name!r}].value must be a list of at most {_MAX_SIGNAL_VECTOR} numbers "
+                f"or a string of at most {16 * _MAX_SIGNAL_STRING} characters",
+                kind="invalid_signals",
+            )
+        if signal.kind.startswith("text"):
+            expected = text_key(text) if text is not None else None
+            sent = "the document's text"
+        elif signal.kind.startswith("image"):
+            expected = image_key(image.strip()) if isinstance(image, str) and image.strip() else None
+            sent = "the document's image string exactly as sent"
+        else:
+            expected, sent = None, "a text or image (its kind must start with 'text' or 'image')"
+        if expected is None or signal.content != expected:
+            raise RequestError(
+                f"{where}.precomputed[{name!r}] was computed from other content ({signal.content!r}); its "
+                f"content must be the key of {sent} ({expected!r}, mm_rerank_components.media.text_key or "
+                "image_key), or leave the signal out",
+                kind="invalid_signals",
+            )
+    return signals
+
+
+def document_with_signals(candidate: Candidate) -> dict[str, Any]:
+    """A Candidate as a request document in our shape: its text, its image and its first-stage
+    ``"signals"`` (what a client sends so the served reranker scores it as the same reranker in process).
+
+    The image must be a string the server reads (a data URI or base64; a URL only when the server allows
+    URLs): a retriever built with ``candidate_image="preview"`` gives data URIs.
+
+    Example:
+        >>> c = Candidate("a", text="red fox", source="mm_text", retrieval_score=0.5)
+        >>> document_with_signals(c)
+        {'text': 'red fox', 'signals': {'source': 'mm_text', 'retrieval_score': 0.5}}
+    """
+    document: dict[str, Any] = {}
+    if candidate.text is not None:
+        document["text"] = candidate.text
+    if candidate.image is not None:
+        if not isinstance(candidate.image, str):
+            raise TypeError(
+                f"candidate {candidate.id!r}: its image is a {type(candidate.image).__name__}; send a data "
+                "URI or base64 string (retrieve with candidate_image='preview', or encode the picture)"
+            )
+        document["image"] = candidate.image
+    signals: dict[str, Any] = {}
+    if candidate.source is not None:
+        signals["source"] = candidate.source
+    if candidate.retrieval_score is not None:
+        signals["retrieval_score"] = float(candidate.retrieval_score)
+    metadata = {k: v for k, v in candidate.metadata.items() if _plain_metadata(v)}
+    rank = metadata.pop("retrieval_rank", None)
+    if isinstance(rank, int) and not isinstance(rank, bool) and rank >= 0:
+        signals["retrieval_rank"] = rank
+    if metadata:
+        signals["metadata"] = dict(list(metadata.items())[:_MAX_SIGNAL_METADATA])
+    if candidate.precomputed:
+        signals["precomputed"] = precomputed_to_data(candidate.precomputed)
+    if signals:
+        document["signals"] = signals
+    return document
+
+
+def _plain_metadata(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= _MAX_SIGNAL_STRING
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (bool, int))
 
 
 def _parse_query(value: object, limits: Limits) -> Query:
@@ -331,7 +521,7 @@ def decode_images(request: RerankRequest, options: ImageOptions) -> RerankReques
     for candidate, index in zip(request.candidates, request.positions, strict=True):
         if candidate.image is not None and not is_url(candidate.image):
             try:
-                candidate = dataclasses.replace(candidate, image=load_image(candidate.image, options))
+                candidate = _with_image(candidate, load_image(candidate.image, options))
             except ImageLoadError as exc:
                 if request.on_error == "raise":
                     raise RequestError(
@@ -346,6 +536,19 @@ def decode_images(request: RerankRequest, options: ImageOptions) -> RerankReques
     return dataclasses.replace(
         request, query=query, candidates=candidates, positions=positions, failed=failed
     )
+
+
+def _with_image(candidate: Candidate, image: Any) -> Candidate:
+    """``candidate`` with its decoded image; its image signals (checked against the string sent by
+    :func:`parse_request`) are re-keyed to the decoded picture, which is what the reranker checks them on."""
+    precomputed = candidate.precomputed
+    if any(signal.kind.startswith("image") for signal in precomputed.values()):
+        key = image_key(image)
+        precomputed = {
+            name: dataclasses.replace(signal, content=key) if signal.kind.startswith("image") else signal
+            for name, signal in precomputed.items()
+        }
+    return dataclasses.replace(candidate, image=image, precomputed=precomputed)
 
 
 def build_response(

@@ -1,0 +1,451 @@
+"""Ingest on Ray Data: decoding, classification and embedding as ``map_batches`` stages across a cluster.
+
+The one writer (:mod:`.write`) still plans, upserts and counts, in this process; only the work that turns
+records into vectors runs on Ray, through a :class:`RayEngine`:
+
+* passages: one ``embed`` stage (the text embedding function in ``workers`` actors);
+* pictures: a ``decode`` stage (tasks: read, decode, preview, downscale; the same code as a local
+  ingest), then, for the starter models, a ``classify`` stage (EfficientNet class probabilities in
+  ``workers`` actors) and an ``embed`` stage (ConSE vectors and the compact class lists the reranker
+  reuses); for any other image embedding function, one ``embed`` stage.
+
+So the records are those of :func:`~mm_rerank_components.ingest.ingest_folder`: the same ids (from the
+scan), documents and metadata, and vectors from the same models on the same decoded pixels. The actors
+build their embedding functions from the embedder's name (``"starter"``, ``"hashing"``,
+``"clip:PATH"``), and the engine refuses to write when they are not the store's (same fingerprint).
+
+Ray runs locally by default (``ray.init()`` on this machine); ``address="auto"`` or
+``"ray://HOST:10001"`` joins a cluster. See ``docs/scale.md`` for how it scales and where Chroma
+becomes the limit.
+
+Example:
+    >>> from mm_rerank_components.ingest.ray import ingest_folder_ray
+    >>> report = ingest_folder_ray("my_folder", retriever, workers=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mm_rerank_components.ingest.pictures import DecodedPicture, PictureFailure, decode_picture
+from mm_rerank_components.ingest.records import (
+    DEFAULT_PREVIEW_SIZE,
+    ImageRecord,
+    IngestReport,
+    Kind,
+    TextRecord,
+    check_preview_size,
+)
+from mm_rerank_components.ingest.scan import FolderScan, scan_folder
+from mm_rerank_components.ingest.store import EmbeddedPicture, HasStore, Store, as_store
+from mm_rerank_components.ingest.write import OnError, Progress, write_scan
+from mm_rerank_components.media import ImageOptions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RayEngine", "ingest_folder_ray"]
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(
+            'Ingest on Ray needs ray: pip install "mm-rerank-components[ray]" (ray[data])'
+        ) from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class _EmbeddedPicture(DecodedPicture):
+    """A decoded picture that Ray already embedded (its pixels stayed on the cluster)."""
+
+    embedded: EmbeddedPicture | None = None
+
+
+def _embedding_functions(embedder: str) -> tuple[Any, Any]:
+    from mm_rerank_components.retrievers.embedders import embedding_functions
+
+    functions = embedding_functions(embedder)
+    return functions.text, functions.image
+
+
+def _set_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:  # a model-free embedder (hashing)
+        return
+    torch.set_num_threads(threads)
+
+
+def _starter_models(image_ef: Any) -> Any | None:
+    """The starter models behind an image embedding function, when it is the starter's (two stages)."""
+    from mm_rerank_components.starter.chroma import StarterImageEmbeddingFunction
+
+    return image_ef.models if isinstance(image_ef, StarterImageEmbeddingFunction) else None
+
+
+class _TextEmbedder:
+    """Actor: the text embedding function, built once per worker."""
+
+    def __init__(self, embedder: str, threads: int) -> None:
+        _set_threads(threads)
+        self.ef = _embedding_functions(embedder)[0]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from mm_rerank_components.retrievers.embedders import call_embedding_function
+
+        texts = [str(t) for t in batch["text"]]
+        try:
+            vectors = call_embedding_function(self.ef, texts, query=False)
+            errors = [""] * len(texts)
+        except Exception as exc:  # noqa: BLE001 - reported per passage by the writer
+            vectors, errors = [[] for _ in texts], [f"{type(exc).__name__}: {exc}"] * len(texts)
+        return {"i": batch["i"], "vector": [list(map(float, v)) for v in vectors], "error": errors}
+
+
+def _decode(batch: dict[str, Any], options: ImageOptions, preview_size: int | None) -> dict[str, Any]:
+    """Task: read, decode, preview and downscale, exactly as a local ingest (``decode_picture``)."""
+    out: dict[str, list[Any]] = {
+        k: [] for k in ("i", "pixels", "width", "height", "size", "preview", "error")
+    }
+    for i, path in zip(batch["i"], batch["path"], strict=True):
+        record = ImageRecord(id=str(i), path=str(path), caption=None, metadata={})
+        result = decode_picture(record, options, preview_size)
+        out["i"].append(i)
+        if isinstance(result, PictureFailure):
+            out["pixels"].append(b"")
+            out["width"].append(0)
+            out["height"].append(0)
+            out["size"].append([0, 0])
+            out["preview"].append("")
+            out["error"].append(result.reason)
+            continue
+        image = result.image.convert("RGB")
+        out["pixels"].append(image.tobytes())
+        out["width"].append(image.width)
+        out["height"].append(image.height)
+        out["size"].append(list(result.size))
+        out["preview"].append(result.preview or "")
+        out["error"].append("")
+    return out
+
+
+def _images(batch: dict[str, Any]) -> tuple[list[int], list[Any]]:
+    """The decoded pictures of a batch (rows without an error) and their positions."""
+    from PIL import Image
+
+    keep = [n for n, error in enumerate(batch["error"]) if not error]
+    images = [
+        Image.frombytes("RGB", (int(batch["width"][n]), int(batch["height"][n])), bytes(batch["pixels"][n]))
+        for n in keep
+    ]
+    return keep, images
+
+
+def _failed_rows(batch: dict[str, Any], keep: list[int], exc: Exception) -> list[str]:
+    errors = [str(e) for e in batch["error"]]
+    for n in keep:
+        errors[n] = f"embedding failed: {type(exc).__name__}: {exc}"
+    return errors
+
+
+class _Classifier:
+    """Actor: the starter's picture classifier (class probabilities), built once per worker."""
+
+    def __init__(self, embedder: str, threads: int) -> None:
+        _set_threads(threads)
+        self.models: Any = _starter_models(_embedding_functions(embedder)[1])
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        keep, images = _images(batch)
+        probs: list[list[float]] = [[] for _ in batch["i"]]
+        errors = [str(e) for e in batch["error"]]
+        if images:
+            try:
+                rows = self.models.image_probabilities(images)
+            except Exception as exc:  # noqa: BLE001 - reported per picture by the writer
+                errors = _failed_rows(batch, keep, exc)
+            else:
+                for n, row in zip(keep, rows, strict=True):
+                    probs[n] = [float(x) for x in row]
+        return {**_passed(batch), "probs": probs, "error": errors}
+
+
+def _passed(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: batch[k] for k in ("i", "size", "preview")}
+
+
+class _StarterEmbedder:
+    """Actor: ConSE vectors and compact class lists from the classifier's probabilities."""
+
+    def __init__(self, embedder: str, threads: int) -> None:
+        _set_threads(threads)
+        self.models: Any = _starter_models(_embedding_functions(embedder)[1])
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from mm_rerank_components.ingest.records import CLASSES_KEY, CLASSES_PRODUCER_KEY
+        from mm_rerank_components.starter.precomputed import (
+            DEFAULT_COMPACT_K,
+            compact_classes,
+            image_producer,
+        )
+
+        keep = [n for n, error in enumerate(batch["error"]) if not error]
+        vectors: list[list[float]] = [[] for _ in batch["i"]]
+        metadata: list[dict[str, str]] = [{} for _ in batch["i"]]
+        if keep:
+            probs = np.asarray([batch["probs"][n] for n in keep], dtype=np.float32)
+            embedded = self.models.conse(probs)
+            producer = image_producer(self.models)
+            for n, vector, row in zip(keep, embedded, probs, strict=True):
+                vectors[n] = [float(x) for x in vector]
+                metadata[n] = {
+                    CLASSES_KEY: compact_classes(row, DEFAULT_COMPACT_K),
+                    CLASSES_PRODUCER_KEY: producer,
+                }
+        return {**_passed(batch), "vector": vectors, "meta": metadata, "error": batch["error"]}
+
+
+def _embed_with(ef: Any, images: list[Any]) -> list[EmbeddedPicture]:
+    """What :meth:`ChromaStore.embed_pictures` does, with a worker's own embedding function."""
+    from mm_rerank_components.ingest.records import CLASSES_KEY, CLASSES_PRODUCER_KEY
+    from mm_rerank_components.retrievers.embedders import (
+        ClassifyingEmbeddingFunction,
+        as_array,
+        call_embedding_function,
+    )
+
+    if not isinstance(ef, ClassifyingEmbeddingFunction):
+        vectors = call_embedding_function(ef, [as_array(image) for image in images], query=False)
+        return [EmbeddedPicture([float(x) for x in v]) for v in vectors]
+    vectors, classes, producer = ef.embed_with_classes(images)
+    return [
+        EmbeddedPicture([float(x) for x in v], {CLASSES_KEY: c, CLASSES_PRODUCER_KEY: producer})
+        for v, c in zip(vectors, classes, strict=True)
+    ]
+
+
+class _PictureEmbedder:
+    """Actor: any other image embedding function, in one stage (``embed_pictures`` of the store)."""
+
+    def __init__(self, embedder: str, threads: int) -> None:
+        _set_threads(threads)
+        self.ef = _embedding_functions(embedder)[1]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        keep, images = _images(batch)
+        vectors: list[list[float]] = [[] for _ in batch["i"]]
+        metadata: list[dict[str, str]] = [{} for _ in batch["i"]]
+        errors = [str(e) for e in batch["error"]]
+        if images:
+            try:
+                embedded = _embed_with(self.ef, images)
+            except Exception as exc:  # noqa: BLE001 - reported per picture by the writer
+                errors = _failed_rows(batch, keep, exc)
+            else:
+                for n, picture in zip(keep, embedded, strict=True):
+                    vectors[n] = list(picture.vector)
+                    metadata[n] = {str(k): str(v) for k, v in picture.metadata.items()}
+        return {**_passed(batch), "vector": vectors, "meta": metadata, "error": errors}
+
+
+def _items(ray: Any, rows: list[dict[str, Any]], batch_size: int) -> Any:
+    """A dataset of ``rows`` in blocks of one batch each, so every worker gets work from the start."""
+    return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
+
+
+class RayEngine:
+    """Decoding and embedding on Ray Data for the one writer (see the module docstring).
+
+    Args:
+        workers: actors per model stage (and decoding tasks at a time); 2 fills a 2-core machine.
+        embedder: the embedder name the actors build (``"starter"``, ``"hashing"``, ``"clip:PATH"``);
+            it must be the store's (checked by fingerprint before anything is written).
+        address: a Ray cluster to join (``"auto"``, ``"ray://HOST:10001"``); None starts or reuses a
+            local Ray with ``workers`` CPUs.
+        threads: torch threads per actor (1: the workers, not the threads, use the cores).
+
+    Example:
+        >>> RayEngine(workers=2).workers
+        2
+    """
+
+    def __init__(
+        self, workers: int = 2, *, embedder: str = "starter", address: str | None = None, threads: int = 1
+    ) -> None:
+        for label, value in (("workers", workers), ("threads", threads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        self.workers = workers
+        self.embedder = embedder
+        self.address = address
+        self.threads = threads
+        self._checked: set[int] = set()
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start or join Ray now (otherwise the first write does)."""
+        ray = _ray()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address is None:
+                kwargs["num_cpus"] = self.workers
+            else:
+                kwargs["address"] = self.address
+            ray.init(**kwargs)
+            ray.data.DataContext.get_current().enable_progress_bars = False
+
+    def _check(self, store: Store) -> None:
+        """Refuse to embed with functions other than the store's (vectors of another space)."""
+        if id(store) in self._checked:
+            return
+        from mm_rerank_components.retrievers.embedders import fingerprint
+
+        text_ef, image_ef = _embedding_functions(self.embedder)
+        pairs: tuple[tuple[Kind, Any], ...] = (("text", text_ef), ("image", image_ef))
+        for kind, ours in pairs:
+            if store.collection_name(kind) is None:
+                continue
+            theirs = store.embedding_function(kind) if hasattr(store, "embedding_function") else None
+            if theirs is not None and fingerprint(theirs) != fingerprint(ours):
+                raise ValueError(
+                    f"RayEngine(embedder={self.embedder!r}) builds {fingerprint(ours)!r} for the {kind} "
+                    f"collection, but the store embeds with {fingerprint(theirs)!r}; pass the embedder the "
+                    "retriever was built with"
+                )
+        self._checked.add(id(store))
+
+    def _stage(self, ds: Any, fn: Callable[..., Any], batch_size: int, **kwargs: Any) -> Any:
+        return ds.map_batches(
+            fn,
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=self.workers,
+            num_cpus=1,
+            fn_constructor_kwargs={"embedder": self.embedder, "threads": self.threads},
+            **kwargs,
+        )
+
+    # -- Engine -----------------------------------------------------------------------------------------
+    def text_vectors(
+        self, store: Store, records: Sequence[TextRecord], batch_size: int
+    ) -> Iterator[tuple[list[TextRecord], list[list[float]] | Exception]]:
+        if not records:
+            return
+        self._check(store)
+        self.start()
+        ray = _ray()
+        rows = [{"i": n, "text": r.text} for n, r in enumerate(records)]
+        ds = self._stage(_items(ray, rows, batch_size), _TextEmbedder, batch_size)
+        for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            done = [records[int(i)] for i in batch["i"]]
+            failed = [str(e) for e in batch["error"] if e]
+            if failed:
+                yield done, RuntimeError(failed[0])
+            else:
+                yield done, [list(map(float, v)) for v in batch["vector"]]
+
+    def pictures(
+        self,
+        store: Store,
+        records: Sequence[ImageRecord],
+        batch_size: int,
+        options: ImageOptions,
+        preview_size: int | None,
+    ) -> Iterator[list[DecodedPicture | PictureFailure]]:
+        if not records:
+            return
+        self._check(store)
+        self.start()
+        ray = _ray()
+        rows = [{"i": n, "path": r.path} for n, r in enumerate(records)]
+        ds = _items(ray, rows, batch_size).map_batches(
+            _decode,
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=self.workers,
+            num_cpus=1,
+            fn_kwargs={"options": options, "preview_size": preview_size},
+        )
+        if _starter_models(_embedding_functions(self.embedder)[1]) is not None:
+            ds = self._stage(ds, _Classifier, batch_size)
+            ds = self._stage(ds, _StarterEmbedder, batch_size)
+        else:
+            ds = self._stage(ds, _PictureEmbedder, batch_size)
+        for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            yield [self._result(records, batch, n) for n in range(len(batch["i"]))]
+
+    @staticmethod
+    def _result(
+        records: Sequence[ImageRecord], batch: dict[str, Any], n: int
+    ) -> DecodedPicture | PictureFailure:
+        record = records[int(batch["i"][n])]
+        if batch["error"][n]:
+            return PictureFailure(record, str(batch["error"][n]))
+        width, height = (int(x) for x in batch["size"][n])
+        embedded = EmbeddedPicture([float(x) for x in batch["vector"][n]], dict(batch["meta"][n]))
+        preview = str(batch["preview"][n]) or None
+        return _EmbeddedPicture(record, None, (width, height), preview, embedded)
+
+    def embed_pictures(self, store: Store, decoded: list[DecodedPicture]) -> list[EmbeddedPicture]:
+        out = []
+        for d in decoded:
+            if not isinstance(d, _EmbeddedPicture) or d.embedded is None:
+                raise TypeError("RayEngine.embed_pictures takes the pictures its own pictures() yielded")
+            out.append(d.embedded)
+        return out
+
+
+def ingest_folder_ray(
+    folder: str | os.PathLike[str],
+    retriever: Store | HasStore,
+    *,
+    workers: int = 2,
+    embedder: str = "starter",
+    address: str | None = None,
+    threads: int = 1,
+    batch_size: int = 32,
+    recursive: bool = True,
+    max_chars: int = 2000,
+    on_error: OnError = "collect",
+    progress: Progress | None = None,
+    scan: FolderScan | None = None,
+    preview_size: int | None = DEFAULT_PREVIEW_SIZE,
+    follow_symlinks: bool = False,
+    max_bytes: int | None = None,
+) -> IngestReport:
+    """:func:`~mm_rerank_components.ingest.ingest_folder` with decoding and embedding on Ray Data.
+
+    The same records and ids as a local ingest, written by the same writer; ``workers``, ``embedder``,
+    ``address`` and ``threads`` are :class:`RayEngine`'s, the rest ``ingest_folder``'s.
+
+    Example:
+        >>> report = ingest_folder_ray("my_folder", retriever, workers=4)  # doctest: +SKIP
+        >>> print(report.summary())  # doctest: +SKIP
+    """
+    store = as_store(retriever)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    check_preview_size(preview_size)
+    engine = RayEngine(workers, embedder=embedder, address=address, threads=threads)
+    start = time.perf_counter()
+    if scan is None:
+        limit = store.image_options.max_bytes if max_bytes is None else max_bytes
+        scan = scan_folder(
+            folder, recursive=recursive, max_chars=max_chars, follow_symlinks=follow_symlinks, max_bytes=limit
+        )
+    report = write_scan(scan, store, engine, batch_size, on_error, progress, preview_size)
+    report.seconds = time.perf_counter() - start
+    logger.info(
+        "ingested %s on Ray (%d workers): %s in %.1f s", scan.root, workers, report.summary(), report.seconds
+    )
+    return report

