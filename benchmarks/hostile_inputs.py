@@ -1,4 +1,6 @@
-"""The hostile-input matrix of issue 11: files, URLs, scorers, adapters (sync and async) and the web app.
+"""The hostile-input matrix of issues 11 and 22: files, URLs, scorers, adapters, the web app, the rerank
+service, RemoteScorer, saved reranker folders and adapt labels (group ``issue22``: one case or more per row
+of issue 22's table, numbered by row).
 
 Every case runs against the public API with FakeScorer (no model), local files and HTTP servers on
 127.0.0.1 only, under a time limit, and reports what happened and whether anything was lost: a candidate
@@ -570,6 +572,551 @@ def web_cases(m: Matrix, tmp: Path) -> None:
     )
 
 
+# -- issue 22: hung scoring, remote answers, the HTTP layer, saved folders, labels ------------------------------
+
+
+def _raw_server(handler: Callable[[socket.socket], None]) -> tuple[str, Callable[[], None]]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def run(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.recv(65536)
+            handler(conn)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=run, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        sock.close()
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", close
+
+
+def _trickle_body(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+    for _ in range(40):
+        conn.sendall(b" ")
+        time.sleep(0.5)
+
+
+def _trickle_headers(conn: socket.socket) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 80:
+        conn.sendall(bytes([byte]))
+        time.sleep(0.5)
+
+
+def _mock(reply: Callable[[], Any]) -> Any:
+    import httpx
+
+    return httpx.Client(transport=httpx.MockTransport(lambda request: reply()))
+
+
+def _remote_outcome(work: Callable[[], Any]) -> tuple[str, str]:
+    from mm_rerank_components.scorers.remote import RemoteScorerError
+
+    start = time.monotonic()
+    try:
+        value = work()
+    except RemoteScorerError as exc:
+        return f"{type(exc).__name__} after {time.monotonic() - start:.1f} s: {exc}", "no"
+    return f"answered {value!r} after {time.monotonic() - start:.1f} s", "no"
+
+
+def remote_cases(m: Matrix) -> None:
+    import gzip
+
+    import httpx
+
+    from mm_rerank_components.scorers.remote import RemoteScorer
+
+    one = [Candidate("a", text="x")]
+    for name, handler in (
+        ("body 1 byte per 0.5 s", _trickle_body),
+        ("headers 1 byte per 0.5 s", _trickle_headers),
+    ):
+        url, close = _raw_server(handler)
+
+        def call(url: str = url) -> tuple[str, str]:
+            return _remote_outcome(lambda: RemoteScorer(url, timeout=2).score(Query("q"), one))
+
+        m.case(
+            "issue22", f"2 RemoteScorer(timeout=2): {name}", call, expect=r"RemoteScorerTimeout after 2\.\d s"
+        )
+        close()
+    bomb = gzip.compress(b'{"results": [' + b" " * (200 * 1024 * 1024) + b"]}")
+    m.case(
+        "issue22",
+        f"3 RemoteScorer: gzip bomb ({len(bomb) // 1024} KB -> 200 MB)",
+        lambda: _remote_outcome(
+            lambda: RemoteScorer(
+                "http://x",
+                client=_mock(
+                    lambda: httpx.Response(
+                        200, stream=httpx.ByteStream(bomb), headers={"content-encoding": "gzip"}
+                    )
+                ),
+            ).score(Query("q"), one)
+        ),
+        expect="more than max_response_bytes=8388608 bytes after decompression",
+    )
+    big = b'{"results": [' + b'{"index": 0, "relevance_score": 0.5},' * 400_000 + b"{}]}"
+    m.case(
+        "issue22",
+        f"3 RemoteScorer: a {len(big) // 2**20} MB JSON answer",
+        lambda: _remote_outcome(
+            lambda: RemoteScorer(
+                "http://x", client=_mock(lambda: httpx.Response(200, stream=httpx.ByteStream(big)))
+            ).score(Query("q"), one)
+        ),
+        expect="more than max_response_bytes",
+    )
+    url, close = _raw_server(_trickle_body)
+
+    def keep() -> tuple[str, str]:
+        start = time.monotonic()
+        ranked = MultimodalReranker(RemoteScorer(url, timeout=2), on_error="keep").rerank(
+            "q", [Candidate(str(i), text=f"t{i}") for i in range(6)]
+        )
+        outcome, lost = ranked_outcome(ranked, 6)
+        return f"{time.monotonic() - start:.1f} s, {outcome}", lost
+
+    m.case(
+        "issue22",
+        "4 on_error=keep, 6 candidates, slow RemoteScorer(timeout=2)",
+        keep,
+        expect=r"^2\.\d s, kept 6 unscored",
+    )
+    close()
+    for name, answer, expect in (
+        (
+            "a repeated index",
+            {"results": [{"index": 0, "relevance_score": 0.1}, {"index": 0, "relevance_score": 0.9}]},
+            "twice",
+        ),
+        (
+            "true as a score",
+            {"results": [{"index": 0, "relevance_score": True}]},
+            "answered True as the relevance_score",
+        ),
+    ):
+        m.case(
+            "issue22",
+            f"12 remote answer: {name}",
+            lambda answer=answer: _remote_outcome(
+                lambda: RemoteScorer(
+                    "http://x", client=_mock(lambda: httpx.Response(200, json=answer))
+                ).score(Query("q"), one)
+            ),
+            expect=f"RemoteScorerError .*{expect}",
+        )
+    for name, raw in (("invalid JSON", b"{nope"), ("100k-deep JSON", b"[" * 100_000)):
+        m.case(
+            "issue22",
+            f"12 remote answer: {name} (retried)",
+            lambda raw=raw: _remote_outcome(
+                lambda: RemoteScorer(
+                    "http://x",
+                    client=_mock(lambda: httpx.Response(200, stream=httpx.ByteStream(raw))),
+                    backoff_s=0.01,
+                    max_retries=2,
+                ).score(Query("q"), one)
+            ),
+            expect="failed after 3 attempts; last: the answer is not usable JSON",
+        )
+
+
+def _http(status: int, payload: dict[str, Any]) -> tuple[str, str]:
+    return f"HTTP {status} {payload.get('error', {}).get('type', '')}: {payload.get('message', '')}", "no"
+
+
+def serve_cases(m: Matrix) -> None:
+    from mm_rerank_components.serving import RerankEngine, ServeConfig
+
+    release = threading.Event()
+
+    class Hanging(FakeScorer):
+        def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+            if query.text == "hang":
+                release.wait(30)
+            return super().score(query, candidates)
+
+    def hung() -> tuple[str, str]:
+        engine = RerankEngine(ServeConfig(request_timeout_s=3.0), scorer=Hanging())
+
+        async def main() -> str:
+            first = asyncio.create_task(engine.handle("jina", b'{"query": "hang", "documents": ["a"]}'))
+            await asyncio.sleep(0.1)
+            start = time.monotonic()
+            statuses = []
+            for _ in range(20):
+                status, _ = await engine.handle("jina", b'{"query": "fox", "documents": ["a fox", "owl"]}')
+                statuses.append(status)
+            others = time.monotonic() - start
+            health = engine.health()
+            status, _ = await first
+            return (
+                f"hung call {status}; 20 others {sorted(set(statuses))} in {others:.1f} s; /health "
+                f"stuck_passes={health['stuck_passes']}"
+            )
+
+        try:
+            return asyncio.run(main()), "no"
+        finally:
+            release.set()
+            engine.close()
+
+    m.case(
+        "issue22",
+        "1 serve --timeout 3, one scoring call hangs",
+        hung,
+        expect=r"hung call 504; 20 others \[200\] in 1\.\d s; /health stuck_passes=1",
+    )
+    engine = RerankEngine(ServeConfig(scorer="fake"))
+
+    def post(body: bytes, api: Any = "jina") -> tuple[str, str]:
+        status, payload = asyncio.run(engine.handle(api, body))
+        return _http(status, payload)
+
+    surrogate = b'{"query": "fox", "documents": ["\\ud800 fox"]}'
+    m.case(
+        "issue22",
+        "5 lone surrogate on /v1/rerank",
+        lambda: post(surrogate),
+        expect="HTTP 400 malformed_json: .*lone UTF-16 surrogate",
+    )
+    m.case(
+        "issue22",
+        "5 lone surrogate on /v2/rerank",
+        lambda: post(surrogate, "cohere"),
+        expect="HTTP 400 malformed_json: .*lone UTF-16 surrogate",
+    )
+    deep = b'{"query": "q", "documents": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    m.case(
+        "issue22",
+        "6 JSON nested 50k deep",
+        lambda: post(deep),
+        expect="HTTP 400 malformed_json: .*nested deeper than 16",
+    )
+    digits = b'{"query": "q", "documents": ["a"], "top_n": ' + b"7" * 5000 + b"}"
+    m.case(
+        "issue22",
+        "6 a 5000-digit top_n",
+        lambda: post(digits),
+        expect="HTTP 400 malformed_json: .*integer of 5000 digits",
+    )
+    buffer = io.BytesIO()
+    Image.new("1", (6000, 6000)).save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    pngs = json.dumps({"query": "q", "documents": [{"image": uri}] * 8}).encode()
+    m.case(
+        "issue22",
+        "13 eight 36-megapixel PNGs in one request",
+        lambda: post(pngs),
+        expect="HTTP 413 too_many_pixels",
+    )
+
+    def openapi() -> tuple[str, str]:
+        from pydantic import ValidationError
+
+        from mm_rerank_components.serving.app import _JinaRequest, create_app
+
+        responses = create_app(engine).openapi()["paths"]["/v1/rerank"]["post"]["responses"]
+        try:
+            _JinaRequest.model_validate({"query": "", "documents": ["a"]})
+            empty = "accepted"
+        except ValidationError:
+            empty = "rejected"
+        return f"documented statuses {sorted(responses)}; an empty query is {empty} by the schema", "no"
+
+    m.case("issue22", "16 the OpenAPI schema", openapi, expect=r"'400'.*empty query is rejected")
+    slow_clients(m)
+    engine.close()
+
+
+def slow_clients(m: Matrix) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+    import uvicorn
+
+    from mm_rerank_components.serving import RerankEngine, ServeConfig
+    from mm_rerank_components.serving.app import create_app, uvicorn_options
+
+    engine = RerankEngine(ServeConfig(scorer="fake", header_timeout_s=2.0, body_timeout_s=2.0))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(engine),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            **uvicorn_options(engine.config),
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+
+    def held(send: bytes) -> tuple[str, str]:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(send)
+            start = time.monotonic()
+            answer = conn.recv(64)
+            return f"closed after {time.monotonic() - start:.1f} s with {answer[:12]!r}", "no"
+
+    m.case(
+        "issue22",
+        "14 an idle socket (header_timeout_s=2)",
+        lambda: held(b""),
+        expect=r"closed after 2\.\d s with b''",
+    )
+    m.case(
+        "issue22",
+        "14 headers never finished",
+        lambda: held(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\n"),
+        expect=r"closed after 2\.\d s",
+    )
+    m.case(
+        "issue22",
+        "14 a body that never arrives (body_timeout_s=2)",
+        lambda: held(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n{"),
+        expect=r"after 2\.\d s with b'HTTP/1.1 408",
+    )
+
+    def health_under_load() -> tuple[str, str]:
+        documents = [f"passage {i} about a red fox " + "words and more words " * 500 for i in range(800)]
+        body = json.dumps({"query": "red fox", "documents": documents}).encode()
+        probe = (
+            "import httpx, sys, time\n"
+            f"c = httpx.Client(base_url='http://127.0.0.1:{port}')\n"
+            "c.get('/health'); out = []\n"
+            "end = time.monotonic() + float(sys.argv[1])\n"
+            "while time.monotonic() < end:\n"
+            "    s = time.monotonic(); c.get('/health'); out.append(time.monotonic() - s); time.sleep(0.01)\n"
+            "out.sort(); print(len(out), out[len(out) // 2] * 1000, out[int(len(out) * 0.95)] * 1000, out[-1] * 1000)\n"
+        )
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            start = time.monotonic()
+            client.post("/v1/rerank", content=body)
+            alone = time.monotonic() - start
+            prober = subprocess.Popen(
+                [sys.executable, "-c", probe, f"{alone:.2f}"], stdout=subprocess.PIPE, text=True
+            )
+            time.sleep(0.3)
+            response = client.post("/v1/rerank", content=body)
+            out, _ = prober.communicate(timeout=120)
+        n, p50, p95, worst = out.split()
+        return (
+            f"HTTP {response.status_code} for 800 x 10 KB documents ({alone:.1f} s); /health from another "
+            f"process: {n} probes, p50 {float(p50):.0f} ms, p95 {float(p95):.0f} ms, max {float(worst):.0f} ms"
+        ), "no"
+
+    m.case(
+        "issue22",
+        "14 /health while 800 x 10 KB documents are scored",
+        health_under_load,
+        expect=r"HTTP 200 .* p95 ([0-9]|[1-4][0-9]) ms",
+        limit=120,
+    )
+    huge = json.dumps({"query": "fox", "documents": ["fox " * 7_000_000]}).encode()
+
+    def one_huge() -> tuple[str, str]:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            start = time.monotonic()
+            response = client.post("/v1/rerank", content=huge)
+            return (
+                f"HTTP {response.status_code} {response.json()['error']['type']} in {time.monotonic() - start:.1f} s",
+                "no",
+            )
+
+    m.case("issue22", "14 one 28 MB document", one_huge, expect="HTTP 413 document_too_long")
+    server.should_exit = True
+    thread.join(10)
+    engine.close()
+
+
+def folder_cases(m: Matrix, tmp: Path) -> None:
+    import shutil
+
+    from mm_rerank_components.adapt.folder import load_reranker, save_reranker
+    from mm_rerank_components.adapt.fusion import LabelledList, fit_fusion
+
+    scorer = FakeScorer()
+    lists = []
+    for k in range(8):
+        query = Query(f"fox {k}")
+        cands = [
+            Candidate(f"p{k}", text=f"fox {k} den", source="text", retrieval_score=0.8),
+            Candidate(f"n{k}", text="an owl at night", source="text", retrieval_score=0.3),
+            Candidate(f"m{k}", text=f"fox {k}", source="text", retrieval_score=0.6),
+            Candidate(f"o{k}", text="a heron", source="text", retrieval_score=0.5),
+        ]
+        lists.append(LabelledList(query, cands, scorer.score(query, cands), [1, 0, 1, 0]))
+    saved = save_reranker(tmp / "saved", fit_fusion(lists, seed=0, bm25=False), scorer=scorer)
+
+    def platt(**params: Any) -> Callable[[Any], None]:
+        return lambda d: [entry["params"].update(params) for entry in d["modalities"].values()] and None
+
+    def isotonic(y: list[float]) -> Callable[[Any], None]:
+        def change(d: Any) -> None:
+            for modality in d["modalities"]:
+                d["modalities"][modality] = {
+                    "type": "IsotonicCalibrator",
+                    "params": {"x": [0.0, 1.0], "y": y},
+                }
+
+        return change
+
+    cases: list[tuple[str, str, Callable[[Any], Any] | str, str]] = [
+        (
+            "7 calibration.json a = NaN",
+            "calibration.json",
+            platt(a=float("nan")),
+            r"calibration\.json: modalities\.\S+\.params\.a must be a finite number, got nan",
+        ),
+        (
+            "8 fusion.json a NaN weight",
+            "fusion.json",
+            lambda d: d["weights"].__setitem__(0, float("nan")),
+            r"fusion\.json: weights\[0\]",
+        ),
+        (
+            "8 fusion.json an inf mean",
+            "fusion.json",
+            lambda d: d["mean"].__setitem__(0, float("inf")),
+            r"fusion\.json: mean\[0\]",
+        ),
+        (
+            "8 fusion.json bias NaN",
+            "fusion.json",
+            lambda d: d.__setitem__("bias", float("nan")),
+            r"fusion\.json: bias must be a finite",
+        ),
+        (
+            "8 fusion.json scale = 0",
+            "fusion.json",
+            lambda d: d["scale"].__setitem__(1, 0.0),
+            r"fusion\.json: scale\[1\] .* must be > 0",
+        ),
+        (
+            "9 fusion.json weights is a string",
+            "fusion.json",
+            lambda d: d.__setitem__("weights", "heavy"),
+            r"fusion\.json: mean/scale/weights",
+        ),
+        (
+            "9 calibration.json modalities is a number",
+            "calibration.json",
+            lambda d: d.__setitem__("modalities", 3),
+            r"calibration\.json: modalities must be",
+        ),
+        (
+            "9 fusion.json a 200k-deep JSON bomb",
+            "fusion.json",
+            "[" * 200_000 + "]" * 200_000,
+            r"fusion\.json is not valid JSON \(JSON nested deeper",
+        ),
+        (
+            "10 files.fusion = ../../../../etc/passwd",
+            "config.json",
+            lambda d: d["files"].__setitem__("fusion", "../../../../etc/passwd"),
+            r"files\.fusion must be a file name inside the folder",
+        ),
+        (
+            "10 files.calibration = /etc/passwd",
+            "config.json",
+            lambda d: d["files"].__setitem__("calibration", "/etc/passwd"),
+            r"files\.calibration must be a file name inside the folder",
+        ),
+        (
+            "11 calibration.json a = inf",
+            "calibration.json",
+            platt(a=float("inf")),
+            r"params\.a must be a finite number, got inf",
+        ),
+        (
+            "11 isotonic y with NaN",
+            "calibration.json",
+            isotonic([0.1, float("nan")]),
+            r"y\[1\] must be a finite number, got nan",
+        ),
+        (
+            "11 isotonic y out of [0, 1]",
+            "calibration.json",
+            isotonic([0.2, 1.7]),
+            r"y must be non-decreasing probabilities in \[0, 1\]",
+        ),
+        (
+            "11 fusion.json a negative scale",
+            "fusion.json",
+            lambda d: d["scale"].__setitem__(0, -1.0),
+            r"scale\[0\] .* must be > 0, got -1",
+        ),
+    ]
+    for k, (name, file, change, expect) in enumerate(cases):
+        folder = tmp / f"folder{k}"
+        shutil.copytree(saved, folder)
+        if isinstance(change, str):
+            (folder / file).write_text(change)
+        else:
+            data = json.loads((folder / file).read_text())
+            change(data)
+            (folder / file).write_text(json.dumps(data))
+        m.case(
+            "issue22",
+            f"{name}",
+            functools.partial(load_reranker, folder),
+            expect=f"RerankerFolderError: .*{expect}",
+        )
+
+
+def label_cases(m: Matrix, tmp: Path) -> None:
+    from mm_rerank_components.adapt.labels import load_labels
+
+    good = '{"query": "fine", "pos": ["x"], "neg": ["y"]}\n'
+    for name, text, expect in (
+        (
+            "100k-deep nesting",
+            good + '{"query": "q", "pos": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            r"labels\d\.jsonl:2: ",
+        ),
+        (
+            "a 5000-digit number",
+            good + '{"query": "q", "pos": ["a"], "n": ' + "9" * 5000 + "}\n",
+            r"labels\d\.jsonl:2: ",
+        ),
+        ("a lone surrogate", good + '{"query": "\\ud800", "pos": ["a"]}\n', r"labels\d\.jsonl:2: "),
+        (
+            "a duplicate query id",
+            '{"type": "doc", "id": "d1", "text": "Foxes live in dens."}\n'
+            '{"type": "query", "id": "q1", "text": "where do foxes live", "relevant": ["d1"]}\n'
+            '{"type": "query", "id": "q1", "text": "fox dens", "relevant": ["d1"]}\n',
+            r"labels\d\.jsonl:3: duplicate query id",
+        ),
+    ):
+        path = tmp / f"labels{len(m.results) % 10}.jsonl"
+        path.write_text(text)
+        m.case(
+            "issue22",
+            f"15 adapt labels: {name}",
+            functools.partial(load_labels, path),
+            expect=f"LabelError: .*{expect}",
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hostile_inputs.json"))
@@ -582,6 +1129,10 @@ def main() -> int:
         scorer_cases(matrix)
         adapter_cases(matrix, tmp)
         web_cases(matrix, tmp)
+        serve_cases(matrix)
+        remote_cases(matrix)
+        folder_cases(matrix, tmp)
+        label_cases(matrix, tmp)
     width = max(len(r.case) for r in matrix.results)
     print(f"{'group':<9} {'case':<{width}}  {'ok':<3} {'s':>6}  {'lost':<12} outcome")
     for r in matrix.results:
