@@ -36,7 +36,9 @@ ROWS = (
     "rerank:starter+isotonic",
     "rerank:starter+standardize+platt",
     "default",
+    "default-no-routes",
     "adapted",
+    "adapted-no-routes",
 )
 TITLES = {
     "tuxpaint-mixed": "Tux Paint mixed corpus",
@@ -127,8 +129,10 @@ def main() -> int:
         out += task_table(name, task)
     out += ["## The product default (label-free) against its targets", "", *checks(results, "default")]
     out += ["## Adapted against its targets", "", *checks(results, "adapted")]
+    out += ["## Without route signals against their targets", ""]
+    out += [*checks(results, "default-no-routes"), *checks(results, "adapted-no-routes")]
     out += ["## Calibration, per modality, on held-out pairs", ""]
-    out += calibration(results, ("starter", "default", "adapted"))
+    out += calibration(results, ("starter", "default", "default-no-routes", "adapted", "adapted-no-routes"))
     out += _depth_lines(results.get("depth_sweep", {}), results.get("latency"))
     print("\n".join(out))
     return 0

@@ -4,7 +4,7 @@ The built-in tasks are those of :mod:`mm_rerank_components.eval.registry` (one p
 
 The default is learned fusion over the starter scorer's raw score and the routes' signals, absolute,
 per-query normalised and listwise, without BM25, with a modality floor (settings:
-:data:`mm_rerank_components.defaults.FIT_SETTINGS`). It is fitted on **every** query of the built-in
+:data:`mm_rerank_components.defaults.FIT_OPTIONS`). It is fitted on **every** query of the built-in
 tasks at the default depth; the evaluation measures it honestly by refitting it leave-one-task-out
 (``mm-rerank eval``), never on the queries it was fitted on.
 
@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from mm_rerank_components.adapt.fusion import FusionOptions
 from mm_rerank_components.calibration import calibration_in_the_large, fit_calibrator
-from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_SETTINGS, default_model_path, fit_default_model
+from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS, default_model_path, fit_default_model
 from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
@@ -63,8 +64,8 @@ def prepare(cache: Path, depth: tuple[int, int]) -> list[PreparedTask]:
     return out
 
 
-def fit_without(prepared: list[PreparedTask], held_out: PreparedTask, settings: dict[str, Any]) -> Any:
-    """The default's model fitted with ``settings`` on every query of every task but ``held_out``."""
+def fit_without(prepared: list[PreparedTask], held_out: PreparedTask, options: FusionOptions) -> Any:
+    """The default's model fitted with ``options`` on every query of every task but ``held_out``."""
     from mm_rerank_components.adapt import fit_fusion
 
     train = [
@@ -73,7 +74,7 @@ def fit_without(prepared: list[PreparedTask], held_out: PreparedTask, settings: 
         if p is not held_out
         for x in labelled_lists(p, "starter", p.task.query_ids("all"), *DEFAULT_DEPTH)
     ]
-    return fit_fusion(train, scorer=held_out.scored["starter"].scorer, **settings)
+    return fit_fusion(train, options, scorer=held_out.scored["starter"].scorer)
 
 
 def diagnose(prepared: list[PreparedTask], depth: tuple[int, int]) -> list[dict[str, Any]]:
@@ -130,58 +131,190 @@ def _one_map(model: Any) -> Any:
     return model
 
 
-def loto(prepared: list[PreparedTask], settings: dict[str, Any], one_map: bool) -> list[str]:
-    """Leave-one-task-out lines for ``fit_fusion(**settings)``: fit on every other task, test on one."""
-    from mm_rerank_components.eval.learned import fusion_union
-    from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
-    from mm_rerank_components.eval.pipelines import calibrated_run, fusion_run
-    from mm_rerank_components.eval.stats import paired_bootstrap
-    from mm_rerank_components.eval.targets import calibration_figures
+def loto_unions(
+    prepared: list[PreparedTask],
+    options: FusionOptions,
+    *,
+    routes: bool = True,
+    one_map: bool = False,
+    prior_em: str | None = None,
+) -> dict[str, Any]:
+    """Per task: the default refitted on every other task, its probabilities on the task's test queries.
 
-    lines = []
+    ``routes=False`` hands the model the candidates without ``source`` and ``retrieval_score``.
+    """
+    from mm_rerank_components.eval.learned import fusion_union
+
+    out = {}
     for p in prepared:
-        task, test = p.task, p.task.query_ids("test")
-        model = fit_without(prepared, p, settings)
+        model = fit_without(prepared, p, options)
         if one_map:
             model = _one_map(model)
-        union = fusion_union(model, p, "starter", test, *DEFAULT_DEPTH)
-        metrics = evaluate_run(task, calibrated_run(union, None, test), test)
+        test = p.task.query_ids("test")
+        union = fusion_union(model, p, "starter", test, *DEFAULT_DEPTH, routes=routes)
+        if prior_em is not None:
+            head = model.head_for([]) if routes else (model.route_free or model)
+            union = _prior_em(union, head, prior_em)
+        out[p.task.name] = union
+    return out
+
+
+def em_prior(p: np.ndarray, prior: float, iterations: int = 200) -> tuple[np.ndarray, float]:
+    """Saerens et al. (2002): probabilities calibrated at ``prior`` re-estimated for the pool's own prior
+    by EM on the pool's predictions alone (no labels)."""
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    new_prior, q = prior, p
+    for _ in range(iterations):
+        a, b = new_prior / prior, (1 - new_prior) / (1 - prior)
+        q = a * p / (a * p + b * (1 - p))
+        if abs(float(q.mean()) - new_prior) < 1e-7:
+            break
+        new_prior = float(q.mean())
+    return q, new_prior
+
+
+def _prior_em(union: Any, model: Any, scope: str) -> Any:
+    """Each modality's probabilities adjusted by :func:`em_prior`, over the whole task or per query."""
+    from mm_rerank_components.eval.pipelines import ScoredUnion
+
+    stats = model.calibrator.stats
+    items = {q: list(v) for q, v in union.items.items()}
+    groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for qid, rows in items.items():
+        for i, (_, modality, _) in enumerate(rows):
+            groups.setdefault((qid if scope == "query" else "", modality), []).append((qid, i))
+    for (_, modality), members in groups.items():
+        prior = stats.get(modality, {}).get("positive_rate")
+        if not prior:
+            continue
+        probs = np.asarray([items[q][i][2] for q, i in members])
+        adjusted, _ = em_prior(probs, float(prior))
+        for (q, i), v in zip(members, adjusted, strict=True):
+            doc, m, _ = items[q][i]
+            items[q][i] = (doc, m, float(v))
+    return ScoredUnion(union.scorer, items)
+
+
+def _pairs(p: PreparedTask, union: Any) -> tuple[list[float], list[str], list[int], list[str]]:
+    probs, mods, labels, queries = [], [], [], []
+    for qid in p.task.query_ids("test"):
+        for doc, kind, prob in union.items[qid]:
+            probs.append(prob)
+            mods.append(kind)
+            labels.append(1 if p.task.qrels[qid].get(doc, 0) > 0 else 0)
+            queries.append(qid)
+    return probs, mods, labels, queries
+
+
+def calibration_cells(prepared: list[PreparedTask], unions: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per task x modality: calibration-in-the-large among pairs predicted >= 0.1 with its query-bootstrap
+    95% CI, whether that CI of predicted/observed overlaps [0.75, 1.25], and ECE."""
+    from mm_rerank_components.eval.targets import calibration_figures
+
+    cells = []
+    for p in prepared:
+        for modality, fig in calibration_figures(*_pairs(p, unions[p.task.name])).items():
+            big = fig["above_0.1"]
+            lo, hi = big.get("lo", float("nan")), big.get("hi", float("nan"))
+            measured = big["pairs"] > 0 and np.isfinite(lo) and np.isfinite(hi)
+            cells.append(
+                {
+                    "task": p.task.name,
+                    "modality": modality,
+                    "pairs": big["pairs"],
+                    "predicted": big["mean_predicted"],
+                    "observed": big["observed_rate"],
+                    "gap": big["relative_gap"],
+                    "lo": lo,
+                    "hi": hi,
+                    "verdict": ("met" if lo <= 0.25 and hi >= -0.25 else "missed") if measured else "n/a",
+                    "ece": fig["ece"],
+                }
+            )
+    return cells
+
+
+def ranking_lines(prepared: list[PreparedTask], unions: dict[str, Any]) -> list[str]:
+    """Per task R@10 and nDCG@10 against the best fusion, picture share; pooled against every fusion."""
+    from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
+    from mm_rerank_components.eval.pipelines import calibrated_run, fusion_run
+    from mm_rerank_components.eval.stats import paired_bootstrap, pooled
+
+    lines, per_task = [], {}
+    for p in prepared:
+        task, test = p.task, p.task.query_ids("test")
+        metrics = evaluate_run(task, calibrated_run(unions[task.name], None, test), test)
         fusions = {
-            f: evaluate_run(task, fusion_run(p.first, f, test, *DEFAULT_DEPTH), test)
-            for f in ("rrf", "minmax", "zscore")
+            f: evaluate_run(task, fusion_run(p.first, f, test, *DEFAULT_DEPTH), test) for f in LABEL_FREE
         }
+        per_task[task.name] = (metrics, fusions, test)
         parts = [f"{task.name:17s}"]
         for metric in ("recall@10", "ndcg@10"):
             best = max(fusions, key=lambda f: fusions[f]["overall"][metric])
             r = paired_bootstrap(
                 per_query_values(metrics, metric, test), per_query_values(fusions[best], metric, test)
             )
-            parts.append(
-                f"{metric} {r['a']:.3f} vs {best} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] "
-                f"{r['verdict']}"
-            )
-        parts.append(
-            f"pictures {100 * metrics['image_share@10']:.0f}% vs {100 * metrics['relevant_image_share']:.0f}%"
+            parts.append(f"{metric} {r['a']:.3f} vs {best} {_ci(r)} {r['verdict']}")
+        share = paired_bootstrap(
+            per_query_values(metrics, "image_share@10", test),
+            per_query_values(metrics, "relevant_image_share", test),
         )
-        probs: list[float] = []
-        mods: list[str] = []
-        labels: list[int] = []
-        for qid in test:
-            for doc, kind, prob in union.items[qid]:
-                probs.append(prob)
-                mods.append(kind)
-                labels.append(1 if task.qrels[qid].get(doc, 0) > 0 else 0)
-        for modality, fig in calibration_figures(probs, mods, labels).items():
-            big = fig["above_0.1"]
-            parts.append(
-                f"{modality} >=0.1 {big['mean_predicted']:.3f}/{big['observed_rate']:.3f} "
-                f"ECE {fig['ece']:.3f}"
+        parts.append(
+            f"pictures {100 * share['a']:.0f}% vs {100 * share['b']:.0f}% relevant, "
+            f"{100 * share['diff']:+.0f} [{100 * share['lo']:+.0f}, {100 * share['hi']:+.0f}] points"
+        )
+        lines.append("; ".join(parts))
+    for metric in ("recall@10", "ndcg@10"):
+        parts = [f"pooled {metric}"]
+        for f in LABEL_FREE:
+            r = pooled(
+                {
+                    t: (per_query_values(m, metric, q), per_query_values(fs[f], metric, q))
+                    for t, (m, fs, q) in per_task.items()
+                }
             )
+            parts.append(f"vs {f} {_ci(r)}")
         lines.append("; ".join(parts))
     return lines
 
 
-def captioned_check(prepared: list[PreparedTask], cache: Path, settings: dict[str, Any]) -> list[str]:
+LABEL_FREE = ("raw-merge", "rrf", "minmax", "zscore")
+
+
+def _ci(r: dict[str, Any]) -> str:
+    return f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+
+
+def cell_lines(cells: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for c in cells:
+        lines.append(
+            f"  {c['task']:17s} {c['modality']:5s} >=0.1: {c['predicted']:.3f} predicted vs "
+            f"{c['observed']:.3f} observed ({c['pairs']} pairs), gap {100 * c['gap']:+.0f}% "
+            f"[{100 * c['lo']:+.0f}%, {100 * c['hi']:+.0f}%] {c['verdict']}; ECE {c['ece']:.3f}"
+        )
+    verdicts = [c["verdict"] for c in cells]
+    worst = max(c["ece"] for c in cells)
+    lines.append(
+        f"  cells: {verdicts.count('met')} met, {verdicts.count('missed')} missed, "
+        f"{verdicts.count('n/a')} n/a; worst ECE {worst:.3f}"
+    )
+    return lines
+
+
+def loto(
+    prepared: list[PreparedTask],
+    options: FusionOptions,
+    one_map: bool,
+    routes: bool,
+    prior_em: str | None = None,
+) -> list[str]:
+    """Leave-one-task-out lines for ``fit_fusion(options)``: fit on every other task, test on one."""
+    unions = loto_unions(prepared, options, routes=routes, one_map=one_map, prior_em=prior_em)
+    return ranking_lines(prepared, unions) + cell_lines(calibration_cells(prepared, unions))
+
+
+def captioned_check(prepared: list[PreparedTask], cache: Path, settings: FusionOptions) -> list[str]:
     """Tux Paint with captioned pictures: each picture carries its French caption (a text+image document).
 
     The default is fitted as shipped on every task but Tux Paint and measured on Tux Paint's test
@@ -240,7 +373,7 @@ def captioned_check(prepared: list[PreparedTask], cache: Path, settings: dict[st
     return lines
 
 
-def no_routes_check(prepared: list[PreparedTask], settings: dict[str, Any]) -> list[str]:
+def no_routes_check(prepared: list[PreparedTask], settings: FusionOptions) -> list[str]:
     """Leave-one-task-out, the default on candidates without ``source`` and ``retrieval_score``.
 
     What a reranker gets from a retriever that returns no scores (a plain LangChain retriever): the
@@ -281,23 +414,30 @@ def no_routes_check(prepared: list[PreparedTask], settings: dict[str, Any]) -> l
 
 
 def _run_loto(args: argparse.Namespace, prepared: list[PreparedTask], cache: Path) -> int:
-    settings = dict(FIT_SETTINGS)
-    for key, value in (
-        ("l2", args.l2),
-        ("bm25", args.bm25),
-        ("listwise", args.listwise),
-        ("modality_floor", args.floor),
-    ):
-        if value is not None:
-            settings[key] = value
-    print(f"leave-one-task-out, {settings}{', one Platt map' if args.one_map else ''}:")
-    for line in loto(prepared, settings, args.one_map):
+    changes = {
+        key: value
+        for key, value in (
+            ("l2", args.l2),
+            ("bm25", args.bm25),
+            ("listwise", args.listwise),
+            ("modality_floor", args.floor),
+            ("calibrate_by", args.calibrate_by),
+            ("route_free", args.route_free),
+        )
+        if value is not None
+    }
+    options = FIT_OPTIONS.replace(**changes)
+    print(f"leave-one-task-out, {options}{', one Platt map' if args.one_map else ''}:")
+    for line in loto(prepared, options, args.one_map, routes=True, prior_em=args.prior_em):
         print(line)
     if args.captioned:
-        for line in captioned_check(prepared, cache, settings):
+        for line in captioned_check(prepared, cache, options):
             print(line)
     if args.no_routes:
-        for line in no_routes_check(prepared, settings):
+        print("the same models on candidates without source and retrieval_score:")
+        for line in loto(prepared, options, args.one_map, routes=False, prior_em=args.prior_em):
+            print(line)
+        for line in no_routes_check(prepared, options):
             print(line)
     return 0
 
@@ -325,6 +465,22 @@ def main() -> int:
         help="with --loto: the listwise features",
     )
     parser.add_argument("--floor", type=int, default=None, help="with --loto: the modality floor (0 = none)")
+    parser.add_argument(
+        "--prior-em",
+        choices=("task", "query"),
+        default=None,
+        help="with --loto: re-estimate each modality's prior from the test pools by EM (Saerens 2002), "
+        "over the whole task or per query (label-free)",
+    )
+    parser.add_argument(
+        "--calibrate-by", choices=("query", "group"), default=None, help="with --loto: calibration folds"
+    )
+    parser.add_argument(
+        "--route-free",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --loto: the route-free head for lists without retrieval scores",
+    )
     parser.add_argument(
         "--no-routes",
         action="store_true",

@@ -426,6 +426,14 @@ def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> No
     assert set(results["latency"][task.name]) == {"1", "2"}
     assert results["latency"][task.name]["2"]["candidates"] > results["latency"][task.name]["1"]["candidates"]
     assert "default" in results["depth_sweep"][task.name]["depths"]["2"]
+    # the same models on candidates stripped of route signals, with their calibration checked
+    assert {"default-no-routes", "adapted-no-routes"} <= set(entry["pipelines"])
+    assert any("ECE" in c["name"] for c in rows["default-no-routes"]["checks"])
+    from mm_rerank_components.eval.report import EvalReport
+
+    text = EvalReport(results).markdown()
+    assert "### Targets: default-no-routes (default, candidates without route signals)" in text
+    assert text.count("## ") >= 2 and "retriever's own merge" in text
 
 
 def test_learned_rows_are_skipped_with_a_reason_without_the_adapt_extra(

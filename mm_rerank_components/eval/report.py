@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from mm_rerank_components._deps import pyplot
 
-__all__ = ["plot_recall", "plot_score_distributions", "write_json", "write_markdown"]
+__all__ = ["EvalReport", "plot_recall", "plot_score_distributions", "write_json", "write_markdown"]
 
 _FAMILY_COLORS = {"route": "#9e9e9e", "fusion": "#5b8def", "rerank": "#e8743b", "learned": "#2ca02c"}
 
@@ -25,7 +26,7 @@ def family(pipeline: str) -> str:
     """``"route"`` (one route), ``"fusion"`` (label-free merges), ``"rerank"`` or ``"learned"``."""
     if pipeline in ("text-only", "image-only"):
         return "route"
-    if pipeline in ("default", "adapted"):
+    if pipeline.split("-no-routes")[0] in ("default", "adapted"):
         return "learned"
     return "rerank" if pipeline.startswith("rerank:") else "fusion"
 
@@ -255,50 +256,82 @@ def _depth_lines(sweep: Mapping[str, Any], latency: Mapping[str, Any] | None) ->
     return lines
 
 
-def write_markdown(results: Mapping[str, Any], path: Path, image_dir: str | None = None) -> Path:
-    """A human-readable report: per task the tables, every target with its CI and verdict, calibration,
-    the pooled checks, the depth sweep and plots."""
-    lines = ["# mm-rerank evaluation", ""]
-    config = results.get("config", {})
+@dataclass
+class EvalReport:
+    """The results of :func:`~mm_rerank_components.eval.runner.run_evaluation`, formatting themselves.
+
+    Example:
+        >>> report = EvalReport(results)  # doctest: +SKIP
+        >>> print(report.markdown())  # doctest: +SKIP
+        >>> report.write(Path("reports/eval"))  # doctest: +SKIP
+    """
+
+    results: Mapping[str, Any]
+
+    def markdown(self, image_dir: str | None = None) -> str:
+        """Per task the tables, every target with its CI and verdict, calibration, the pooled checks,
+        the depth sweep and plots."""
+        lines = ["# mm-rerank evaluation", "", self._preamble(), ""]
+        for task_name, task in self.results["tasks"].items():
+            lines += _task_lines(task_name, task, image_dir)
+        for row, checks in self.results.get("pooled", {}).items():
+            if checks:
+                lines += [f"## {row}: pooled over tasks (stratified bootstrap)", "", *_checks_lines(checks)]
+        if self.results.get("depth_sweep"):
+            lines += _depth_lines(self.results["depth_sweep"], self.results.get("latency"))
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path, image_dir: str | None = None) -> Path:
+        """``results.json`` and ``report.md`` into ``out_dir``; returns the markdown's path."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.results, out_dir / "results.json")
+        path = out_dir / "report.md"
+        path.write_text(self.markdown(image_dir), encoding="utf-8")
+        return path
+
+    def _preamble(self) -> str:
+        config = self.results.get("config", {})
+        return (
+            f"First stage: `{config.get('embedder')}`, k_text={config.get('k_text')}, "
+            f"k_image={config.get('k_image')}; the candidates are merged by the retriever's own merge "
+            "(routes interleaved rank by rank). Metrics by ranx; the headline split is "
+            f"**{config.get('split', 'test')}** (held-out queries that no calibration, choice or learned "
+            "row was fitted on). Every comparison carries a paired bootstrap 95% CI over queries: met = "
+            "the CI clears the target, missed = it falls short entirely, tie = it spans the target "
+            "(calibration-in-the-large: met = the whole CI within +-25%, missed = wholly outside, n/a = no "
+            "pair predicted >= 0.1 or all from one query, nothing measured)."
+        )
+
+
+def _task_lines(task_name: str, task: Mapping[str, Any], image_dir: str | None) -> list[str]:
+    summary = task["summary"]
+    lines = [f"## {task_name}", "", task["description"], ""]
     lines.append(
-        f"First stage: `{config.get('embedder')}`, k_text={config.get('k_text')}, "
-        f"k_image={config.get('k_image')}. Metrics by ranx; the headline split is "
-        f"**{config.get('split', 'test')}** (held-out queries that no calibration, choice or learned "
-        "row was fitted on). Every comparison carries a paired bootstrap 95% CI over queries: met = "
-        "the CI clears the target, missed = it falls short entirely, tie = it spans the target "
-        "(calibration-in-the-large: met = the whole CI within +-25%, missed = wholly outside, n/a = no "
-        "pair predicted >= 0.1 or all from one query, nothing measured)."
+        f"{summary['documents']} documents ({summary['text_documents']} text, "
+        f"{summary['image_documents']} image); {summary['queries']} queries "
+        f"({summary['dev_queries']} dev, {summary['test_queries']} held-out test). Union recall "
+        f"(the ceiling of any reranker over this pool): {task['union_recall']['mean']:.3f}."
     )
     lines.append("")
-    for task_name, task in results["tasks"].items():
-        summary = task["summary"]
-        lines += [f"## {task_name}", "", task["description"], ""]
-        lines.append(
-            f"{summary['documents']} documents ({summary['text_documents']} text, "
-            f"{summary['image_documents']} image); {summary['queries']} queries "
-            f"({summary['dev_queries']} dev, {summary['test_queries']} held-out test). Union recall "
-            f"(the ceiling of any reranker over this pool): {task['union_recall']['mean']:.3f}."
-        )
-        lines.append("")
-        lines += ["### Held-out test queries", "", *_pipeline_table(task, "test")]
-        lines += [
-            "### Dev queries",
-            "",
-            "(`adapted` is fitted on these, so its dev row is in-sample.)",
-            "",
-            *_pipeline_table(task, "dev"),
-        ]
-        for row, info in (task.get("targets") or {}).get("rows", {}).items():
-            lines += [f"### Targets: {row} ({info['role']})", "", *_checks_lines(info["checks"])]
-        if task.get("calibration"):
-            lines += _calibration_lines(task)
-        if image_dir is not None and task.get("plots"):
-            for caption, file_name in task["plots"].items():
-                lines += [f"![{caption}]({image_dir}/{file_name})", ""]
-    for row, checks in results.get("pooled", {}).items():
-        if checks:
-            lines += [f"## {row}: pooled over tasks (stratified bootstrap)", "", *_checks_lines(checks)]
-    if results.get("depth_sweep"):
-        lines += _depth_lines(results["depth_sweep"], results.get("latency"))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines += ["### Held-out test queries", "", *_pipeline_table(task, "test")]
+    lines += [
+        "### Dev queries",
+        "",
+        "(`adapted` is fitted on these, so its dev row is in-sample.)",
+        "",
+        *_pipeline_table(task, "dev"),
+    ]
+    for row, info in (task.get("targets") or {}).get("rows", {}).items():
+        lines += [f"### Targets: {row} ({info['role']})", "", *_checks_lines(info["checks"])]
+    if task.get("calibration"):
+        lines += _calibration_lines(task)
+    if image_dir is not None and task.get("plots"):
+        for caption, file_name in task["plots"].items():
+            lines += [f"![{caption}]({image_dir}/{file_name})", ""]
+    return lines
+
+
+def write_markdown(results: Mapping[str, Any], path: Path, image_dir: str | None = None) -> Path:
+    """Write :meth:`EvalReport.markdown` to ``path``."""
+    path.write_text(EvalReport(results).markdown(image_dir), encoding="utf-8")
     return path

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -435,65 +436,32 @@ def run_evaluation(
         >>> results = run_evaluation([task], HashingEmbedder(), {"fake": FakeScorer()})  # doctest: +SKIP
         >>> results["tasks"][task.name]["targets"]["rows"]  # doctest: +SKIP
     """
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
-    if k_text < 1 or k_image < 1 or any(d < 1 for d in depths):
-        raise ValueError(
-            f"depths must be >= 1, got k_text={k_text}, k_image={k_image}, depths={list(depths)}"
-        )
+    _check_options(methods, k_text, k_image, depths)
     say = _Reporter(progress)
     base = (k_text, k_image)
     deepest = (max([k_text, *depths]), max([k_image, *depths]))
-    results: dict[str, Any] = {
-        "config": {
-            "embedder": embedder.name,
-            "k_text": k_text,
-            "k_image": k_image,
-            "depths": list(depths),
-            "scorers": list(scorers),
-            "methods": list(methods),
-            "split": "test",
-        },
-        "tasks": {},
+    config = {
+        "embedder": embedder.name,
+        "k_text": k_text,
+        "k_image": k_image,
+        "depths": list(depths),
+        "scorers": list(scorers),
+        "methods": list(methods),
+        "split": "test",
     }
+    results: dict[str, Any] = {"config": config, "tasks": {}}
     prepared = _prepare(tasks, embedder, scorers, deepest, cache_dir, say)
     if scored_out is not None:
         scored_out.update(
             {p.task.name: {n: su.restrict(p.first, *base) for n, su in p.scored.items()} for p in prepared}
         )
-    img_dir = out_dir / "img" if out_dir is not None else None
-    if img_dir is not None and plots:
+    img_dir = out_dir / "img" if out_dir is not None and plots else None
+    if img_dir is not None:
         img_dir.mkdir(parents=True, exist_ok=True)
     models: dict[tuple[str, str], Any] = {}
     for prep in prepared:
-        task = prep.task
-        started = time.perf_counter()
-        dev, test = task.query_ids("dev"), task.query_ids("test")
-        entry: dict[str, Any] = {
-            "summary": task.summary(),
-            "description": task.description,
-            "test_queries": test,
-            "pipelines": {},
-            "calibration": {},
-            "plots": {},
-        }
-        runs, calibrators, learned = _task_rows(
-            prep, prepared, scorers, methods, base, base, models, entry, say, learned_scorer
-        )
-        for name, run in runs.items():
-            entry["pipelines"][name] = {
-                "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),
-                "test": evaluate_run(task, {q: run[q] for q in test}, test),
-            }
-        ceiling = union_recall(prep.first, task, test, *base)
-        entry["union_recall"] = {"mean": float(np.mean(list(ceiling.values()))), "per_query": ceiling}
-        entry["targets"] = _targets(entry, test)
-        if plots and img_dir is not None:
-            scored = {n: su.restrict(prep.first, *base) for n, su in prep.scored.items()}
-            entry["plots"] = _plots(task, entry, calibrators, scored, learned, img_dir, learned_scorer)
-        entry["seconds"] = round(time.perf_counter() - started, 1)
-        results["tasks"][task.name] = entry
+        context = _TaskContext(prepared, scorers, methods, base, models, say, learned_scorer)
+        results["tasks"][prep.task.name] = _task_entry(prep, context, img_dir)
     results["pooled"] = {
         row: pooled_checks(results["tasks"], row, "default" if row == "default" else "chosen")
         for row in ("default", "adapted")
@@ -505,12 +473,73 @@ def run_evaluation(
         if latency is not None:
             results["latency"] = measure_latency(prepared, latency, depths)
     if out_dir is not None:
-        from mm_rerank_components.eval.report import write_json, write_markdown
+        from mm_rerank_components.eval.report import EvalReport
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(results, out_dir / "results.json")
-        write_markdown(results, out_dir / "report.md", image_dir="img" if plots else None)
+        EvalReport(results).write(out_dir, image_dir="img" if plots else None)
     return results
+
+
+def _check_options(methods: Sequence[str], k_text: int, k_image: int, depths: Sequence[int]) -> None:
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    if k_text < 1 or k_image < 1 or any(d < 1 for d in depths):
+        raise ValueError(
+            f"depths must be >= 1, got k_text={k_text}, k_image={k_image}, depths={list(depths)}"
+        )
+
+
+@dataclass
+class _TaskContext:
+    """What every task's rows share in one run (the other tasks, scorers, fitted models, progress)."""
+
+    prepared: Sequence[PreparedTask]
+    scorers: Mapping[str, Any]
+    methods: Sequence[str]
+    base: tuple[int, int]
+    models: dict[tuple[str, str], Any]
+    say: _Reporter
+    learned_scorer: str | None
+
+
+def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> dict[str, Any]:
+    """One task's results: every pipeline on dev and test, union recall, targets, plots."""
+    task = prep.task
+    started = time.perf_counter()
+    dev, test = task.query_ids("dev"), task.query_ids("test")
+    entry: dict[str, Any] = {
+        "summary": task.summary(),
+        "description": task.description,
+        "test_queries": test,
+        "pipelines": {},
+        "calibration": {},
+        "plots": {},
+    }
+    runs, calibrators, learned = _task_rows(
+        prep,
+        ctx.prepared,
+        ctx.scorers,
+        ctx.methods,
+        ctx.base,
+        ctx.base,
+        ctx.models,
+        entry,
+        ctx.say,
+        ctx.learned_scorer,
+    )
+    for name, run in runs.items():
+        entry["pipelines"][name] = {
+            "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),
+            "test": evaluate_run(task, {q: run[q] for q in test}, test),
+        }
+    ceiling = union_recall(prep.first, task, test, *ctx.base)
+    entry["union_recall"] = {"mean": float(np.mean(list(ceiling.values()))), "per_query": ceiling}
+    entry["targets"] = _targets(entry, test)
+    if img_dir is not None:
+        scored = {n: su.restrict(prep.first, *ctx.base) for n, su in prep.scored.items()}
+        entry["plots"] = _plots(task, entry, calibrators, scored, learned, img_dir, ctx.learned_scorer)
+    entry["seconds"] = round(time.perf_counter() - started, 1)
+    return entry
 
 
 def compare_results(current: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
