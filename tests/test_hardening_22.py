@@ -347,6 +347,7 @@ def test_row14_idle_slow_headers_and_slow_body_are_cut_off() -> None:
         engine.close()
 
 
+@pytest.mark.slow
 def test_row14_health_answers_within_50_ms_while_a_large_request_is_scored() -> None:
     engine = RerankEngine(ServeConfig(scorer="fake"))
     live = LiveServer(engine)
