@@ -67,12 +67,16 @@ class ServeConfig:
         max_concurrency: requests handled at once in worker threads (most of them wait for their scores).
         cpu_slots: of those, how many may parse and decode at once (default: the CPU count).
         max_pending: requests admitted at once; more get 503 with ``Retry-After``.
-        request_timeout_s: most seconds a request may take (then 504); a scoring pass that runs longer
-            is abandoned (its caller gets 504) and its worker thread replaced.
+        request_timeout_s: most seconds a request may take (then 504).
+        pass_timeout_s: most seconds one scoring pass may run before it is abandoned (its callers get
+            504) and its worker thread replaced; default half of ``request_timeout_s``, so requests
+            queued behind a stuck pass still get their scores within their own deadline.
         max_stuck_passes: abandoned passes still running in the background before the server stops
             taking requests (503, ``/ready`` 503) until one of them returns.
         max_body_bytes: largest request body (413).
         max_documents: most documents per request (413).
+        max_document_chars: longest text of one document or query (413): a model reads a few thousand
+            characters, and one huge string would hold the interpreter (and ``/health``) in C calls.
         max_image_bytes, max_image_pixels: per image (413 or a per-document error).
         max_request_pixels: decoded pixels of all the images of one request together (413), checked from
             the image headers before anything is decoded.
@@ -101,9 +105,11 @@ class ServeConfig:
     cpu_slots: int | None = None
     max_pending: int = 1024
     request_timeout_s: float = 60.0
+    pass_timeout_s: float | None = None
     max_stuck_passes: int = 2
     max_body_bytes: int = 32 * 1024 * 1024
     max_documents: int = 1000
+    max_document_chars: int = 1_000_000
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_request_pixels: int = 100_000_000
@@ -122,6 +128,7 @@ class ServeConfig:
             "max_documents": self.max_documents,
             "max_stuck_passes": self.max_stuck_passes,
             "max_request_pixels": self.max_request_pixels,
+            "max_document_chars": self.max_document_chars,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -130,8 +137,10 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.cpu_slots must be a positive int or None, got {self.cpu_slots!r}")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
-        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s", "pass_timeout_s"):
             value = getattr(self, name)
+            if value is None and name == "pass_timeout_s":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ValueError(f"ServeConfig.{name} must be a positive number of seconds, got {value!r}")
         if self.api_key is not None and not self.api_key.strip():
@@ -421,7 +430,7 @@ class RerankEngine:
         if submit is None:
             self.pool = ScoringPool(
                 self.config.score_workers,
-                deadline_s=self.config.request_timeout_s,
+                deadline_s=self.config.pass_timeout_s or self.config.request_timeout_s / 2,
                 max_stuck=self.config.max_stuck_passes,
                 on_abandon=self.metrics.abandoned_passes.inc,
             )
@@ -558,6 +567,7 @@ class RerankEngine:
         # starve the event loop (and /health) while the other requests just wait for their scores
         with self._cpu:
             request = parse_request(decode_body(body), self.config.limits, api)
+            _check_text_sizes(request, self.config.max_document_chars)
             request = _check_pixel_budget(request, self.config.max_request_pixels)
             request = decode_images(request, self.config.image_options)
         for candidate in request.candidates:
@@ -604,15 +614,15 @@ class RerankEngine:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``(ready, body)`` for ``GET /ready``: models loaded, one warm-up request run, nothing stuck."""
-        if self.warm_error is not None:
-            return False, {"status": "not ready", "reason": f"the warm-up request failed: {self.warm_error}"}
-        if not self.warmed:
-            return False, {"status": "not ready", "reason": "warming up (one request through the models)"}
         if self.pool is not None and self.pool.saturated:
             return False, {
                 "status": "not ready",
                 "reason": f"{self.pool.stuck} scoring passes are stuck past their deadline",
             }
+        if self.warm_error is not None:
+            return False, {"status": "not ready", "reason": f"the warm-up request failed: {self.warm_error}"}
+        if not self.warmed:
+            return False, {"status": "not ready", "reason": "warming up (one request through the models)"}
         return True, {"status": "ready", "model": self.model}
 
     def start_warm_up(self) -> None:
@@ -658,6 +668,23 @@ def _scoring_failure(exc: Exception) -> RequestError:
         kind="scorer_error",
         status=500,
     )
+
+
+def _check_text_sizes(request: RerankRequest, limit: int) -> None:
+    """413 for a query or document text over ``limit`` characters."""
+    texts = [("query", request.query.text)] + [
+        (f"documents[{index}]", candidate.text)
+        for candidate, index in zip(request.candidates, request.positions, strict=True)
+    ]
+    for where, text in texts:
+        if text is not None and len(text) > limit:
+            raise RequestError(
+                f"{where} has {len(text)} characters, over this server's limit of {limit}; send the "
+                "passage a model reads (split long documents into passages)",
+                kind="document_too_long",
+                status=413,
+                index=None if where == "query" else int(where[10:-1]),
+            )
 
 
 def _image_bytes(ref: Any) -> bytes | None:
