@@ -246,6 +246,34 @@ def test_search_route_returns_the_rows_of_query_json(hashing_retriever: Any) -> 
         engine.close()
 
 
+def test_serve_cli_defaults_to_the_product_default_and_searches_its_db(
+    hashing_retriever: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mm_rerank_components.cli import _parser, main
+    from mm_rerank_components.cli.serve import config_from_args, run, search_service
+
+    assert config_from_args(_parser().parse_args(["serve"])).scorer == "default"
+    assert config_from_args(_parser().parse_args(["serve", "--scorer", "fake"])).scorer == "fake"
+    with pytest.raises(ValueError, match="is not a folder"):
+        search_service(_parser().parse_args(["serve", "--db", "/nonexistent/db"]))
+    with pytest.raises(ValueError, match="served without --ray"):
+        run(_parser().parse_args(["serve", "--ray", "--db", "x"]))
+
+    db = str(hashing_retriever.path)
+    args = _parser().parse_args(["serve", "--scorer", "fake", "--db", db, "--embedder", "hashing"])
+    engine = RerankEngine(config_from_args(args))
+    try:
+        app = create_app(engine)
+        add_search_routes(app, engine, search_service(args))
+        rows = TestClient(app).post("/v1/search", json={"query": "red fox", "top_n": 0}).json()["results"]
+    finally:
+        engine.close()
+    argv = ["query", "red fox", "--db", db, "--embedder", "hashing", "--scorer", "fake", "--top-n", "0"]
+    assert main([*argv, "--repeat", "0", "--json"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert rows == printed and len(rows) == 4
+
+
 # -- every face, real starter models, the product default --------------------------------------------------------
 
 PASSAGES = {

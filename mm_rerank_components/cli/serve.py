@@ -1,5 +1,10 @@
 """``mm-rerank serve``: the rerank HTTP service (Jina/vLLM ``/v1/rerank``, Cohere ``/v2/rerank``).
 
+With no flags it serves the product default, :func:`~mm_rerank_components.defaults.default_reranker`
+(``--scorer starter``: the starter scorer fused with the first stage's signals, as ``mm-rerank query``).
+``--db DB`` adds ``POST /v1/search``, which retrieves and reranks in process and returns the rows of
+``mm-rerank query --json`` (:mod:`mm_rerank_components.serving.search`).
+
 Runs under uvicorn in this process, or with ``--ray`` as a Ray Serve application with ``--replicas N``.
 The API key comes from ``--api-key`` or the ``MM_RERANK_API_KEY`` environment variable (better: it stays
 out of the process list).
@@ -13,6 +18,8 @@ import json
 import os
 import sys
 from typing import Any
+
+from mm_rerank_components.cli._common import embedder_spec
 
 _MB = 1024 * 1024
 
@@ -65,6 +72,31 @@ def register(sub: Any) -> None:
     limits.add_argument(
         "--timeout", type=float, default=60.0, help="seconds a request may wait for scores (60)"
     )
+    search = serve.add_argument_group("search (POST /v1/search)")
+    search.add_argument(
+        "--db",
+        default=None,
+        metavar="DB",
+        help="an embedded Chroma folder (mm-rerank ingest) to search: adds POST /v1/search, which retrieves "
+        "and reranks in process and returns the rows of mm-rerank query --json",
+    )
+    search.add_argument("--text-collection", default="mm_text", help="text collection (default mm_text)")
+    search.add_argument(
+        "--image-collection", default="mm_images", help="image collection (default mm_images)"
+    )
+    search.add_argument(
+        "--embedder",
+        type=embedder_spec,
+        default="starter",
+        metavar="{starter,hashing,clip:PATH}",
+        help="the database's embedding functions (default starter, as mm-rerank ingest)",
+    )
+    search.add_argument(
+        "--images",
+        choices=("preview", "original"),
+        default="preview",
+        help="what the reranker reads for a picture (default preview, as mm-rerank query)",
+    )
     ray = serve.add_argument_group("Ray Serve")
     ray.add_argument("--ray", action="store_true", help="serve with Ray Serve (extra 'ray')")
     ray.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
@@ -91,7 +123,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if not isinstance(kwargs, dict):
             raise ValueError(f"--scorer-kwargs must be a JSON object, got {args.scorer_kwargs!r}")
     return ServeConfig(
-        scorer=args.scorer,
+        # "starter" is the product default, as in mm-rerank query: the starter scorer fused with the
+        # first stage's signals (default_reranker), not the bare scorer
+        scorer="default" if args.scorer == "starter" else args.scorer,
         scorer_kwargs=kwargs,
         reranker_folder=args.reranker,
         device=args.device,
@@ -122,8 +156,33 @@ def _autoscale(text: str | None) -> tuple[int, int] | None:
     return int(low), int(high)
 
 
+def search_service(args: argparse.Namespace) -> Any:
+    """The :class:`~mm_rerank_components.serving.search.SearchService` ``--db`` names (database opened and
+    embedders loaded now), or None without ``--db``."""
+    if args.db is None:
+        return None
+    from pathlib import Path
+
+    from mm_rerank_components.retrievers.chroma import ChromaMultiCollectionRetriever
+    from mm_rerank_components.serving.search import SearchService
+
+    if not Path(args.db).is_dir():
+        raise ValueError(f"--db {args.db!r} is not a folder; give the database mm-rerank ingest wrote")
+    retriever = ChromaMultiCollectionRetriever(
+        path=args.db,
+        text_collection=args.text_collection,
+        image_collection=args.image_collection,
+        embedder=args.embedder,
+        candidate_image=args.images,
+    )
+    retriever.warm_up()
+    return SearchService(retriever)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.ray and args.db is not None:
+        raise ValueError("--db (POST /v1/search) is served without --ray; drop one of the two")
     if args.ray:
         from mm_rerank_components.serving.ray import run_ray
 
@@ -146,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     # loop in quickly (the default 5 ms, times the threads queued for the GIL, is felt in /health's p99)
     sys.setswitchinterval(float(os.environ.get("MM_RERANK_SWITCH_INTERVAL", "0.001")))
     engine = RerankEngine(config)
+    service = search_service(args)
     if os.environ.get("MM_RERANK_GC_FREEZE", "1") == "1":
         # the models and imports are long-lived: keep them out of the collector's full passes, whose
         # pauses stop every thread (the event loop too)
@@ -153,12 +213,18 @@ def run(args: argparse.Namespace) -> int:
         gc.freeze()
     print(
         f"mm-rerank serve: {engine.model} on http://{args.host}:{args.port} "
-        f"(POST /v1/rerank, /rerank, /v2/rerank; GET /health, /metrics, /docs)",
+        f"(POST /v1/rerank, /rerank, /v2/rerank{', /v1/search' if service else ''}; GET /health, /metrics, "
+        "/docs)",
         file=sys.stderr,
     )
+    app = create_app(engine)
+    if service is not None:
+        from mm_rerank_components.serving.search import add_search_routes
+
+        add_search_routes(app, engine, service)
     try:
         uvicorn.run(
-            create_app(engine),
+            app,
             host=args.host,
             port=args.port,
             log_level="warning",
