@@ -29,7 +29,7 @@ from mm_rerank_components.cli._common import format_table, set_threads
 __all__ = ["COMMANDS", "format_table", "main", "set_threads"]
 
 #: Command modules under ``mm_rerank_components.cli``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("ingest", "query", "info", "eval", "serve", "adapt")
+COMMANDS: tuple[str, ...] = ("ingest", "query", "shell", "info", "eval", "serve", "adapt")
 
 #: Commands whose arguments are handed over untouched to their ``run_raw(argv)``.
 _RAW = frozenset({"eval"})
