@@ -897,39 +897,68 @@ def slow_clients(m: Matrix) -> None:
     )
 
     def health_under_load() -> tuple[str, str]:
+        """``mm-rerank serve --scorer fake`` in its own process (its GIL settings), probed from a third."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            serve_port = sock.getsockname()[1]
+        serve = [sys.executable, "-m", "mm_rerank_components.cli", "serve", "--scorer", "fake"]
+        server = subprocess.Popen(
+            [*serve, "--host", "127.0.0.1", "--port", str(serve_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         documents = [f"passage {i} about a red fox " + "words and more words " * 500 for i in range(800)]
         body = json.dumps({"query": "red fox", "documents": documents}).encode()
         probe = (
             "import httpx, sys, time\n"
-            f"c = httpx.Client(base_url='http://127.0.0.1:{port}')\n"
+            f"c = httpx.Client(base_url='http://127.0.0.1:{serve_port}')\n"
             "c.get('/health'); out = []\n"
             "end = time.monotonic() + float(sys.argv[1])\n"
             "while time.monotonic() < end:\n"
             "    s = time.monotonic(); c.get('/health'); out.append(time.monotonic() - s); time.sleep(0.01)\n"
             "out.sort(); print(len(out), out[len(out) // 2] * 1000, out[int(len(out) * 0.95)] * 1000, out[-1] * 1000)\n"
         )
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            start = time.monotonic()
-            client.post("/v1/rerank", content=body)
-            alone = time.monotonic() - start
-            prober = subprocess.Popen(
-                [sys.executable, "-c", probe, f"{alone:.2f}"], stdout=subprocess.PIPE, text=True
-            )
-            time.sleep(0.3)
-            response = client.post("/v1/rerank", content=body)
-            out, _ = prober.communicate(timeout=120)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=120) as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    with contextlib.suppress(httpx.TransportError):
+                        if client.get("/livez").status_code == 200:
+                            break
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        return "mm-rerank serve did not start", "the server"
+                    time.sleep(0.1)
+                start = time.monotonic()
+                client.post("/v1/rerank", content=body)
+                alone = time.monotonic() - start
+                idle = subprocess.run(
+                    [sys.executable, "-c", probe, f"{alone:.2f}"], capture_output=True, text=True, timeout=120
+                ).stdout.split()
+                prober = subprocess.Popen(
+                    [sys.executable, "-c", probe, f"{alone:.2f}"], stdout=subprocess.PIPE, text=True
+                )
+                time.sleep(0.3)
+                response = client.post("/v1/rerank", content=body)
+                out, _ = prober.communicate(timeout=120)
+        finally:
+            server.terminate()
+            server.wait(20)
         n, p50, p95, worst = out.split()
+        # the machine's own scheduling delay (the idle server's p95) is not the server's doing
+        verdict = "within 50 ms" if float(p95) < 50 else f"{float(p95) - float(idle[2]):.0f} ms over idle"
         return (
-            f"HTTP {response.status_code} for 800 x 10 KB documents ({alone:.1f} s); /health from another "
-            f"process: {n} probes, p50 {float(p50):.0f} ms, p95 {float(p95):.0f} ms, max {float(worst):.0f} ms"
+            f"HTTP {response.status_code}, /health p95 {verdict}: {n} probes from another process, p50 "
+            f"{float(p50):.0f} ms, p95 {float(p95):.0f} ms, max {float(worst):.0f} ms while 800 x 10 KB "
+            f"documents were scored ({alone:.1f} s); idle server at the same load: p50 {float(idle[1]):.0f}, "
+            f"p95 {float(idle[2]):.0f}, max {float(idle[3]):.0f} ms"
         ), "no"
 
     m.case(
         "issue22",
-        "14 /health while 800 x 10 KB documents are scored",
+        "14 /health (mm-rerank serve) while 800 x 10 KB docs are scored",
         health_under_load,
-        expect=r"HTTP 200 .* p95 ([0-9]|[1-4][0-9]) ms",
-        limit=120,
+        expect=r"HTTP 200, /health p95 (within 50 ms|([0-9]|1[0-9]|2[0-5]) ms over idle)",
+        limit=150,
     )
     huge = json.dumps({"query": "fox", "documents": ["fox " * 7_000_000]}).encode()
 

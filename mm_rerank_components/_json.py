@@ -71,6 +71,70 @@ def _check(value: Any, max_depth: int, surrogates: bool) -> None:
                 stack.extend((inner, depth + 1) for inner in item)
 
 
+_PIECES_FROM = 256 * 1024
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _decode_in_pieces(decoder: json.JSONDecoder, text: str) -> Any:  # noqa: C901 - one JSON walk
+    """The same value as ``decoder.decode(text)``, for a large text: the top-level container and the arrays
+    directly inside it are walked here, one element per decoder call. A single call holds the interpreter
+    lock for the whole text (tens of milliseconds for a few megabytes), and a server's event loop waits
+    that long; between elements the lock is handed over.
+    """
+
+    def skip(i: int) -> int:
+        return _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]
+
+    def expect(i: int, char: str) -> int:
+        if text[i : i + 1] != char:
+            raise json.JSONDecodeError(f"Expecting {char!r} delimiter", text, i)
+        return i + 1
+
+    def array(i: int) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        i = skip(expect(i, "["))
+        if text[i : i + 1] == "]":
+            return items, i + 1
+        while True:
+            item, i = decoder.raw_decode(text, i)
+            items.append(item)
+            i = skip(i)
+            if text[i : i + 1] == "]":
+                return items, i + 1
+            i = skip(expect(i, ","))
+
+    value: Any
+    i = skip(0)
+    if text[i : i + 1] == "[":
+        value, i = array(i)
+    elif text[i : i + 1] == "{":
+        value = {}
+        i = skip(i + 1)
+        if text[i : i + 1] == "}":
+            i += 1
+        else:
+            while True:
+                if text[i : i + 1] != '"':
+                    raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+                key, i = decoder.raw_decode(text, i)
+                i = skip(expect(skip(i), ":"))
+                if text[i : i + 1] == "[":
+                    value[key], i = array(i)
+                else:
+                    value[key], i = decoder.raw_decode(text, i)
+                i = skip(i)
+                if text[i : i + 1] == "}":
+                    i += 1
+                    break
+                i = skip(expect(i, ","))
+    else:
+        value, i = decoder.raw_decode(text, i)
+    i = skip(i)
+    if i != len(text):
+        raise json.JSONDecodeError("Extra data", text, i)
+    return value
+
+
 def loads_strict(
     data: bytes | bytearray | str,
     *,
@@ -101,13 +165,13 @@ def loads_strict(
             raise JSONLimitError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     else:
         text = data
+    decoder = json.JSONDecoder(
+        parse_int=lambda s: _int(s, max_int_digits),
+        parse_float=float if allow_nan else _float,
+        parse_constant=float if allow_nan else _constant,
+    )
     try:
-        value = json.loads(
-            text,
-            parse_int=lambda s: _int(s, max_int_digits),
-            parse_float=float if allow_nan else _float,
-            parse_constant=float if allow_nan else _constant,
-        )
+        value = decoder.decode(text) if len(text) < _PIECES_FROM else _decode_in_pieces(decoder, text)
     except JSONLimitError:
         raise
     except json.JSONDecodeError as exc:

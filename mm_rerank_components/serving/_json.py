@@ -48,6 +48,24 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return data
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode_body(payload: Any) -> bytes:
-    """UTF-8 JSON of a response (no NaN: a non-finite number is a bug, raised as ``ValueError``)."""
-    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    """UTF-8 JSON of a response (no NaN: a non-finite number is a bug, raised as ``ValueError``).
+
+    The lists of an object (the results) are encoded one element per call, so a response that echoes
+    megabytes of documents never holds the interpreter lock in one long call.
+
+    Example:
+        >>> encode_body({"results": [{"index": 0, "relevance_score": 0.5}]})
+        b'{"results":[{"index":0,"relevance_score":0.5}]}'
+    """
+    if not isinstance(payload, dict):
+        return _dumps(payload).encode("utf-8")
+    parts = []
+    for key, value in payload.items():
+        encoded = "[" + ",".join(map(_dumps, value)) + "]" if isinstance(value, list) else _dumps(value)
+        parts.append(_dumps(str(key)) + ":" + encoded)
+    return ("{" + ",".join(parts) + "}").encode("utf-8")
