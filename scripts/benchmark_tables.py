@@ -39,6 +39,7 @@ ROWS = (
     "default-no-routes",
     "adapted",
     "adapted-no-routes",
+    "label-free",
 )
 TITLES = {
     "tuxpaint-mixed": "Tux Paint mixed corpus",
@@ -129,10 +130,21 @@ def main() -> int:
         out += task_table(name, task)
     out += ["## The product default (label-free) against its targets", "", *checks(results, "default")]
     out += ["## Adapted against its targets", "", *checks(results, "adapted")]
+    out += ["## Label-free adapted against its targets", "", *checks(results, "label-free")]
     out += ["## Without route signals against their targets", ""]
     out += [*checks(results, "default-no-routes"), *checks(results, "adapted-no-routes")]
     out += ["## Calibration, per modality, on held-out pairs", ""]
-    out += calibration(results, ("starter", "default", "default-no-routes", "adapted", "adapted-no-routes"))
+    out += calibration(
+        results,
+        (
+            "starter",
+            "default",
+            "default-no-routes",
+            "adapted",
+            "adapted-no-routes",
+            "label-free",
+        ),
+    )
     out += _depth_lines(results.get("depth_sweep", {}), results.get("latency"))
     print("\n".join(out))
     return 0

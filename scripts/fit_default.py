@@ -1,6 +1,6 @@
 """Refit the label-free product default (``starter/data/default_fusion.json``) on every built-in query.
 
-The built-in tasks are those of :mod:`mm_rerank_components.eval.registry` (one per real source).
+The built-in tasks are those of :mod:`mm_rerank_components.eval.sources` (one per real source).
 
 The default is learned fusion over the starter scorer's raw score and the routes' signals, absolute,
 per-query normalised and listwise, without BM25, with a modality floor (settings:
@@ -47,7 +47,7 @@ from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.pipelines import compute_first_stage, score_union
-from mm_rerank_components.eval.registry import TASK_NAMES, load_builtin_task
+from mm_rerank_components.eval.sources import TASK_NAMES, load_builtin_task
 from mm_rerank_components.scorers.starter import StarterScorer
 
 

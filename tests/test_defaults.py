@@ -18,7 +18,7 @@ from mm_rerank_components.defaults import (
     load_default_model,
     relative_inputs,
 )
-from mm_rerank_components.eval.registry import TASK_NAMES
+from mm_rerank_components.eval.sources import TASK_NAMES
 from mm_rerank_components.scorers.fake import FakeScorer
 from mm_rerank_components.types import Candidate
 

@@ -414,6 +414,7 @@ def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> No
         plots=False,
         learned_scorer="fake",
         latency=lambda: default_reranker(FakeScorer()),
+        label_free=True,
     )
     entry = results["tasks"][task.name]
     # user data: the shipped default as is (it never saw this data), and a row adapted on dev
@@ -431,6 +432,10 @@ def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> No
     assert any("ECE" in c["name"] for c in rows["default-no-routes"]["checks"])
     from mm_rerank_components.eval.report import EvalReport
 
+    # the label-free row: adapted to the task's documents alone, measured on the same queries
+    assert "label-free" in entry["pipelines"] and "label-free" in entry["calibration"]
+    assert rows["label-free"]["role"] == "adapted to the corpus without labels"
+    assert any(c["name"].startswith("label-free vs rrf") for c in results["pooled"]["label-free"])
     text = EvalReport(results).markdown()
     assert "### Targets: default-no-routes (default, candidates without route signals)" in text
     assert text.count("## ") >= 2 and "retriever's own merge" in text

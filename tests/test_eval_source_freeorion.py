@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mm_rerank_components.eval.datasets import DatasetUnavailableError, default_cache_dir
-from mm_rerank_components.eval.source_freeorion import (
+from mm_rerank_components.eval.sources.freeorion import (
     FREEORION_PACKAGE,
     FreeOrionItem,
     clean_passage,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mm_rerank_components.eval.datasets import default_cache_dir
-from mm_rerank_components.eval.source_widelands import (
+from mm_rerank_components.eval.sources.widelands import (
     MIN_PICTURE_PX,
     OPAQUE,
     WIDELANDS_PACKAGE,
@@ -258,7 +258,7 @@ def test_fetch_keeps_items_with_their_own_name_text_and_picture(
     from PIL import Image
 
     root = _fake_package(tmp_path)
-    with caplog.at_level(logging.INFO, logger="mm_rerank_components.eval.source_widelands"):
+    with caplog.at_level(logging.INFO, logger="mm_rerank_components.eval.sources.widelands"):
         items = {i.id: i for i in fetch_widelands_items(tmp_path)}
     assert set(items) == {"barbarians_farm", "barbarians_ox"}
     farm, ox = items["barbarians_farm"], items["barbarians_ox"]

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mm_rerank_components.eval.registry import TASK_NAMES as TASKS
+from mm_rerank_components.cli._common import scorer_arg, scorer_help
+from mm_rerank_components.eval.sources import TASK_NAMES as TASKS
 
 SCORERS = ("fake", "first-stage", "starter")
 
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
 
 def run_raw(argv: list[str]) -> int:
     try:
-        from mm_rerank_components.eval.runner import main as eval_main
+        import mm_rerank_components.eval.runner  # noqa: F401  (the eval extra is installed)
     except ImportError as exc:
         print(
             f"mm-rerank eval: error: the evaluation runner is not available ({exc}); "
@@ -36,8 +37,7 @@ def run_raw(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    result = eval_main(argv)
-    return int(result) if isinstance(result, int) else 0
+    return main(argv)
 
 
 def _depths(text: str) -> list[int]:
@@ -75,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scorer",
         action="append",
-        choices=SCORERS,
-        help="second-stage scorer (repeatable; default: fake, first-stage and starter)",
+        type=scorer_arg,
+        metavar="SPEC",
+        help=scorer_help("second-stage scorer (repeatable; default: fake, first-stage and starter)"),
     )
     parser.add_argument(
         "--calibration",
@@ -116,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, default=None, help="data and embedding cache (default ./.cache/data)"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--label-free",
+        action="store_true",
+        help="add the label-free adapted row (adapt_from_corpus on each task's documents; scores "
+        "pseudo-query pools, so it takes longer)",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)"
     )
@@ -231,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=None if args.verbose else lambda line: print(line, file=sys.stderr, flush=True),
             scored_out=scored,
             latency=latency,
+            label_free=args.label_free,
         )
         if args.compare_with is not None:
             import json
@@ -258,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | None) -> list[Any]:
-    from mm_rerank_components.eval.registry import load_builtin_task
+    from mm_rerank_components.eval.sources import load_builtin_task
     from mm_rerank_components.eval.tasks import load_labelled_jsonl
 
     tasks: list[Any] = [load_builtin_task(name, cache_dir) for name in names]

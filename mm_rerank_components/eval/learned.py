@@ -25,13 +25,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mm_rerank_components.eval.pipelines import FirstStage, ScoredUnion
-from mm_rerank_components.eval.registry import TASK_NAMES
+from mm_rerank_components.eval.sources import TASK_NAMES
 from mm_rerank_components.eval.tasks import EvalTask
 from mm_rerank_components.types import Candidate, Modality
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BUILTIN_TASKS", "PreparedTask", "fusion_union", "labelled_lists", "learned_rows"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "PreparedTask",
+    "fusion_union",
+    "label_free_union",
+    "labelled_lists",
+    "learned_rows",
+]
 
 #: Tasks the shipped default was fitted on (a held-out measurement must refit without them).
 #: The built-in tasks (the default is refitted leave-one-task-out on these).
@@ -167,6 +174,42 @@ def learned_rows(
     out["adapted"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
     out["adapted-no-routes"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image, routes=False)
     return out
+
+
+def label_free_union(
+    target: PreparedTask,
+    scorer: Any,
+    embed_queries: Any,
+    scorer_name: str,
+    k_text: int,
+    k_image: int,
+    models: dict[tuple[str, str], Any] | None = None,
+) -> ScoredUnion:
+    """The label-free adapted row: ``adapt_from_corpus`` on the task's documents alone (no labels, no
+    queries), then its model on the task's dev and test queries.
+
+    The corpus is the task's documents with their first-stage vectors; a picture's title is its file
+    stem, as ``ingest`` stores it. ``embed_queries`` embeds pseudo-query texts for both routes.
+    """
+    from pathlib import Path
+
+    from mm_rerank_components.adapt.corpus import VectorCorpus
+    from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+
+    task = target.task
+    key = ("label-free", task.name)
+    cache = models if models is not None else {}
+    if key not in cache:
+        vectors = target.first.vectors()
+        if not vectors:
+            raise ValueError(
+                f"{task.name}: the first stage kept no document vectors; use compute_first_stage"
+            )
+        titles = {d: Path(str(c.image)).stem for d, c in task.docs.items() if isinstance(c.image, str)}
+        corpus = VectorCorpus(list(task.docs.values()), vectors, embed_queries, titles=titles)
+        options = label_free_options(k_text=k_text, k_image=k_image)
+        cache[key] = adapt_from_corpus(corpus, scorer, options).model
+    return fusion_union(cache[key], target, scorer_name, task.query_ids("all"), k_text, k_image)
 
 
 def training_summary(models: Mapping[tuple[str, str], Any]) -> dict[str, Any]:

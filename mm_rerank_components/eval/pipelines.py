@@ -72,7 +72,18 @@ class FirstStage:
     image_ids: list[str]
     text_scores: np.ndarray
     image_scores: np.ndarray
+    #: The documents' unit vectors (rows as ``text_ids`` / ``image_ids``), kept for the label-free row.
+    text_vectors: np.ndarray | None = field(default=None, repr=False)
+    image_vectors: np.ndarray | None = field(default=None, repr=False)
     _row: dict[str, int] = field(init=False, repr=False)
+
+    def vectors(self) -> dict[str, np.ndarray]:
+        """``{doc id: unit vector}`` of every document (empty when the vectors were not kept)."""
+        out: dict[str, np.ndarray] = {}
+        for ids, matrix in ((self.text_ids, self.text_vectors), (self.image_ids, self.image_vectors)):
+            if matrix is not None:
+                out.update(zip(ids, matrix, strict=True))
+        return out
 
     def hits(self, query_id: str, route: str, k: int) -> list[tuple[str, float]]:
         """The top ``k`` ``(doc_id, similarity)`` of one route for one query."""
@@ -136,7 +147,7 @@ def compute_first_stage(task: EvalTask, embedder: Embedder, cache_dir: Path | No
         if image_ids
         else np.zeros((0, dim), np.float32)
     )
-    return FirstStage(query_ids, text_ids, image_ids, q @ t.T, q @ v.T)
+    return FirstStage(query_ids, text_ids, image_ids, q @ t.T, q @ v.T, text_vectors=t, image_vectors=v)
 
 
 def ranking_to_run(ranking: Mapping[str, Sequence[str]]) -> Run:

@@ -26,7 +26,7 @@ def family(pipeline: str) -> str:
     """``"route"`` (one route), ``"fusion"`` (label-free merges), ``"rerank"`` or ``"learned"``."""
     if pipeline in ("text-only", "image-only"):
         return "route"
-    if pipeline.split("-no-routes")[0] in ("default", "adapted"):
+    if pipeline.split("-no-routes")[0] in ("default", "adapted", "label-free"):
         return "learned"
     return "rerank" if pipeline.startswith("rerank:") else "fusion"
 

@@ -29,7 +29,7 @@ from mm_rerank_components.calibration import (
     reliability_plot,
 )
 from mm_rerank_components.eval.embeddings import Embedder
-from mm_rerank_components.eval.learned import PreparedTask, learned_rows, training_summary
+from mm_rerank_components.eval.learned import PreparedTask, label_free_union, learned_rows, training_summary
 from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
 from mm_rerank_components.eval.pipelines import (
     FUSION_PIPELINES,
@@ -40,7 +40,7 @@ from mm_rerank_components.eval.pipelines import (
     score_union,
     union_recall,
 )
-from mm_rerank_components.eval.registry import TASK_NAMES
+from mm_rerank_components.eval.sources import TASK_NAMES
 from mm_rerank_components.eval.stats import paired_bootstrap
 from mm_rerank_components.eval.targets import (
     TARGET_GAIN,
@@ -284,6 +284,9 @@ def _targets(entry: dict[str, Any], test: Sequence[str]) -> dict[str, Any]:
         rows[default]["checks"] += row_checks(pipes, default, "default", test)
     if "adapted" in pipes:
         rows["adapted"] = {"role": "adapted on dev", "checks": row_checks(pipes, "adapted", "chosen", test)}
+    if "label-free" in pipes:
+        checks = row_checks(pipes, "label-free", "chosen", test)
+        rows["label-free"] = {"role": "adapted to the corpus without labels", "checks": checks}
     for row in ("default-no-routes", "adapted-no-routes"):
         if row in pipes:  # the same model on candidates without route signals: its calibration
             rows[row] = {"role": f"{row.split('-')[0]}, candidates without route signals", "checks": []}
@@ -413,6 +416,7 @@ def run_evaluation(
     scored_out: dict[str, dict[str, ScoredUnion]] | None = None,
     latency: Callable[[], Any] | None = None,
     learned_scorer: str | None = LEARNED_SCORER,
+    label_free: bool = False,
 ) -> dict[str, Any]:
     """Run every pipeline on every task; return the results (and write them when ``out_dir`` is given).
 
@@ -431,6 +435,8 @@ def run_evaluation(
         scored_out: filled with ``{task: {scorer: ScoredUnion}}`` (raw scores at ``k_text``/``k_image``).
         latency: a factory of a fresh reranker, timed per query at each depth (``results["latency"]``).
         learned_scorer: the scorer whose raw scores the learned rows fuse (``None``: no learned rows).
+        label_free: also the ``label-free`` row (:func:`~mm_rerank_components.eval.learned.label_free_union`:
+            ``adapt_from_corpus`` on each task's documents, no labels); it scores pseudo-query pools.
 
     Example:
         >>> results = run_evaluation([task], HashingEmbedder(), {"fake": FakeScorer()})  # doctest: +SKIP
@@ -460,11 +466,13 @@ def run_evaluation(
         img_dir.mkdir(parents=True, exist_ok=True)
     models: dict[tuple[str, str], Any] = {}
     for prep in prepared:
-        context = _TaskContext(prepared, scorers, methods, base, models, say, learned_scorer)
+        context = _TaskContext(
+            prepared, scorers, methods, base, models, say, learned_scorer, embedder, label_free
+        )
         results["tasks"][prep.task.name] = _task_entry(prep, context, img_dir)
     results["pooled"] = {
         row: pooled_checks(results["tasks"], row, "default" if row == "default" else "chosen")
-        for row in ("default", "adapted")
+        for row in ("default", "adapted", "label-free")
         if any(row in e["pipelines"] for e in results["tasks"].values())
     }
     results["learned_models"] = training_summary(models)
@@ -500,6 +508,38 @@ class _TaskContext:
     models: dict[tuple[str, str], Any]
     say: _Reporter
     learned_scorer: str | None
+    embedder: Embedder | None = None
+    label_free: bool = False
+
+
+def _label_free_row(
+    prep: PreparedTask,
+    ctx: _TaskContext,
+    runs: dict[str, Any],
+    learned: dict[str, ScoredUnion],
+    entry: dict[str, Any],
+) -> None:
+    """The ``label-free`` row: ``adapt_from_corpus`` on the task's documents, no labels."""
+    if ctx.embedder is None or ctx.learned_scorer is None:
+        return
+    task = prep.task
+    ctx.say("[%s] label-free adaptation on the task's %d documents", task.name, len(task.docs))
+    su = label_free_union(
+        prep,
+        ctx.scorers[ctx.learned_scorer],
+        ctx.embedder.embed_texts,
+        ctx.learned_scorer,
+        *ctx.base,
+        ctx.models,
+    )
+    qids, test = task.query_ids("all"), task.query_ids("test")
+    learned["label-free"] = su
+    runs["label-free"] = calibrated_run(su, None, qids)
+    probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
+    entry["calibration"]["label-free"] = {
+        "test_pairs": len(probs),
+        "test": calibration_figures(probs, mods, labels, pair_queries),
+    }
 
 
 def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> dict[str, Any]:
@@ -527,6 +567,8 @@ def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> 
         ctx.say,
         ctx.learned_scorer,
     )
+    if ctx.label_free and ctx.learned_scorer in prep.scored:
+        _label_free_row(prep, ctx, runs, learned, entry)
     for name, run in runs.items():
         entry["pipelines"][name] = {
             "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),

@@ -1,4 +1,8 @@
-"""The built-in evaluation tasks by name: one place the CLI, the runner and the default's refit read.
+"""The built-in evaluation sources: one folder, one registry the CLI, the runner and the default's refit read.
+
+One module per real source lives here (``widelands``, ``freeorion``; a new source adds a module and a
+line to :data:`BUILTIN_TASK_BUILDERS`). The first three sources are still built by
+:mod:`mm_rerank_components.eval.tasks` from :mod:`mm_rerank_components.eval.datasets`.
 
 Each task is a real mixed corpus fetched from a Debian package on first use (see
 :mod:`mm_rerank_components.eval.datasets`). The label-free default is fitted on all of them and the
@@ -26,8 +30,8 @@ BUILTIN_TASK_BUILDERS: dict[str, str] = {
     "tuxpaint-mixed": "mm_rerank_components.eval.tasks:tuxpaint_mixed_task",
     "gcompris-explore": "mm_rerank_components.eval.tasks:gcompris_explore_task",
     "wesnoth-units": "mm_rerank_components.eval.tasks:wesnoth_units_task",
-    "widelands-items": "mm_rerank_components.eval.source_widelands:widelands_items_task",
-    "freeorion-items": "mm_rerank_components.eval.source_freeorion:freeorion_items_task",
+    "widelands-items": "mm_rerank_components.eval.sources.widelands:widelands_items_task",
+    "freeorion-items": "mm_rerank_components.eval.sources.freeorion:freeorion_items_task",
 }
 TASK_NAMES: tuple[str, ...] = tuple(BUILTIN_TASK_BUILDERS)
 
