@@ -15,6 +15,14 @@ core, decoding cannot overlap the model, and the CPU figures show what ingest ad
 
     python benchmarks/ingest.py                          # GCompris photos from .cache/gcompris_explore
     python benchmarks/ingest.py --folder my_photos --limit 64 --workers 1 2 --repeat 3
+    python benchmarks/ingest.py --folder my_photos --workers 2 --ray 1 2   # also on Ray Data (issue 21)
+
+With ``--ray N ...`` each round also ingests the same pictures with
+:func:`~mm_rerank_components.ingest.ray.ingest_folder_ray` (``workers=N``: decode tasks, classifier and
+embedder actors, each with ``--threads`` torch threads) into a fresh database, and reports its pictures/s
+against the single-process ingest with the most decode workers in the same round (``x local``), and
+whether its record ids equal the single-process ones. Starting the local Ray instance is timed apart
+(a cluster is started once, not per ingest); the actors' model loading is inside the ingest time.
 """
 
 from __future__ import annotations
@@ -64,9 +72,7 @@ def _ingest_rate(pictures: list[Path], models: Any, batch_size: int, workers: in
 
     with tempfile.TemporaryDirectory(prefix="mm-ingest-bench-") as tmp:
         folder = Path(tmp) / "pics"
-        folder.mkdir()
-        for i, path in enumerate(pictures):
-            shutil.copyfile(path, folder / f"{i:05d}{path.suffix.lower()}")
+        _copy(pictures, folder)
         retriever = ChromaMultiCollectionRetriever(
             path=Path(tmp) / "db",
             text_embedding_function=StarterTextEmbeddingFunction(models=models),
@@ -82,6 +88,36 @@ def _ingest_rate(pictures: list[Path], models: Any, batch_size: int, workers: in
             "seconds": round(report.seconds, 3),
             "pictures_per_s": len(pictures) / report.seconds,
             "cpu_ms_per_picture": round(cpu_ms, 1),
+            "ids": _ids(retriever),
+        }
+
+
+def _copy(pictures: list[Path], folder: Path) -> None:
+    folder.mkdir()
+    for i, path in enumerate(pictures):
+        shutil.copyfile(path, folder / f"{i:05d}{path.suffix.lower()}")
+
+
+def _ids(retriever: Any) -> list[str]:
+    return sorted(retriever.store.collection("image", create=False).get(include=[])["ids"])
+
+
+def _ray_rate(pictures: list[Path], batch_size: int, workers: int, threads: int) -> dict[str, Any]:
+    """``ingest_folder_ray`` of the pictures into a fresh database (the same folder layout as local)."""
+    from mm_rerank_components.ingest.ray import ingest_folder_ray
+
+    with tempfile.TemporaryDirectory(prefix="mm-ingest-bench-ray-") as tmp:
+        folder = Path(tmp) / "pics"
+        _copy(pictures, folder)
+        retriever = ChromaMultiCollectionRetriever(path=Path(tmp) / "db", embedder="starter")
+        report = ingest_folder_ray(folder, retriever, workers=workers, threads=threads, batch_size=batch_size)
+        if not report.ok or report.added != len(pictures):
+            raise SystemExit(f"ray ingest failed: {report.summary()}: {[str(f) for f in report.failed]}")
+        return {
+            "ray_workers": workers,
+            "seconds": round(report.seconds, 3),
+            "pictures_per_s": len(pictures) / report.seconds,
+            "ids": _ids(retriever),
         }
 
 
@@ -89,14 +125,24 @@ def _round(pictures: list[Path], models: Any, images: list[Any], args: argparse.
     """Model alone, each ingest run, model alone again; ratios against the mean of the two model runs."""
     before, cpu_before = _model_rate(models, images, args.batch_size)
     runs = [_ingest_rate(pictures, models, args.batch_size, w) for w in args.workers]
+    ray_runs = [_ray_rate(pictures, args.batch_size, n, args.threads) for n in args.ray]
     after, cpu_after = _model_rate(models, images, args.batch_size)
     for run in runs:
         run["ratio_to_model"] = round(run["pictures_per_s"] / ((before + after) / 2), 3)
+    local = runs[-1]  # the most decode workers
+    for run in ray_runs:
+        run["ratio_to_local"] = round(run["pictures_per_s"] / local["pictures_per_s"], 3)
+        run["ratio_to_model"] = round(run["pictures_per_s"] / ((before + after) / 2), 3)
+        run["same_ids_as_local"] = run.pop("ids") == local["ids"]
         run["pictures_per_s"] = round(run["pictures_per_s"], 2)
+    for run in runs:
+        run["pictures_per_s"] = round(run["pictures_per_s"], 2)
+        run.pop("ids")
     return {
         "model_pictures_per_s": [round(before, 2), round(after, 2)],
         "model_cpu_ms_per_picture": [round(cpu_before, 1), round(cpu_after, 1)],
         "ingest": runs,
+        "ray": ray_runs,
     }
 
 
@@ -110,8 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="decoding threads to try")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits a busy machine)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of model / ingest runs / model")
+    parser.add_argument("--ray", type=int, nargs="*", default=[], help="Ray Data workers to try (issue 21)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))
     args = parser.parse_args(argv)
+    ray_start_s = None
+    if args.ray:
+        import ray
+
+        t = time.perf_counter()
+        ray.init(num_cpus=max(args.ray), include_dashboard=False, log_to_driver=False)
+        ray_start_s = round(time.perf_counter() - t, 2)
 
     import torch
 
@@ -138,6 +192,19 @@ def main(argv: list[str] | None = None) -> int:
                 "ratios": ratios,
             }
         )
+    ray_summary = []
+    for n in args.ray:
+        rows = [r for rnd in rounds for r in rnd["ray"] if r["ray_workers"] == n]
+        ray_summary.append(
+            {
+                "ray_workers": n,
+                "pictures_per_s_median": round(statistics.median(r["pictures_per_s"] for r in rows), 2),
+                "ratio_to_local_median": round(statistics.median(r["ratio_to_local"] for r in rows), 3),
+                "ratio_to_model_median": round(statistics.median(r["ratio_to_model"] for r in rows), 3),
+                "same_ids_as_local": all(r["same_ids_as_local"] for r in rows),
+                "ratios_to_local": [r["ratio_to_local"] for r in rows],
+            }
+        )
     model_rates = [x for rnd in rounds for x in rnd["model_pictures_per_s"]]
     model_cpu = [x for rnd in rounds for x in rnd["model_cpu_ms_per_picture"]]
 
@@ -150,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         "model_pictures_per_s_median": round(statistics.median(model_rates), 2),
         "model_cpu_ms_per_picture_median": round(statistics.median(model_cpu), 1),
         "ingest": summary,
+        "ray": ray_summary,
+        "ray_start_s": ray_start_s,
         "rounds": rounds,
         "target_ratio": 0.7,
         "machine": {
@@ -177,6 +246,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{label:<30}{row['pictures_per_s_median']:>11.1f}{row['ratio_to_model_median']:>9.2f}"
             f"{row['cpu_ms_per_picture_median']:>12.0f}  {shown}"
         )
+    for row in ray_summary:
+        label = f"ingest on Ray, {row['ray_workers']} worker(s)"
+        shown = " ".join(f"{r:.2f}" for r in row["ratios_to_local"])
+        print(
+            f"{label:<30}{row['pictures_per_s_median']:>11.1f}{row['ratio_to_model_median']:>9.2f}"
+            f"{'':>12}  x local (most decode workers) {row['ratio_to_local_median']:.2f} per round: {shown}; "
+            f"same ids as local: {row['same_ids_as_local']}"
+        )
+    if ray_start_s is not None:
+        print(f"starting local Ray took {ray_start_s:.1f} s (not in the ingest times)")
     print("(medians over rounds; CPU time counts every thread of the process)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -18,6 +18,10 @@ Prints a table, the machine and its load, and writes JSON to ``benchmarks/result
 
     python benchmarks/retrieval.py                          # GCompris explore: 82 photos + 82 passages
     python benchmarks/retrieval.py --task tuxpaint          # Tux Paint: 430 photos + 430 captions
+    python benchmarks/retrieval.py --task mixed --threads 1 --images original --decode-all
+        # a cold corpus of Tux Paint pictures converted to WebP, JPEG and PNG (one third each), with
+        # a passage per picture; --decode-all also runs the reranker that decodes every picture (as
+        # before pixels on demand) in the same run, for the ratio
     python benchmarks/retrieval.py --data labels.jsonl      # your labelled data (eval JSONL format)
     python benchmarks/retrieval.py --folder my_folder       # a folder; queries = its titles and captions
     python benchmarks/retrieval.py --reranker my-reranker   # a saved adapted reranker (mm-rerank adapt)
@@ -81,11 +85,44 @@ def corpus_from_folder(folder: Path) -> Corpus:
     return Corpus(folder.name, texts, images, queries, folder=folder)
 
 
-def load_corpus(args: argparse.Namespace) -> Corpus:
+FORMATS = ("WEBP", "JPEG", "PNG")
+
+
+def build_mixed_folder(out: Path, pictures: int, cache_dir: Path | None = None) -> Path:
+    """A folder of ``pictures`` Debian Tux Paint stamps, converted round-robin to WebP, JPEG and PNG
+    (transparency composited on white, as the reranker reads them), each with its caption as a sidecar,
+    and one passage per picture (its English caption as the title, its French caption and its folder as
+    the text): ``2 * pictures`` documents, written here so nothing is committed."""
+    from PIL import Image
+
+    from mm_rerank_components.eval.datasets import fetch_tuxpaint_stamps
+    from mm_rerank_components.media import load_image
+
+    raster = [s for s in fetch_tuxpaint_stamps(cache_dir) if s.image_path.suffix.lower() in (".png", ".jpg")]
+    stamps = spread(raster, pictures)
+    out.mkdir(parents=True, exist_ok=True)
+    for n, stamp in enumerate(stamps):
+        fmt = FORMATS[n % len(FORMATS)]
+        stem = f"{n:04d}-{stamp.id.replace('/', '-')}"
+        image: Image.Image = load_image(str(stamp.image_path))
+        name = f"{stem}.{fmt.lower()}"
+        image.save(out / name, fmt, **({"quality": 85} if fmt in ("WEBP", "JPEG") else {}))
+        (out / f"{stem}.caption.txt").write_text(stamp.caption + "\n", encoding="utf-8")
+        (out / f"{stem}.txt").write_text(
+            f"{stamp.caption}\n\n{stamp.caption_fr} ({stamp.folder})\n", encoding="utf-8"
+        )
+    return out
+
+
+def load_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
     from mm_rerank_components.eval import tasks
 
     if args.folder is not None:
         return corpus_from_folder(args.folder)
+    if args.task == "mixed":
+        corpus = corpus_from_folder(build_mixed_folder(workdir / "mixed", args.mixed_pictures))
+        corpus.name = f"mixed-{len(corpus.images)}"
+        return corpus
     if args.data is not None:
         return corpus_from_task(tasks.load_labelled_jsonl(args.data))
     if args.task == "tuxpaint":
@@ -125,6 +162,21 @@ def make_reranker(args: argparse.Namespace) -> tuple[Any, str]:
     from mm_rerank_components.scorers.starter import StarterScorer
 
     return MultimodalReranker(StarterScorer()), "MultimodalReranker(StarterScorer())"
+
+
+def decode_all_reranker() -> Any:
+    """The default reranker as it was before pixels on demand: its scorer reads every picture's pixels
+    (decoded in full), even when the stored class list stands in for them. Scores are the same."""
+    from mm_rerank_components.defaults import default_reranker
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    class DecodeAll(StarterScorer):
+        image_side = None
+
+        def needs_pixels(self, candidate: Candidate) -> bool:
+            return candidate.image is not None
+
+    return default_reranker(DecodeAll())
 
 
 def make_retriever(args: argparse.Namespace, path: Path) -> Any:
@@ -354,7 +406,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--task", choices=("gcompris", "tuxpaint"), default="gcompris", help="a built-in corpus"
+        "--task",
+        choices=("gcompris", "tuxpaint", "mixed"),
+        default="gcompris",
+        help="a built-in corpus; mixed: Tux Paint pictures as WebP, JPEG and PNG plus a passage each",
     )
     source.add_argument("--data", type=Path, help="labelled JSONL (eval format: doc and query lines)")
     source.add_argument("--folder", type=Path, help="a folder of passages and pictures (as mm-rerank ingest)")
@@ -380,6 +435,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--image-queries", type=int, default=0, help="also ask this many pictures as queries")
     parser.add_argument("--sample", type=int, default=64, help="records for the models' own throughput")
+    parser.add_argument(
+        "--mixed-pictures",
+        type=int,
+        default=450,
+        help="pictures of --task mixed (default 450: 900 documents)",
+    )
+    parser.add_argument(
+        "--decode-all",
+        action="store_true",
+        help="also run the default reranker decoding every picture (before pixels on demand), same run",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     return parser.parse_args(argv)
 
@@ -391,22 +457,28 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    corpus = load_corpus(args)
-    groups = {"text": [Query(text=q) for q in spread(corpus.queries, args.queries)]}
-    if args.image_queries:
-        groups["image"] = [Query(image=str(c.image)) for c in spread(corpus.images, args.image_queries)]
-    reranker, label = make_reranker(args)
     with tempfile.TemporaryDirectory(prefix="mm-rerank-bench-") as tmp:
+        corpus = load_corpus(args, Path(tmp))
+        groups = {"text": [Query(text=q) for q in spread(corpus.queries, args.queries)]}
+        if args.image_queries:
+            groups["image"] = [Query(image=str(c.image)) for c in spread(corpus.images, args.image_queries)]
+        reranker, label = make_reranker(args)
+        rerankers = {"": reranker}
+        if args.decode_all:
+            rerankers["decode-all "] = decode_all_reranker()
+            label += "; decode-all: the same, decoding every picture (as before pixels on demand)"
         retriever = make_retriever(args, Path(tmp) / "db")
         t = time.perf_counter()
-        load_models(retriever, reranker)
+        for each in rerankers.values():
+            load_models(retriever, each)
         load_s = time.perf_counter() - t
         ingest_stats = ingest(retriever, corpus)
         raw = model_throughput(retriever, corpus, args.sample)
         # every cold pass runs before any warm one: a warm pass may reuse what any cold pass cached
         passes = {
-            f"{when} {group}": timed_pass(retriever, reranker, queries)
+            f"{when} {prefix}{group}": timed_pass(retriever, each, queries)
             for when in ("cold", "warm")
+            for prefix, each in rerankers.items()
             for group, queries in groups.items()
         }
     payload = {

@@ -39,6 +39,17 @@ def register(sub: Any) -> None:
         default=None,
         help="threads decoding pictures (default: one per spare core, 2 to 4)",
     )
+    ingest.add_argument(
+        "--ray",
+        action="store_true",
+        help="decode, classify and embed on Ray Data (pip install 'mm-rerank-components[ray]'); "
+        "--workers is then the Ray workers (default 2); see docs/scale.md",
+    )
+    ingest.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --ray: a Ray cluster (auto, ray://HOST:10001); default local",
+    )
     ingest.add_argument("--fail-fast", action="store_true", help="stop at the first unreadable file")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(handler=run)
@@ -62,16 +73,27 @@ def run(args: argparse.Namespace) -> int:
         f"({retriever.text_collection_name}, {retriever.image_collection_name})"
     )
     bar = progress_bar(total, disable=args.no_progress)
+    options: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "on_error": "raise" if args.fail_fast else "collect",
+        "progress": bar.update if bar is not None else None,
+        "scan": scan,
+    }
     try:
-        report = ingest_folder(
-            args.folder,
-            retriever,
-            batch_size=args.batch_size,
-            on_error="raise" if args.fail_fast else "collect",
-            progress=bar.update if bar is not None else None,
-            scan=scan,
-            workers=args.workers,
-        )
+        if args.ray:  # issue 21: the same writer, the embedding work on Ray Data
+            from mm_rerank_components.ingest.ray import ingest_folder_ray
+
+            workers = 2 if args.workers is None else args.workers
+            report = ingest_folder_ray(
+                args.folder,
+                retriever,
+                workers=workers,
+                embedder=args.embedder,
+                address=args.ray_address,
+                **options,
+            )
+        else:
+            report = ingest_folder(args.folder, retriever, workers=args.workers, **options)
     except IngestError as exc:
         print(f"mm-rerank ingest: stopped (--fail-fast): {exc}", file=sys.stderr)
         return 1
