@@ -16,6 +16,12 @@ default (the starter scorer with its shipped calibration), with paired bootstrap
 (10,000 resamples); "pool ceiling" ranks every relevant document of the pool first.
 
 Target (issue 9): under 2 minutes on 2 CPU cores for 200 queries, not counting first-stage embedding.
+
+``--label-free`` measures ``adapt`` without labels (issue 19 item 3) on about 1,000 documents: the Tux
+Paint and GCompris documents (860 + 164) in one embedded Chroma, then ``adapt(retriever=..., out=...)``
+with no labels: reading the records, making pseudo-queries, retrieving their pools (first stage, timed
+apart), scoring, learned fusion and saving. Target: under 2 minutes on 2 CPU cores, first-stage
+embedding excluded.
 """
 
 from __future__ import annotations
@@ -112,6 +118,71 @@ def speed(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _label_free_database(workdir: Path) -> tuple[Any, int, float]:
+    """Tux Paint + GCompris documents (ids prefixed by task) in one Chroma; the embedding time."""
+    retriever = _retriever(workdir / "db-label-free")
+    start = time.perf_counter()
+    n = 0
+    for name in ("tuxpaint-mixed", "gcompris-explore"):
+        task = _task(name)
+        texts = [(k, d) for k, d in task.docs.items() if d.image is None]
+        images = [(k, d) for k, d in task.docs.items() if d.image is not None]
+        retriever.add_texts([d.text or "" for _, d in texts], ids=[f"{name}:{k}" for k, _ in texts])
+        report = retriever.add_images(
+            [str(d.image) for _, d in images], ids=[f"{name}:{k}" for k, _ in images]
+        )
+        if report.failed:
+            raise RuntimeError(f"{len(report.failed)} pictures could not be embedded: {report.failed[:3]}")
+        n += len(texts) + len(images)
+    return retriever, n, time.perf_counter() - start
+
+
+def speed_label_free(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    from mm_rerank_components.adapt.corpus import LabelFreeOptions
+    from mm_rerank_components.adapt.pipeline import label_free_options
+
+    retriever, documents, embed_s = _label_free_database(workdir)
+    rows = []
+    for scorer in args.scorers:
+        options = label_free_options(
+            k_text=args.k, k_image=args.k, label_free=LabelFreeOptions(max_queries=args.max_queries)
+        )
+        result = adapt(retriever=retriever, scorer=scorer, options=options, out=workdir / f"lf-{scorer}")
+        t = result.report["timings"]
+        rows.append(
+            {
+                "scorer": scorer,
+                "documents": documents,
+                "pseudo_queries": result.report["pseudo_queries"]["with_positive_in_pool"],
+                "pairs": result.report["scoring"]["pairs"],
+                "first_stage_embedding_s": round(embed_s, 2),
+                "retrieve_s": t["retrieve"],
+                "queries_s": t["queries"],
+                "score_s": t["score"],
+                "fusion_s": t["fusion"],
+                "save_s": t["save"],
+                "total_excluding_first_stage_s": t["total_excluding_first_stage"],
+                "target_s": TARGET_S,
+                "met": t["total_excluding_first_stage"] < TARGET_S,
+            }
+        )
+    return rows
+
+
+LABEL_FREE_HEADER = [
+    "scorer",
+    "documents",
+    "pseudo_queries",
+    "pairs",
+    "queries_s",
+    "score_s",
+    "fusion_s",
+    "save_s",
+    "total_excluding_first_stage_s",
+    "met",
+]
 
 
 # -- held-out quality -----------------------------------------------------------------------------------
@@ -228,6 +299,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16, help="k_text = k_image (default 16)")
     parser.add_argument("--heldout", action="store_true", help="also measure held-out quality (both tasks)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed run")
+    parser.add_argument(
+        "--label-free", action="store_true", help="measure adapt without labels on ~1,000 documents"
+    )
+    parser.add_argument(
+        "--max-queries", type=int, default=600, help="label-free pseudo-queries (default 600)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/adapt_speed.json"))
     args = parser.parse_args()
     try:
@@ -243,7 +320,18 @@ def main() -> None:
         "load_before": _load(),
     }
     try:
-        if not args.no_speed:
+        if args.label_free:
+            rows = speed_label_free(args, workdir / "label-free")
+            results["label_free_speed"] = rows
+            print(f"adapt without labels on {rows[0]['documents']} documents (k = {args.k}), load {_load()}")
+            print(
+                f"first stage (not counted): embedding {rows[0]['first_stage_embedding_s']} s, "
+                f"retrieval {rows[0]['retrieve_s']} s"
+            )
+            print(" | ".join(LABEL_FREE_HEADER))
+            for row in rows:
+                print(" | ".join(str(row[h]) for h in LABEL_FREE_HEADER))
+        elif not args.no_speed:
             rows = speed(args, workdir / "speed")
             results["speed"] = rows
             header = [

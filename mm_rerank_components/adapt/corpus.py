@@ -517,6 +517,26 @@ def _image_bytes_id(path: str | None) -> str | None:
         return None
 
 
+def _record_index(
+    records: Iterable[CorpusRecord], wanted_images: bool
+) -> tuple[dict[str, list[str]], dict[str, list[str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Records by normalised passage text and by picture bytes, and the pools to find the nearest in."""
+    texts: dict[str, list[str]] = {}
+    images: dict[str, list[str]] = {}
+    text_pool: list[tuple[str, str]] = []
+    image_pool: list[tuple[str, str]] = []
+    for record in records:
+        if record.kind == "text" and record.text:
+            texts.setdefault(normalise_text(record.text), []).append(record.id)
+            text_pool.append((record.id, normalise_text(record.text)))
+        elif record.kind == "image" and wanted_images:
+            cid = _image_bytes_id(record.path)
+            if cid is not None:
+                images.setdefault(cid, []).append(record.id)
+            image_pool.append((record.id, record.path or record.title or record.id))
+    return texts, images, text_pool, image_pool
+
+
 def match_labels(
     labels: LabelSet, records: Iterable[CorpusRecord], *, allow_unmatched: bool = False
 ) -> DocMatch:
@@ -531,20 +551,8 @@ def match_labels(
     """
     from mm_rerank_components.adapt.mining import DocMatch
 
-    texts: dict[str, list[str]] = {}
-    images: dict[str, list[str]] = {}
-    text_pool: list[tuple[str, str]] = []
-    image_pool: list[tuple[str, str]] = []
     wanted_images = any(d.image is not None for d in labels.docs.values())
-    for record in records:
-        if record.kind == "text" and record.text:
-            texts.setdefault(normalise_text(record.text), []).append(record.id)
-            text_pool.append((record.id, normalise_text(record.text)))
-        elif record.kind == "image" and wanted_images:
-            cid = _image_bytes_id(record.path)
-            if cid is not None:
-                images.setdefault(cid, []).append(record.id)
-            image_pool.append((record.id, record.path or record.title or record.id))
+    texts, images, text_pool, image_pool = _record_index(records, wanted_images)
     match = DocMatch()
     problems: list[str] = []
     for key, doc in labels.docs.items():

@@ -371,8 +371,7 @@ def adapt(
                 "give labels (data=..., clicks=... or labels=...) or, for label-free adaptation to your "
                 "corpus, the retriever of your database (retriever=...; mm-rerank adapt --db DB)"
             )
-        result = adapt_from_corpus(retriever, scorer, opts, progress=progress, out=out)
-        return result
+        return adapt_from_corpus(retriever, scorer, opts, progress=progress, out=out)
     clock = _Clock(progress)
     clock.say("reading labels")
     if labels is None:
@@ -384,6 +383,19 @@ def adapt(
             f"{the_scorer.name!r} has no trainable logits"
         )
     clock.lap("labels")
+    return _adapt_labelled(labels, out, retriever, embedder, the_scorer, opts, clock)
+
+
+def _adapt_labelled(
+    labels: LabelSet,
+    out: str | os.PathLike[str] | None,
+    retriever: Any | None,
+    embedder: str | tuple[Any, Any],
+    the_scorer: Scorer,
+    opts: AdaptOptions,
+    clock: _Clock,
+) -> AdaptResult:
+    """The labelled run after reading the labels: mine, (LoRA), score, check, fit, save."""
     match, mined, mode, where, embedders = _mine_pools(labels, retriever, embedder, opts, clock)
     if not mined.lists:
         raise ValueError(
@@ -553,18 +565,9 @@ def adapt_from_corpus(
     source = _as_corpus(corpus)
     the_scorer = scorer_from_spec(scorer) if isinstance(scorer, str) else scorer
     clock = _Clock(progress)
-    clock.say(f"reading the records of {source.describe()}")
-    records = source.records()
-    queries = pseudo_queries(records, opts.label_free)
-    clock.lap("queries")
-    if not queries:
-        raise ValueError(
-            f"{source.describe()}: no record gave a pseudo-query (passages need a sentence of "
-            f"{opts.label_free.min_query_words}+ words, pictures a caption or a title with a word)"
-        )
-    clock.say(
-        f"retrieving pools for {len(queries)} pseudo-queries (k_text={opts.k_text}, k_image={opts.k_image})"
-    )
+    records, queries = _corpus_queries(source, opts, clock)
+    depth = f"k_text={opts.k_text}, k_image={opts.k_image}"
+    clock.say(f"retrieving pools for {len(queries)} pseudo-queries ({depth})")
     pools = source.retrieve_many([q.text for q in queries], opts.k_text, opts.k_image)
     clock.lap("retrieve")
     clock.say(f"scoring {sum(len(p) for p in pools)} candidates with {the_scorer.name}")
@@ -587,17 +590,21 @@ def adapt_from_corpus(
         "k_image": opts.k_image,
         **report["counts"],
     }
-    return _finish(
-        model,
-        the_scorer,
-        scorer_spec(the_scorer),
-        trained_on,
-        report,
-        out,
-        opts,
-        clock,
-        clock.timings["retrieve"],
-    )
+    spec = scorer_spec(the_scorer)
+    return _finish(model, the_scorer, spec, trained_on, report, out, opts, clock, clock.timings["retrieve"])
+
+
+def _corpus_queries(source: Corpus, opts: AdaptOptions, clock: _Clock) -> tuple[list[Any], list[PseudoQuery]]:
+    clock.say(f"reading the records of {source.describe()}")
+    records = source.records()
+    queries = pseudo_queries(records, opts.label_free)
+    clock.lap("queries")
+    if not queries:
+        raise ValueError(
+            f"{source.describe()}: no record gave a pseudo-query (passages need a sentence of "
+            f"{opts.label_free.min_query_words}+ words, pictures a caption or a title with a word)"
+        )
+    return records, queries
 
 
 def _pseudo_lists(

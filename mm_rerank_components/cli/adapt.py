@@ -64,6 +64,28 @@ def register(sub: Any) -> None:
         metavar="NAME",
         help="a numeric metadata field to use as a feature (repeatable)",
     )
+    _fusion_args(adapt)
+    adapt.add_argument("--k-text", type=int, default=16, help="passages mined per query (default 16)")
+    adapt.add_argument("--k-image", type=int, default=16, help="pictures mined per query (default 16)")
+    adapt.add_argument(
+        "--split",
+        choices=("dev", "test"),
+        default=None,
+        help='train only on queries of this split (their "split" field, else the eval\'s fixed hash)',
+    )
+    adapt.add_argument(
+        "--images",
+        choices=("preview", "original"),
+        default="preview",
+        help="what the scorer reads for a picture: the stored preview (default, as mm-rerank query) or "
+        "the original file",
+    )
+    adapt.add_argument("--json", action="store_true", help="print the report as JSON")
+    adapt.set_defaults(handler=run)
+
+
+def _fusion_args(adapt: Any) -> None:
+    """The learned-fusion and label-free options."""
     adapt.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     adapt.add_argument(
         "--l2", type=float, default=0.01, help="L2 penalty on the fusion weights (default 0.01)"
@@ -110,23 +132,6 @@ def register(sub: Any) -> None:
         help="without labels: a metadata field that ties a passage and a picture to one document "
         "(repeatable; records sharing a file stem or a caption always pair)",
     )
-    adapt.add_argument("--k-text", type=int, default=16, help="passages mined per query (default 16)")
-    adapt.add_argument("--k-image", type=int, default=16, help="pictures mined per query (default 16)")
-    adapt.add_argument(
-        "--split",
-        choices=("dev", "test"),
-        default=None,
-        help='train only on queries of this split (their "split" field, else the eval\'s fixed hash)',
-    )
-    adapt.add_argument(
-        "--images",
-        choices=("preview", "original"),
-        default="preview",
-        help="what the scorer reads for a picture: the stored preview (default, as mm-rerank query) or "
-        "the original file",
-    )
-    adapt.add_argument("--json", action="store_true", help="print the report as JSON")
-    adapt.set_defaults(handler=run)
 
 
 def _options(args: argparse.Namespace, label_free: bool) -> Any:
