@@ -18,7 +18,6 @@ from typing import Any
 # transformers' per-load progress bars would interleave with the chat output
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from mm_rerank_components import MultimodalReranker
 from mm_rerank_components.answer import Evidence, LLMConfig, format_evidence
 from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
 
@@ -82,28 +81,24 @@ def open_retriever(args: argparse.Namespace) -> ChromaMultiCollectionRetriever:
     return retriever
 
 
-def make_reranker() -> MultimodalReranker:
-    """The offline starter scorer, calibrated so passages and pictures share one scale.
+def make_reranker() -> Any:
+    """The label-free product default (:func:`mm_rerank_components.defaults.default_reranker`): the offline
+    starter scorer fused with the first stage's signals, on one calibrated scale for passages and pictures,
+    the same reranker ``mm-rerank query``, ``mm-rerank serve`` and the web chat use.
 
     ``on_error="keep"``: a candidate that cannot be read (a picture deleted since ingest) stays in the
     results with its error instead of failing the question; the answer is written from the rest.
     """
-    from mm_rerank_components.scorers.starter import StarterScorer
-
-    scorer = StarterScorer()
-    scorer.load()  # load the weights now, not during the first question
-    return MultimodalReranker(scorer, cache=True, on_error="keep")
-
-
-def make_default_reranker() -> Any:
-    """The label-free product default (:func:`mm_rerank_components.defaults.default_reranker`): learned
-    fusion of the starter scorer with the first stage's signals, ``on_error="keep"`` as above."""
     from mm_rerank_components.defaults import default_reranker
     from mm_rerank_components.scorers.starter import StarterScorer
 
     scorer = StarterScorer()
-    scorer.load()
+    scorer.load()  # load the weights now, not during the first question
     return default_reranker(scorer, cache=True, on_error="keep")
+
+
+#: The name the web chat example used; the same reranker.
+make_default_reranker = make_reranker
 
 
 def llm_config(args: argparse.Namespace) -> LLMConfig | None:

@@ -1,8 +1,9 @@
 """Retrieve-and-rerank as an agent tool, in LlamaIndex and in LangChain.
 
-The tool ``search_passages_and_pictures(query)`` asks the Chroma multi-collection retriever for 16
-passages + 16 pictures, reranks them on one unified relevance scale (the starter scorer) and returns the
-top evidence as numbered lines with modality and score. It is built twice:
+The tool ``search_passages_and_pictures(query)`` asks the Chroma multi-collection retriever for 16 passages
++ 16 pictures, reranks them on one calibrated scale (``default_reranker()``: the starter scorer fused with
+the first stage's signals) and returns the top evidence as numbered lines with modality and score. It is
+built twice:
 
 * LlamaIndex: a ``FunctionTool``; with an LLM configured, a ``ReActAgent`` decides when to call it;
 * LangChain: a ``@tool``; with an LLM configured, a ReAct agent decides when to call it. The agent

@@ -1,11 +1,11 @@
 """A LangChain chatbot over your passages and pictures, with the evidence shown.
 
 Pipeline: the Chroma multi-collection retriever (16 passages + 16 pictures per question) as a LangChain
-retriever, then ``MultimodalRerankCompressor`` (the starter scorer: one unified relevance scale for both
-modalities) as a document compressor, then an LCEL chain that answers from the top documents with
-citations [1], [2]. Retrieve-then-compress is one ``RunnableLambda``: it is what LangChain's
-``ContextualCompressionRetriever`` does, without needing the ``langchain-classic`` package, so
-``pip install "mm-rerank-components[all]"`` runs this example.
+retriever, then ``MultimodalRerankCompressor`` (``default_reranker()``: the starter scorer fused with the
+first stage's signals, one calibrated scale for both modalities) as a document compressor, then an LCEL
+chain that answers from the top documents with citations [1], [2]. Retrieve-then-compress is one
+``RunnableLambda``: it is what LangChain's ``ContextualCompressionRetriever`` does, without needing the
+``langchain-classic`` package, so ``pip install "mm-rerank-components[all]"`` runs this example.
 
 The answer step is the LLM configured in the environment (any OpenAI-compatible endpoint:
 MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY) behind a chat prompt; with none it is

@@ -1,9 +1,9 @@
 """A LlamaIndex chatbot over your passages and pictures, with the evidence shown.
 
 Pipeline: the Chroma multi-collection retriever (16 passages + 16 pictures per question) as a LlamaIndex
-retriever -> ``MultimodalRerankPostprocessor`` (the starter scorer: one unified relevance scale for both
-modalities) -> a ``RetrieverQueryEngine`` whose response synthesizer answers from the top evidence with
-citations [1], [2].
+retriever -> ``MultimodalRerankPostprocessor`` (``default_reranker()``: the starter scorer fused with the
+first stage's signals, one calibrated scale for both modalities) -> a ``RetrieverQueryEngine`` whose
+response synthesizer answers from the top evidence with citations [1], [2].
 
 Answers come from the LLM configured in the environment (any OpenAI-compatible endpoint:
 MM_RERANK_LLM_MODEL, MM_RERANK_LLM_BASE_URL, MM_RERANK_LLM_API_KEY). With none, the synthesizer is the

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _common.quiet_libraries()
     config = _common.llm_config(args)
-    reranker = _common.make_default_reranker()
+    reranker = _common.make_reranker()
     pipeline = RAGPipeline(
         _common.open_retriever(args),
         reranker,

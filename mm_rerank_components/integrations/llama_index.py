@@ -164,7 +164,9 @@ def _model_name(reranker: Reranker) -> str:
         reranker = reranker.expensive
     if isinstance(reranker, MultimodalReranker):
         return reranker.scorer.name
-    return type(reranker).__name__
+    # the learned-fusion and default rerankers score with their base reranker's scorer
+    name = getattr(getattr(reranker, "scorer", None), "name", None)
+    return name if isinstance(name, str) else type(reranker).__name__
 
 
 def _image_of(node: BaseNode, image_keys: tuple[str, ...]) -> Any | None:
