@@ -1,8 +1,9 @@
 """End to end in a real browser: Debian's headless Chromium, driven by Playwright, against the web chat
 served by uvicorn on 127.0.0.1 (a free port) from a thread started here.
 
-Chromium comes from ``apt-get install chromium`` (scripts/setup_system.sh); ``playwright install`` is never
-run. Without /usr/bin/chromium the test is skipped locally and FAILS when ``CI=true``.
+Chromium is ``MM_RERANK_CHROMIUM``, else ``/usr/bin/chromium``, else the copy of Debian's chromium that
+``scripts/setup_test.sh`` unpacks into ``.cache/chromium`` without root; ``playwright install`` is never
+run. Without any of them the tests are skipped locally and FAIL when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ from mm_rerank_components.scorers import FakeScorer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("MM_RERANK_CHROMIUM", "/usr/bin/chromium")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _find_chromium() -> str:
+    named = os.environ.get("MM_RERANK_CHROMIUM")
+    if named:
+        return named
+    for candidate in ("/usr/bin/chromium", str(REPO / ".cache" / "chromium" / "chromium")):
+        if os.path.exists(candidate):
+            return candidate
+    return "/usr/bin/chromium"
+
+
+CHROMIUM = _find_chromium()
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -38,7 +52,10 @@ CHROMIUM_ARGS = [
 def _require_chromium() -> None:
     if os.path.exists(CHROMIUM) or shutil.which(CHROMIUM):
         return
-    message = f"{CHROMIUM} not found: run 'bash scripts/setup_system.sh' (apt-get install chromium) as root"
+    message = (
+        f"{CHROMIUM} not found: run 'bash scripts/setup_test.sh' (unpacks Debian's chromium into "
+        ".cache/chromium, no root) or set MM_RERANK_CHROMIUM"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)

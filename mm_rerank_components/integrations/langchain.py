@@ -14,6 +14,14 @@ Where a Document's image is found, in this order:
 
 Otherwise the document is a passage and ``page_content`` is its text. With an image from metadata,
 ``page_content`` (if not empty) is the image's caption and the document is scored as text+image.
+
+Queries with a picture: LangChain types a query as ``str``, but the compressor and the package's
+retriever (:class:`~mm_rerank_components.integrations.langchain_retriever.ChromaLangChainRetriever`)
+both also accept a :class:`~mm_rerank_components.types.Query`, so a picture travels through
+``ContextualCompressionRetriever`` and LCEL chains unchanged::
+
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base)
+    docs = retriever.invoke(Query("What is this?", image="photo.jpg"))
 """
 
 from __future__ import annotations
@@ -184,9 +192,14 @@ class MultimodalRerankCompressor(BaseDocumentCompressor):
         return cls(reranker=load_reranker(folder), **kwargs)
 
     def compress_documents(
-        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+        self, documents: Sequence[Document], query: str | Query, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        """Rerank ``documents`` for ``query`` and return reordered copies with scores in metadata."""
+        """Rerank ``documents`` for ``query`` and return reordered copies with scores in metadata.
+
+        ``query`` is the question text, or a :class:`~mm_rerank_components.types.Query` with a picture
+        (``Query("What is this?", image="photo.jpg")``, or ``Query(image=...)`` alone); a picture given as
+        a plain string would be read as words, so pass a ``Query`` for it.
+        """
         checked = self._check(query)
         if not documents:
             return []
@@ -195,7 +208,7 @@ class MultimodalRerankCompressor(BaseDocumentCompressor):
         return self._to_documents(documents, ranked)
 
     async def acompress_documents(
-        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+        self, documents: Sequence[Document], query: str | Query, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`; scoring runs off the event loop."""
         checked = self._check(query)

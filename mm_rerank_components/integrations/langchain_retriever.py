@@ -34,6 +34,8 @@ class ChromaLangChainRetriever(BaseRetriever):
 
     ``invoke(query)`` searches with the text; ``invoke(query, image="photo.jpg")`` adds an image query
     (a path, bytes, base64 or data URI), and ``k``, ``k_text``, ``k_image`` may be given per call too.
+    ``invoke(Query("What is this?", image="photo.jpg"))`` does the same with one object, which
+    ``ContextualCompressionRetriever`` and LCEL chains pass through to the rerank compressor.
     Documents come in the order of :meth:`ChromaMultiCollectionRetriever.retrieve` (routes interleaved
     rank by rank); rerank them with the package's LangChain document compressor.
 
@@ -56,7 +58,7 @@ class ChromaLangChainRetriever(BaseRetriever):
 
     def _get_relevant_documents(
         self,
-        query: str,
+        query: str | Query,
         *,
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
@@ -67,9 +69,15 @@ class ChromaLangChainRetriever(BaseRetriever):
         limit = self.k if k is None else k
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"k must be an int >= 1 or None, got {limit!r}")
-        text = query if query.strip() else None
+        if isinstance(query, Query):
+            # a picture question through ContextualCompressionRetriever / LCEL, which pass one object
+            if image is not None:
+                raise ValueError("pass the picture either in the Query or as image=..., not both")
+            search = query
+        else:
+            search = Query(text=query if query.strip() else None, image=image)
         candidates = self.retriever.retrieve(
-            Query(text=text, image=image),
+            search,
             k_text=self.k_text if k_text is None else k_text,
             k_image=self.k_image if k_image is None else k_image,
         )

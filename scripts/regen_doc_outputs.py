@@ -1,0 +1,220 @@
+"""Run the Python and shell blocks of README.md and docs/*.md, and rewrite the printed outputs they show.
+
+A block's printed output lives in the ```` ```text ```` block right after it, introduced by an
+``<!-- output -->`` line; this script runs the file's blocks in order (one namespace per file, like a
+reader pasting them into one session) in a scratch folder holding the sample files the docs name
+(:func:`make_sandbox`), and writes what each such block printed. ``--check`` only compares and exits 1
+when a page shows an output the code no longer gives (``tests/test_docs_blocks.py`` runs that).
+
+A block that truly cannot run here (it needs an LLM server, a GPU, a model hub, or the network) is
+preceded by ``<!-- docs-test: skip REASON -->``; the reason is shown to readers of the raw file and must
+start with one of :data:`SKIP_REASONS`.
+
+    python scripts/regen_doc_outputs.py            # rewrite the outputs in place
+    python scripts/regen_doc_outputs.py --check    # exit 1 on drift
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUNNABLE = ("python", "bash", "sh", "shell")
+#: The only reasons a block may be left unrun (a marker's reason starts with one, details may follow).
+SKIP_REASONS = (
+    "needs an LLM server",
+    "needs a GPU",
+    "needs a model hub",
+    "needs the network",
+    "is the set-up",  # README's two commands: .ci/run runs the test command, the first is timed by hand
+    "runs a server",  # a long-running process; tests/test_docs_blocks.py starts the documented ones
+    "takes minutes",  # a full evaluation or benchmark run
+)
+OUTPUT_MARK = "<!-- output -->"
+_SKIP = re.compile(r"<!-- docs-test: skip (?P<reason>[^>]*?) -->")
+_FENCE = re.compile(r"^```(?P<lang>[a-z]*)\s*$")
+
+
+@dataclass
+class Block:
+    path: Path
+    line: int  # 1-based line of the opening fence
+    lang: str
+    code: str
+    skip: str | None  # the reason, when marked
+    output: tuple[int, int] | None  # line span (0-based, exclusive end) of the output text, when marked
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO)}:{self.line}"
+
+
+def doc_files() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def blocks(path: Path) -> list[Block]:
+    """The fenced Python and shell blocks of ``path``, with their skip marker and output span."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    out: list[Block] = []
+    i = 0
+    while i < len(lines):
+        fence = _FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and not lines[end].startswith("```"):
+            end += 1
+        lang = fence.group("lang")
+        if lang in RUNNABLE:
+            # the marker sits on one of the comment lines just above the fence
+            k = i - 1
+            mark = None
+            while k >= 0 and lines[k].strip().startswith("<!--") and mark is None:
+                mark = _SKIP.search(lines[k])
+                k -= 1
+            output = None
+            j = end + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j + 1 < len(lines) and lines[j].strip() == OUTPUT_MARK and lines[j + 1].startswith("```"):
+                close = j + 2
+                while close < len(lines) and not lines[close].startswith("```"):
+                    close += 1
+                output = (j + 2, close)
+            out.append(
+                Block(
+                    path,
+                    i + 1,
+                    lang,
+                    "\n".join(lines[i + 1 : end]),
+                    mark.group("reason") if mark else None,
+                    output,
+                )
+            )
+        i = end + 1
+    return out
+
+
+def make_sandbox(folder: Path) -> Path:
+    """The sample files the docs name, in ``folder``: ``my_folder/`` (three passages, three captioned
+    pictures), ``photo.jpg`` and ``fox.jpg``."""
+    from PIL import Image
+
+    data = folder / "my_folder"
+    data.mkdir(parents=True, exist_ok=True)
+    passages = {
+        "cow.txt": "Cow\n\nThe cow is a farm animal that gives us milk.\n",
+        "fox.txt": "Red fox\n\nThe red fox hunts voles in the snow.\n",
+        "koala.txt": "Koala\n\nThe koala eats eucalyptus leaves.\n",
+    }
+    for name, text in passages.items():
+        (data / name).write_text(text, encoding="utf-8")
+    pictures = (("cow.png", (240, 240, 235), "a cow"), ("fox.png", (220, 90, 20), "a red fox"))
+    lines = []
+    for name, colour, caption in pictures:
+        Image.new("RGB", (96, 64), colour).save(data / name)
+        lines.append(f'{{"file_name": "{name}", "caption": "{caption}"}}')
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Image.new("RGB", (96, 64), (215, 95, 25)).save(folder / "photo.jpg")
+    Image.new("RGB", (96, 64), (225, 85, 15)).save(folder / "fox.jpg")
+    return folder
+
+
+def run_python(code: str, namespace: dict[str, object]) -> str:
+    """Run ``code`` in ``namespace`` and return what it printed."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        exec(compile(code, "<doc block>", "exec"), namespace)
+    return buffer.getvalue()
+
+
+def run_shell(code: str, cwd: Path, timeout: float = 600) -> str:
+    """Run ``code`` with bash -e in ``cwd``, the project's .venv first on PATH; raise on failure."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def run_file(path: Path, sandbox: Path) -> dict[int, str]:
+    """Run the runnable blocks of ``path`` in order in ``sandbox``; the printed output of each marked one."""
+    namespace: dict[str, object] = {"__name__": "__doc_block__"}
+    outputs: dict[int, str] = {}
+    old = Path.cwd()
+    os.chdir(sandbox)
+    try:
+        for block in blocks(path):
+            if block.skip is not None:
+                continue
+            try:
+                if block.lang == "python":
+                    printed = run_python(block.code, namespace)
+                else:
+                    printed = run_shell(block.code, sandbox)
+            except Exception as exc:
+                raise RuntimeError(f"{block.where}: the {block.lang} block failed: {exc!r}") from exc
+            if block.output is not None:
+                outputs[block.line] = printed
+    finally:
+        os.chdir(old)
+    return outputs
+
+
+def apply_outputs(path: Path, outputs: dict[int, str]) -> str:
+    """The text of ``path`` with each marked output replaced by what the block printed."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for block in sorted(blocks(path), key=lambda b: -b.line):
+        if block.output is None or block.line not in outputs:
+            continue
+        start, end = block.output
+        lines[start:end] = outputs[block.line].rstrip("\n").split("\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when an output drifted")
+    parser.add_argument("files", nargs="*", type=Path, help="pages (default: README.md and docs/*.md)")
+    args = parser.parse_args(argv)
+    files = [p.resolve() for p in args.files] or doc_files()
+    drifted = []
+    for path in files:
+        if not any(b.output for b in blocks(path)):
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            new = apply_outputs(path, run_file(path, make_sandbox(Path(tmp))))
+        if new != path.read_text(encoding="utf-8"):
+            drifted.append(path)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    verb = "drifted" if args.check else "rewritten"
+    for path in drifted:
+        print(f"{verb}: {path.relative_to(REPO)}")
+    return 1 if args.check and drifted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
