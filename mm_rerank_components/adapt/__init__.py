@@ -51,6 +51,15 @@ Labels, mining and the whole run (``mm-rerank adapt``)::
     result = adapt("labels.jsonl", retriever=retriever, scorer="starter", out="my-reranker")
     print(format_report(result.report))
 
+Without labels (label-free adaptation to the corpus, :mod:`mm_rerank_components.adapt.corpus`)::
+
+    from mm_rerank_components.adapt.corpus import ChromaCorpus, VectorCorpus, LabelFreeOptions
+    from mm_rerank_components.adapt.pipeline import AdaptOptions, adapt_from_corpus, label_free_options
+
+    result = adapt(retriever=retriever, out="my-reranker")          # mm-rerank adapt --db DB --out F
+    result = adapt_from_corpus(VectorCorpus(docs, vectors, embed_queries), scorer, label_free_options())
+    result.model.predict(query, candidates, raw_scores)           # as any learned-fusion model
+
 See ``docs/adaptation.md``.
 """
 
