@@ -297,7 +297,11 @@ def _run_cancellable(token: CancelToken, work: Callable[[], list[RankedCandidate
 
 
 class _RerankerBase:
-    """What every reranker shares: the async form of ``rerank`` and the one-line cascade."""
+    """What every reranker shares: the async form of ``rerank``, warm-up and the one-line cascade."""
+
+    def warm_up(self) -> None:
+        """Load every model now rather than on the first request (a no-op for model-free rerankers)."""
+        return None
 
     def rerank(
         self,
@@ -405,17 +409,24 @@ class MultimodalReranker(_RerankerBase):
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], **kwargs: Any) -> Reranker:
-        """Load a saved reranker folder (scorer, calibration, fusion), as written by the ``adapt`` tools.
+        """Moved: a saved reranker folder loads with :func:`mm_rerank_components.load_reranker`.
 
-        ``kwargs`` (e.g. ``cache=True``, ``on_error="keep"``) are passed on to the reranker it builds.
+        The core never imports the product layer that writes those folders (``adapt``), so this raises
+        with the call to use instead.
 
         Example:
-            >>> reranker = MultimodalReranker.load("my-reranker")  # doctest: +SKIP
-            >>> reranker.rerank("red fox", hits)  # doctest: +SKIP
+            >>> from mm_rerank_components import load_reranker
+            >>> reranker = load_reranker("my-reranker")  # doctest: +SKIP
         """
-        from mm_rerank_components.adapt.folder import load_reranker
+        raise TypeError(
+            f"MultimodalReranker.load({os.fspath(folder)!r}) moved: use "
+            "mm_rerank_components.load_reranker(folder, ...) (same keyword arguments)"
+        )
 
-        return load_reranker(folder, **kwargs)
+    def warm_up(self) -> None:
+        """Load the scorer's weights now (services and the CLI call it before the first request)."""
+        if isinstance(self.scorer, BaseScorer):
+            self.scorer.load()
 
     def _resolve_calibrator(self, calibrator: Calibrator | None) -> Calibrator:
         if calibrator is not None:
@@ -721,6 +732,11 @@ class CascadeReranker(_RerankerBase):
         self.cheap = cheap
         self.expensive = expensive
         self.keep = keep
+
+    def warm_up(self) -> None:
+        """Load both stages' models."""
+        self.cheap.warm_up()
+        self.expensive.warm_up()
 
     def rerank(
         self,

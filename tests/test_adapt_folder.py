@@ -92,7 +92,7 @@ def test_folder_holds_only_json_and_records_training(trained: tuple[LearnedFusio
         json.loads(path.read_text(encoding="utf-8"))  # every file is plain JSON
         assert not path.read_bytes().startswith(b"\x80")  # no pickle protocol header
     config = read_config(folder)
-    assert config["scorer"] == {"kind": "fake", "name": "fake", "settings": {"overrides": {}}}
+    assert config["scorer"] == {"spec": "fake", "options": {}, "name": "fake"}
     assert config["trained_on"]["data_sha256"] == "abc"
     assert config["seed"] == 3 and "meta:year" in config["feature_names"]
     assert config["package_version"]
@@ -146,10 +146,13 @@ def test_image_nodes_through_loaded_reranker(
     assert len(out) == 3
 
 
-@pytest.mark.skipif(not hasattr(MultimodalReranker, "load"), reason="MultimodalReranker.load not landed yet")
-def test_round_trip_through_multimodal_reranker_load(trained: tuple[LearnedFusionReranker, Path]) -> None:
+def test_round_trip_through_the_top_level_load_reranker(trained: tuple[LearnedFusionReranker, Path]) -> None:
+    from mm_rerank_components import load_reranker
+
     original, folder = trained
-    loaded = MultimodalReranker.load(folder)
+    with pytest.raises(TypeError, match="moved: use mm_rerank_components.load_reranker"):
+        MultimodalReranker.load(folder)
+    loaded = load_reranker(folder)
     before = original.rerank("the fox", _hits())
     after = loaded.rerank("the fox", _hits())
     assert [(r.id, r.score) for r in after] == [(r.id, r.score) for r in before]
@@ -194,7 +197,10 @@ def test_custom_scorer_needs_to_be_passed(tmp_path: Path) -> None:
     scorer = MyScorer(name="mine")
     model = fit_fusion(_lists(scorer, n=6), seed=0)
     save_reranker(tmp_path / "r", model, scorer=scorer)
-    assert read_config(tmp_path / "r")["scorer"]["kind"] == "fake"  # a FakeScorer subclass is rebuilt as fake
+    # a subclass may score differently, so it is never rebuilt as its base class
+    assert read_config(tmp_path / "r")["scorer"]["spec"] is None
+    with pytest.raises(RerankerFolderError, match="'mine', which cannot be rebuilt"):
+        load_reranker(tmp_path / "r")
     save_reranker(tmp_path / "r2", model, scorer_info={"kind": "custom", "name": "mine", "settings": {}})
     with pytest.raises(
         RerankerFolderError, match=r"pass it yourself: load_reranker\(folder, scorer=\.\.\.\)"
@@ -224,13 +230,28 @@ def test_adapters_from_folder(trained: tuple[LearnedFusionReranker, Path]) -> No
 
 
 def test_starter_scorer_settings_round_trip() -> None:
-    from mm_rerank_components.adapt.folder import scorer_from_spec, scorer_spec
+    from mm_rerank_components.adapt.folder import rebuild_scorer, scorer_spec
     from mm_rerank_components.scorers.starter import StarterScorer
 
     scorer = StarterScorer(top_k=10, window_chars=300, caption_weight=0.25)
     spec = json.loads(json.dumps(scorer_spec(scorer)))
-    assert spec["kind"] == "starter" and spec["settings"]["window_chars"] == 300
-    assert scorer_from_spec(spec).name == scorer.name
+    assert spec["spec"] == "starter" and spec["options"]["window_chars"] == 300
+    assert rebuild_scorer(spec).name == scorer.name
     spec["name"] = "starter:something-else"
     with pytest.raises(RerankerFolderError, match="builds it differently"):
-        scorer_from_spec(spec)
+        rebuild_scorer(spec)
+
+
+def test_folders_written_before_the_registry_still_load() -> None:
+    from mm_rerank_components.adapt.folder import rebuild_scorer
+    from mm_rerank_components.scorers.starter import StarterScorer
+
+    scorer = StarterScorer(top_k=10, window_chars=300)
+    settings = {"top_k": 10, "window_chars": 300, "prompt_styles": list(scorer.prompt_styles)}
+    old = {"kind": "starter", "name": scorer.name, "settings": settings}
+    assert rebuild_scorer(old).name == scorer.name
+    record = {"kind": "fake", "name": "fake(overrides=bb3d02d8)", "settings": {"overrides": {"a": 0.9}}}
+    fake = rebuild_scorer(record)
+    assert fake.name == "fake(overrides=bb3d02d8)"
+    with pytest.raises(RerankerFolderError, match="pass it yourself"):
+        rebuild_scorer({"kind": "custom", "name": "mine", "settings": {"class": "x.Y"}})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from mm_rerank_components.adapt.folder_schema import check_folder
 from mm_rerank_components.adapt.fusion import FusionModel, LearnedFusionReranker
 from mm_rerank_components.calibration import PerModalityCalibrator, calibrator_from_dict
 from mm_rerank_components.reranker import MultimodalReranker, OnError, ScoreCache
-from mm_rerank_components.scorers.base import Scorer
+from mm_rerank_components.scorers.base import BaseScorer, Scorer
+from mm_rerank_components.scorers.registry import scorer_from_spec
 
 __all__ = [
     "CONFIG_FILE",
@@ -41,8 +42,8 @@ __all__ = [
     "RerankerFolderError",
     "load_reranker",
     "read_config",
+    "rebuild_scorer",
     "save_reranker",
-    "scorer_from_spec",
     "scorer_spec",
 ]
 
@@ -54,134 +55,73 @@ CONFIG_FILE = "config.json"
 FUSION_FILE = "fusion.json"
 CALIBRATION_FILE = "calibration.json"
 
-_STARTER_SETTINGS = (
-    "n_views",
-    "top_k",
-    "prompt_styles",
-    "class_match_weight",
-    "class_match_temperature",
-    "caption_weight",
-    "window_weight",
-    "window_chars",
-    "class_k",
-)
-
 
 class RerankerFolderError(ValueError):
     """A reranker folder is missing, incomplete or malformed; the message names the folder and file."""
 
 
 # --------------------------------------------------------------------------------------------------
-# Scorers: what the folder records, and how it rebuilds them
+# Scorers: what the folder records, and how it rebuilds them (through the one registry)
 
 
 def scorer_spec(scorer: Scorer) -> dict[str, Any]:
-    """What a folder records about ``scorer``: ``{"kind", "name", "settings"}``.
+    """What a folder records about ``scorer``: ``{"spec", "options", "name"}``.
 
-    ``kind`` is ``"starter"``, ``"fake"``, ``"first-stage"`` (rebuilt on load) or ``"custom"`` (any
-    other scorer: pass it to :func:`load_reranker` as ``scorer=``).
+    ``spec`` and ``options`` come from the scorer's declared hooks
+    (:meth:`~mm_rerank_components.scorers.BaseScorer.spec`, ``spec_options``); a scorer without a spec is
+    recorded with ``"spec": None`` (pass it to :func:`load_reranker` as ``scorer=``).
 
     Example:
         >>> from mm_rerank_components.scorers import FakeScorer
-        >>> scorer_spec(FakeScorer())["kind"]
-        'fake'
+        >>> scorer_spec(FakeScorer())
+        {'spec': 'fake', 'options': {}, 'name': 'fake'}
     """
-    from mm_rerank_components.eval.pipelines import FirstStageScorer
-    from mm_rerank_components.scorers.fake import FakeScorer
-
     name = str(scorer.name)
-    if isinstance(scorer, FakeScorer):
-        return {"kind": "fake", "name": name, "settings": {"overrides": dict(scorer.overrides)}}
-    if isinstance(scorer, FirstStageScorer):
-        return {"kind": "first-stage", "name": name, "settings": {}}
-    if type(scorer).__name__ == "StarterScorer" and type(scorer).__module__.endswith("scorers.starter"):
-        settings = {key: getattr(scorer, key) for key in _STARTER_SETTINGS if hasattr(scorer, key)}
-        settings["prompt_styles"] = list(settings["prompt_styles"])
-        image_model = getattr(getattr(scorer, "models", None), "image_model", None)
-        if image_model is not None:
-            settings["image_model"] = image_model
-        return {"kind": "starter", "name": name, "settings": settings}
-    return {
-        "kind": "custom",
-        "name": name,
-        "settings": {"class": f"{type(scorer).__module__}.{type(scorer).__qualname__}"},
-    }
+    if isinstance(scorer, BaseScorer):
+        try:
+            return {"spec": scorer.spec(), "options": scorer.spec_options(), "name": name}
+        except ValueError as exc:
+            logger.info("scorer %s is recorded without a spec: %s", name, exc)
+    return {"spec": None, "options": {}, "name": name}
 
 
-def _fake(settings: Mapping[str, Any], name: str) -> Scorer:
-    from mm_rerank_components.scorers.fake import FakeScorer
-
-    return FakeScorer(overrides=settings.get("overrides") or {}, name=name)
-
-
-def _first_stage(settings: Mapping[str, Any], name: str) -> Scorer:
-    from mm_rerank_components.eval.pipelines import FirstStageScorer
-
-    return FirstStageScorer()
-
-
-def _starter(settings: Mapping[str, Any], name: str) -> Scorer:
-    from mm_rerank_components.scorers.starter import StarterScorer
-
-    kwargs = {k: v for k, v in settings.items() if k in _STARTER_SETTINGS or k == "image_model"}
-    return StarterScorer(**kwargs)
+def _spec_and_options(record: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """A record's spec and options; folders of format version 1 before the registry wrote ``kind`` and
+    ``settings`` (a model kind's folder in ``settings["model"]``), read the same way."""
+    if "spec" in record:
+        spec = record.get("spec")
+        return (str(spec) if spec is not None else None), dict(record.get("options") or {})
+    kind, settings = record.get("kind"), dict(record.get("settings") or {})
+    if kind in ("fake", "first-stage", "starter"):
+        return str(kind), settings
+    if kind in ("cross-encoder", "vlm", "llm") and "model" in settings:
+        return f"{kind}:{settings.pop('model')}", settings
+    return None, {}
 
 
-def _cross_encoder(settings: Mapping[str, Any], name: str) -> Scorer:
-    from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer
-
-    return CrossEncoderScorer(str(settings["model"]), local_files_only=True)
-
-
-def _vlm(settings: Mapping[str, Any], name: str) -> Scorer:
-    from mm_rerank_components.scorers.vlm import VLMYesNoScorer
-
-    return VLMYesNoScorer(str(settings["model"]), local_files_only=True)
-
-
-def _llm(settings: Mapping[str, Any], name: str) -> Scorer:
-    from mm_rerank_components.scorers.llm import LLMYesNoScorer
-
-    return LLMYesNoScorer(str(settings["model"]), local_files_only=True)
-
-
-#: How a recorded scorer is rebuilt, by ``kind``. The model scorers (``cross-encoder``, ``vlm``,
-#: ``llm``) read ``settings["model"]``, a local model folder; a ``"lora"`` entry of the spec names the
-#: folder's LoRA adapter, put back with :func:`~mm_rerank_components.adapt.lora.load_lora`.
-SCORER_BUILDERS: dict[str, Callable[[Mapping[str, Any], str], Scorer]] = {
-    "fake": _fake,
-    "first-stage": _first_stage,
-    "starter": _starter,
-    "cross-encoder": _cross_encoder,
-    "vlm": _vlm,
-    "llm": _llm,
-}
-
-
-def scorer_from_spec(
-    spec: Mapping[str, Any], *, where: str = "<spec>", folder: str | os.PathLike[str] | None = None
+def rebuild_scorer(
+    record: Mapping[str, Any], *, where: str = "<record>", folder: str | os.PathLike[str] | None = None
 ) -> Scorer:
     """Rebuild the scorer a folder recorded (see :func:`scorer_spec`); ``folder`` holds its LoRA adapter.
 
     Example:
-        >>> scorer_from_spec({"kind": "fake", "name": "fake", "settings": {}}).name
+        >>> rebuild_scorer({"spec": "fake", "options": {}, "name": "fake"}).name
         'fake'
     """
-    kind = spec.get("kind")
-    builder = SCORER_BUILDERS.get(str(kind))
-    if builder is None:
+    spec, options = _spec_and_options(record)
+    if spec is None:
         raise RerankerFolderError(
-            f"{where}: the reranker was trained with scorer {spec.get('name')!r} (kind {kind!r}), which "
-            "cannot be rebuilt from the folder; pass it yourself: load_reranker(folder, scorer=...)"
+            f"{where}: the reranker was trained with scorer {record.get('name')!r}, which cannot be rebuilt "
+            "from the folder; pass it yourself: load_reranker(folder, scorer=...)"
         )
     try:
-        scorer = builder(spec.get("settings") or {}, str(spec.get("name")))
-    except (KeyError, OSError) as exc:
+        scorer = scorer_from_spec(spec, **options)
+    except (ValueError, TypeError, OSError) as exc:
         raise RerankerFolderError(
-            f"{where}: cannot rebuild the {kind} scorer from {dict(spec.get('settings') or {})!r} ({exc}); "
-            "pass it yourself: load_reranker(folder, scorer=...)"
+            f"{where}: cannot rebuild the scorer {spec!r} with options {options!r} ({exc}); pass it "
+            "yourself: load_reranker(folder, scorer=...)"
         ) from exc
-    adapter = spec.get("lora")
+    adapter = record.get("lora")
     if adapter:
         if folder is None:
             raise RerankerFolderError(
@@ -193,10 +133,11 @@ def scorer_from_spec(
         if not adapter_dir.is_dir():
             raise RerankerFolderError(f"{where}: the LoRA adapter folder {adapter_dir} is missing")
         scorer = load_lora(scorer, adapter_dir)
-    if scorer.name != spec.get("name"):
+    if scorer.name != record.get("name"):
         raise RerankerFolderError(
             f"{where}: rebuilt scorer is named {scorer.name!r} but the reranker was trained with "
-            f"{spec.get('name')!r}; this package version builds it differently, so retrain (mm-rerank adapt)"
+            f"{record.get('name')!r}; this package version builds it differently, so retrain "
+            "(mm-rerank adapt)"
         )
     return scorer
 
@@ -376,7 +317,7 @@ def load_reranker(
     spec = config.get("scorer") or {}
     where = f"reranker folder {root}: {CONFIG_FILE}"
     if scorer is None:
-        scorer = scorer_from_spec(spec, where=where, folder=root)
+        scorer = rebuild_scorer(spec, where=where, folder=root)
     elif scorer.name != spec.get("name"):
         raise RerankerFolderError(
             f"{where}: the reranker was trained on scores of {spec.get('name')!r}, but the scorer passed is "

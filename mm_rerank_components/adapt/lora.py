@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from mm_rerank_components._deps import require
+from mm_rerank_components.adapt.fusion import LabelledList
+from mm_rerank_components.scorers.base import Scorer, TrainableScorer
 from mm_rerank_components.types import Candidate, Query
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def as_examples(items: Iterable[Any]) -> list[LoraExample]:
             example = item
         elif isinstance(item, tuple) and len(item) == 3:
             example = LoraExample(_query(item[0]), list(item[1]), list(item[2]))
-        elif hasattr(item, "candidates") and hasattr(item, "labels"):
+        elif isinstance(item, LabelledList):
             pos = [c for c, y in zip(item.candidates, item.labels, strict=True) if y >= 1]
             neg = [c for c, y in zip(item.candidates, item.labels, strict=True) if y < 1]
             example = LoraExample(_query(item.query), pos, neg)
@@ -141,7 +143,7 @@ def lora_finetune(
     torch = require("torch", "models", "LoRA fine-tuning")
     peft = require("peft", "lora", "LoRA fine-tuning")
     data = as_examples(examples)
-    if not callable(getattr(scorer, "logits", None)) or getattr(scorer, "model", None) is None:
+    if not isinstance(scorer, TrainableScorer) or scorer.model is None:
         raise TypeError(
             f"{type(scorer).__name__} cannot be fine-tuned with LoRA: it needs a model and a differentiable "
             "logits(query, candidates) (VLMYesNoScorer, LLMYesNoScorer or CrossEncoderScorer)"
@@ -186,7 +188,7 @@ def lora_finetune(
         "pairwise": sum(len(e.positives) * len(e.negatives) for e in data),
     }
     scorer.model.eval()
-    result = LoraResult(losses, pairs, seed, str(getattr(scorer, "device", "cpu")), None, targets)
+    result = LoraResult(losses, pairs, seed, str(scorer.device), None, targets)
     _rename(scorer, _adapter_digest(torch, scorer.model))
     if out is not None:
         result.path = save_lora(scorer, out, result)
@@ -266,12 +268,14 @@ def _adapter_digest(torch: Any, model: Any) -> str:
     return digest.hexdigest()
 
 
-def _rename(scorer: Any, digest: str) -> None:
-    base = str(getattr(scorer, "name", type(scorer).__name__)).split("+lora:")[0]
+def _rename(scorer: TrainableScorer, digest: str) -> None:
+    base = str(scorer.name).split("+lora:")[0]
     scorer.name = f"{base}+lora:{digest}"
 
 
-def save_lora(scorer: Any, folder: str | os.PathLike[str], result: LoraResult | None = None) -> Path:
+def save_lora(
+    scorer: TrainableScorer, folder: str | os.PathLike[str], result: LoraResult | None = None
+) -> Path:
     """Write the scorer's LoRA adapter (safetensors + config) and what it was trained on to ``folder``.
 
     Example:
@@ -282,9 +286,7 @@ def save_lora(scorer: Any, folder: str | os.PathLike[str], result: LoraResult | 
     path.mkdir(parents=True, exist_ok=True)
     state = peft.get_peft_model_state_dict(scorer.model)
     if not state:
-        raise ValueError(
-            f"{getattr(scorer, 'name', scorer)!r} has no LoRA adapter to save; run lora_finetune first"
-        )
+        raise ValueError(f"{scorer.name!r} has no LoRA adapter to save; run lora_finetune first")
     from safetensors.torch import save_file
 
     save_file(
@@ -292,14 +294,14 @@ def save_lora(scorer: Any, folder: str | os.PathLike[str], result: LoraResult | 
     )
     config = scorer.model.peft_config["default"]
     config.save_pretrained(str(path))
-    info = {"scorer": getattr(scorer, "name", ""), "format": "peft-lora"}
+    info: dict[str, Any] = {"scorer": scorer.name, "format": "peft-lora"}
     if result is not None:
         info |= {"losses": result.losses, "pairs": result.pairs, "seed": result.seed, "device": result.device}
     (path / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def load_lora(scorer: Any, folder: str | os.PathLike[str]) -> Any:
+def load_lora(scorer: Scorer, folder: str | os.PathLike[str]) -> Scorer:
     """Put the LoRA adapter saved in ``folder`` on ``scorer`` (in place) and return the scorer.
 
     The scorer must wrap the same base model the adapter was trained on; its name gains the adapter's
@@ -309,6 +311,11 @@ def load_lora(scorer: Any, folder: str | os.PathLike[str]) -> Any:
         >>> base = VLMYesNoScorer("models/base", local_files_only=True)  # doctest: +SKIP
         >>> scorer = load_lora(base, "adapters/fox")  # doctest: +SKIP
     """
+    if not isinstance(scorer, TrainableScorer):
+        raise TypeError(
+            f"{scorer.name!r} ({type(scorer).__name__}) takes no LoRA adapter: it needs a model and a "
+            "differentiable logits(query, candidates) (VLMYesNoScorer, LLMYesNoScorer or CrossEncoderScorer)"
+        )
     torch = require("torch", "models", "LoRA adapters")
     peft = require("peft", "lora", "LoRA adapters")
     path = Path(folder)
@@ -324,12 +331,13 @@ def load_lora(scorer: Any, folder: str | os.PathLike[str]) -> Any:
     peft.inject_adapter_in_model(config, scorer.model)
     state = load_file(str(path / "adapter_model.safetensors"))
     outcome = peft.set_peft_model_state_dict(scorer.model, state)
+    # peft's load result (a third-party object, not a scorer hook): older peft versions return None
     missing = [k for k in getattr(outcome, "unexpected_keys", []) if "lora_" in k]
     if missing:
         raise ValueError(f"the adapter in {os.fspath(folder)!r} does not fit this model: {missing[:3]} ...")
     for name, p in scorer.model.named_parameters():
         if "lora_" in name:
             p.data = p.data.float()
-    scorer.model.to(getattr(scorer, "device", "cpu")).eval()
+    scorer.model.to(scorer.device).eval()
     _rename(scorer, _adapter_digest(torch, scorer.model))
     return scorer

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.starter.threads import set_process_threads
+
+#: ``--threads N``: torch's thread count and the starter models' own policy (kept here for the commands).
+set_threads = set_process_threads
+
 #: First-stage embedders by name; ``clip:PATH`` takes a local CLIP-family model folder.
 EMBEDDERS = ("starter", "hashing", "clip:PATH")
-SCORERS = ("starter", "fake", "none")
 
 
 def connection_args(parser: argparse.ArgumentParser) -> None:
@@ -81,42 +84,62 @@ def retriever_from_args(args: argparse.Namespace) -> Any:
     return ChromaMultiCollectionRetriever(path=args.db if args.db is not None else "chroma_db", **kwargs)
 
 
-def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for the models: torch's thread count and the starter models' own
-    per-call policy (``MM_RERANK_THREADS``, which would otherwise still pick 1 under load)."""
-    if threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
-    os.environ["MM_RERANK_THREADS"] = str(threads)
+def scorer_arg(text: str) -> str:
+    """``--scorer``'s value, checked by the scorer registry (a model folder must exist, a URL be http(s)).
+
+    Example:
+        >>> scorer_arg("fake")
+        'fake'
+    """
+    from mm_rerank_components.scorers.registry import ScorerSpecError, parse_spec
+
     try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
+        kind, arg = parse_spec(text)
+    except ScorerSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if kind is None:  # a module:callable factory, imported when the scorer is built
+        return text.strip()
+    return kind.kind if arg is None else f"{kind.kind}:{arg}"
 
 
-def reranker_by_name(scorer: str) -> Any:
-    from mm_rerank_components.reranker import MultimodalReranker
+def query_scorer_arg(text: str) -> str:
+    """``mm-rerank query --scorer``: a scorer spec, or ``none`` (first stage only)."""
+    return "none" if text == "none" else scorer_arg(text)
 
-    if scorer == "none":
+
+def reranker_from_spec(spec: str) -> Any:
+    """The reranker ``mm-rerank query --scorer`` names: ``starter`` is the product default (starter scorer
+    fused with the first stage's signals), ``none`` is no reranker, any other spec its scorer, calibrated.
+
+    Example:
+        >>> reranker_from_spec("fake").scorer.name
+        'fake'
+    """
+    if spec == "none":
         return None
-    if scorer == "fake":
-        from mm_rerank_components.scorers.fake import FakeScorer
+    if spec == "starter":
+        from mm_rerank_components.defaults import default_reranker
 
-        return MultimodalReranker(FakeScorer())
-    from mm_rerank_components.scorers.starter import StarterScorer
+        return default_reranker()
+    from mm_rerank_components.reranker import MultimodalReranker
+    from mm_rerank_components.scorers.registry import scorer_from_spec
 
-    return MultimodalReranker(StarterScorer())
+    return MultimodalReranker(scorer_from_spec(spec))
+
+
+def scorer_help(intro: str) -> str:
+    """A ``--scorer`` help text that lists every spec the registry accepts."""
+    from mm_rerank_components.scorers.registry import scorer_kinds
+
+    return f"{intro}: {', '.join(scorer_kinds())} (PATH: a local model folder)"
 
 
 def warm_up(retriever: Any, reranker: Any) -> None:
-    """Load models and open the database before the timed query, so timings are those of a warm service."""
-    from mm_rerank_components.scorers.base import BaseScorer
-
+    """Open the database and load every model before the timed query, so timings are those of a warm
+    service (``reranker`` may be None: no reranking)."""
     retriever.warm_up()
-    # MultimodalReranker and the learned-fusion reranker both expose the scorer they score with
-    scorer = getattr(reranker, "scorer", None)
-    if isinstance(scorer, BaseScorer):
-        scorer.load()
+    if reranker is not None:
+        reranker.warm_up()
 
 
 def progress_bar(total: int, *, disable: bool) -> Any:

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from mm_rerank_components.cli._common import (
-    SCORERS,
     connection_args,
     format_table,
-    reranker_by_name,
+    query_scorer_arg,
+    reranker_from_spec,
     retriever_from_args,
+    scorer_help,
 )
 from mm_rerank_components.cli.shell import warm_up_for
 
@@ -36,11 +37,19 @@ def register(sub: Any) -> None:
     query.add_argument("--k-image", type=int, default=16, help="hits from the image collection (default 16)")
     query.add_argument("--top-n", type=int, default=10, help="rows to print (default 10; 0 = all)")
     query.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="drop hits whose unified score (a probability of relevance, 0..1) is below this",
+    )
+    query.add_argument(
         "--scorer",
-        choices=SCORERS,
+        type=query_scorer_arg,
         default="starter",
-        help="reranker: the offline starter models fused with the first stage's signals (default; "
-        "mm_rerank_components.defaults.default_reranker), the model-free fake, or none",
+        help=scorer_help(
+            "reranker: starter is the offline starter models fused with the first stage's signals (default; "
+            "mm_rerank_components.defaults.default_reranker), none skips reranking; any scorer spec"
+        ),
     )
     query.add_argument(
         "--reranker",
@@ -75,6 +84,21 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--reranker {str(args.reranker)!r} is not a folder (write one with mm-rerank adapt)"
     if args.repeat < 0:
         return f"--repeat must be >= 0, got {args.repeat}"
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        return f"--threshold must be a unified score between 0 and 1, got {args.threshold}"
+    if args.threshold is not None and args.scorer == "none" and args.reranker is None:
+        return "--threshold needs a reranker (the first stage's scores are not on the unified scale)"
+    return _missing_database(args)
+
+
+def _missing_database(args: argparse.Namespace) -> str | None:
+    """An embedded database that is not there is a mistake (a mistyped --db), never a new empty one."""
+    if getattr(args, "server", None) or getattr(args, "host", None):
+        return None
+    db = Path(args.db if args.db is not None else "chroma_db")
+    if not (db / "chroma.sqlite3").is_file():
+        what = "is not a folder" if not db.is_dir() else "holds no Chroma database"
+        return f"--db {str(db)!r} {what}: ingest into it first (mm-rerank ingest FOLDER --db {db})"
     return None
 
 
@@ -85,20 +109,8 @@ def _make_reranker(args: argparse.Namespace) -> tuple[Any, str]:
 
         return load_reranker(args.reranker), f"reranker folder {args.reranker}"
     if args.scorer == "starter":
-        from mm_rerank_components.defaults import default_reranker
-
-        return default_reranker(), "the default reranker (starter scorer + learned fusion)"
-    return reranker_by_name(args.scorer), args.scorer
-
-
-def _load_models(retriever: Any, reranker: Any) -> None:
-    """Open the database and load every model before the timed queries."""
-    from mm_rerank_components.scorers.base import BaseScorer
-
-    retriever.warm_up()
-    scorer = getattr(reranker, "scorer", None)  # MultimodalReranker and LearnedFusionReranker expose it
-    if isinstance(scorer, BaseScorer):
-        scorer.load()
+        return reranker_from_spec("starter"), "the default reranker (starter scorer + learned fusion)"
+    return reranker_from_spec(args.scorer), args.scorer
 
 
 def _timed_query(
@@ -108,7 +120,7 @@ def _timed_query(
     candidates = retriever.retrieve(query, k_text=args.k_text, k_image=args.k_image)
     t1 = time.perf_counter()
     if reranker is not None:
-        ranked = reranker.rerank(query, candidates)
+        ranked = reranker.rerank(query, candidates, threshold=args.threshold)
         rows = [(r.candidate, r.score) for r in ranked]
     else:
         rows = [(c, math.nan) for c in candidates]

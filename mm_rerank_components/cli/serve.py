@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from mm_rerank_components.cli._common import embedder_spec
+from mm_rerank_components.cli._common import embedder_spec, scorer_arg, scorer_help
 
 _MB = 1024 * 1024
 
@@ -35,12 +35,16 @@ def register(sub: Any) -> None:
     what = serve.add_argument_group("scorer")
     what.add_argument(
         "--scorer",
+        type=scorer_arg,
         default="starter",
-        help="'starter' (offline starter models, default), 'fake' (model-free), or a factory "
-        "'module:callable' returning a scorer or a MultimodalReranker",
+        metavar="SPEC",
+        help=scorer_help(
+            "the scorer (default starter, the offline starter models; a module:callable factory may return "
+            "a scorer or a MultimodalReranker)"
+        ),
     )
     what.add_argument(
-        "--scorer-kwargs", default=None, help="JSON object of keyword arguments for the factory"
+        "--scorer-kwargs", default=None, help="JSON object of keyword arguments for the scorer or factory"
     )
     what.add_argument(
         "--reranker", default=None, metavar="FOLDER", help="a saved reranker folder (mm-rerank adapt)"

@@ -28,8 +28,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from mm_rerank_components.adapt.splits import SPLIT_SEED, Split, assign_split
 from mm_rerank_components.types import Candidate
 
 __all__ = [
@@ -41,26 +42,6 @@ __all__ = [
     "tuxpaint_mixed_task",
     "wesnoth_units_task",
 ]
-
-Split = Literal["dev", "test"]
-#: The split is a hash of this seed and the query's key, so it never changes between runs or machines.
-SPLIT_SEED = "mm-rerank-eval-v1"
-
-
-def assign_split(key: str, test_fraction: float = 0.5, seed: str = SPLIT_SEED) -> Split:
-    """``"test"`` (held out) or ``"dev"`` for ``key``, fixed by a seeded SHA-256 hash.
-
-    Example:
-        >>> assign_split("animals/birds/owl") in ("dev", "test")
-        True
-        >>> assign_split("x", test_fraction=0.0)
-        'dev'
-    """
-    if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
-    value = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
-    return "test" if value < test_fraction else "dev"
-
 
 @dataclass
 class EvalTask:

@@ -27,6 +27,7 @@ from typing import Any
 from mm_rerank_components.media import ImageLoadError, ImageOptions
 from mm_rerank_components.reranker import CandidateError, MultimodalReranker, OnError
 from mm_rerank_components.scorers.base import BaseScorer
+from mm_rerank_components.scorers.registry import scorer_from_spec
 from mm_rerank_components.serving._json import decode_body, encode_body
 from mm_rerank_components.serving.batching import BatchingScorer, MicroBatcher, ScoreCall, Submit, score_many
 from mm_rerank_components.serving.metrics import Metrics
@@ -164,34 +165,10 @@ def load_scorer(config: ServeConfig) -> tuple[Any, Any]:
         >>> load_scorer(ServeConfig(scorer="fake"))[0].name
         'fake'
     """
-    spec, kwargs = config.scorer, dict(config.scorer_kwargs)
+    # the one scorer registry: every spec the CLI and adapt accept (a factory's MultimodalReranker comes
+    # back as its scorer, with the reranker's calibrator as the scorer's shipped one)
+    scorer = scorer_from_spec(config.scorer, device=config.device, **dict(config.scorer_kwargs))
     calibrator = None
-    if spec == "fake":
-        from mm_rerank_components.scorers.fake import FakeScorer
-
-        scorer: Any = FakeScorer(**kwargs)
-    elif spec == "starter":
-        from mm_rerank_components.scorers.starter import StarterScorer
-
-        scorer = StarterScorer(device=config.device, **kwargs)
-    elif ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(
-                f"cannot load scorer factory {spec!r}: {exc}; give it as module:callable"
-            ) from exc
-        made = factory(**kwargs)
-        if isinstance(made, MultimodalReranker):
-            scorer, calibrator = made.scorer, made.calibrator
-        else:
-            scorer = made
-    else:
-        raise ValueError(f"unknown scorer {spec!r}: use 'starter', 'fake' or a factory 'module:callable'")
-    for attr in ("name", "outputs_probabilities", "modalities", "score"):
-        if not hasattr(scorer, attr):
-            raise TypeError(f"scorer {spec!r} made {scorer!r}, which lacks {attr!r}; return a Scorer")
     if isinstance(scorer, BaseScorer):
         scorer.load()
     return scorer, calibrator
@@ -206,7 +183,7 @@ def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
         ) from exc
     folder = Path(config.reranker_folder or "")
     spec = folder_module.read_config(folder).get("scorer") or {}
-    scorer = folder_module.scorer_from_spec(spec, where=f"reranker folder {folder.name}")
+    scorer = folder_module.rebuild_scorer(spec, where=f"reranker folder {folder.name}", folder=folder)
     if isinstance(scorer, BaseScorer):
         scorer.load()
 
@@ -407,9 +384,9 @@ class RerankEngine:
     ) -> None:
         self.config = config or ServeConfig()
         if self.config.threads is not None:
-            from mm_rerank_components.cli._common import set_threads
+            from mm_rerank_components.starter.threads import set_process_threads
 
-            set_threads(self.config.threads)
+            set_process_threads(self.config.threads)
         factory: RerankerFactory | None = None
         if scorer is None and self.config.reranker_folder is not None:
             scorer, factory = _folder_factory(self.config)

@@ -47,6 +47,26 @@ _in_flight_lock = threading.Lock()
 _load_cache: tuple[float, float] = (0.0, 0.0)
 
 
+def set_process_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for the models in this process: torch's thread count and the starter
+    models' own per-call policy (:data:`ENV_VAR`, which would otherwise still pick 1 under load).
+
+    Example:
+        >>> set_process_threads(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: --threads must be >= 1, got 0
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    os.environ[ENV_VAR] = str(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
 def parse_threads(value: object, what: str = "threads") -> int | None:
     """``None``/``"auto"`` -> None (the policy), a positive int (or its string) -> that int.
 
