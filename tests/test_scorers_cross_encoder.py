@@ -173,3 +173,39 @@ def test_score_many_merges_calls_and_equals_single_calls(bert_path: Path) -> Non
         assert a == pytest.approx(b, abs=1e-6)
     with pytest.raises(ValueError, match="image"):
         merged.score_many([(Query("fox"), [Candidate("i", image="pic.png")])])
+
+
+@pytest.mark.parametrize("backend", ["torch-int8", "onnx", "onnx-int8"])
+def test_faster_cpu_backends_agree_with_fp32(
+    bert_path: Path, scorer: CrossEncoderScorer, backend: str
+) -> None:
+    if backend.startswith("onnx"):
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+    fast = CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", batch_size=8, backend=backend)
+    query, candidates = Query("red fox in the snow"), passages()
+    reference, scores = scorer.score(query, candidates), fast.score(query, candidates)
+    assert fast.name != scorer.name and fast.backend == backend  # cached scores are never mixed
+    if backend == "onnx":  # the same fp32 graph: equal to rounding
+        assert scores == pytest.approx(reference, abs=1e-4)
+    else:  # int8 weights: close, not equal (ranking agreement on a real-shaped model: the benchmark)
+        assert scores == pytest.approx(reference, abs=0.05) and scores != reference
+    if backend == "torch-int8":
+        assert "quantized" in type(fast.model.bert.encoder.layer[0].attention.self.query).__module__
+    merged = fast.score_many([(query, candidates[:5]), (Query("owl"), candidates[5:])])
+    alone = [fast.score(query, candidates[:5]), fast.score(Query("owl"), candidates[5:])]
+    # int8 quantises activations with one scale per batch, so a score moves slightly with its batch-mates
+    tolerance = 1e-5 if backend == "onnx" else 0.01
+    for a, b in zip(merged, alone, strict=True):
+        assert a == pytest.approx(b, abs=tolerance)
+    with pytest.raises(ValueError, match="logits\\(\\) needs backend='torch'"):
+        fast.logits(query, candidates)
+
+
+def test_bad_backend_is_named(bert_path: Path) -> None:
+    with pytest.raises(ValueError, match="backend must be one of .*got 'int4'"):
+        CrossEncoderScorer(bert_path, local_files_only=True, device="cpu", backend="int4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="runs on the CPU, but the model is on cuda"):
+        from mm_rerank_components.scorers.onnx import check_backend
+
+        check_backend("onnx", "cuda:0")

@@ -66,7 +66,9 @@ class CrossEncoderScorer(BaseScorer):
         backend: how the model runs on the CPU (see :mod:`mm_rerank_components.scorers.onnx`): ``"torch"``
             (as loaded; the reference), ``"torch-int8"`` (dynamic int8 quantisation), ``"onnx"`` or
             ``"onnx-int8"`` (ONNX Runtime; the ``onnx`` extra). Faster, with rankings close to but not
-            exactly those of fp32 (measured in docs/benchmarks.md); :meth:`logits` needs ``"torch"``.
+            exactly those of fp32 (measured in docs/benchmarks.md); an int8 score also moves slightly
+            (about 1e-3) with its batch-mates, as activations are quantised with one scale per batch.
+            :meth:`logits` needs ``"torch"``.
         name: overrides the scorer name.
         load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords (``device``, ``dtype``,
             ``local_files_only``, ``revision``, ``cache_dir``, ``trust_remote_code``,
