@@ -23,12 +23,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from adapt_speed import _metrics, _order, _route_scores  # noqa: E402
+from adapt_speed import _metrics, _order, _route_scores
 
-from mm_rerank_components import MultimodalReranker  # noqa: E402
-from mm_rerank_components.adapt.corpus import LabelFreeOptions, VectorCorpus  # noqa: E402
-from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options  # noqa: E402
-from mm_rerank_components.calibration import SigmoidCalibrator  # noqa: E402
+from mm_rerank_components import MultimodalReranker
+from mm_rerank_components.adapt.corpus import LabelFreeOptions, VectorCorpus
+from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+from mm_rerank_components.calibration import SigmoidCalibrator
 
 FUSIONS = ("raw-merge", "rrf", "minmax", "zscore")
 #: metadata fields the built-in tasks use for "this passage and this picture are one item"
@@ -53,9 +53,21 @@ def _corpus(task: Any, embedder: Any, cache: Path) -> VectorCorpus:
     images = [d for d in docs if d.image is not None]
     vectors: dict[str, Any] = {}
     if texts:
-        vectors.update(zip([d.id for d in texts], cached_embeddings(embedder, "text", [d.text for d in texts], cache), strict=True))
+        vectors.update(
+            zip(
+                [d.id for d in texts],
+                cached_embeddings(embedder, "text", [d.text for d in texts], cache),
+                strict=True,
+            )
+        )
     if images:
-        vectors.update(zip([d.id for d in images], cached_embeddings(embedder, "image", [d.image for d in images], cache), strict=True))
+        vectors.update(
+            zip(
+                [d.id for d in images],
+                cached_embeddings(embedder, "image", [d.image for d in images], cache),
+                strict=True,
+            )
+        )
     titles = {d.id: Path(str(d.image)).stem for d in images}
     return VectorCorpus(docs, vectors, lambda qs: embedder.embed_texts(list(qs)), titles=titles)
 
@@ -88,8 +100,14 @@ def run_task(name: str, scorer: Any, embedder: Any, cache: Path, k: int, options
             for c, v in zip(pool, scores[p], strict=True):
                 kind = "image" if c.image is not None else "text"
                 pairs[p].append((qid, kind, float(v), int(rel.get(c.id, 0) > 0)))
-    return {"task": name, "queries": len(qids), "train_s": round(train_s, 1), "per_query": per, "pairs": pairs,
-            "report": {k2: result.report[k2] for k2 in ("pseudo_queries", "counts", "calibration")}}
+    return {
+        "task": name,
+        "queries": len(qids),
+        "train_s": round(train_s, 1),
+        "per_query": per,
+        "pairs": pairs,
+        "report": {k2: result.report[k2] for k2 in ("pseudo_queries", "counts", "calibration")},
+    }
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -114,8 +132,12 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                     ci = citl_interval([x[2] for x in sel], [x[3] for x in sel], [x[0] for x in sel])
                     conf = [x for x in sel if x[2] >= 0.1]
                     entry[f"citl {row} {kind}"] = {
-                        "ratio": (sum(x[2] for x in conf) / max(1, sum(x[3] for x in conf))) if conf else float("nan"),
-                        "ratio_lo": 1 + ci["lo"], "ratio_hi": 1 + ci["hi"], "pairs": len(conf),
+                        "ratio": (sum(x[2] for x in conf) / max(1, sum(x[3] for x in conf)))
+                        if conf
+                        else float("nan"),
+                        "ratio_lo": 1 + ci["lo"],
+                        "ratio_hi": 1 + ci["hi"],
+                        "pairs": len(conf),
                     }
         out[label] = entry
     return out
@@ -159,10 +181,16 @@ def main() -> None:
             print(f"  {metric}: " + ", ".join(f"{p} {t[p]:.3f}" for p in (*FUSIONS, "default", "label-free")))
             for ref in (*FUSIONS, "default"):
                 v = t[f"vs {ref}"]
-                print(f"    label-free vs {ref}: {v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] {v['verdict']}")
+                print(
+                    f"    label-free vs {ref}: {v['diff']:+.3f} "
+                    f"[{v['lo']:+.3f}, {v['hi']:+.3f}] {v['verdict']}"
+                )
         for key, v in entry.items():
             if key.startswith("citl"):
-                print(f"  {key}: predicted/observed {v['ratio']:.2f} [{v['ratio_lo']:.2f}, {v['ratio_hi']:.2f}] ({v['pairs']} pairs >= 0.1)")
+                print(
+                    f"  {key}: predicted/observed {v['ratio']:.2f} "
+                    f"[{v['ratio_lo']:.2f}, {v['ratio_hi']:.2f}] ({v['pairs']} pairs >= 0.1)"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k not in ("per_query", "pairs")} for r in results]
     args.out.write_text(json.dumps({"summary": summary, "runs": slim}, indent=2, default=str) + "\n")

@@ -67,7 +67,10 @@ def test_adapt_with_lora_saves_and_reloads_the_adapter(tmp_path: Path) -> None:
     assert "+lora:" in lora["scorer"] and "lora:" in format_report(result.report)
     assert (out / "lora" / "adapter_model.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())
-    assert config["scorer"]["spec"] == f"cross-encoder:{model_dir.resolve()}" and config["scorer"]["lora"] == "lora"
+    assert (
+        config["scorer"]["spec"] == f"cross-encoder:{model_dir.resolve()}"
+        and config["scorer"]["lora"] == "lora"
+    )
     assert config["scorer"]["name"] == lora["scorer"]
     for path in out.rglob("*"):
         if path.is_file():

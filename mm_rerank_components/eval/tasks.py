@@ -43,6 +43,7 @@ __all__ = [
     "wesnoth_units_task",
 ]
 
+
 @dataclass
 class EvalTask:
     """A labelled retrieval task over a mixed corpus.
