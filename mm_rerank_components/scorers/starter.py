@@ -462,6 +462,38 @@ class StarterScorer(BaseScorer):
                 raise ValueError(f"candidate {candidate.id!r} has neither text nor image")
         return scores
 
+    def score_many(self, calls: Sequence[tuple[Query, Sequence[Candidate]]]) -> list[list[float]]:
+        """Scores of several ``(query, candidates)`` calls, each equal to that call's :meth:`score`.
+
+        The texts (queries, passages, sentence windows) and pictures that are neither stored on the
+        candidates nor cached are embedded first, all calls together, in shared length-sorted batches;
+        each call is then scored from the caches. With a cache turned off (size 0), or more new items than
+        it holds, that kind is embedded call by call as :meth:`score` does.
+        """
+        texts: list[str] = []
+        images: list[Any] = []
+        for query, candidates in calls:
+            if not candidates:
+                continue
+            if query.text is not None and query.text.strip():
+                texts.append(query.text)
+            if query.image is not None:
+                images.append(_as_pil(query.image))
+            for c in candidates:
+                if c.text is not None and c.text.strip():
+                    if self._stored_embedding(c) is None:
+                        texts.append(c.text)
+                    if self.window_weight != 0.0:
+                        texts.extend(split_windows(c.text[: self.window_chars]))
+                if c.image is not None and self._stored_probabilities(c) is None:
+                    images.append(_as_pil(c.image))
+        unique_texts = list(dict.fromkeys(self._bound(t) for t in texts))
+        if 1 < len(unique_texts) <= self.text_cache_size:
+            self._embed_texts(unique_texts)
+        if 1 < len(images) <= self.image_cache_size:
+            self._image_features(images)
+        return [list(self.score(query, candidates)) for query, candidates in calls]
+
     # -- calibration --------------------------------------------------------------------------------------
     def default_calibrator(self) -> Calibrator | None:
         """The shipped calibration for this scorer, or ``None`` when no calibration JSON exists.

@@ -91,7 +91,6 @@ class BatchingScorer(BaseScorer):
     what the wrapped scorer declares (the stored signals it reuses, the pictures it reads, its shipped
     calibration), so a served reranker scores exactly as the same reranker in process.
 
-
     Example:
         >>> from mm_rerank_components.scorers import FakeScorer
         >>> proxy = BatchingScorer(FakeScorer(), submit=None)
