@@ -39,8 +39,9 @@ def register(sub: Any) -> None:
         default="starter",
         metavar="SPEC",
         help=scorer_help(
-            "the scorer (default starter, the offline starter models; a module:callable factory may return "
-            "a scorer or a MultimodalReranker)"
+            "the scorer (default starter: the product default, default_reranker(), the offline starter "
+            "models fused with the first stage's signals sent with each document, as in mm-rerank query; a "
+            "module:callable factory may return a scorer or a MultimodalReranker)"
         ),
     )
     what.add_argument(

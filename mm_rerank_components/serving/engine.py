@@ -54,9 +54,12 @@ class ServeConfig:
     """Everything the service is configured with (plain values, so Ray can ship it to replicas).
 
     Attributes:
-        scorer: ``"starter"``, ``"fake"``, or a factory ``"module:callable"`` returning a scorer (or a
-            :class:`~mm_rerank_components.MultimodalReranker`, whose calibrator is kept).
-        scorer_kwargs: keyword arguments for that factory.
+        scorer: ``"default"`` (:func:`~mm_rerank_components.defaults.default_reranker`, what
+            ``mm-rerank serve`` runs with no flags), or a scorer spec
+            (:func:`~mm_rerank_components.scorers.scorer_from_spec`): ``"starter"`` (the bare starter
+            scorer), ``"fake"``, ``"cross-encoder:PATH"``, ... or a factory ``"module:callable"`` returning
+            a scorer (or a :class:`~mm_rerank_components.MultimodalReranker`, whose calibrator is kept).
+        scorer_kwargs: keyword arguments for that scorer or factory.
         reranker_folder: a saved reranker folder (``mm-rerank adapt``); overrides ``scorer``.
         device: torch device for model scorers (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         threads: torch CPU threads (``torch.set_num_threads``) in the process that scores; None leaves it.
@@ -92,7 +95,7 @@ class ServeConfig:
         False
     """
 
-    scorer: str = "starter"
+    scorer: str = "default"
     scorer_kwargs: Mapping[str, Any] = field(default_factory=dict)
     reranker_folder: str | None = None
     device: str = "cpu"
