@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import re
 import shutil
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 pytest.importorskip("chromadb")
 
+from _live_server import LiveServer
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -39,6 +41,8 @@ from mm_rerank_components.serving.protocol import (
     parse_request,
 )
 from mm_rerank_components.serving.search import SearchService, add_search_routes, search
+
+logger = logging.getLogger(__name__)
 
 
 def _png(color: tuple[int, int, int]) -> str:
@@ -325,6 +329,8 @@ def _assert_same(face: str, got: list[tuple[str, float]], core: list[tuple[str, 
     assert [i for i, _ in got] == [i for i, _ in core], f"{face}: another order than the core's"
     worst = max(abs(a - b) for (_, a), (_, b) in zip(got, core, strict=True))
     assert worst <= 1e-6, f"{face}: scores up to {worst:.2e} away from the core's"
+    # the largest gap per face, for the report (pytest --log-cli-level=INFO shows it)
+    logger.info("face %s: same ids and order, largest score difference %.3g", face, worst)
 
 
 @pytest.mark.slow
@@ -384,30 +390,67 @@ def test_every_face_gives_the_core_answer(
     assert pictures_seen > 0  # the pictures' stored classes were part of the comparison
 
 
-@pytest.mark.slow
-def test_serve_gives_the_core_answer_with_signals_and_search(starter_corpus: tuple[Any, Path, Any]) -> None:
+def _served(url: str, text: str, candidates: Sequence[Candidate], route: str) -> list[tuple[str, float]]:
+    """What a live server at ``url`` answers for ``candidates`` sent with their signals, by candidate id."""
+    import httpx
+
     from mm_rerank_components.serving.protocol import document_with_signals
 
+    documents = [document_with_signals(c) for c in candidates]
+    response = httpx.post(url + route, json={"query": text, "documents": documents}, timeout=120)
+    assert response.status_code == 200, response.text
+    return [(candidates[r["index"]].id, r["relevance_score"]) for r in response.json()["results"]]
+
+
+@pytest.mark.slow
+def test_serve_gives_the_core_answer_with_signals_and_search(starter_corpus: tuple[Any, Path, Any]) -> None:
+    import httpx
+
     retriever, _, reranker = starter_corpus
-    engine = RerankEngine(ServeConfig(scorer="default"))  # what mm-rerank serve runs with no flags
+    engine = RerankEngine(ServeConfig())  # the product default, what mm-rerank serve runs with no flags
+    app = create_app(engine)
+    add_search_routes(app, engine, SearchService(retriever))
     try:
-        app = create_app(engine)
-        add_search_routes(app, engine, SearchService(retriever))
-        client = TestClient(app)
-        for text in QUERIES:
-            candidates = retriever.retrieve(Query(text))
-            core = [(r.id, r.score) for r in reranker.rerank(Query(text), candidates)]
-            documents = [document_with_signals(c) for c in candidates]
-            for route in ("/v1/rerank", "/v2/rerank"):
-                response = client.post(route, json={"query": text, "documents": documents})
+        with LiveServer(app) as live:  # a real server on 127.0.0.1: JSON both ways, as a client sees it
+            for text in QUERIES:
+                candidates = retriever.retrieve(Query(text))
+                core = [(r.id, r.score) for r in reranker.rerank(Query(text), candidates)]
+                for route in ("/v1/rerank", "/v2/rerank"):
+                    served = _served(live.url, text, candidates, route)
+                    _assert_same(f"serve {route} with signals ({text!r})", served, core)
+                response = httpx.post(live.url + "/v1/search", json={"query": text, "top_n": 0}, timeout=120)
                 assert response.status_code == 200, response.text
-                served = [
-                    (candidates[r["index"]].id, r["relevance_score"]) for r in response.json()["results"]
-                ]
-                _assert_same(f"serve {route} with signals ({text!r})", served, core)
-            response = client.post("/v1/search", json={"query": text, "top_n": 0})
-            assert response.status_code == 200, response.text
-            rows = response.json()["results"]
-            _assert_same(f"serve /v1/search ({text!r})", [(row["id"], row["score"]) for row in rows], core)
+                rows = response.json()["results"]
+                _assert_same(
+                    f"serve /v1/search ({text!r})", [(row["id"], row["score"]) for row in rows], core
+                )
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_serve_reranker_folder_gives_query_reranker_folder_scores(
+    starter_corpus: tuple[Any, Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19: ``serve --reranker FOLDER`` gave a perfect passage 0.025 where ``query --reranker FOLDER``
+    gave 0.499 (no route signals over HTTP). With the signals sent, both give the folder's own answer."""
+    from mm_rerank_components.adapt.folder import load_reranker, save_reranker
+    from mm_rerank_components.cli import main
+
+    retriever, db, default = starter_corpus
+    folder = save_reranker(tmp_path / "folder", default.model, scorer=default.base.scorer)
+    in_process = load_reranker(folder)
+    engine = RerankEngine(ServeConfig(reranker_folder=str(folder)))
+    try:
+        with LiveServer(create_app(engine)) as live:
+            for text in QUERIES:
+                candidates = retriever.retrieve(Query(text))
+                core = [(r.id, r.score) for r in in_process.rerank(Query(text), candidates)]
+                argv = ["query", text, "--db", str(db), "--reranker", str(folder), "--top-n", "0"]
+                assert main([*argv, "--repeat", "0", "--json"]) == 0
+                rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+                _assert_same(f"query --reranker ({text!r})", [(r["id"], r["score"]) for r in rows], core)
+                served = _served(live.url, text, candidates, "/v1/rerank")
+                _assert_same(f"serve --reranker with signals ({text!r})", served, core)
     finally:
         engine.close()
