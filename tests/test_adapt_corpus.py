@@ -265,3 +265,68 @@ def test_modality_with_no_positive_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(AdaptLabelsError, match=r"the database holds pictures \(6 pictures\) but no labelled"):
         adapt(data, retriever=retriever, scorer="fake", k_text=4, k_image=4)
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from mm_rerank_components.testing import build_bert_cross_encoder
+
+    words = sorted({w for a in ANIMALS for w in (a, f"{a}s")} | {"the", "a", "in", "at", "sleeps", "eats"})
+    return Path(build_bert_cross_encoder(tmp_path_factory.mktemp("ce"), words))
+
+
+@pytest.mark.slow
+def test_label_free_with_a_cross_encoder_and_a_router(tmp_path: Path, cross_encoder_dir: Path) -> None:
+    """Any scorer: a tiny random cross-encoder reads the passages, FakeScorer the pictures (a text-only
+    scorer cannot read a picture: ModalityRouter sends each modality to one that can). Both modalities
+    get pseudo-labelled positives and their own calibration; the folder reloads with the same scores."""
+    from mm_rerank_components.adapt import load_reranker
+    from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+    from mm_rerank_components.scorers import FakeScorer
+    from mm_rerank_components.scorers.registry import scorer_from_spec
+    from mm_rerank_components.scorers.routing import ModalityRouter
+
+    cross = scorer_from_spec(f"cross-encoder:{cross_encoder_dir}", device="cpu", max_length=64)
+    corpus = _vector_corpus(tmp_path)
+    router = ModalityRouter({"text": cross, "image": FakeScorer()})
+    result = adapt_from_corpus(corpus, router, label_free_options(k_text=4, k_image=4), out=tmp_path / "r")
+    counts = result.report["counts"]["by_modality"]
+    assert counts["text"]["positives"] > 0 and counts["image"]["positives"] > 0
+    assert result.report["scoring"]["failed"] == 0
+    assert set(result.report["calibration"]) >= {"text", "image"}
+    pool = corpus.retrieve_many(["the fox sleeps"], 4, 4)[0]
+    loaded = load_reranker(tmp_path / "r", scorer=router)
+    assert [(r.id, round(r.score, 9)) for r in loaded.rerank("the fox sleeps", pool)] == [
+        (r.id, round(r.score, 9)) for r in result.reranker.rerank("the fox sleeps", pool)
+    ]
+
+
+@pytest.mark.slow
+def test_label_free_with_a_text_only_cross_encoder_on_passages(
+    tmp_path: Path, cross_encoder_dir: Path
+) -> None:
+    """A cross-encoder spec alone on a corpus of passages: trained, saved with its spec, reloaded by spec."""
+    from mm_rerank_components.adapt import load_reranker
+    from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+    from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
+
+    ef = HashingEmbeddingFunction()
+    docs = [
+        Candidate(f"t-{a}", text=f"The {a} sleeps in the forest. A {a} eats berries at night.")
+        for a in ANIMALS
+    ]
+    vectors = {d.id: np.asarray(v) for d, v in zip(docs, ef([d.text or "" for d in docs]), strict=True)}
+    corpus = VectorCorpus(docs, vectors, lambda qs: np.asarray(ef(list(qs))))
+    spec = f"cross-encoder:{cross_encoder_dir}"
+    result = adapt_from_corpus(corpus, spec, label_free_options(k_text=4, k_image=0), out=tmp_path / "r")
+    assert result.report["counts"]["by_modality"]["text"]["positives"] > 0
+    assert result.report["corpus"]["records"] == {"text": len(ANIMALS)}
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["trained_on"]["label_free"] is True and config["scorer"]["spec"].startswith(
+        "cross-encoder:"
+    )
+    pool = corpus.retrieve_many(["owl at night"], 4, 0)[0]
+    ranked = load_reranker(tmp_path / "r").rerank("owl at night", pool)
+    assert [r.id for r in ranked] == [r.id for r in result.reranker.rerank("owl at night", pool)]

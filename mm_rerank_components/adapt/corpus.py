@@ -291,10 +291,9 @@ class VectorCorpus:
             missing = [d.id for d in members if d.id not in vectors]
             if missing:
                 raise ValueError(f"VectorCorpus: no vector for documents {missing[:3]}")
-            matrix = np.asarray(
-                [np.asarray(vectors[d.id], dtype=np.float32) for d in members], dtype=np.float32
-            )
-            self._routes[route] = (members, matrix.reshape(len(members), -1))
+            rows = [np.asarray(vectors[d.id], dtype=np.float32).reshape(-1) for d in members]
+            matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)  # a route may be empty
+            self._routes[route] = (members, matrix)
 
     def describe(self) -> str:
         texts, images = len(self._routes["text"][0]), len(self._routes["image"][0])
