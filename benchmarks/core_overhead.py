@@ -125,7 +125,7 @@ def run_predecoded(candidates: list[Candidate], top_n: int) -> tuple[float, floa
     decoded = {id(c.image): load_image(c.image) for c in candidates}
     original = reranker_module.load_image
 
-    def lookup(ref: object, options: Any = None) -> Image.Image:
+    def lookup(ref: object, options: Any = None, *, longest_side: int | None = None) -> Image.Image:
         return decoded[id(ref)]
 
     reranker_module.load_image = lookup

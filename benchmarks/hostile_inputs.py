@@ -711,27 +711,36 @@ def remote_cases(m: Matrix) -> None:
         m.case(
             "issue22",
             f"12 remote answer: {name}",
-            lambda answer=answer: _remote_outcome(
-                lambda: RemoteScorer(
-                    "http://x", client=_mock(lambda: httpx.Response(200, json=answer))
-                ).score(Query("q"), one)
-            ),
+            functools.partial(_remote_answer_outcome, answer, one),
             expect=f"RemoteScorerError .*{expect}",
         )
     for name, raw in (("invalid JSON", b"{nope"), ("100k-deep JSON", b"[" * 100_000)):
         m.case(
             "issue22",
             f"12 remote answer: {name} (retried)",
-            lambda raw=raw: _remote_outcome(
-                lambda: RemoteScorer(
-                    "http://x",
-                    client=_mock(lambda: httpx.Response(200, stream=httpx.ByteStream(raw))),
-                    backoff_s=0.01,
-                    max_retries=2,
-                ).score(Query("q"), one)
-            ),
+            functools.partial(_remote_raw_outcome, raw, one),
             expect="failed after 3 attempts; last: the answer is not usable JSON",
         )
+
+
+def _remote_answer_outcome(answer: Any, one: Any) -> tuple[str, str]:
+    import httpx
+
+    from mm_rerank_components.scorers.remote import RemoteScorer
+
+    client = _mock(lambda: httpx.Response(200, json=answer))
+    return _remote_outcome(lambda: RemoteScorer("http://x", client=client).score(Query("q"), one))
+
+
+def _remote_raw_outcome(raw: bytes, one: Any) -> tuple[str, str]:
+    import httpx
+
+    from mm_rerank_components.scorers.remote import RemoteScorer
+
+    client = _mock(lambda: httpx.Response(200, stream=httpx.ByteStream(raw)))
+    return _remote_outcome(
+        lambda: RemoteScorer("http://x", client=client, backoff_s=0.01, max_retries=2).score(Query("q"), one)
+    )
 
 
 def _http(status: int, payload: dict[str, Any]) -> tuple[str, str]:
@@ -997,7 +1006,11 @@ def folder_cases(m: Matrix, tmp: Path) -> None:
     saved = save_reranker(tmp / "saved", fit_fusion(lists, seed=0, bm25=False), scorer=scorer)
 
     def platt(**params: Any) -> Callable[[Any], None]:
-        return lambda d: [entry["params"].update(params) for entry in d["modalities"].values()] and None
+        def change(d: Any) -> None:
+            for entry in d["modalities"].values():
+                entry["params"].update(params)
+
+        return change
 
     def isotonic(y: list[float]) -> Callable[[Any], None]:
         def change(d: Any) -> None:
