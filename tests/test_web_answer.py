@@ -124,7 +124,7 @@ def test_evidence_from_framework_objects() -> None:
     lc = Evidence.from_langchain(docs)
     assert (lc[0].id, lc[0].score, lc[0].modality) == ("d1", 0.4, "text")
     assert lc[1].id == "doc-1" and math.isnan(lc[1].score)
-    assert "score n/a" in format_evidence(lc)
+    assert "relevance n/a" in format_evidence(lc)
 
 
 # -- configuration --------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_llm_answerer_sends_evidence_and_returns_the_reply(
     body = request["body"]
     assert body["model"] == "tiny"
     user = body["messages"][1]["content"]
-    assert "[1] passage e1 (text, score 0.500): Foxes are red." in user[0]["text"]
+    assert "[1] passage (relevance 0.500): Foxes are red." in user[0]["text"]
     assert "Question: What colour?" in user[0]["text"]
     assert user[2]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 

@@ -3,9 +3,10 @@
 The chatbot examples and the web page (:mod:`mm_rerank_components.web`) share this package. Its rooms:
 
 * :mod:`~mm_rerank_components.answer.evidence`: :class:`Evidence` (one reranked passage or picture as
-  shown to a user, built from a :class:`~mm_rerank_components.types.RankedCandidate`, a LlamaIndex
-  ``NodeWithScore`` or a LangChain ``Document``), :class:`Answer`, the :class:`Answerer` protocol and
-  :func:`format_evidence`;
+  shown to a user, built from a :class:`~mm_rerank_components.types.Candidate`; LlamaIndex nodes and
+  LangChain Documents are turned into Candidates by :mod:`mm_rerank_components.integrations` first),
+  :class:`Answer`, the :class:`Answerer` protocol and :func:`format_evidence` (titles and sources for a
+  reader, never internal ids);
 * :mod:`~mm_rerank_components.answer.extractive`: :class:`ExtractiveAnswerer` needs no language model: it
   quotes the sentences of the top evidence that best answer the question (scored by the reranker's own
   models when it is given one), cites them as ``[1]``, ``[2]``, and says plainly that it is extractive;
