@@ -140,3 +140,28 @@ def test_evidence_never_reads_framework_objects_itself() -> None:
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
     assert not {m for m in imported if m.startswith(("llama_index", "langchain"))}
+
+
+def test_llama_index_prompt_text_has_no_internal_keys() -> None:
+    """LlamaIndex's own prompts (CondensePlusContextChatEngine) show a node's LLM metadata: the title, not
+    the content hash, the inline preview or the picture classes (issue 23 item 8)."""
+    from llama_index.core.schema import MetadataMode
+
+    from mm_rerank_components.integrations.llama_index import to_node
+
+    picture = Candidate(
+        "image-7d79",
+        image="/srv/photos/fox.webp",
+        text="A fox in the snow",
+        metadata={
+            "kind": "image",
+            "path": "/srv/photos/fox.webp",
+            "title": "Fox",
+            "content_id": "image-7d79",
+            "preview": "data:image/jpeg;base64,AAAA",
+            "classes": [["red fox", 0.9]],
+            "classes_producer": "mobilenet",
+        },
+    )
+    shown = to_node(picture).node.get_content(MetadataMode.LLM)
+    assert shown.splitlines() == ["title: Fox", "", "A fox in the snow"]

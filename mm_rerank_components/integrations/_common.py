@@ -75,6 +75,10 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     "n_chunks",
     "modality",
     "image_preview",
+    "preview",
+    "content_id",
+    "classes",
+    "classes_producer",
     PRECOMPUTED_KEY,
     ADDED_KEYS_KEY,
 )
