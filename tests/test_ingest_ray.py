@@ -62,7 +62,8 @@ def test_ray_ingest_writes_the_records_of_the_single_process_path(
     local = ChromaMultiCollectionRetriever(path=tmp_path / "local", embedder=embedder)
     on_ray = ChromaMultiCollectionRetriever(path=tmp_path / "ray", embedder=embedder)
     expected = ingest_folder(folder, local, batch_size=4)
-    got = ingest_folder_ray(folder, on_ray, workers=2, embedder=embedder, batch_size=4)
+    # no embedder named: the workers rebuild the store's own functions (class + config, or pickled)
+    got = ingest_folder_ray(folder, on_ray, workers=2, batch_size=4)
     assert (
         (got.added, got.texts, got.images) == (expected.added, expected.texts, expected.images) == (13, 7, 7)
     )
@@ -98,4 +99,42 @@ def test_engine_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="workers must be a positive int"):
         RayEngine(workers=0)
     with pytest.raises(ValueError, match="threads must be a positive int"):
-        RayEngine(threads=True)  # type: ignore[arg-type]
+        RayEngine(threads=True)
+    with pytest.raises(ValueError, match="unknown embedder 'bert'"):
+        RayEngine(embedder="bert")
+
+
+class _Unpicklable:
+    """An embedding function Ray cannot ship: no build_from_config, and a lock inside."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __call__(self, input: list[Any]) -> list[list[float]]:
+        return [[1.0, 0.0] for _ in input]
+
+
+def test_an_embedding_function_ray_cannot_ship_is_refused_before_any_work(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "data")
+    store = ChromaMultiCollectionRetriever(
+        path=tmp_path / "db", text_embedding_function=_Unpicklable(), image_embedding_function=_Unpicklable()
+    )
+    with pytest.raises(ValueError, match="cannot be sent to Ray workers.*build_from_config"):
+        ingest_folder_ray(folder, store, workers=1)
+    assert store.store.count("text") == 0
+
+
+@pytest.mark.slow
+def test_the_cli_ingests_on_ray(tmp_path: Path, ray_local: Any, capsys: Any) -> None:
+    from mm_rerank_components.cli import main
+
+    folder = _folder(tmp_path / "data")
+    db = tmp_path / "db"
+    args = ["ingest", str(folder), "--db", str(db), "--embedder", "hashing", "--no-progress"]
+    assert main([*args, "--ray", "--workers", "2"]) == 1  # broken.png is listed as failed
+    captured = capsys.readouterr()
+    assert "13 added" in captured.out and "broken.png" in captured.err
+    assert main([*args, "--ray", "--workers", "1"]) == 1  # again: nothing new, the same failure
+    assert "0 added" in capsys.readouterr().out

@@ -11,8 +11,9 @@ records into vectors runs on Ray, through a :class:`RayEngine`:
 
 So the records are those of :func:`~mm_rerank_components.ingest.ingest_folder`: the same ids (from the
 scan), documents and metadata, and vectors from the same models on the same decoded pixels. The actors
-build their embedding functions from the embedder's name (``"starter"``, ``"hashing"``,
-``"clip:PATH"``), and the engine refuses to write when they are not the store's (same fingerprint).
+rebuild the store's own embedding functions: from their class and ``get_config()`` when the class has
+Chroma's ``build_from_config`` (the starter and CLIP functions), else from the function itself, pickled
+(the hashing function); one that can be neither is refused before anything runs.
 
 Ray runs locally by default (``ray.init()`` on this machine); ``address="auto"`` or
 ``"ray://HOST:10001"`` joins a cluster. See ``docs/scale.md`` for how it scales and where Chroma
@@ -31,8 +32,14 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from mm_rerank_components.ingest.embedders import (
+    call_embedding_function,
+    embed_pictures_with,
+    embedder_name,
+    fingerprint,
+)
 from mm_rerank_components.ingest.pictures import DecodedPicture, PictureFailure, decode_picture
 from mm_rerank_components.ingest.records import (
     DEFAULT_PREVIEW_SIZE,
@@ -69,11 +76,37 @@ class _EmbeddedPicture(DecodedPicture):
     embedded: EmbeddedPicture | None = None
 
 
-def _embedding_functions(embedder: str) -> tuple[Any, Any]:
-    from mm_rerank_components.retrievers.embedders import embedding_functions
+@runtime_checkable
+class EmbeddingStore(Protocol):
+    """A store that names its embedding functions (ChromaStore does): the actors rebuild them."""
 
-    functions = embedding_functions(embedder)
-    return functions.text, functions.image
+    def embedding_function(self, kind: Kind) -> Any:
+        """The embedding function of the ``kind`` collection."""
+        ...
+
+
+#: The embedding-function names each ``embedder=`` spec stands for (a cross-check only).
+_SPEC_NAMES = {
+    "starter": {"mm_rerank_starter_text", "mm_rerank_starter_image"},
+    "hashing": {"mm-rerank-hashing"},
+    "clip": {"mm_rerank_clip"},
+}
+
+
+def _recipe(ef: Any) -> Any:
+    """What a worker needs to build ``ef`` again: ``(class, config)`` when the class follows Chroma's
+    ``build_from_config``, else ``ef`` itself (pickled)."""
+    build, get_config = getattr(type(ef), "build_from_config", None), getattr(ef, "get_config", None)
+    if callable(build) and callable(get_config):
+        return (type(ef), dict(get_config()))
+    return ef
+
+
+def _rebuild(recipe: Any) -> Any:
+    if isinstance(recipe, tuple):
+        cls, config = recipe
+        return cls.build_from_config(config)
+    return recipe
 
 
 def _set_threads(threads: int) -> None:
@@ -94,13 +127,11 @@ def _starter_models(image_ef: Any) -> Any | None:
 class _TextEmbedder:
     """Actor: the text embedding function, built once per worker."""
 
-    def __init__(self, embedder: str, threads: int) -> None:
+    def __init__(self, recipe: Any, threads: int) -> None:
         _set_threads(threads)
-        self.ef = _embedding_functions(embedder)[0]
+        self.ef = _rebuild(recipe)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from mm_rerank_components.retrievers.embedders import call_embedding_function
-
         texts = [str(t) for t in batch["text"]]
         try:
             vectors = call_embedding_function(self.ef, texts, query=False)
@@ -159,9 +190,9 @@ def _failed_rows(batch: dict[str, Any], keep: list[int], exc: Exception) -> list
 class _Classifier:
     """Actor: the starter's picture classifier (class probabilities), built once per worker."""
 
-    def __init__(self, embedder: str, threads: int) -> None:
+    def __init__(self, recipe: Any, threads: int) -> None:
         _set_threads(threads)
-        self.models: Any = _starter_models(_embedding_functions(embedder)[1])
+        self.models: Any = _starter_models(_rebuild(recipe))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         keep, images = _images(batch)
@@ -185,9 +216,9 @@ def _passed(batch: dict[str, Any]) -> dict[str, Any]:
 class _StarterEmbedder:
     """Actor: ConSE vectors and compact class lists from the classifier's probabilities."""
 
-    def __init__(self, embedder: str, threads: int) -> None:
+    def __init__(self, recipe: Any, threads: int) -> None:
         _set_threads(threads)
-        self.models: Any = _starter_models(_embedding_functions(embedder)[1])
+        self.models: Any = _starter_models(_rebuild(recipe))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -215,31 +246,12 @@ class _StarterEmbedder:
         return {**_passed(batch), "vector": vectors, "meta": metadata, "error": batch["error"]}
 
 
-def _embed_with(ef: Any, images: list[Any]) -> list[EmbeddedPicture]:
-    """What :meth:`ChromaStore.embed_pictures` does, with a worker's own embedding function."""
-    from mm_rerank_components.ingest.records import CLASSES_KEY, CLASSES_PRODUCER_KEY
-    from mm_rerank_components.retrievers.embedders import (
-        ClassifyingEmbeddingFunction,
-        as_array,
-        call_embedding_function,
-    )
-
-    if not isinstance(ef, ClassifyingEmbeddingFunction):
-        vectors = call_embedding_function(ef, [as_array(image) for image in images], query=False)
-        return [EmbeddedPicture([float(x) for x in v]) for v in vectors]
-    vectors, classes, producer = ef.embed_with_classes(images)
-    return [
-        EmbeddedPicture([float(x) for x in v], {CLASSES_KEY: c, CLASSES_PRODUCER_KEY: producer})
-        for v, c in zip(vectors, classes, strict=True)
-    ]
-
-
 class _PictureEmbedder:
     """Actor: any other image embedding function, in one stage (``embed_pictures`` of the store)."""
 
-    def __init__(self, embedder: str, threads: int) -> None:
+    def __init__(self, recipe: Any, threads: int) -> None:
         _set_threads(threads)
-        self.ef = _embedding_functions(embedder)[1]
+        self.ef = _rebuild(recipe)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         keep, images = _images(batch)
@@ -248,7 +260,7 @@ class _PictureEmbedder:
         errors = [str(e) for e in batch["error"]]
         if images:
             try:
-                embedded = _embed_with(self.ef, images)
+                embedded = embed_pictures_with(self.ef, images)
             except Exception as exc:  # noqa: BLE001 - reported per picture by the writer
                 errors = _failed_rows(batch, keep, exc)
             else:
@@ -268,8 +280,8 @@ class RayEngine:
 
     Args:
         workers: actors per model stage (and decoding tasks at a time); 2 fills a 2-core machine.
-        embedder: the embedder name the actors build (``"starter"``, ``"hashing"``, ``"clip:PATH"``);
-            it must be the store's (checked by fingerprint before anything is written).
+        embedder: optional cross-check: the embedder name the store was built with (``"starter"``,
+            ``"hashing"``, ``"clip:PATH"``); the actors always rebuild the store's own functions.
         address: a Ray cluster to join (``"auto"``, ``"ray://HOST:10001"``); None starts or reuses a
             local Ray with ``workers`` CPUs.
         threads: torch threads per actor (1: the workers, not the threads, use the cores).
@@ -280,16 +292,19 @@ class RayEngine:
     """
 
     def __init__(
-        self, workers: int = 2, *, embedder: str = "starter", address: str | None = None, threads: int = 1
+        self, workers: int = 2, *, embedder: str | None = None, address: str | None = None, threads: int = 1
     ) -> None:
         for label, value in (("workers", workers), ("threads", threads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a positive int, got {value!r}")
+        if embedder is not None and embedder.split(":", 1)[0] not in _SPEC_NAMES:
+            raise ValueError(f"unknown embedder {embedder!r}; use one of starter, hashing, clip:PATH")
         self.workers = workers
         self.embedder = embedder
         self.address = address
         self.threads = threads
-        self._checked: set[int] = set()
+        self._recipes: dict[int, tuple[Any, Any]] = {}
+        self._starter: dict[int, bool] = {}
 
     # -- setup ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -304,34 +319,58 @@ class RayEngine:
             ray.init(**kwargs)
             ray.data.DataContext.get_current().enable_progress_bars = False
 
-    def _check(self, store: Store) -> None:
-        """Refuse to embed with functions other than the store's (vectors of another space)."""
-        if id(store) in self._checked:
+    def _recipes_for(self, store: Store) -> tuple[Any, Any]:
+        """The store's text and image functions as the actors rebuild them (checked once per store)."""
+        if id(store) in self._recipes:
+            return self._recipes[id(store)]
+        if not isinstance(store, EmbeddingStore):
+            raise TypeError(
+                f"ingest on Ray rebuilds the store's embedding functions in its workers, but "
+                f"{type(store).__name__} has no embedding_function(kind); use a ChromaStore or retriever"
+            )
+        recipes = []
+        for kind in ("text", "image"):
+            ef = store.embedding_function(kind) if store.collection_name(kind) is not None else None
+            self._cross_check(kind, ef)
+            recipes.append(self._checked_recipe(kind, ef))
+        self._starter[id(store)] = _starter_models(store.embedding_function("image")) is not None
+        self._recipes[id(store)] = (recipes[0], recipes[1])
+        return self._recipes[id(store)]
+
+    def _cross_check(self, kind: Kind, ef: Any) -> None:
+        if self.embedder is None or ef is None:
             return
-        from mm_rerank_components.retrievers.embedders import fingerprint
+        names = _SPEC_NAMES[self.embedder.split(":", 1)[0]]
+        if embedder_name(ef) not in names:
+            raise ValueError(
+                f"RayEngine(embedder={self.embedder!r}) expects {sorted(names)} for the {kind} collection, "
+                f"but the store embeds with {fingerprint(ef)!r}; pass the embedder the retriever was "
+                "built with"
+            )
 
-        text_ef, image_ef = _embedding_functions(self.embedder)
-        pairs: tuple[tuple[Kind, Any], ...] = (("text", text_ef), ("image", image_ef))
-        for kind, ours in pairs:
-            if store.collection_name(kind) is None:
-                continue
-            theirs = store.embedding_function(kind) if hasattr(store, "embedding_function") else None
-            if theirs is not None and fingerprint(theirs) != fingerprint(ours):
-                raise ValueError(
-                    f"RayEngine(embedder={self.embedder!r}) builds {fingerprint(ours)!r} for the {kind} "
-                    f"collection, but the store embeds with {fingerprint(theirs)!r}; pass the embedder the "
-                    "retriever was built with"
-                )
-        self._checked.add(id(store))
+    @staticmethod
+    def _checked_recipe(kind: Kind, ef: Any) -> Any:
+        if ef is None:
+            return None
+        recipe = _recipe(ef)
+        try:
+            _ray().cloudpickle.dumps(recipe)
+        except Exception as exc:
+            raise ValueError(
+                f"the {kind} embedding function {embedder_name(ef)!r} cannot be sent to Ray workers "
+                f"({type(exc).__name__}: {exc}); give its class Chroma's get_config()/build_from_config(), "
+                "or make it picklable"
+            ) from exc
+        return recipe
 
-    def _stage(self, ds: Any, fn: Callable[..., Any], batch_size: int, **kwargs: Any) -> Any:
+    def _stage(self, ds: Any, fn: Callable[..., Any], batch_size: int, recipe: Any, **kwargs: Any) -> Any:
         return ds.map_batches(
             fn,
             batch_size=batch_size,
             batch_format="numpy",
             concurrency=self.workers,
             num_cpus=1,
-            fn_constructor_kwargs={"embedder": self.embedder, "threads": self.threads},
+            fn_constructor_kwargs={"recipe": recipe, "threads": self.threads},
             **kwargs,
         )
 
@@ -341,11 +380,11 @@ class RayEngine:
     ) -> Iterator[tuple[list[TextRecord], list[list[float]] | Exception]]:
         if not records:
             return
-        self._check(store)
+        text_recipe, _ = self._recipes_for(store)
         self.start()
         ray = _ray()
         rows = [{"i": n, "text": r.text} for n, r in enumerate(records)]
-        ds = self._stage(_items(ray, rows, batch_size), _TextEmbedder, batch_size)
+        ds = self._stage(_items(ray, rows, batch_size), _TextEmbedder, batch_size, text_recipe)
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
             done = [records[int(i)] for i in batch["i"]]
             failed = [str(e) for e in batch["error"] if e]
@@ -364,7 +403,7 @@ class RayEngine:
     ) -> Iterator[list[DecodedPicture | PictureFailure]]:
         if not records:
             return
-        self._check(store)
+        _, image_recipe = self._recipes_for(store)
         self.start()
         ray = _ray()
         rows = [{"i": n, "path": r.path} for n, r in enumerate(records)]
@@ -376,11 +415,11 @@ class RayEngine:
             num_cpus=1,
             fn_kwargs={"options": options, "preview_size": preview_size},
         )
-        if _starter_models(_embedding_functions(self.embedder)[1]) is not None:
-            ds = self._stage(ds, _Classifier, batch_size)
-            ds = self._stage(ds, _StarterEmbedder, batch_size)
+        if self._starter[id(store)]:
+            ds = self._stage(ds, _Classifier, batch_size, image_recipe)
+            ds = self._stage(ds, _StarterEmbedder, batch_size, image_recipe)
         else:
-            ds = self._stage(ds, _PictureEmbedder, batch_size)
+            ds = self._stage(ds, _PictureEmbedder, batch_size, image_recipe)
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
             yield [self._result(records, batch, n) for n in range(len(batch["i"]))]
 
@@ -410,7 +449,7 @@ def ingest_folder_ray(
     retriever: Store | HasStore,
     *,
     workers: int = 2,
-    embedder: str = "starter",
+    embedder: str | None = None,
     address: str | None = None,
     threads: int = 1,
     batch_size: int = 32,

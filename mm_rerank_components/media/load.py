@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import urllib.parse
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from mm_rerank_components.media.cancel import check_cancelled
@@ -26,7 +24,7 @@ from mm_rerank_components.media.options import (
     _describe,
     _reason,
 )
-from mm_rerank_components.media.refs import check_file, classify, read_image_bytes
+from mm_rerank_components.media.refs import check_file, classify, read_image_bytes, uri_path
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -136,7 +134,7 @@ def check_image(ref: object, options: ImageOptions = DEFAULT_IMAGE_OPTIONS) -> N
     if kind == "path":
         check_file(os.path.expanduser(text), ref, options)
     elif kind == "file-uri":
-        check_file(urllib.request.url2pathname(urllib.parse.urlparse(text).path), ref, options)
+        check_file(uri_path(text), ref, options)
     elif kind == "url":
         if not options.allow_urls:
             read_image_bytes(text, options)  # raises the URLs-are-off error

@@ -13,10 +13,8 @@ import re
 import stat
 import sys
 import urllib.parse
-import urllib.request
 from typing import Any
 
-from mm_rerank_components.media.fetch import fetch_url
 from mm_rerank_components.media.options import (
     DEFAULT_IMAGE_OPTIONS,
     ImageLoadError,
@@ -25,7 +23,7 @@ from mm_rerank_components.media.options import (
     _describe,
 )
 
-__all__ = ["check_file", "classify", "file_stat", "has_base64_image_header", "read_image_bytes"]
+__all__ = ["check_file", "classify", "file_stat", "has_base64_image_header", "read_image_bytes", "uri_path"]
 
 _MAX_PATH = 4096  # longer strings cannot be a path on Linux, so they are never handed to the filesystem
 _MAX_NAME = 255  # nor can a string with a longer path component
@@ -75,9 +73,11 @@ def _read_str(text: str, ref: str, options: ImageOptions) -> bytes:
                 f"image {_describe(ref)} is a URL and fetching URLs is off; pass "
                 "image_options=ImageOptions(allow_urls=True) to allow it, or give a local file"
             )
+        from mm_rerank_components.media.fetch import fetch_url  # http.client and ssl only when fetching
+
         return fetch_url(text, options)
     if kind == "file-uri":
-        return _read_file(urllib.request.url2pathname(urllib.parse.urlparse(text).path), ref, options)
+        return _read_file(uri_path(text), ref, options)
     if kind == "base64":
         return _decode_base64(text, ref, options)
     return _read_file(os.path.expanduser(text), ref, options)
@@ -137,6 +137,21 @@ def has_base64_image_header(text: str) -> bool:
         return True
     # BMP: "BM", the file size, then four reserved zero bytes
     return prefix.startswith(b"BM") and len(prefix) >= 10 and prefix[6:10] == b"\x00\x00\x00\x00"
+
+
+def uri_path(uri: str) -> str:
+    """The local path of a ``file://`` URI.
+
+    Example:
+        >>> uri_path("file:///data/a%20fox.jpg")
+        '/data/a fox.jpg'
+    """
+    path = urllib.parse.urlparse(uri).path
+    if os.name == "nt":  # pragma: no cover - drive letters and backslashes
+        from urllib.request import url2pathname
+
+        return url2pathname(path)
+    return urllib.parse.unquote(path)
 
 
 def _check_path(path: str, ref: object) -> None:
@@ -293,7 +308,7 @@ def file_stat(ref: object) -> tuple[str, os.stat_result] | None:
         text = ref.strip()
         kind = classify(text)
         if kind == "file-uri":
-            text = urllib.request.url2pathname(urllib.parse.urlparse(text).path)
+            text = uri_path(text)
         elif kind != "path":
             return None
     elif isinstance(ref, os.PathLike):

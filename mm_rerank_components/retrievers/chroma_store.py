@@ -13,18 +13,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mm_rerank_components.ingest.records import CLASSES_KEY, CLASSES_PRODUCER_KEY, CONTENT_ID_KEY, Kind
+from mm_rerank_components.ingest.embedders import (
+    as_array,
+    call_embedding_function,
+    embed_pictures_with,
+    embedder_config,
+    embedder_name,
+)
+from mm_rerank_components.ingest.records import CONTENT_ID_KEY, Kind
 from mm_rerank_components.ingest.store import EmbeddedPicture
 from mm_rerank_components.media import ImageOptions
 from mm_rerank_components.retrievers._connect import server_errors
 from mm_rerank_components.retrievers._hits import SPACES
-from mm_rerank_components.retrievers.embedders import (
-    ClassifyingEmbeddingFunction,
-    as_array,
-    call_embedding_function,
-    embedder_config,
-    embedder_name,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -274,18 +274,7 @@ class ChromaStore:
 
     def embed_pictures(self, images: Sequence[Any]) -> list[EmbeddedPicture]:
         """Embed pictures for storage; a classifying function's class probabilities come along."""
-        ef = self.embedding_function("image")
-        if not isinstance(ef, ClassifyingEmbeddingFunction):
-            return [EmbeddedPicture(v) for v in self.embed_images(images)]
-        vectors, classes, producer = ef.embed_with_classes(list(images))  # PIL images: no array round trip
-        if len(vectors) != len(images) or len(classes) != len(images):
-            raise ValueError(
-                f"{embedder_name(ef)!r} returned {len(vectors)} vectors for {len(images)} pictures"
-            )
-        return [
-            EmbeddedPicture([float(x) for x in v], {CLASSES_KEY: c, CLASSES_PRODUCER_KEY: producer})
-            for v, c in zip(vectors, classes, strict=True)
-        ]
+        return embed_pictures_with(self.embedding_function("image"), images)
 
 
 def _missing(exc: Exception) -> bool:

@@ -1,46 +1,49 @@
-"""First-stage embedding functions: naming, fingerprinting, calling them, and choosing them by name.
+"""First-stage embedding functions: choosing them by name, and the helpers ingest shares.
 
-An embedding function follows Chroma's convention: a callable from a list of inputs (strings, or numpy
-``HxWx3`` uint8 images) to one vector per input, optionally with ``name()``, ``get_config()`` and
-``embed_query()``. :func:`embedding_functions` builds a pair by name: ``"starter"`` (the offline starter
-models), ``"hashing"`` (model-free, for tests) or ``"clip:PATH"`` (a local CLIP-family model).
+:func:`embedding_functions` builds a text and an image function by name: ``"starter"`` (the offline starter
+models), ``"hashing"`` (model-free, for tests) or ``"clip:PATH"`` (a local CLIP-family model). Naming,
+fingerprinting and calling them live one layer down, in :mod:`mm_rerank_components.ingest.embedders`
+(ingest needs them and never imports retrievers), and are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple
+
+from mm_rerank_components.ingest.embedders import (
+    NEUTRAL_CONFIG_KEYS,
+    ClassifyingEmbeddingFunction,
+    SignalProducer,
+    as_array,
+    call_embedding_function,
+    embed_pictures_with,
+    embedder_config,
+    embedder_name,
+    fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Config keys that do not change the vectors (a model moved to another device, or run in other batch
-#: sizes, embeds the same).
-NEUTRAL_CONFIG_KEYS = frozenset({"device", "batch_size"})
+__all__ = [
+    "EMBEDDER_SPECS",
+    "NEUTRAL_CONFIG_KEYS",
+    "ClassifyingEmbeddingFunction",
+    "EmbeddingFunctions",
+    "SignalProducer",
+    "as_array",
+    "call_embedding_function",
+    "embed_pictures_with",
+    "embedder_config",
+    "embedder_name",
+    "embedding_functions",
+    "fingerprint",
+    "shares_text_encoder",
+    "starter_embedding_functions",
+    "text_producer",
+]
+
 EMBEDDER_SPECS = ("starter", "hashing", "clip:PATH")
-
-
-@runtime_checkable
-class SignalProducer(Protocol):
-    """An embedding function whose vectors a second-stage scorer can reuse: it names the producer
-    fingerprint the scorer compares with its own (see :class:`~mm_rerank_components.types.Precomputed`)."""
-
-    def signal_producer(self, kind: str) -> str | None:
-        """The producer of ``kind`` signals (``"text_embedding"``, ``"image_classes"``), or ``None``."""
-        ...
-
-
-@runtime_checkable
-class ClassifyingEmbeddingFunction(Protocol):
-    """An image embedding function that also returns each picture's compact class probabilities, so
-    ingest stores them beside the vector without running the classifier twice."""
-
-    def embed_with_classes(self, images: list[Any]) -> tuple[list[list[float]], list[str], str]:
-        """Vectors of decoded pictures (RGB PIL images), one compact class string per picture, and the
-        classes' producer fingerprint."""
-        ...
 
 
 class EmbeddingFunctions(NamedTuple):
@@ -50,62 +53,6 @@ class EmbeddingFunctions(NamedTuple):
     text: Any
     image: Any
     image_query_searches_text: bool
-
-
-def embedder_name(embedding_function: Any) -> str:
-    """A stable name for an embedding function: its Chroma ``name()`` if it has one, else its class.
-
-    Example:
-        >>> from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
-        >>> embedder_name(HashingEmbeddingFunction())
-        'mm-rerank-hashing'
-    """
-    name_fn = getattr(embedding_function, "name", None)
-    if callable(name_fn):
-        try:
-            name = name_fn()
-        except TypeError:
-            name = None
-        if isinstance(name, str) and name:
-            return name
-    own = getattr(embedding_function, "__qualname__", None)  # a plain function
-    return own if isinstance(own, str) else type(embedding_function).__qualname__
-
-
-def embedder_config(embedding_function: Any) -> dict[str, Any]:
-    """The settings that shape an embedding function's vectors: its Chroma ``get_config()`` without
-    :data:`NEUTRAL_CONFIG_KEYS`, as JSON-safe values (``{}`` when it reports none).
-
-    Example:
-        >>> from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
-        >>> embedder_config(HashingEmbeddingFunction(dim=8))
-        {'dim': 8}
-    """
-    get_config = getattr(embedding_function, "get_config", None)
-    if not callable(get_config):
-        return {}
-    try:
-        config = get_config()
-    except NotImplementedError:
-        return {}
-    if not isinstance(config, Mapping):
-        return {}
-    clean = {str(k): v for k, v in config.items() if k not in NEUTRAL_CONFIG_KEYS}
-    return dict(json.loads(json.dumps(clean, sort_keys=True, default=str)))
-
-
-def fingerprint(embedding_function: Any) -> str:
-    """Name and a hash of the config: identifies the vectors an embedding function makes.
-
-    Example:
-        >>> from mm_rerank_components.retrievers.fake import HashingEmbeddingFunction
-        >>> fingerprint(HashingEmbeddingFunction(8)) != fingerprint(HashingEmbeddingFunction(16))
-        True
-    """
-    config = json.dumps(embedder_config(embedding_function), sort_keys=True)
-    return (
-        f"{embedder_name(embedding_function)}:{hashlib.blake2b(config.encode(), digest_size=6).hexdigest()}"
-    )
 
 
 def text_producer(embedding_function: Any) -> str | None:
@@ -130,37 +77,6 @@ def shares_text_encoder(text_ef: Any, image_ef: Any) -> bool:
         and bool(embedder_config(text_ef))
         and (fingerprint(text_ef) == fingerprint(image_ef))
     )
-
-
-def as_array(image: Any) -> Any:
-    """A PIL image or ``HxWx3`` array as a uint8 ``HxWx3`` numpy array (Chroma's image type)."""
-    import numpy as np
-
-    if hasattr(image, "convert"):  # a PIL image
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got an array of shape {array.shape}")
-    return array
-
-
-def call_embedding_function(ef: Any, inputs: list[Any], *, query: bool) -> list[list[float]]:
-    """``ef(inputs)`` (or ``ef.embed_query`` for queries) as lists of floats, one per input."""
-    if ef is None:
-        raise ValueError("no embedding function for this collection; pass text_/image_embedding_function=")
-    if not inputs:
-        return []
-    fn = getattr(ef, "embed_query", None) if query else None
-    vectors = fn(inputs) if callable(fn) else ef(inputs)
-    return _check_count(ef, [[float(v) for v in vector] for vector in vectors], len(inputs))
-
-
-def _check_count(ef: Any, vectors: list[Any], n: int) -> list[Any]:
-    if len(vectors) != n:
-        raise ValueError(
-            f"embedding function {embedder_name(ef)!r} returned {len(vectors)} vectors for {n} inputs"
-        )
-    return vectors
 
 
 def embedding_functions(spec: str = "starter", **kwargs: Any) -> EmbeddingFunctions:
