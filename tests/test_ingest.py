@@ -143,6 +143,7 @@ def test_errors_name_each_file_and_the_rest_is_ingested(tmp_path: Path) -> None:
         "dangling.jpg",
         "orphan.caption.txt",
         "metadata.jsonl",
+        "report.pdf",
     }
     assert "not UTF-8" in failed["latin1.txt"] and "empty" in failed["empty.md"]
     assert "cannot read" in failed["dangling.jpg"] and "no picture" in failed["orphan.caption.txt"]
@@ -151,12 +152,10 @@ def test_errors_name_each_file_and_the_rest_is_ingested(tmp_path: Path) -> None:
         f.path.rsplit(":", 1)[1] + " " + f.reason for f in report.failed if "metadata" in f.path
     )
     assert meta_errors[0].startswith("2 invalid JSON") and "'gone.png' names no file" in meta_errors[1]
-    assert {Path(s.path).name: s.reason for s in report.skipped} == {
-        "report.pdf": "unsupported file type '.pdf'",
-        ".DS_Store": "hidden file",
-    }
+    assert failed["report.pdf"].startswith("malformed PDF")  # a PDF is read now (tests/test_documents_pdf.py)
+    assert {Path(s.path).name: s.reason for s in report.skipped} == {".DS_Store": "hidden file"}
     assert not report.ok and (report.added, r.count()) == (2, {"mm_text": 1, "mm_images": 1})
-    assert "7 failed, 2 skipped" in report.summary()
+    assert "8 failed, 1 skipped" in report.summary()
 
 
 def test_on_error_raise_stops_at_the_first_bad_file(tmp_path: Path) -> None:

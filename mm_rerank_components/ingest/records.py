@@ -10,6 +10,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,3 +253,37 @@ def shrink(image: Any, max_side: int = EMBED_MAX_SIDE) -> Any:
     vector.
     """
     return _fit(image, max_side, _pil_image().Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def chunk_text(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars`` characters, split at blank lines (a longer paragraph at
+    its last space before the limit).
+
+    Example:
+        >>> chunk_text("a" * 150 + "\\n\\n" + "b" * 150, 200) == ["a" * 150, "b" * 150]
+        True
+    """
+    if len(text) <= max_chars:
+        return [text]
+    chunks: list[str] = []
+    current = ""
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        while len(paragraph) > max_chars:  # a single huge paragraph: cut at the last space before the limit
+            cut = paragraph.rfind(" ", 0, max_chars)
+            cut = cut if cut > max_chars // 2 else max_chars
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(paragraph[:cut].strip())
+            paragraph = paragraph[cut:].strip()
+        if not paragraph:
+            continue
+        if current and len(current) + 2 + len(paragraph) > max_chars:
+            chunks.append(current)
+            current = paragraph
+        else:
+            current = f"{current}\n\n{paragraph}" if current else paragraph
+    if current:
+        chunks.append(current)
+    return chunks

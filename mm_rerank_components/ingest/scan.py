@@ -12,11 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.ingest.documents import (
+    DOCUMENT_EXTENSIONS,
+    DocumentError,
+    DocumentOptions,
+    figure_records,
+    read_document,
+    text_records,
+)
 from mm_rerank_components.ingest.files import DEFAULT_MAX_BYTES, FileRejected, list_files, read_regular_file
 from mm_rerank_components.ingest.records import (
     ImageRecord,
     IngestFailure,
     TextRecord,
+    chunk_text,
     clean_caption,
     image_metadata,
     record_id,
@@ -41,6 +50,10 @@ class FolderScan:
     skipped: list[IngestFailure] = field(default_factory=list)
     #: the largest file read, in bytes (pictures are read again, with the same limit, when decoded)
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: caps and the figures folder for PDF, HTML and DOCX files
+    documents: DocumentOptions = field(default_factory=DocumentOptions)
+    #: local picture files an HTML page shows: ingested once, as that page's captioned figure
+    claimed: dict[str, str] = field(default_factory=dict)
 
 
 def scan_folder(
@@ -50,6 +63,7 @@ def scan_folder(
     max_chars: int = 2000,
     follow_symlinks: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    documents: DocumentOptions | None = None,
 ) -> FolderScan:
     """Read a folder into records without touching any database.
 
@@ -60,6 +74,8 @@ def scan_folder(
 
     Args:
         follow_symlinks: also read links that lead out of the folder (off: they are reported as skipped).
+        documents: caps for PDF, HTML and DOCX files and where their figures are written (default:
+            :class:`~mm_rerank_components.ingest.documents.DocumentOptions`).
 
     Example:
         >>> scan = scan_folder("my_folder")  # doctest: +SKIP
@@ -77,6 +93,7 @@ def scan_folder(
     root = root.resolve()
     listing = list_files(root, recursive=recursive, follow_symlinks=follow_symlinks)
     scan = FolderScan(root=root, failed=listing.failed, skipped=listing.skipped, max_bytes=max_bytes)
+    scan.documents = documents or DocumentOptions()
     files = listing.files
     extra = _read_metadata_files(files, scan)
     image_stems = {(p.parent, p.stem) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
@@ -93,9 +110,56 @@ def scan_folder(
             _scan_text(path, extra.get(path, {}), max_chars, scan)
         elif ext in IMAGE_EXTENSIONS:
             _scan_image(path, extra.get(path, {}), file_set, scan)
+        elif ext in DOCUMENT_EXTENSIONS:
+            _scan_document(path, extra.get(path, {}), max_chars, scan)
         else:
             scan.skipped.append(IngestFailure(str(path), f"unsupported file type {ext or '(none)'!r}"))
+    _drop_claimed(scan)
     return scan
+
+
+def _scan_document(path: Path, extra: Mapping[str, Any], max_chars: int, scan: FolderScan) -> None:
+    """A PDF, HTML or DOCX file: its passages and figures, or one failure naming why it was not read."""
+    data = _read(path, scan)
+    if data is None:
+        return
+    try:
+        extracted = read_document(path, data, scan.documents)
+    except (DocumentError, ImportError) as exc:
+        scan.failed.append(IngestFailure(str(path), str(exc)))
+        return
+    for where, reason in extracted.failed:
+        scan.failed.append(IngestFailure(str(path), f"{where}: {reason}"))
+    for where, reason in extracted.skipped:
+        scan.skipped.append(IngestFailure(str(path), f"{where}: {reason}"))
+    if not extracted.passages and not extracted.figures:
+        if not extracted.failed:
+            scan.failed.append(
+                IngestFailure(str(path), "no text and no figures found (a scanned document needs OCR first)")
+            )
+        return
+    rel_path = path.relative_to(scan.root).as_posix()
+    scan.texts.extend(text_records(path, rel_path, data, extracted, extra, max_chars))
+    scan.images.extend(figure_records(path, rel_path, data, extracted, extra))
+    for figure in extracted.figures:
+        if figure.local:
+            scan.claimed.setdefault(figure.path, rel_path)
+
+
+def _drop_claimed(scan: FolderScan) -> None:
+    """Pictures of the folder that a page shows are ingested once, as that page's figure."""
+    if not scan.claimed:
+        return
+    kept: list[ImageRecord] = []
+    for record in scan.images:
+        page = scan.claimed.get(record.path)
+        if page is not None and "document" not in record.metadata:
+            scan.skipped.append(
+                IngestFailure(record.path, f"ingested as a figure of {page}, with its caption")
+            )
+        else:
+            kept.append(record)
+    scan.images = kept
 
 
 def _read(path: Path, scan: FolderScan) -> bytes | None:
@@ -187,7 +251,7 @@ def _scan_text(path: Path, extra: Mapping[str, Any], max_chars: int, scan: Folde
         scan.failed.append(IngestFailure(str(path), "empty text file"))
         return
     title = str(extra.get("title") or _title(text, path))
-    chunks = _chunks(text, max_chars)
+    chunks = chunk_text(text, max_chars)
     rel_path = path.relative_to(scan.root).as_posix()
     for i, chunk in enumerate(chunks):
         cid = record_id("text", data, str(path), str(i), extra)
@@ -227,30 +291,3 @@ def _title(text: str, path: Path) -> str:
     if rest.startswith("\n") and 0 < len(first) <= _MAX_TITLE:
         return first
     return path.stem
-
-
-def _chunks(text: str, max_chars: int) -> list[str]:
-    if len(text) <= max_chars:
-        return [text]
-    chunks: list[str] = []
-    current = ""
-    for paragraph in re.split(r"\n\s*\n", text):
-        paragraph = paragraph.strip()
-        while len(paragraph) > max_chars:  # a single huge paragraph: cut at the last space before the limit
-            cut = paragraph.rfind(" ", 0, max_chars)
-            cut = cut if cut > max_chars // 2 else max_chars
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(paragraph[:cut].strip())
-            paragraph = paragraph[cut:].strip()
-        if not paragraph:
-            continue
-        if current and len(current) + 2 + len(paragraph) > max_chars:
-            chunks.append(current)
-            current = paragraph
-        else:
-            current = f"{current}\n\n{paragraph}" if current else paragraph
-    if current:
-        chunks.append(current)
-    return chunks
