@@ -8,6 +8,7 @@ run. Without any of them the tests are skipped locally and FAIL when ``CI=true``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -78,11 +79,9 @@ def keeping_server_url(tmp_path: Path) -> Iterator[str]:
 
 
 def _serve(tmp_path: Path, on_error: str) -> Iterator[str]:
-    import uvicorn
     from test_web_app import write_corpus
 
     from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever, HashingEmbeddingFunction
-    from mm_rerank_components.web import create_app
 
     ef = HashingEmbeddingFunction()
     retriever = ChromaMultiCollectionRetriever(
@@ -95,7 +94,14 @@ def _serve(tmp_path: Path, on_error: str) -> Iterator[str]:
     )
     assert retriever.ingest_folder(write_corpus(tmp_path / "corpus")).failed == []
     reranker = MultimodalReranker(FakeScorer(), on_error=on_error)  # type: ignore[arg-type]
-    pipeline = RAGPipeline(retriever, reranker, answerer=ExtractiveAnswerer(), top_n=5)
+    yield from _serve_pipeline(RAGPipeline(retriever, reranker, answerer=ExtractiveAnswerer(), top_n=5))
+
+
+def _serve_pipeline(pipeline: RAGPipeline) -> Iterator[str]:
+    import uvicorn
+
+    from mm_rerank_components.web import create_app
+
     port = _free_port()
     config = uvicorn.Config(
         create_app(pipeline, title="Browser test chat"), host="127.0.0.1", port=port, log_level="warning"
@@ -181,5 +187,109 @@ def test_unreadable_picture_is_shown_as_such_without_its_path(
             assert "extractive answer (no LLM configured)" in page.inner_text(".answer")
             assert " ms" in page.inner_text("h2")  # the per-step timings are shown
             assert str(tmp_path) not in page.content()
+        finally:
+            browser.close()
+
+
+def test_picture_question_through_the_upload_button(server_url: str, tmp_path: Path) -> None:
+    """Issue 23: ask with a picture from the page's file picker; the matching picture ranks first. The
+    screenshot goes to MM_RERANK_SCREENSHOT when set (kept out of the repository)."""
+    _require_chromium()
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    photo = tmp_path / "my question.png"
+    Image.new("RGB", (120, 90), (215, 35, 30)).save(photo)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(server_url + "/")
+            page.set_input_files("#picture", str(photo))
+            assert page.inner_text("#chosen-name") == "my question.png"
+            page.fill("#question", "What is this?")
+            page.click("#send")
+            page.wait_for_selector("ol.evidence li.item", timeout=20_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)",
+                timeout=20_000,
+            )
+            # the question shows the picture asked with; the form lets it go for the next question
+            assert page.eval_on_selector(".question img", "i => i.naturalWidth") == 120
+            assert not page.is_visible("#chosen")
+            first = page.query_selector("ol.evidence li.item")
+            assert first is not None and first.get_attribute("data-modality") != "text"
+            assert float(first.get_attribute("data-score") or "0") > 0.9
+            assert first.query_selector(".rank").inner_text() == "[1]"  # type: ignore[union-attr]
+            assert first.query_selector(".title").inner_text() == "a red apple"  # type: ignore[union-attr]
+            page.screenshot(path=str(tmp_path / "picture.png"), full_page=True)
+            assert (tmp_path / "picture.png").stat().st_size > 5_000
+            if os.environ.get("MM_RERANK_SCREENSHOT"):
+                page.screenshot(path=os.environ["MM_RERANK_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
+
+
+class _MarkdownAnswerer:
+    """An answerer whose answer is Markdown with injection attempts, as an LLM could write it."""
+
+    name = "llm:markdown-test"
+    text = (
+        "### Foxes\n"
+        "The **red fox** hunts *voles* [1]; see [the guide](https://example.org/fox).\n"
+        "- one `x < y`\n"
+        "- two\n\n"
+        "<script>window.__pwned = 1</script>\n"
+        '<img src=x onerror="window.__pwned = 2">\n'
+        "[click](javascript:window.__pwned=3) **<b onmouseover=alert(1)>bold</b>**"
+    )
+
+    def answer(self, question: str, evidence: list) -> object:
+        from mm_rerank_components.answer import Answer
+
+        return Answer(question=question, text=self.text, evidence=list(evidence), answerer=self.name)
+
+
+def test_markdown_answer_is_rendered_without_running_what_it_holds(tmp_path: Path) -> None:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    from mm_rerank_components import Candidate
+
+    class OneHit:
+        def retrieve(self, query: object) -> list[Candidate]:
+            return [Candidate("fox", text="Red fox. The red fox hunts voles.")]
+
+    pipeline = RAGPipeline(OneHit(), MultimodalReranker(FakeScorer()), answerer=_MarkdownAnswerer(), top_n=1)
+    server = _serve_pipeline(pipeline)
+    url = next(server)
+    with sync_playwright() as p, contextlib.closing(server):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url + "/")
+            page.fill("#question", "red fox")
+            page.click("#send")
+            page.wait_for_selector(".answer .md", timeout=20_000)
+            page.wait_for_timeout(300)  # let any injected handler run, if one got in
+            md = page.locator(".answer .md")
+            assert (
+                md.locator("h5").inner_text() == "Foxes"
+            )  # "###": headings start at h3 below the page's h1/h2
+            assert md.locator("strong").first.inner_text() == "red fox"
+            assert md.locator("em").inner_text() == "voles"
+            assert md.locator("li").all_inner_texts() == ["one x < y", "two"]
+            assert md.locator("code").inner_text() == "x < y"
+            links = md.locator("a")
+            assert links.count() == 1 and links.get_attribute("href") == "https://example.org/fox"
+            assert links.get_attribute("rel") == "noopener noreferrer nofollow"
+            # the tags are shown as text, never made into elements; nothing ran
+            assert md.locator("script, img, b, [onerror], [onmouseover]").count() == 0
+            assert "<script>window.__pwned = 1</script>" in md.inner_text()
+            assert page.evaluate("() => window.__pwned") is None and dialogs == []
+            page.locator(".md strong").last.hover()
+            assert dialogs == []
         finally:
             browser.close()

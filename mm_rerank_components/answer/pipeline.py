@@ -125,19 +125,29 @@ class RAGPipeline:
         timings["rerank"] = time.perf_counter() - start
         return [Evidence.from_ranked(r) for r in ranked]
 
-    def ask(self, question: str) -> Answer:
-        """Search and answer ``question``; the returned :class:`Answer` carries the evidence and timings."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question must be a non-empty string, got {question!r}")
+    def _answer(self, query: Query, readable: list[Evidence]) -> Answer:
+        words = query.text or ""
+        if query.image is not None and isinstance(self.answerer, ExtractiveAnswerer):
+            # the extractive answerer scores its sentences against the words and the picture together
+            text = self.answerer.compose(query, readable)
+            return Answer(question=words, text=text, evidence=list(readable), answerer=self.answerer.name)
+        return self.answerer.answer(words or "What does this picture show?", readable)
+
+    def ask(self, question: str | Query) -> Answer:
+        """Search and answer ``question``; the returned :class:`Answer` carries the evidence and timings.
+
+        ``question`` may be a :class:`Query` with a picture (the web chat's upload): the picture steers
+        retrieval and reranking; the answerer is given the question's words."""
+        query = _question_query(question)
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        evidence = self._search(question.strip(), timings, max(self.top_n, self.read_depth))
+        evidence = self._search(query, timings, max(self.top_n, self.read_depth))
         readable = [e for e in evidence if e.error is None]
         for e in evidence:
             if e.error is not None:  # kept by on_error="keep": shown as unreadable, never quoted
                 logger.warning("evidence %s (%s) could not be read: %s", e.id, e.label, e.error)
         answered = time.perf_counter()
-        answer = self.answerer.answer(question.strip(), readable)
+        answer = self._answer(query, readable)
         timings["answer"] = time.perf_counter() - answered
         cited = {int(n) for n in _CITATION.findall(answer.text)}
         shown = [e for e in answer.evidence if e.rank <= self.top_n or e.rank in cited]
@@ -149,3 +159,14 @@ class RAGPipeline:
             seconds=time.perf_counter() - start,
             timings=timings,
         )
+
+
+def _question_query(question: str | Query) -> Query:
+    """``question`` as a stripped :class:`Query`; an empty one is a ValueError naming it."""
+    if isinstance(question, Query):
+        if question.image is None:
+            return _question_query(question.text or "")
+        return Query(text=(question.text or "").strip() or None, image=question.image)
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"question must be a non-empty string or a Query, got {question!r}")
+    return Query(text=question.strip())

@@ -3,8 +3,12 @@
 Routes:
 
 * ``GET /`` the page (``static/index.html`` in the package);
-* ``POST /api/ask`` with ``{"question": "..."}``: the answer, who wrote it (``extractive`` or
-  ``llm:<model>``), per-step timings and the ranked evidence, each picture with a ``thumbnail`` URL;
+* ``POST /api/ask`` with ``{"question": "..."}``, or ``{"question": "...", "picture": TOKEN}`` for a
+  question with a picture (words optional then): the answer, who wrote it (``extractive`` or
+  ``llm:<model>``), per-step timings and the ranked evidence, each picture with a ``thumbnail`` URL and
+  its 1-based ``rank`` (the answer cites ``[rank]``);
+* ``POST /api/picture`` with the bytes of one picture: ``{"picture": TOKEN, ...}`` (see
+  :mod:`mm_rerank_components.web.pictures`);
 * ``GET /api/image/{token}``: a JPEG thumbnail of a picture. Tokens are random and issued only for
   pictures that the pipeline returned as evidence, so the endpoint cannot be used to read any other file;
 * ``GET /api/health``: ``{"ok": true, "answerer": ...}``, answered on the event loop, never behind questions.
@@ -33,11 +37,12 @@ try:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, model_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('The web chat needs FastAPI: pip install "mm-rerank-components[web]"') from exc
 
 from mm_rerank_components.media import ImageLoadError, ImageOptions, load_image
+from mm_rerank_components.types import Query
 from mm_rerank_components.web.limits import (
     INVALID_REQUEST,
     NOT_TEXT,
@@ -45,6 +50,7 @@ from mm_rerank_components.web.limits import (
     WebLimits,
     question_problem,
 )
+from mm_rerank_components.web.pictures import UNKNOWN_PICTURE, UPLOAD_PATH, PictureStore, add_picture_route
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +104,16 @@ class ImageRegistry:
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000, description="The user's question.")
+    question: str = Field(default="", max_length=2000, description="The user's question.")
+    picture: str | None = Field(
+        default=None, max_length=64, description="A token from POST /api/picture: ask with that picture."
+    )
+
+    @model_validator(mode="after")
+    def _words_or_picture(self) -> AskRequest:
+        if not self.question and self.picture is None:
+            raise ValueError("a question needs words or a picture")  # a 422 with INVALID_REQUEST's text
+        return self
 
 
 def _local_file(ref: str) -> str | None:
@@ -123,6 +138,7 @@ def create_app(
     image_options: ImageOptions | None = None,
     registry: ImageRegistry | None = None,
     limits: WebLimits | None = None,
+    pictures: PictureStore | None = None,
 ) -> FastAPI:
     """A FastAPI app that answers questions with ``pipeline`` and shows the ranked evidence.
 
@@ -134,7 +150,8 @@ def create_app(
         title: the page title.
         image_options: limits for reading pictures when making thumbnails.
         registry: the token registry for thumbnails (a fresh one by default).
-        limits: body size cap, concurrency and queue (see :class:`WebLimits`).
+        limits: body size cap, concurrency and queue, picture caps (see :class:`WebLimits`).
+        pictures: where uploaded question pictures are kept (a fresh bounded store by default).
 
     Example:
         >>> app = create_app(pipeline)  # doctest: +SKIP
@@ -148,7 +165,9 @@ def create_app(
     page = _page().replace("{{TITLE}}", _html_escape(title))
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limits.max_body_bytes, path_caps={UPLOAD_PATH: limits.max_picture_bytes}
+    )
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
@@ -159,7 +178,9 @@ def create_app(
         answerer = getattr(getattr(pipeline, "answerer", None), "name", None)
         return {"ok": True, "answerer": answerer}
 
-    _add_ask_route(app, pipeline, limits, images)
+    store = pictures or PictureStore()
+    _add_ask_route(app, pipeline, limits, images, store)
+    add_picture_route(app, store, limits)
     _add_image_route(app, images, image_options or ImageOptions())
     return app
 
@@ -194,17 +215,30 @@ class _Queue:
         self.pending = 0
 
 
-def _add_ask_route(app: FastAPI, pipeline: Any, limits: WebLimits, images: ImageRegistry) -> None:
+def _question(request: AskRequest, store: PictureStore) -> str | Query:
+    """The question to ask: its words, or a :class:`Query` with the uploaded picture; 400 when neither."""
+    words = request.question.strip()
+    problem = question_problem(words)
+    if problem is not None:
+        raise HTTPException(status_code=400, detail=problem)
+    if request.picture is None:
+        if not words:
+            raise HTTPException(status_code=400, detail="the question is empty")
+        return words
+    picture = store.get(request.picture)
+    if picture is None:
+        raise HTTPException(status_code=400, detail=UNKNOWN_PICTURE)
+    return Query(text=words or None, image=picture)
+
+
+def _add_ask_route(
+    app: FastAPI, pipeline: Any, limits: WebLimits, images: ImageRegistry, store: PictureStore
+) -> None:
     queue = _Queue(limits)
 
     @app.post("/api/ask")
     async def ask(request: AskRequest) -> dict[str, Any]:
-        question = request.question.strip()
-        if not question:
-            raise HTTPException(status_code=400, detail="the question is empty")
-        problem = question_problem(question)
-        if problem is not None:
-            raise HTTPException(status_code=400, detail=problem)
+        question = _question(request, store)
         if queue.pending >= queue.max_pending:
             raise HTTPException(
                 status_code=503, detail="busy: too many questions waiting", headers={"Retry-After": "2"}
@@ -218,7 +252,7 @@ def _add_ask_route(app: FastAPI, pipeline: Any, limits: WebLimits, images: Image
         return _payload(answer, images)
 
 
-def _ask(pipeline: Any, question: str) -> Any:
+def _ask(pipeline: Any, question: str | Query) -> Any:
     """``pipeline.ask``, with failures logged in full here and reported to the browser in fixed words."""
     from mm_rerank_components.answer import LLMError
     from mm_rerank_components.reranker import CandidateError

@@ -27,7 +27,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: the 400 detail for a question that is not text (JSON allows escapes of lone surrogates)
 NOT_TEXT = "the question is not valid text (it holds a lone UTF-16 surrogate)"
 #: the 422 body for any malformed request: fixed text, so nothing the client sent is echoed back
-INVALID_REQUEST = 'send JSON {"question": "..."} with 1 to 2000 characters of text'
+INVALID_REQUEST = (
+    'send JSON {"question": "..."} with up to 2000 characters of text, and/or "picture": a token from '
+    "POST /api/picture"
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class WebLimits:
             every core they are given, so 1 is usually fastest; raise it for a remote LLM that waits on
             the network.
         max_waiting: questions queued beyond those; more get 503 with ``Retry-After`` instead of piling up.
+        max_picture_bytes: largest picture uploaded to ``POST /api/picture`` (its own cap: the question
+            body stays at ``max_body_bytes``); larger gets 413.
+        max_picture_pixels: largest uploaded picture, width x height, checked before its pixels are decoded.
 
     Example:
         >>> WebLimits().max_concurrent
@@ -49,9 +55,17 @@ class WebLimits:
     max_body_bytes: int = 16_384
     max_concurrent: int = 1
     max_waiting: int = 64
+    max_picture_bytes: int = 8 * 1024 * 1024
+    max_picture_pixels: int = 40_000_000
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_concurrent", "max_waiting"):
+        for name in (
+            "max_body_bytes",
+            "max_concurrent",
+            "max_waiting",
+            "max_picture_bytes",
+            "max_picture_pixels",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"WebLimits.{name} must be an int >= 1, got {value!r}")
@@ -101,20 +115,22 @@ class BodySizeLimit:
         >>> app = BodySizeLimit(FastAPI(), max_bytes=1024)
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_caps: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_caps = dict(path_caps or {})  # a larger cap for these exact paths (picture uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = f"the request body is over {self.max_bytes} bytes"
+        cap = self.path_caps.get(scope.get("path", ""), self.max_bytes)
+        too_big = f"the request body is over {cap} bytes"
         declared = _content_length(scope)
         if declared == -1:
             await send_json_error(send, 400, "the Content-Length header is not a number", [])
             return
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > cap:
             await send_json_error(send, 413, too_big, [(b"connection", b"close")])
             return
         chunks: list[bytes] = []
@@ -125,7 +141,7 @@ class BodySizeLimit:
                 return
             chunk = bytes(message.get("body", b""))
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > cap:
                 await send_json_error(send, 413, too_big, [(b"connection", b"close")])
                 return
             chunks.append(chunk)
