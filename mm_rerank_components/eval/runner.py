@@ -285,7 +285,7 @@ def _targets(entry: dict[str, Any], test: Sequence[str]) -> dict[str, Any]:
     if "adapted" in pipes:
         rows["adapted"] = {"role": "adapted on dev", "checks": row_checks(pipes, "adapted", "chosen", test)}
     if "label-free" in pipes:
-        checks = row_checks(pipes, "label-free", "chosen", test)
+        checks = row_checks(pipes, "label-free", "label-free", test)
         rows["label-free"] = {"role": "adapted to the corpus without labels", "checks": checks}
     for row in ("default-no-routes", "adapted-no-routes"):
         if row in pipes:  # the same model on candidates without route signals: its calibration
@@ -471,7 +471,7 @@ def run_evaluation(
         )
         results["tasks"][prep.task.name] = _task_entry(prep, context, img_dir)
     results["pooled"] = {
-        row: pooled_checks(results["tasks"], row, "default" if row == "default" else "chosen")
+        row: pooled_checks(results["tasks"], row)
         for row in ("default", "adapted", "label-free")
         if any(row in e["pipelines"] for e in results["tasks"].values())
     }
