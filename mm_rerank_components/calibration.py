@@ -574,7 +574,6 @@ def fit_calibrator(
     y = _as_labels(labels, len(raw))
     if len(raw) == 0:
         raise ValueError("cannot fit a calibrator on zero pairs")
-    mods = np.asarray(list(modalities), dtype=object)
     features = raw
     if method.startswith("standardize"):
         if query_ids is None or len(query_ids) != len(raw):
@@ -582,9 +581,35 @@ def fit_calibrator(
                 f"method {method!r} standardises within each query's list, so pass query_ids= (one per score)"
             )
         features = _standardize_groups(raw, list(modalities), list(query_ids))
+    label_free = PerQueryStandardizer()
+    maps, stats = _fit_per_modality(features, list(modalities), y, method, label_free, n_bins)
+    if method == "standardize":
+        logger.info(
+            "label-free standardisation: in-sample ECE %s", {m: s["ece_fit"] for m, s in stats.items()}
+        )
+        return label_free
+    return PerModalityCalibrator(
+        maps,
+        standardize=method == "standardize+platt",
+        fallback=fallback,
+        scorer=scorer,
+        method=method,
+        stats=stats,
+    )
+
+
+def _fit_per_modality(
+    features: np.ndarray,
+    modalities: list[Modality],
+    y: np.ndarray,
+    method: str,
+    label_free: PerQueryStandardizer,
+    n_bins: int,
+) -> tuple[dict[str, _ScoreMap], dict[str, Any]]:
+    """One map per modality (none for ``"standardize"``) and the in-sample statistics of each."""
+    mods = np.asarray(modalities, dtype=object)
     stats: dict[str, Any] = {}
     maps: dict[str, _ScoreMap] = {}
-    label_free = PerQueryStandardizer()
     for modality in sorted(set(modalities)):
         mask = mods == modality
         x, labels_m = features[mask], y[mask]
@@ -599,19 +624,7 @@ def fit_calibrator(
         entry["mean_probability"] = float(np.mean(probs))
         entry["positive_rate"] = float(np.mean(labels_m))
         stats[modality] = entry
-    if method == "standardize":
-        logger.info(
-            "label-free standardisation: in-sample ECE %s", {m: s["ece_fit"] for m, s in stats.items()}
-        )
-        return label_free
-    return PerModalityCalibrator(
-        maps,
-        standardize=method == "standardize+platt",
-        fallback=fallback,
-        scorer=scorer,
-        method=method,
-        stats=stats,
-    )
+    return maps, stats
 
 
 def _standardize_groups(raw: np.ndarray, modalities: list[Modality], query_ids: list[Hashable]) -> np.ndarray:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from mm_rerank_components._checks import check_int
 from mm_rerank_components.calibration import Calibrator, SigmoidCalibrator
 from mm_rerank_components.media import (
     DEFAULT_IMAGE_OPTIONS,
@@ -242,8 +243,7 @@ def check_limits(top_n: object = None, threshold: object = None) -> None:
         ...
         ValueError: threshold must be a unified score between 0 and 1 or None, got True
     """
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
+    check_int("top_n", top_n, optional=True)
     if threshold is not None and (
         isinstance(threshold, bool)
         or not isinstance(threshold, (int, float))
@@ -343,6 +343,21 @@ class _RerankerBase:
         return CascadeReranker(self, expensive, keep=keep)
 
 
+def _check_arguments(scorer: object, calibrator: object, batch_size: object, on_error: object) -> None:
+    """MultimodalReranker's argument checks, each error naming the value and the fix."""
+    for attr in ("name", "outputs_probabilities", "modalities", "score"):
+        if not hasattr(scorer, attr):
+            raise TypeError(
+                f"scorer {scorer!r} lacks {attr!r}: a scorer needs name, outputs_probabilities, "
+                "modalities and score(query, candidates) (see mm_rerank_components.scorers.base.Scorer)"
+            )
+    check_int("batch_size", batch_size, optional=True, hint=" (no cap; the scorer batches)")
+    if on_error not in ("raise", "keep"):
+        raise ValueError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
+    if calibrator is not None and not hasattr(calibrator, "calibrate"):
+        raise TypeError(f"calibrator {calibrator!r} has no calibrate(raw_scores, modalities) method")
+
+
 class MultimodalReranker(_RerankerBase):
     """Rerank mixed text and image candidates on one unified relevance scale.
 
@@ -380,22 +395,7 @@ class MultimodalReranker(_RerankerBase):
         on_error: OnError = "raise",
         image_options: ImageOptions | None = None,
     ) -> None:
-        for attr in ("name", "outputs_probabilities", "modalities", "score"):
-            if not hasattr(scorer, attr):
-                raise TypeError(
-                    f"scorer {scorer!r} lacks {attr!r}: a scorer needs name, outputs_probabilities, "
-                    "modalities and score(query, candidates) (see mm_rerank_components.scorers.base.Scorer)"
-                )
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(
-                f"batch_size must be a positive int or None (no cap; the scorer batches), got {batch_size!r}"
-            )
-        if on_error not in ("raise", "keep"):
-            raise ValueError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
-        if calibrator is not None and not hasattr(calibrator, "calibrate"):
-            raise TypeError(f"calibrator {calibrator!r} has no calibrate(raw_scores, modalities) method")
+        _check_arguments(scorer, calibrator, batch_size, on_error)
         self.scorer = scorer
         self.batch_size = batch_size
         self.cache = _resolve_cache(cache)
@@ -727,8 +727,7 @@ class CascadeReranker(_RerankerBase):
     """
 
     def __init__(self, cheap: _RerankerBase, expensive: MultimodalReranker, *, keep: int) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be a positive int, got {keep!r}")
+        check_int("keep", keep)
         self.cheap = cheap
         self.expensive = expensive
         self.keep = keep

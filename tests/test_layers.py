@@ -2,7 +2,7 @@
 
 A layer imports only layers below it, never lazily upward (docs/architecture.md)::
 
-    core      types, reranker, media, calibration, scorers (+ the starter models they run, _deps, _json)
+    core      types, reranker, media, calibration, scorers (+ the starter models they run, _deps, _json, _checks)
     data      ingest, retrievers
     product   defaults, adapt
     faces     integrations, serving, cli, web, answer
@@ -22,7 +22,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mm_rerank_components"
 NAME = "mm_rerank_components"
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(("types", "reranker", "media", "calibration", "scorers", "starter", "_deps", "_json"), 0),
+    **dict.fromkeys(
+        ("types", "reranker", "media", "calibration", "scorers", "starter", "_deps", "_json", "_checks"), 0
+    ),
     **dict.fromkeys(("ingest", "retrievers"), 1),
     **dict.fromkeys(("defaults", "adapt"), 2),
     **dict.fromkeys(("integrations", "serving", "cli", "web", "answer"), 3),

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
+from mm_rerank_components._checks import check_int
 from mm_rerank_components._deps import require
 
 if TYPE_CHECKING:
@@ -191,11 +192,7 @@ def _from_pretrained(
 
 def check_positive(name: str, value: Any, *, optional: bool = False) -> None:
     """Raise a ValueError naming ``name`` unless ``value`` is a positive int (or None when optional)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    check_int(name, value, optional=optional)
 
 
 def require_models() -> tuple[ModuleType, ModuleType]:

@@ -38,6 +38,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from mm_rerank_components._checks import check_int
 from mm_rerank_components._deps import require
 from mm_rerank_components._json import JSONLimitError, loads_strict
 from mm_rerank_components.scorers.base import ALL_MODALITIES, BaseScorer
@@ -92,6 +93,8 @@ class _Deadline(threading.local):
 
 def _deadline_backend() -> Any:  # noqa: C901 - one small class per httpcore interface
     """An httpcore network backend whose reads and writes stop at the calling thread's deadline.
+
+    Size: two small classes defined in here so that httpcore (an optional extra) is imported only when used.
 
     httpx's timeouts are per socket operation, so a server sending one byte per half second keeps a
     request alive forever. Every read, write and connect here gets ``min(timeout, time left)`` and fails
@@ -244,16 +247,9 @@ class RemoteScorer(BaseScorer):
             raise ValueError(f"base_url must be an http(s):// URL, got {base_url!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if (
-            isinstance(max_response_bytes, bool)
-            or not isinstance(max_response_bytes, int)
-            or max_response_bytes < 1
-        ):
-            raise ValueError(f"max_response_bytes must be a positive int, got {max_response_bytes!r}")
+        check_int("batch_size", batch_size)
+        check_int("max_retries", max_retries, minimum=0)
+        check_int("max_response_bytes", max_response_bytes)
         self.base_url = base_url.rstrip("/")
         self.api: RemoteApi = api
         self.url = self.base_url + (path if path is not None else _PATHS[api])
