@@ -22,6 +22,7 @@ from typing import Any
 from mm_rerank_components.eval.metrics import per_query_values
 from mm_rerank_components.eval.report import _checks_lines, _depth_lines, _gap_cell
 from mm_rerank_components.eval.stats import paired_bootstrap
+from mm_rerank_components.eval.targets import TARGET_ECE
 
 ROWS = (
     "text-only",
@@ -120,6 +121,63 @@ def calibration(results: Mapping[str, Any], rows: tuple[str, ...]) -> list[str]:
     return [*lines, ""]
 
 
+SUMMARY_ROWS = ("default", "default-no-routes", "adapted", "label-free")
+
+
+def _citl_check(task: Mapping[str, Any], row: str, modality: str) -> Mapping[str, Any] | None:
+    info = task["targets"]["rows"].get(row, {})
+    return next(
+        (
+            c
+            for c in info.get("checks", [])
+            if c["name"].startswith(f"{row}: mean predicted vs observed among {modality} ")
+        ),
+        None,
+    )
+
+
+def calibration_summary(results: Mapping[str, Any], rows: tuple[str, ...] = SUMMARY_ROWS) -> list[str]:
+    """Issue 19's calibration targets, one line per row x task x modality, and a count per row.
+
+    "met": the whole 95% CI of predicted/observed - 1 is inside +-25%; "tie": it crosses an edge (the
+    target, an overlapping interval, still holds); "missed": wholly outside; "n/a": nothing predicted
+    >= 0.1 to measure.
+    """
+    lines = [
+        "| row | task | modality | predicted / observed (pairs >= 0.1) | gap [95% CI] | band "
+        f"| ECE (<= {TARGET_ECE}) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for name, task in results["tasks"].items():
+            for modality, fig in task["calibration"].get(row, {}).get("test", {}).items():
+                check = _citl_check(task, row, modality)
+                verdict = check["verdict"] if check else "n/a"
+                ece_ok = fig["ece"] <= TARGET_ECE
+                tally = counts.setdefault(
+                    row, {"met": 0, "tie": 0, "missed": 0, "n/a": 0, "ece": 0, "cells": 0}
+                )
+                tally[verdict] += 1
+                tally["ece"] += ece_ok
+                tally["cells"] += 1
+                big = fig["above_0.1"]
+                shown = verdict if verdict != "missed" else "**missed**"
+                lines.append(
+                    f"| {row} | {name} | {modality} | {big['mean_predicted']:.3f} / "
+                    f"{big['observed_rate']:.3f} ({big['pairs']}) | {_gap_cell(big)} | {shown} | "
+                    f"{fig['ece']:.3f}"
+                    f"{'' if ece_ok else ' **missed**'} |"
+                )
+    lines += ["", "| row | cells | CI inside +-25% | crosses an edge | wholly outside | n/a | ECE met |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for row, t in counts.items():
+        lines.append(
+            f"| {row} | {t['cells']} | {t['met']} | {t['tie']} | {t['missed']} | {t['n/a']} | {t['ece']} |"
+        )
+    return [*lines, ""]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="results.json of an mm-rerank eval run")
@@ -133,6 +191,7 @@ def main() -> int:
     out += ["## Label-free adapted against its targets", "", *checks(results, "label-free")]
     out += ["## Without route signals against their targets", ""]
     out += [*checks(results, "default-no-routes"), *checks(results, "adapted-no-routes")]
+    out += ["## Issue 19 calibration targets, per row x task x modality", "", *calibration_summary(results)]
     out += ["## Calibration, per modality, on held-out pairs", ""]
     out += calibration(
         results,
