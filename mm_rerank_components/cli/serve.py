@@ -32,6 +32,15 @@ def register(sub: Any) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, local only)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    _scorer_args(serve)
+    _batching_args(serve)
+    _limit_args(serve)
+    _search_args(serve)
+    _ray_args(serve)
+    serve.set_defaults(handler=run)
+
+
+def _scorer_args(serve: Any) -> None:
     what = serve.add_argument_group("scorer")
     what.add_argument(
         "--scorer",
@@ -52,8 +61,14 @@ def register(sub: Any) -> None:
     )
     what.add_argument("--device", default="cpu", help="torch device for model scorers (default cpu)")
     what.add_argument(
-        "--model-name", default=None, help="model name echoed in responses (default: the scorer's)"
+        "--model-name",
+        default=None,
+        help="model id echoed in responses (default a short id: mm-rerank-default, reranker:FOLDER or the "
+        "scorer's name; the full scorer name is in GET /info and /metrics)",
     )
+
+
+def _batching_args(serve: Any) -> None:
     batching = serve.add_argument_group("micro-batching")
     batching.add_argument("--batch-size", type=int, default=64, help="most candidates per scoring pass (64)")
     batching.add_argument(
@@ -65,6 +80,9 @@ def register(sub: Any) -> None:
     batching.add_argument(
         "--cpu-slots", type=int, default=None, help="requests parsed and decoded at once (default: CPU count)"
     )
+
+
+def _limit_args(serve: Any) -> None:
     limits = serve.add_argument_group("limits and safety")
     limits.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MB (32)")
     limits.add_argument("--max-documents", type=int, default=1000, help="most documents per request (1000)")
@@ -77,6 +95,48 @@ def register(sub: Any) -> None:
     limits.add_argument(
         "--timeout", type=float, default=60.0, help="seconds a request may wait for scores (60)"
     )
+    limits.add_argument(
+        "--pass-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds one scoring pass may run before it is abandoned and its worker replaced "
+        "(default: half of --timeout)",
+    )
+    limits.add_argument(
+        "--max-stuck-passes",
+        type=int,
+        default=2,
+        help="abandoned passes still running before /ready says 503 and requests get 503 (2)",
+    )
+    limits.add_argument(
+        "--max-pending", type=int, default=1024, help="requests admitted at once; more get 503 (1024)"
+    )
+    limits.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=1_000_000,
+        help="longest text of one document or query, in characters (1000000; 413 past it)",
+    )
+    limits.add_argument(
+        "--max-request-pixels",
+        type=int,
+        default=100_000_000,
+        help="decoded pixels of all the images of one request together (100000000; 413 past it)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client may take to send its request headers, or stay idle without one (10)",
+    )
+    limits.add_argument(
+        "--body-timeout", type=float, default=30.0, metavar="S", help="seconds to send a body (30; then 408)"
+    )
+
+
+def _search_args(serve: Any) -> None:
     search = serve.add_argument_group("search (POST /v1/search)")
     search.add_argument(
         "--db",
@@ -102,6 +162,9 @@ def register(sub: Any) -> None:
         default="preview",
         help="what the reranker reads for a picture (default preview, as mm-rerank query)",
     )
+
+
+def _ray_args(serve: Any) -> None:
     ray = serve.add_argument_group("Ray Serve")
     ray.add_argument("--ray", action="store_true", help="serve with Ray Serve (extra 'ray')")
     ray.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
@@ -110,7 +173,6 @@ def register(sub: Any) -> None:
     )
     ray.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (1)")
     ray.add_argument("--num-gpus", type=float, default=0.0, help="GPUs (or a fraction) per replica (0)")
-    serve.set_defaults(handler=run)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -143,6 +205,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
         max_concurrency=args.max_concurrency,
         cpu_slots=args.cpu_slots,
         request_timeout_s=args.timeout,
+        pass_timeout_s=args.pass_timeout,
+        max_stuck_passes=args.max_stuck_passes,
+        max_pending=args.max_pending,
+        max_document_chars=args.max_document_chars,
+        max_request_pixels=args.max_request_pixels,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         max_body_bytes=int(args.max_body_mb * _MB),
         max_documents=args.max_documents,
         max_image_bytes=int(args.max_image_mb * _MB),

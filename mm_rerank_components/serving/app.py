@@ -6,8 +6,10 @@
   scoring; it shows stuck scoring passes;
 * ``GET /ready`` (and ``/readyz``): 200 only once the models are loaded, one warm-up request has run
   and no more than the allowed number of scoring passes are stuck; 503 with the reason otherwise;
-* ``GET /metrics``: Prometheus text format;
-* ``GET /docs``: the OpenAPI page.
+* ``GET /metrics``: Prometheus text format; ``GET /info``: the served model (short id, full scorer
+  name), the package version and the limits (both need the API key when one is set);
+* ``GET /docs`` (Swagger UI) and ``GET /redoc``: the API pages, served offline with their assets
+  (:mod:`.docs_ui`); ``GET /openapi.json``: the schema.
 
 Run it under uvicorn with :func:`uvicorn_options`, which closes connections that send no request
 headers in time (idle or slow clients).
@@ -29,9 +31,44 @@ require("fastapi", "serve", "the rerank HTTP service")
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from mm_rerank_components.serving.docs_ui import add_offline_docs  # noqa: E402
 
 EngineSource = RerankEngine | Callable[[], RerankEngine]
+
+
+class _Precomputed(BaseModel):
+    """A signal the first stage computed from this very content (the starter scorer reuses it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(description='"text_embedding", "image_classes", ... (starts with "text" or "image")')
+    producer: str = Field(description="fingerprint of the model that computed it")
+    content: str = Field(description="mm_rerank_components.media.text_key(text) or image_key(image string)")
+    value: list[float] | str
+
+
+class _Signals(BaseModel):
+    """Our own shape: the first stage's signals of one document, so the served reranker scores it exactly
+    as the same reranker in process (``serving.protocol.document_with_signals`` builds it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = Field(
+        None, max_length=200, description='the route that found it, e.g. "mm_text" or "mm_images"'
+    )
+    retrieval_score: float | None = Field(None, description="the route's similarity (a finite number)")
+    retrieval_rank: int | None = Field(None, ge=0, description="0-based rank within its route")
+    metadata: dict[str, str | float | bool | None] | None = Field(
+        None, max_length=64, description="at most 64 plain fields (title, file, ...)"
+    )
+    precomputed: dict[str, _Precomputed] | None = None
+
+
+class _Document(BaseModel):
+    text: str | None = None
+    image: str | None = Field(None, description="a data URI, bare base64, or a URL (--allow-urls)")
+    content: list[dict[str, Any]] | None = Field(None, description="OpenAI chat parts (vLLM shape)")
+    signals: _Signals | None = Field(None, description="optional first-stage signals (our own shape)")
 
 
 class _JinaRequest(BaseModel):
@@ -41,15 +78,20 @@ class _JinaRequest(BaseModel):
     query: Annotated[str, Field(min_length=1, pattern=r"\S")] | dict[str, Any] = Field(
         description='a non-empty string, {"text"}, {"image"} or {"content": [parts]}'
     )
-    documents: list[str | dict[str, Any]] = Field(
+    documents: list[str | _Document] = Field(
         min_length=1,
         description='strings, {"text"}, {"image": data URI | base64 | URL}, {"text", "image"} '
-        'or {"content": [parts]}',
+        'or {"content": [parts]}; any object may carry "signals"',
     )
     top_n: int | None = Field(
         None, ge=1, le=10**18, description="return the best N (kept failures come after them)"
     )
-    return_documents: bool | None = Field(None, description="echo each document (default true here)")
+    return_documents: bool | None = Field(
+        None, description="echo each document's text (default true on /v1/rerank and /rerank, false on /v2)"
+    )
+    return_images: bool = Field(
+        False, description="with return_documents, echo inline pictures too (data URIs, base64); URLs always"
+    )
     threshold: float | None = Field(None, description="drop results with a unified score below this")
     on_error: Literal["raise", "keep"] = Field(
         "raise", description='"keep": rank unreadable documents last with their error instead of a 400'
@@ -90,13 +132,53 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+def service_info(engine: RerankEngine) -> dict[str, Any]:
+    """What ``GET /info`` answers: the short model id, the scorer's full name, the package version and
+    the limits a client must respect.
+
+    Example:
+        >>> from mm_rerank_components.serving import RerankEngine, ServeConfig
+        >>> service_info(RerankEngine(ServeConfig(scorer="fake")))["model"]
+        'fake'
+    """
+    from mm_rerank_components import __version__
+
+    config = engine.config
+    limits = (
+        "max_documents",
+        "max_body_bytes",
+        "max_document_chars",
+        "max_image_bytes",
+        "max_image_pixels",
+        "max_request_pixels",
+        "request_timeout_s",
+    )
     return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
+        **engine.info,
+        "package_version": __version__,
+        "auth": config.api_key is not None,
+        "image_urls": config.allow_urls,
+        "limits": {name: getattr(config, name) for name in limits},
     }
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with every ``{"$ref": "#/$defs/X"}`` replaced by ``defs["X"]`` (the models hold no cycle),
+    so the schema stands on its own inside the OpenAPI document."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline_refs(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(value, defs) for value in node]
+    return node
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema = _inline_refs(schema, schema.pop("$defs", {}))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
@@ -221,7 +303,10 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
         description="Rerank mixed text and image documents on one calibrated relevance scale "
         "(Jina/vLLM and Cohere request shapes).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load Swagger UI from a CDN: ours are served offline
+        redoc_url=None,
     )
+    add_offline_docs(app)
 
     async def rerank(request: Request, api: Api) -> Response:
         current = get_engine()
@@ -261,6 +346,13 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
     async def rerank_v2(request: Request) -> Response:
         return await rerank(request, "cohere")
 
+    _add_status_routes(app, get_engine)
+    return app
+
+
+def _add_status_routes(app: FastAPI, get_engine: Callable[[], RerankEngine]) -> None:
+    """``/health``, ``/livez``, ``/ready``, ``/readyz``, ``/info`` and ``/metrics``."""
+
     @app.get("/health", summary="Liveness: answered on the event loop, never behind scoring")
     async def health() -> dict[str, Any]:
         return get_engine().health()
@@ -286,6 +378,15 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
     app.get("/ready", summary="Readiness: models loaded and warmed up, nothing stuck", **ready_doc)(ready)
     app.get("/readyz", summary="Readiness (Kubernetes name of /ready)", **ready_doc)(ready)
 
+    @app.get("/info", summary="The served model (short id and full scorer name), version and limits")
+    async def info(request: Request) -> Response:
+        current = get_engine()
+        try:
+            current.check_auth(request.headers.get("authorization"))
+        except RequestError as exc:
+            return _error_response(current, exc, "info")
+        return JSONResponse(service_info(current))
+
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         current = get_engine()
@@ -295,5 +396,3 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
             return _error_response(current, exc, "metrics")
         body, content_type = current.metrics.render()
         return Response(body, media_type=content_type)
-
-    return app

@@ -31,6 +31,7 @@ from mm_rerank_components.scorers.registry import scorer_from_spec
 from mm_rerank_components.serving._json import decode_body, encode_body
 from mm_rerank_components.serving.batching import BatchingScorer, MicroBatcher, ScoreCall, Submit, score_many
 from mm_rerank_components.serving.metrics import Metrics
+from mm_rerank_components.serving.model_id import model_info
 from mm_rerank_components.serving.protocol import (
     Api,
     Limits,
@@ -63,7 +64,8 @@ class ServeConfig:
         reranker_folder: a saved reranker folder (``mm-rerank adapt``); overrides ``scorer``.
         device: torch device for model scorers (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         threads: torch CPU threads (``torch.set_num_threads``) in the process that scores; None leaves it.
-        model: the model name echoed in responses (default: the scorer's name).
+        model: the model id echoed in responses (default: a short id, :func:`.model_id.short_model_id`;
+            the scorer's full name is in ``GET /info`` and ``/metrics``).
         micro_batching: gather the calls of concurrent requests into one scoring pass.
         max_batch_size: most candidates per scoring pass.
         max_wait_ms: how long a pass waits for more calls after the first arrived.
@@ -400,8 +402,11 @@ class RerankEngine:
         elif scorer is None:
             scorer, calibrator = load_scorer(self.config)
         self.scorer = scorer
-        self.model = self.config.model or scorer.name
+        #: the short id responses carry, the scorer's full name and what wraps it (``GET /info``)
+        self.info = model_info(self.config, str(scorer.name))
+        self.model = self.info["model"]
         self.metrics = Metrics()
+        self.metrics.model.info(self.info)
         self.batcher: MicroBatcher | None = None
         self.pool: ScoringPool | None = None
         self.warmed = False

@@ -21,7 +21,8 @@ class Metrics:
     * ``mm_rerank_in_flight``: requests being handled;
     * ``mm_rerank_stuck_passes``: scoring passes abandoned past their deadline and still running,
       ``mm_rerank_abandoned_passes_total``: all such passes so far, ``mm_rerank_oldest_pass_seconds``:
-      age of the oldest pass still running (abandoned ones included).
+      age of the oldest pass still running (abandoned ones included);
+    * ``mm_rerank_model_info{model,scorer,reranker}``: the short model id and the scorer's full name.
 
     Example:
         >>> metrics = Metrics()
@@ -82,6 +83,11 @@ class Metrics:
         )
         self.oldest_pass = prom.Gauge(
             "mm_rerank_oldest_pass_seconds", "Age of the oldest scoring pass still running", registry=reg
+        )
+        self.model = prom.Info(
+            "mm_rerank_model",
+            "The served model: short id, the scorer's full name, the reranker",
+            registry=reg,
         )
         self._prom = prom
 

@@ -98,6 +98,8 @@ class RerankRequest:
     threshold: float | None
     return_documents: bool
     on_error: Literal["raise", "keep"]
+    #: echo inline pictures (data URIs, base64) with ``return_documents``; URLs are always echoed
+    return_images: bool = False
 
     @property
     def n_documents(self) -> int:
@@ -186,6 +188,7 @@ def parse_request(data: Mapping[str, Any], limits: Limits, api: Api = "jina") ->
         threshold=_threshold(data.get("threshold")),
         return_documents=_flag(data.get("return_documents"), "return_documents", default=api == "jina"),
         on_error=on_error,
+        return_images=_flag(data.get("return_images"), "return_images", default=False),
     )
 
 
@@ -594,5 +597,21 @@ def _result(
     if error is not None:
         out["error"] = error
     if request.return_documents:
-        out["document"] = request.documents[index]
+        out["document"] = _echo(request.documents[index], request.return_images)
     return out
+
+
+def _echo(document: dict[str, Any], with_images: bool) -> dict[str, Any]:
+    """What ``return_documents`` sends back: the text, a picture's URL, but a picture's bytes (a data URI
+    or base64, often hundreds of kilobytes the client already has) only when ``return_images`` asks.
+
+    Example:
+        >>> _echo({"text": "a fox", "image": "data:image/png;base64,iVBO"}, False)
+        {'text': 'a fox'}
+        >>> _echo({"image": "https://example.org/fox.jpg"}, False)
+        {'image': 'https://example.org/fox.jpg'}
+    """
+    image = document.get("image")
+    if with_images or image is None or (isinstance(image, str) and image.startswith(("http://", "https://"))):
+        return document
+    return {key: value for key, value in document.items() if key != "image"}
