@@ -124,7 +124,7 @@ def _scan_document(path: Path, extra: Mapping[str, Any], max_chars: int, scan: F
     if data is None:
         return
     try:
-        extracted = read_document(path, data, scan.documents)
+        extracted = read_document(path, data, scan.documents, root=scan.root)
     except (DocumentError, ImportError) as exc:
         scan.failed.append(IngestFailure(str(path), str(exc)))
         return

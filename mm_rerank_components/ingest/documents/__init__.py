@@ -33,8 +33,14 @@ from mm_rerank_components.ingest.documents.records import citation, figure_recor
 DOCUMENT_EXTENSIONS = frozenset({".pdf", ".html", ".htm", ".docx"})
 
 
-def read_document(path: str | os.PathLike[str], data: bytes, options: DocumentOptions) -> Extracted:
-    """Read one document's bytes with the reader of its extension.
+def read_document(
+    path: str | os.PathLike[str],
+    data: bytes,
+    options: DocumentOptions,
+    root: str | os.PathLike[str] | None = None,
+) -> Extracted:
+    """Read one document's bytes with the reader of its extension (``root``: the folder an HTML page's
+    pictures must stay in, default the page's own folder).
 
     Raises:
         DocumentError: the whole file cannot be read (the message names the cause and the fix).
@@ -48,7 +54,7 @@ def read_document(path: str | os.PathLike[str], data: bytes, options: DocumentOp
     if suffix in (".html", ".htm"):
         from mm_rerank_components.ingest.documents.html import read_html
 
-        return read_html(Path(path), data, options)
+        return read_html(Path(path), data, options, Path(root) if root is not None else None)
     if suffix == ".docx":
         from mm_rerank_components.ingest.documents.docx import read_docx
 
