@@ -47,6 +47,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="folder of passages and pictures to ingest first (re-runs skip unchanged files); default: "
         "when the database is empty, the GCompris sample (fetched with apt-get download)",
     )
+    p.add_argument(
+        "--reranker",
+        type=Path,
+        help="a reranker folder adapted to your data (written by mm-rerank adapt); default: the label-free "
+        "default reranker",
+    )
     p.add_argument("--top-n", type=int, default=5, help="evidence items kept after reranking (default 5)")
     p.add_argument("--k", type=int, default=16, help="first-stage hits per collection (default 16)")
     p.add_argument(
@@ -81,14 +87,23 @@ def open_retriever(args: argparse.Namespace) -> ChromaMultiCollectionRetriever:
     return retriever
 
 
-def make_reranker() -> Any:
+def make_reranker(folder: Path | None = None) -> Any:
     """The label-free product default (:func:`mm_rerank_components.defaults.default_reranker`): the offline
     starter scorer fused with the first stage's signals, on one calibrated scale for passages and pictures,
-    the same reranker ``mm-rerank query``, ``mm-rerank serve`` and the web chat use.
+    the same reranker ``mm-rerank query``, ``mm-rerank serve`` and the web chat use. With ``folder`` (the
+    examples' ``--reranker``), the reranker ``mm-rerank adapt`` wrote there instead.
 
     ``on_error="keep"``: a candidate that cannot be read (a picture deleted since ingest) stays in the
     results with its error instead of failing the question; the answer is written from the rest.
     """
+    if folder is not None:
+        from mm_rerank_components import load_reranker
+
+        if not folder.is_dir():
+            raise SystemExit(f"--reranker {folder} is not a folder (write one with mm-rerank adapt)")
+        reranker = load_reranker(folder, on_error="keep", cache=True)
+        log(f"reranker: the folder {folder}")
+        return reranker
     from mm_rerank_components.defaults import default_reranker
     from mm_rerank_components.scorers.starter import StarterScorer
 

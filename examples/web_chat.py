@@ -3,6 +3,10 @@ passages, modality and unified score).
 
     python examples/web_chat.py                 # then open http://127.0.0.1:8000/
     python examples/web_chat.py --question "Which farm animal gives us milk?"   # one answer, as JSON
+    python examples/web_chat.py --reranker my-reranker   # a reranker folder written by mm-rerank adapt
+
+Ask with words, a picture (the page's Picture button), or both; answers written by an LLM are shown as
+Markdown, rendered safely (text only, http(s) links only).
 
 The page and API come from ``mm_rerank_components.web.create_app``; the pipeline is the Chroma
 multi-collection retriever + the label-free default reranker (``default_reranker(StarterScorer(),
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _common.quiet_libraries()
     config = _common.llm_config(args)
-    reranker = _common.make_reranker()
+    reranker = _common.make_reranker(args.reranker)
     pipeline = RAGPipeline(
         _common.open_retriever(args),
         reranker,

@@ -169,7 +169,11 @@ def test_eval_dispatches_the_rest_of_argv(monkeypatch: pytest.MonkeyPatch) -> No
     import mm_rerank_components.cli.eval as cli_eval
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(cli_eval, "main", lambda argv: seen.append(list(argv)) or 0)
+    def fake_main(argv: list[str]) -> int:
+        seen.append(list(argv))
+        return 0
+
+    monkeypatch.setattr(cli_eval, "main", fake_main)
     assert cli.main(["eval", "--task", "gcompris", "--scorer", "fake"]) == 0
     assert seen == [["--task", "gcompris", "--scorer", "fake"]]
 

@@ -371,3 +371,32 @@ def test_agents_call_the_tool_with_llm(
         assert lines and "Koala" in lines[0], section  # the evidence came through the tool call
     observations = [r for r in FakeLLM.requests if "Observation: [1]" in json.dumps(r)]
     assert len(observations) == 2  # one agent turn per framework saw the tool's output
+
+
+def test_web_chat_with_a_reranker_folder(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 23: ``--reranker FOLDER`` (what mm-rerank adapt writes) replaces the default reranker."""
+    from test_cli import _saved_fake_reranker
+
+    saved = _saved_fake_reranker(tmp_path / "my-reranker")
+    result = run_example("web_chat.py", corpus, "--question", "a red ball", "--reranker", str(saved))
+    assert f"reranker: the folder {saved}" in result.stderr
+    data = json.loads(result.stdout)
+    scores = [e["score"] for e in data["evidence"]]
+    assert data["evidence"] and scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "web_chat.py"),
+            "--question",
+            "x",
+            "--reranker",
+            str(tmp_path / "nope"),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert missing.returncode == 1 and "is not a folder (write one with mm-rerank adapt)" in missing.stderr

@@ -110,3 +110,14 @@ def test_pipeline_asks_with_a_picture_alone() -> None:
     assert "A red ball. (picture [1])" in answer.text  # quoted first: it matches the picture
     with pytest.raises(ValueError, match="non-empty string or a Query"):
         rag.ask("   ")
+
+
+def test_page_script_never_parses_text_as_html() -> None:
+    """The browser test checks the rendering; this guards the page's source against HTML sinks."""
+    from importlib import resources
+
+    page = resources.files("mm_rerank_components.web").joinpath("static/index.html").read_text("utf-8")
+    script = page[page.index("<script>") :]
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
+    assert 'id="picture" type="file"' in page and "/api/picture" in script
