@@ -65,13 +65,13 @@ def test_ingest_errors_are_listed_and_exit_nonzero(
     folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (folder / "broken.webp").write_bytes(b"RIFF0000WEBPjunk")
-    (folder / "notes.docx").write_bytes(b"PK")
+    (folder / "notes.xyz").write_bytes(b"PK")
     db = str(tmp_path / "db")
     assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 1
     captured = capsys.readouterr()
     assert "4 added" in captured.out
     assert "FAILED " in captured.err and "broken.webp" in captured.err
-    assert "skipped " in captured.err and "notes.docx: unsupported file type '.docx'" in captured.err
+    assert "skipped " in captured.err and "notes.xyz: unsupported file type '.xyz'" in captured.err
     assert "1 file(s) could not be ingested" in captured.err
     assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--fail-fast"]) == 1
     assert "stopped (--fail-fast)" in capsys.readouterr().err
