@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -55,8 +56,15 @@ def register(sub: Any) -> None:
     ingest.set_defaults(handler=run)
 
 
+class _ListedHere(logging.Filter):
+    """Drops the ingest writer's per-file "not ingested" warnings: :func:`run` prints them as FAILED."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("not ingested:")
+
+
 def run(args: argparse.Namespace) -> int:
-    from mm_rerank_components.ingest import IngestError, ingest_folder, scan_folder
+    from mm_rerank_components.ingest import IngestError, scan_folder
 
     start = time.perf_counter()
     scan = scan_folder(
@@ -80,20 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "scan": scan,
     }
     try:
-        if args.ray:  # issue 21: the same writer, the embedding work on Ray Data
-            from mm_rerank_components.ingest.ray import ingest_folder_ray
-
-            workers = 2 if args.workers is None else args.workers
-            report = ingest_folder_ray(
-                args.folder,
-                retriever,
-                workers=workers,
-                embedder=args.embedder,
-                address=args.ray_address,
-                **options,
-            )
-        else:
-            report = ingest_folder(args.folder, retriever, workers=args.workers, **options)
+        report = _ingest(args, retriever, options)
     except IngestError as exc:
         print(f"mm-rerank ingest: stopped (--fail-fast): {exc}", file=sys.stderr)
         return 1
@@ -116,3 +111,28 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _ingest(args: argparse.Namespace, retriever: Any, options: dict[str, Any]) -> Any:
+    """The ingest itself (local or on Ray Data), each failure left for :func:`run` to print once."""
+    from mm_rerank_components.ingest import ingest_folder
+
+    listed_here = _ListedHere()
+    writer_log = logging.getLogger("mm_rerank_components.ingest.write")
+    writer_log.addFilter(listed_here)
+    try:
+        if args.ray:  # issue 21: the same writer, the embedding work on Ray Data
+            from mm_rerank_components.ingest.ray import ingest_folder_ray
+
+            workers = 2 if args.workers is None else args.workers
+            return ingest_folder_ray(
+                args.folder,
+                retriever,
+                workers=workers,
+                embedder=args.embedder,
+                address=args.ray_address,
+                **options,
+            )
+        return ingest_folder(args.folder, retriever, workers=args.workers, **options)
+    finally:
+        writer_log.removeFilter(listed_here)
