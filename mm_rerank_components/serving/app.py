@@ -307,6 +307,13 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
         redoc_url=None,
     )
     add_offline_docs(app)
+    _add_rerank_routes(app, get_engine)
+    _add_status_routes(app, get_engine)
+    return app
+
+
+def _add_rerank_routes(app: FastAPI, get_engine: Callable[[], RerankEngine]) -> None:
+    """``POST /v1/rerank``, ``/rerank`` (Jina / vLLM) and ``/v2/rerank`` (Cohere)."""
 
     async def rerank(request: Request, api: Api) -> Response:
         current = get_engine()
@@ -345,9 +352,6 @@ def create_app(engine: EngineSource, *, title: str = "mm-rerank") -> FastAPI:
     )
     async def rerank_v2(request: Request) -> Response:
         return await rerank(request, "cohere")
-
-    _add_status_routes(app, get_engine)
-    return app
 
 
 def _add_status_routes(app: FastAPI, get_engine: Callable[[], RerankEngine]) -> None:

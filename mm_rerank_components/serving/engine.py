@@ -179,6 +179,26 @@ def load_scorer(config: ServeConfig) -> tuple[Any, Any]:
     return scorer, calibrator
 
 
+def _resolve_scorer(
+    config: ServeConfig, scorer: Any, calibrator: Any
+) -> tuple[Any, Any, RerankerFactory | None]:
+    """``(scorer, calibrator, factory or None)``: the one passed, else a saved folder's, the product
+    default (issue 19) or the scorer ``config.scorer`` names; a factory builds the reranker around the
+    engine's batching proxy (None: a plain :class:`MultimodalReranker`)."""
+    if scorer is not None:
+        return scorer, calibrator, None
+    if config.reranker_folder is not None:
+        scorer, factory = _folder_factory(config)
+        return scorer, None, factory
+    if config.scorer == "default":
+        from mm_rerank_components.serving.search import default_factory
+
+        scorer, factory = default_factory(config)
+        return scorer, None, factory
+    scorer, calibrator = load_scorer(config)
+    return scorer, calibrator, None
+
+
 def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
     try:
         folder_module = importlib.import_module("mm_rerank_components.adapt.folder")
@@ -392,18 +412,11 @@ class RerankEngine:
             from mm_rerank_components.starter.threads import set_process_threads
 
             set_process_threads(self.config.threads)
-        factory: RerankerFactory | None = None
-        if scorer is None and self.config.reranker_folder is not None:
-            scorer, factory = _folder_factory(self.config)
-        elif scorer is None and self.config.scorer == "default":  # the product default (issue 19)
-            from mm_rerank_components.serving.search import default_factory
-
-            scorer, factory = default_factory(self.config)
-        elif scorer is None:
-            scorer, calibrator = load_scorer(self.config)
+        given = scorer is not None
+        scorer, calibrator, factory = _resolve_scorer(self.config, scorer, calibrator)
         self.scorer = scorer
         #: the short id responses carry, the scorer's full name and what wraps it (``GET /info``)
-        self.info = model_info(self.config, str(scorer.name))
+        self.info = model_info(self.config, str(scorer.name), plain=given)
         self.model = self.info["model"]
         self.metrics = Metrics()
         self.metrics.model.info(self.info)
@@ -412,40 +425,12 @@ class RerankEngine:
         self.warmed = False
         self.warm_error: str | None = None
         self._warm_task: asyncio.Task[None] | None = None
-        if submit is None:
-            self.pool = ScoringPool(
-                self.config.score_workers,
-                deadline_s=self.config.pass_timeout_s or self.config.request_timeout_s / 2,
-                max_stuck=self.config.max_stuck_passes,
-                on_abandon=self.metrics.abandoned_passes.inc,
-            )
-            self.metrics.watch_pool(self.pool)
-            self.batcher = MicroBatcher(
-                self.run_batch,
-                max_batch_size=self.config.max_batch_size,
-                max_wait_s=self.config.max_wait_ms / 1000.0,
-                enabled=self.config.micro_batching,
-                workers=self.config.score_workers,
-                executor=self.pool,
-                in_flight=lambda: self.pending,
-            )
-            submit = self.batcher.submit
+        self.pending = 0
+        submit = submit or self._start_batching()
         self.proxy = BatchingScorer(
             scorer, submit, timeout_s=self.config.request_timeout_s, max_call_size=self.config.max_batch_size
         )
-        if factory is None:
-            # resolve the calibrator once from the real scorer (its shipped calibration, or none needed)
-            resolved = MultimodalReranker(scorer, calibrator).calibrator
-
-            def factory(proxy: BatchingScorer, on_error: OnError) -> Any:
-                return MultimodalReranker(
-                    proxy,
-                    resolved,
-                    batch_size=self.config.max_documents,
-                    on_error=on_error,
-                    image_options=self.config.image_options,
-                )
-
+        factory = factory or self._plain_factory(calibrator)
         self.rerankers: dict[str, Any] = {
             "raise": factory(self.proxy, "raise"),
             "keep": factory(self.proxy, "keep"),
@@ -454,7 +439,42 @@ class RerankEngine:
             self.config.max_concurrency, thread_name_prefix="rerank-request"
         )
         self._cpu = threading.BoundedSemaphore(self.config.cpu_slots or os.cpu_count() or 1)
-        self.pending = 0
+
+    def _start_batching(self) -> Submit:
+        """Start the scoring pool and the micro-batcher; return their ``submit``."""
+        self.pool = ScoringPool(
+            self.config.score_workers,
+            deadline_s=self.config.pass_timeout_s or self.config.request_timeout_s / 2,
+            max_stuck=self.config.max_stuck_passes,
+            on_abandon=self.metrics.abandoned_passes.inc,
+        )
+        self.metrics.watch_pool(self.pool)
+        self.batcher = MicroBatcher(
+            self.run_batch,
+            max_batch_size=self.config.max_batch_size,
+            max_wait_s=self.config.max_wait_ms / 1000.0,
+            enabled=self.config.micro_batching,
+            workers=self.config.score_workers,
+            executor=self.pool,
+            in_flight=lambda: self.pending,
+        )
+        return self.batcher.submit
+
+    def _plain_factory(self, calibrator: Any) -> RerankerFactory:
+        """A :class:`MultimodalReranker` over the proxy, with the calibrator resolved once from the real
+        scorer (its shipped calibration, or none needed)."""
+        resolved = MultimodalReranker(self.scorer, calibrator).calibrator
+
+        def factory(proxy: BatchingScorer, on_error: OnError) -> Any:
+            return MultimodalReranker(
+                proxy,
+                resolved,
+                batch_size=self.config.max_documents,
+                on_error=on_error,
+                image_options=self.config.image_options,
+            )
+
+        return factory
 
     # -- batching --------------------------------------------------------------------------------------
     def run_batch(self, calls: list[ScoreCall]) -> list[list[float]]:

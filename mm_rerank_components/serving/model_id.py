@@ -38,7 +38,7 @@ def short_name(name: str, limit: int = MAX_MODEL_ID) -> str:
     return f"{kind}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
-def short_model_id(config: Any, scorer_name: str) -> str:
+def short_model_id(config: Any, scorer_name: str, *, plain: bool = False) -> str:
     """The id a :class:`~mm_rerank_components.serving.ServeConfig` serves under (see the module doc).
 
     Example:
@@ -50,6 +50,8 @@ def short_model_id(config: Any, scorer_name: str) -> str:
     """
     if config.model:
         return str(config.model)
+    if plain:  # a scorer handed to the engine: served as it is, whatever the config names
+        return short_name(scorer_name)
     if config.reranker_folder is not None:
         return short_name(f"reranker:{Path(config.reranker_folder).name}")
     if config.scorer == "default":
@@ -57,18 +59,22 @@ def short_model_id(config: Any, scorer_name: str) -> str:
     return short_name(scorer_name)
 
 
-def model_info(config: Any, scorer_name: str) -> dict[str, str]:
-    """``{"model", "scorer", "reranker"}``: the short id, the scorer's full name and what wraps it.
+def model_info(config: Any, scorer_name: str, *, plain: bool = False) -> dict[str, str]:
+    """``{"model", "scorer", "reranker"}``: the short id, the scorer's full name and what wraps it;
+    ``plain``: the engine was handed its scorer (a plain :class:`MultimodalReranker` around it).
 
     Example:
         >>> from mm_rerank_components.serving import ServeConfig
         >>> model_info(ServeConfig(scorer="fake"), "fake")["reranker"]
         'MultimodalReranker (the scorer, calibrated per modality)'
     """
-    if config.reranker_folder is not None:
+    if plain:
+        reranker = "MultimodalReranker (the scorer, calibrated per modality)"
+    elif config.reranker_folder is not None:
         reranker = f"reranker folder {Path(config.reranker_folder).name} (learned fusion, mm-rerank adapt)"
     elif config.scorer == "default":
         reranker = "default_reranker() (the starter scorer fused with the first stage's signals)"
     else:
         reranker = "MultimodalReranker (the scorer, calibrated per modality)"
-    return {"model": short_model_id(config, scorer_name), "scorer": scorer_name, "reranker": reranker}
+    model = short_model_id(config, scorer_name, plain=plain)
+    return {"model": model, "scorer": scorer_name, "reranker": reranker}

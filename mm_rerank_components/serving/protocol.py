@@ -156,6 +156,25 @@ def parse_request(data: Mapping[str, Any], limits: Limits, api: Api = "jina") ->
     on_error = data.get("on_error", "raise")
     if on_error not in ("raise", "keep"):
         raise RequestError(f'"on_error" must be "raise" or "keep", got {on_error!r}', kind="invalid_value")
+    candidates, positions, failed, echoes = _parse_documents(documents, limits, on_error)
+    return RerankRequest(
+        query=query,
+        candidates=candidates,
+        positions=positions,
+        failed=failed,
+        documents=echoes,
+        top_n=_top_n(data.get("top_n")),
+        threshold=_threshold(data.get("threshold")),
+        return_documents=_flag(data.get("return_documents"), "return_documents", default=api == "jina"),
+        on_error=on_error,
+        return_images=_flag(data.get("return_images"), "return_images", default=False),
+    )
+
+
+def _parse_documents(
+    documents: list[Any], limits: Limits, on_error: str
+) -> tuple[list[Candidate], list[int], dict[int, str], list[dict[str, Any]]]:
+    """``(candidates, their positions, {position: error} kept under on_error="keep", echoes)``."""
     candidates: list[Candidate] = []
     positions: list[int] = []
     failed: dict[int, str] = {}
@@ -178,18 +197,7 @@ def parse_request(data: Mapping[str, Any], limits: Limits, api: Api = "jina") ->
         echoes.append(echo)
         candidates.append(Candidate(id=str(index), text=text, image=image, **signals))
         positions.append(index)
-    return RerankRequest(
-        query=query,
-        candidates=candidates,
-        positions=positions,
-        failed=failed,
-        documents=echoes,
-        top_n=_top_n(data.get("top_n")),
-        threshold=_threshold(data.get("threshold")),
-        return_documents=_flag(data.get("return_documents"), "return_documents", default=api == "jina"),
-        on_error=on_error,
-        return_images=_flag(data.get("return_images"), "return_images", default=False),
-    )
+    return candidates, positions, failed, echoes
 
 
 def _type(value: object) -> str:

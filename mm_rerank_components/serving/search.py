@@ -205,6 +205,57 @@ async def _read_limited(request: Any, limit: int, timeout_s: float) -> bytes:
         ) from None
 
 
+def _search_failed(current: RerankEngine, exc: RequestError) -> Any:
+    from fastapi.responses import JSONResponse
+
+    current.metrics.errors.labels(kind=exc.kind).inc()
+    current.metrics.requests.labels(route="search", status=str(exc.status)).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": "1"}
+    return JSONResponse(exc.payload(), status_code=exc.status, headers=headers)
+
+
+def _run_search(service: SearchService, current: RerankEngine, data: dict[str, Any]) -> dict[str, Any]:
+    """Parse, retrieve and rerank one search (in a worker thread)."""
+    config = current.config
+    query, k_text, k_image, top_n = parse_search(data, service, config.limits)
+    if query.image is not None:
+        try:
+            query = Query(text=query.text, image=load_image(query.image, config.image_options))
+        except ImageLoadError as exc:
+            raise RequestError(f"query: unreadable image: {exc}", kind="invalid_image") from None
+    rows = search(
+        service.retriever, current.rerankers["raise"], query, k_text=k_text, k_image=k_image, top_n=top_n
+    )
+    return {"model": current.model, "results": rows}
+
+
+async def _handle_search(current: RerankEngine, service: SearchService, request: Any) -> dict[str, Any]:
+    """The answer to one ``POST /v1/search``, or :class:`RequestError` (auth, body, busy, timeout)."""
+    timeout_s = current.config.request_timeout_s
+    current.check_auth(request.headers.get("authorization"))
+    body = await _read_limited(request, current.config.max_body_bytes, timeout_s)
+    data = parse_body(body)
+    if current.pending >= current.config.max_pending:
+        raise RequestError(
+            f"the server is busy ({current.pending} requests in flight); retry shortly",
+            kind="overloaded",
+            status=503,
+        )
+    # the engine's micro-batching proxy hands score calls to this event loop
+    current.proxy.loop = asyncio.get_running_loop()
+    current.pending += 1
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_run_search, service, current, data), timeout_s)
+    except TimeoutError:
+        raise RequestError(
+            f"the search took longer than {timeout_s:g} s; retry later", kind="timeout", status=504
+        ) from None
+    finally:
+        current.pending -= 1
+
+
 def add_search_routes(
     app: Any, engine: RerankEngine | Callable[[], RerankEngine], service: SearchService
 ) -> None:
@@ -225,64 +276,17 @@ def add_search_routes(
 
     get_engine: Callable[[], RerankEngine] = (lambda: engine) if isinstance(engine, RerankEngine) else engine
 
-    def failed(current: RerankEngine, exc: RequestError) -> JSONResponse:
-        current.metrics.errors.labels(kind=exc.kind).inc()
-        current.metrics.requests.labels(route="search", status=str(exc.status)).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if exc.status == 503:
-            headers = {"Retry-After": "1"}
-        return JSONResponse(exc.payload(), status_code=exc.status, headers=headers)
-
-    def run(current: RerankEngine, data: dict[str, Any]) -> dict[str, Any]:
-        config = current.config
-        query, k_text, k_image, top_n = parse_search(data, service, config.limits)
-        if query.image is not None:
-            try:
-                query = Query(text=query.text, image=load_image(query.image, config.image_options))
-            except ImageLoadError as exc:
-                raise RequestError(f"query: unreadable image: {exc}", kind="invalid_image") from None
-        rows = search(
-            service.retriever, current.rerankers["raise"], query, k_text=k_text, k_image=k_image, top_n=top_n
-        )
-        return {"model": current.model, "results": rows}
-
     async def search_route(request: Request) -> Any:
         current = get_engine()
         started = time.monotonic()
-        timeout_s = current.config.request_timeout_s
         try:
-            current.check_auth(request.headers.get("authorization"))
-            body = await _read_limited(request, current.config.max_body_bytes, timeout_s)
-            data = parse_body(body)
-            if current.pending >= current.config.max_pending:
-                raise RequestError(
-                    f"the server is busy ({current.pending} requests in flight); retry shortly",
-                    kind="overloaded",
-                    status=503,
-                )
-            # the engine's micro-batching proxy hands score calls to this event loop
-            current.proxy.loop = asyncio.get_running_loop()
-            current.pending += 1
-            try:
-                payload = await asyncio.wait_for(asyncio.to_thread(run, current, data), timeout_s)
-            except TimeoutError:
-                raise RequestError(
-                    f"the search took longer than {timeout_s:g} s; retry later", kind="timeout", status=504
-                ) from None
-            finally:
-                current.pending -= 1
+            payload = await _handle_search(current, service, request)
         except RequestError as exc:
-            return failed(current, exc)
+            return _search_failed(current, exc)
         except Exception as exc:  # the client gets a 500 without internals; the log has them
             logger.exception("a search request failed")
-            return failed(
-                current,
-                RequestError(
-                    f"the search failed ({type(exc).__name__}); the server log has details",
-                    kind="search_error",
-                    status=500,
-                ),
-            )
+            error = f"the search failed ({type(exc).__name__}); the server log has details"
+            return _search_failed(current, RequestError(error, kind="search_error", status=500))
         current.metrics.requests.labels(route="search", status="200").inc()
         current.metrics.latency.labels(route="search").observe(time.monotonic() - started)
         return JSONResponse(payload)
