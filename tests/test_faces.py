@@ -454,3 +454,78 @@ def test_serve_reranker_folder_gives_query_reranker_folder_scores(
                 _assert_same(f"serve --reranker with signals ({text!r})", served, core)
     finally:
         engine.close()
+
+
+# -- the guides' code, as written ----------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+GUIDE_QUESTION = "Which farm animal gives us milk?"
+
+
+def _doc_block(doc: str, marker: str) -> str:
+    """The Python block of ``docs/<doc>`` that contains ``marker``."""
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / doc).read_text(encoding="utf-8"), flags=re.DOTALL)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"docs/{doc}: {len(found)} Python blocks contain {marker!r}"
+    return found[0]
+
+
+def _run_block(
+    code: str, where: str, db: Path, url: str = "", namespace: dict[str, Any] | None = None, **paths: str
+) -> None:
+    """Run a doc block with only its database path, server URL and the named files changed."""
+    code = code.replace('".cache/quickstart_db"', repr(str(db))).replace("http://127.0.0.1:8080", url)
+    for name, path in paths.items():
+        code = code.replace(repr(name).replace("'", '"'), repr(path))
+    exec(compile(code, where, "exec"), namespace if namespace is not None else {"__name__": "__doc_block__"})
+
+
+def _printed(capsys: pytest.CaptureFixture[str]) -> list[list[str]]:
+    return [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_guides_first_blocks_run_as_written_and_give_the_core_answer(
+    starter_corpus: tuple[Any, Path, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/llamaindex.md and docs/langchain.md: their reranking block, run on a real database with only
+    its path changed, prints the core's top 5 with default_reranker() (scores to 3 decimals)."""
+    pytest.importorskip("langchain_classic")
+    from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
+
+    _, db, reranker = starter_corpus
+    as_written = ChromaMultiCollectionRetriever(path=db)  # opened as the guides open it
+    core = reranker.rerank(Query(GUIDE_QUESTION), as_written.retrieve(Query(GUIDE_QUESTION)), top_n=5)
+    expected = [[f"{round(r.score, 3)}", r.candidate.modality] for r in core]
+    namespace: dict[str, Any] = {"__name__": "__doc_block__"}
+    for doc, marker in [
+        ("llamaindex.md", "MultimodalRerankPostprocessor(reranker=default_reranker()"),
+        ("langchain.md", "MultimodalRerankCompressor(reranker=default_reranker()"),
+    ]:
+        _run_block(_doc_block(doc, marker), f"docs/{doc}", db, namespace=namespace)
+        assert [row[:2] for row in _printed(capsys)] == expected, doc
+    # then langchain.md's picture question, in the same session (its retriever), with a real photo
+    photo = str(_photos()[-1])
+    question = Query("What does this animal eat?", image=photo)
+    core = reranker.rerank(question, as_written.retrieve(question), top_n=5)
+    block = _doc_block("langchain.md", 'Query("What does this animal eat?", image="koala.webp")')
+    _run_block(block, "docs/langchain.md", db, namespace=namespace, **{"koala.webp": photo})
+    assert [row[:2] for row in _printed(capsys)] == [
+        [f"{round(r.score, 3)}", r.candidate.modality] for r in core
+    ]
+
+
+@pytest.mark.slow
+def test_the_serving_guide_signals_block_gives_the_core_answer(
+    starter_corpus: tuple[Any, Path, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/serving.md's client with signals, against a live default server: the core's top 3."""
+    retriever, db, reranker = starter_corpus
+    core = reranker.rerank(Query(GUIDE_QUESTION), retriever.retrieve(Query(GUIDE_QUESTION)), top_n=3)
+    engine = RerankEngine(ServeConfig())
+    try:
+        with LiveServer(create_app(engine)) as live:
+            _run_block(_doc_block("serving.md", "document_with_signals(c)"), "docs/serving.md", db, live.url)
+    finally:
+        engine.close()
+    assert _printed(capsys) == [[r.id, f"{round(r.score, 3)}"] for r in core]
