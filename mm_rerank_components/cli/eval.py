@@ -59,15 +59,27 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Compare single routes, raw-score merge, RRF, per-list normalisation, calibrated reranking, "
             "the label-free default and the adapted reranker on mixed text+image corpora, with a paired "
-            "bootstrap 95%% CI for every comparison. Writes report.md, results.json and img/*.png."
+            "bootstrap 95% CI for every comparison. Writes report.md, results.json and img/*.png."
         ),
     )
+    _add_what_args(parser, METHODS, DEFAULT_METHODS, DEPTHS)
+    _add_output_args(parser, METHODS)
+    return parser
+
+
+def _add_what_args(
+    parser: argparse.ArgumentParser,
+    methods: Sequence[str],
+    default_methods: Sequence[str],
+    depths: Sequence[int],
+) -> None:
+    """The data, the scorers and the first stage to measure."""
     parser.add_argument(
         "--task",
         action="append",
         choices=TASKS,
-        help="built-in task (repeatable; default: all three unless --data is given). Data comes from "
-        "Debian packages via apt-get download, cached under --cache-dir",
+        help="built-in task (repeatable; default: every built-in task unless --data is given). Data comes "
+        "from Debian packages via apt-get download, cached under --cache-dir",
     )
     parser.add_argument(
         "--data", action="append", default=[], metavar="JSONL", help="your labelled data (repeatable)"
@@ -82,16 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--calibration",
         action="append",
-        choices=METHODS,
-        help=f"calibration fitted on dev queries (repeatable; default: {' '.join(DEFAULT_METHODS)})",
+        choices=methods,
+        help=f"calibration fitted on dev queries (repeatable; default: {' '.join(default_methods)})",
     )
     parser.add_argument("--k-text", type=int, default=16, help="text route hits per query (default 16)")
     parser.add_argument("--k-image", type=int, default=16, help="image route hits per query (default 16)")
     parser.add_argument(
         "--depths",
         type=_depths,
-        default=list(DEPTHS),
-        help=f"depth sweep, k_text = k_image (default {','.join(map(str, DEPTHS))}; '' to skip)",
+        default=list(depths),
+        help=f"depth sweep, k_text = k_image (default {','.join(map(str, depths))}; '' to skip)",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the per-depth latency timing")
     parser.add_argument(
@@ -110,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RESULTS_JSON",
         help="another run's results.json: add paired CIs of this run minus that one, row by row",
     )
+
+
+def _add_output_args(parser: argparse.ArgumentParser, methods: Sequence[str]) -> None:
+    """Where the report goes, extra rows and how the run behaves."""
     parser.add_argument(
         "--out", type=Path, default=Path("reports/eval"), help="output folder (default reports/eval)"
     )
@@ -134,10 +150,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also fit the starter scorer's calibration on the pooled dev queries and save it here",
     )
     parser.add_argument(
-        "--write-calibration-method", choices=METHODS, default="platt", help="method for --write-calibration"
+        "--write-calibration-method", choices=methods, default="platt", help="method for --write-calibration"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    return parser
 
 
 def _check_line(check: dict[str, Any]) -> str:
@@ -193,76 +208,90 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mm_rerank_components.cli._common import set_threads
 
         set_threads(args.threads)
-    from mm_rerank_components.eval.datasets import DatasetUnavailableError, default_cache_dir
-    from mm_rerank_components.eval.runner import (
-        DEFAULT_METHODS,
-        build_scorer,
-        fit_shipped_calibration,
-        run_evaluation,
-    )
+    from mm_rerank_components.eval.datasets import DatasetUnavailableError
 
-    cache_dir = args.cache_dir or default_cache_dir()
-    task_names = args.task or ([] if args.data else list(TASKS))
-    scorer_names = args.scorer or list(SCORERS)
     try:
-        tasks = _load_tasks(task_names, args.data, cache_dir)
-        from mm_rerank_components.eval.embeddings import HashingEmbedder, StarterEmbedder
-
-        embedder: Any = HashingEmbedder()
-        if args.embedder == "starter":
-            from mm_rerank_components.starter.models import get_starter_models
-
-            models = get_starter_models(**({"image_model": args.image_model} if args.image_model else {}))
-            embedder = StarterEmbedder(models)
-        scorers = {name: build_scorer(name, image_model=args.image_model) for name in scorer_names}
-        latency = None
-        if "starter" in scorers and not args.no_latency and args.depths:
-            from mm_rerank_components.defaults import default_reranker
-
-            def latency() -> Any:
-                return default_reranker(build_scorer("starter", cache=False, image_model=args.image_model))
-
-        scored: dict[str, Any] = {}
-        results = run_evaluation(
-            tasks,
-            embedder,
-            scorers,
-            methods=args.calibration or list(DEFAULT_METHODS),
-            k_text=args.k_text,
-            k_image=args.k_image,
-            depths=args.depths,
-            cache_dir=cache_dir / "embeddings",
-            out_dir=args.out,
-            plots=not args.no_plots,
-            # with -v the same lines come through logging
-            progress=None if args.verbose else lambda line: print(line, file=sys.stderr, flush=True),
-            scored_out=scored,
-            latency=latency,
-            label_free=args.label_free,
-        )
-        if args.compare_with is not None:
-            import json
-
-            from mm_rerank_components.eval.report import write_json
-            from mm_rerank_components.eval.runner import compare_results
-
-            other = json.loads(args.compare_with.read_text(encoding="utf-8"))
-            results["compared_with"] = {
-                "path": str(args.compare_with),
-                "config": other.get("config"),
-                "rows": compare_results(results, other),
-            }
-            write_json(results, args.out / "results.json")
-        if args.write_calibration is not None:
-            path = fit_shipped_calibration(
-                scored, tasks, "starter", args.write_calibration_method, args.write_calibration
-            )
-            print(f"wrote the starter calibration to {path}", file=sys.stderr)
+        results = _run(args)
     except (DatasetUnavailableError, ImportError, ValueError, FileNotFoundError, TypeError) as exc:
         print(f"mm-rerank eval: error: {exc}", file=sys.stderr)
         return 2
     _print_summary(results, args.out)
     return 0
+
+
+def _embedder(args: argparse.Namespace) -> Any:
+    from mm_rerank_components.eval.embeddings import HashingEmbedder, StarterEmbedder
+
+    if args.embedder != "starter":
+        return HashingEmbedder()
+    from mm_rerank_components.starter.models import get_starter_models
+
+    return StarterEmbedder(
+        get_starter_models(**({"image_model": args.image_model} if args.image_model else {}))
+    )
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the tasks, build the scorers, run the evaluation and the optional extras; the results."""
+    from mm_rerank_components.eval.datasets import default_cache_dir
+    from mm_rerank_components.eval.runner import DEFAULT_METHODS, build_scorer, run_evaluation
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    tasks = _load_tasks(args.task or ([] if args.data else list(TASKS)), args.data, cache_dir)
+    embedder = _embedder(args)
+    scorers = {
+        name: build_scorer(name, image_model=args.image_model) for name in args.scorer or list(SCORERS)
+    }
+    latency = None
+    if "starter" in scorers and not args.no_latency and args.depths:
+        from mm_rerank_components.defaults import default_reranker
+
+        def latency() -> Any:
+            return default_reranker(build_scorer("starter", cache=False, image_model=args.image_model))
+
+    scored: dict[str, Any] = {}
+    results = run_evaluation(
+        tasks,
+        embedder,
+        scorers,
+        methods=args.calibration or list(DEFAULT_METHODS),
+        k_text=args.k_text,
+        k_image=args.k_image,
+        depths=args.depths,
+        cache_dir=cache_dir / "embeddings",
+        out_dir=args.out,
+        plots=not args.no_plots,
+        # with -v the same lines come through logging
+        progress=None if args.verbose else lambda line: print(line, file=sys.stderr, flush=True),
+        scored_out=scored,
+        latency=latency,
+        label_free=args.label_free,
+    )
+    if args.compare_with is not None:
+        _add_comparison(results, args.compare_with, args.out)
+    if args.write_calibration is not None:
+        from mm_rerank_components.eval.runner import fit_shipped_calibration
+
+        path = fit_shipped_calibration(
+            scored, tasks, "starter", args.write_calibration_method, args.write_calibration
+        )
+        print(f"wrote the starter calibration to {path}", file=sys.stderr)
+    return results
+
+
+def _add_comparison(results: dict[str, Any], other_path: Path, out: Path) -> None:
+    import json
+
+    from mm_rerank_components.eval.report import write_json
+    from mm_rerank_components.eval.runner import compare_results
+
+    other = json.loads(other_path.read_text(encoding="utf-8"))
+    results["compared_with"] = {
+        "path": str(other_path),
+        "config": other.get("config"),
+        "rows": compare_results(results, other),
+    }
+    write_json(results, out / "results.json")
 
 
 def _load_tasks(names: Sequence[str], data: Sequence[str], cache_dir: Path | None) -> list[Any]:
