@@ -250,6 +250,32 @@ def test_search_route_returns_the_rows_of_query_json(hashing_retriever: Any) -> 
         engine.close()
 
 
+def test_route_signals_survive_the_http_translation(hashing_retriever: Any) -> None:
+    """A retrieved candidate sent with document_with_signals comes back from the request parser with its
+    route, retrieval score, rank, metadata and stored signals (still valid for its decoded picture)."""
+    from mm_rerank_components.serving.protocol import document_with_signals
+
+    candidates = hashing_retriever.retrieve(Query("red fox"))
+    assert any(c.image is not None for c in candidates) and any(c.image is None for c in candidates)
+    assert any(c.precomputed for c in candidates) and all("retrieval_rank" in c.metadata for c in candidates)
+    request = decode_images(
+        parse_request(
+            {"query": "red fox", "documents": [document_with_signals(c) for c in candidates]}, Limits()
+        ),
+        Limits().image_options,
+    )
+    for sent, parsed in zip(candidates, request.candidates, strict=True):
+        assert (parsed.source, parsed.retrieval_score) == (sent.source, sent.retrieval_score)
+        assert parsed.metadata == {
+            k: v for k, v in sent.metadata.items() if v is None or isinstance(v, (str, int, float))
+        }
+        assert parsed.text == sent.text and (parsed.image is None) == (sent.image is None)
+        assert {k: (p.kind, p.producer, p.value) for k, p in parsed.precomputed.items()} == {
+            k: (p.kind, p.producer, p.value) for k, p in sent.precomputed.items()
+        }
+        assert set(reusable_signals(parsed, frozenset(parsed.precomputed))) == set(parsed.precomputed)
+
+
 def test_serve_cli_defaults_to_the_product_default_and_searches_its_db(
     hashing_retriever: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
