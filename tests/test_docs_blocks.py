@@ -1,0 +1,113 @@
+"""Every Python and shell block of README.md and docs/*.md runs as written, and the printed outputs the
+pages show are what the code prints (issue 23).
+
+``scripts/regen_doc_outputs.py`` runs a page's blocks in order in a scratch folder holding the sample
+files the docs name (``my_folder/``, ``photo.jpg``, ``fox.jpg``, ``labels.jsonl``) and rewrites each
+output marked ``<!-- output -->``; the tests here run the same code and fail when a block raises or an
+output drifted (then run ``python scripts/regen_doc_outputs.py PAGE`` and review the diff).
+
+A block that cannot run here is marked ``<!-- docs-test: skip REASON -->`` with one of the script's
+``SKIP_REASONS`` (a server, a GPU, a model hub, the network, the set-up, minutes of work); the markers
+are counted and capped below, so the list stays short and grows only on purpose.
+
+Pages in :data:`PENDING` still hold blocks that fail as written; each is listed with why and whose
+page it is, and reported as an expected failure (not run) until its blocks are fixed or marked.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import regen_doc_outputs as docs  # noqa: E402
+
+#: The most blocks that may be marked skip, over README.md and docs/*.md (raise it only with a reason).
+MAX_SKIPPED = 12
+
+#: Pages whose blocks do not all run as written yet: page -> why (owner). Found by running every block
+#: (issue 23, 2026-12-07); each needs its blocks fixed (sample files, whole programs) or marked.
+PENDING: dict[str, str] = {
+    "docs/adaptation.md": "adapt runs need labels matching the sample and minutes; fragments use undefined "
+    "names (retriever, candidates) (LABELFREE)",
+    "docs/benchmarks.md": "a `pip install -e .` block run outside the repository (SCIENCE)",
+    "docs/benchmarks_gpu.md": "GPU benchmark commands, not marked `needs a GPU` (SPEED)",
+    "docs/calibration.md": "signature fragments (`calibrate(raw_scores: ...) -> ...`) in python blocks, "
+    "undefined names (SCIENCE)",
+    "docs/evaluation.md": "full evaluations (minutes) and my_labels.jsonl not in the sample (SCIENCE)",
+    "docs/langchain.md": "the quickstart's database and an undefined `llm` (FACES)",
+    "docs/llamaindex.md": "the quickstart's database and an undefined `llm` (FACES)",
+    "docs/scale.md": "Ray cluster commands (minutes) and an undefined `retriever` (LATENCY)",
+    "docs/scorers.md": "model folders (`path/to/...`) not in the sample (SPEED)",
+    "docs/security.md": "a server command (FACES)",
+    "docs/serving.md": "servers started in shell blocks; clients of a running server (FACES)",
+    "docs/starter_models.md": "photos/fox.jpg and an undefined `pil_image` (SPEED)",
+}
+
+
+def _relative(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def _runnable_pages() -> list[Path]:
+    return [p for p in docs.doc_files() if any(b.skip is None for b in docs.blocks(p))]
+
+
+def test_skip_markers_are_few_and_name_a_known_reason() -> None:
+    skipped = [b for page in docs.doc_files() for b in docs.blocks(page) if b.skip is not None]
+    for block in skipped:
+        assert block.skip is not None and block.skip.startswith(docs.SKIP_REASONS), (
+            f"{block.where}: skip reason {block.skip!r} must start with one of {docs.SKIP_REASONS}"
+        )
+    listing = "\n".join(f"{b.where}: {b.skip}" for b in skipped)
+    assert len(skipped) <= MAX_SKIPPED, (
+        f"{len(skipped)} blocks are marked skip (at most {MAX_SKIPPED}):\n{listing}"
+    )
+    # README's two set-up commands are the only skipped blocks of the page a newcomer reads first that
+    # are not a server, a benchmark or an evaluation
+    readme = [b for b in skipped if b.path.name == "README.md" and b.skip.startswith("is the set-up")]
+    assert len(readme) >= 2
+
+
+def test_pending_pages_exist_and_still_have_blocks() -> None:
+    pages = {_relative(p) for p in _runnable_pages()}
+    assert set(PENDING) <= pages, f"no longer runnable pages in PENDING: {set(PENDING) - pages}"
+
+
+def test_output_markers_follow_a_block(tmp_path: Path) -> None:
+    """An ``<!-- output -->`` right after a block is parsed as that block's output, never lost."""
+    page = tmp_path / "page.md"
+    page.write_text('```python\nprint("a")\nprint(2 + 3)\n```\n\n<!-- output -->\n```text\nstale\n```\n')
+    (block,) = docs.blocks(page)
+    assert block.output is not None
+    outputs = {block.line: docs.run_python(block.code, {})}
+    assert docs.apply_outputs(page, outputs).endswith("<!-- output -->\n```text\na\n5\n```\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(
+            _relative(p),
+            marks=[pytest.mark.xfail(reason=PENDING[_relative(p)], run=False)]
+            if _relative(p) in PENDING
+            else [],
+        )
+        for p in _runnable_pages()
+    ],
+)
+def test_page_blocks_run_as_written_and_outputs_match(page: str) -> None:
+    path = REPO / page
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        outputs = docs.run_file(path, docs.make_sandbox(Path(tmp)))
+    shown = path.read_text(encoding="utf-8")
+    assert docs.apply_outputs(path, outputs) == shown, (
+        f"{page} shows outputs its blocks no longer print: run `python scripts/regen_doc_outputs.py {page}` "
+        "and review the diff"
+    )
