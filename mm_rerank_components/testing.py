@@ -217,7 +217,22 @@ def build_tiny_qwen_vl(
     import transformers
 
     tokenizer = build_qwen_word_tokenizer(list(words))
-    vocab = tokenizer.get_vocab()
+    config, model_class, patch = _qwen_vl_config(transformers, kind, tokenizer.get_vocab())
+    image_processor = transformers.Qwen2VLImageProcessor(
+        min_pixels=(2 * patch) ** 2, max_pixels=(8 * patch) ** 2, patch_size=patch, merge_size=2
+    )
+    torch.manual_seed(seed)
+    model = model_class(config)
+    if kind != "colqwen2":
+        _label_rows(model, tokenizer, labels, label_scale, 32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def _qwen_text_config(vocab: dict[str, int]) -> tuple[dict[str, int], dict[str, Any]]:
+    """The special token ids and the text half of a tiny Qwen-VL config."""
     ids = {
         "image_token_id": vocab["<|image_pad|>"],
         "video_token_id": vocab["<|video_pad|>"],
@@ -236,6 +251,12 @@ def build_tiny_qwen_vl(
         "eos_token_id": vocab["<|im_end|>"],
         "pad_token_id": vocab["<|endoftext|>"],
     }
+    return ids, text
+
+
+def _qwen_vl_config(transformers: Any, kind: str, vocab: dict[str, int]) -> tuple[Any, Any, int]:
+    """``(config, model class, patch size)`` of a tiny Qwen2-VL, Qwen3-VL or ColQwen2."""
+    ids, text = _qwen_text_config(vocab)
     if kind in ("qwen2_vl", "colqwen2"):
         patch = 14
         text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 1, 1]}
@@ -277,17 +298,7 @@ def build_tiny_qwen_vl(
         model_class = transformers.Qwen3VLForConditionalGeneration
     else:
         raise ValueError(f"unknown kind {kind!r}; use 'qwen2_vl', 'qwen3_vl' or 'colqwen2'")
-    image_processor = transformers.Qwen2VLImageProcessor(
-        min_pixels=(2 * patch) ** 2, max_pixels=(8 * patch) ** 2, patch_size=patch, merge_size=2
-    )
-    torch.manual_seed(seed)
-    model = model_class(config)
-    if kind != "colqwen2":
-        _label_rows(model, tokenizer, labels, label_scale, 32)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    image_processor.save_pretrained(folder)
-    return Path(folder)
+    return config, model_class, patch
 
 
 def _patching(patch: int) -> dict[str, int]:
@@ -344,22 +355,8 @@ def build_tiny_dual_encoder(folder: Any, words: Sequence[str], *, kind: str = "c
     """
     import torch
     import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
-    tokenizer: Any
-    if kind == "siglip2":
-        # AutoTokenizer picks SigLIP2's own (Gemma BPE) tokenizer for this model type whatever was saved,
-        # so give it a character vocabulary: no merges, one token per character.
-        specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-        chars = sorted({ch for word in words for ch in word.lower()} | {"▁"})
-        vocab = {t: i for i, t in enumerate([*specials, *chars])}
-        tokenizer = transformers.Siglip2Tokenizer(vocab=vocab, merges=[])
-    else:
-        vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *words])}
-        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-        backend.pre_tokenizer = pre_tokenizers.Whitespace()
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
+    tokenizer, vocab = _dual_encoder_tokenizer(transformers, words, kind)
     text: dict[str, Any] = {
         "vocab_size": len(vocab),
         "hidden_size": 32,
@@ -401,6 +398,25 @@ def build_tiny_dual_encoder(folder: Any, words: Sequence[str], *, kind: str = "c
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
     return Path(folder)
+
+
+def _dual_encoder_tokenizer(transformers: Any, words: Sequence[str], kind: str) -> tuple[Any, dict[str, int]]:
+    """A word-level tokenizer (a character vocabulary for SigLIP2) and its vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "siglip2":
+        # AutoTokenizer picks SigLIP2's own (Gemma BPE) tokenizer for this model type whatever was saved,
+        # so give it a character vocabulary: no merges, one token per character.
+        specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+        chars = sorted({ch for word in words for ch in word.lower()} | {"▁"})
+        vocab = {t: i for i, t in enumerate([*specials, *chars])}
+        return transformers.Siglip2Tokenizer(vocab=vocab, merges=[]), vocab
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
+    return tokenizer, vocab
 
 
 def build_tiny_colbert(folder: Any, words: Sequence[str], *, dim: int = 8, seed: int = 3) -> Path:

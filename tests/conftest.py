@@ -3,7 +3,9 @@ from __future__ import annotations
 import base64
 import io
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -33,6 +35,27 @@ def blue_png(tmp_path: Path) -> Path:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., Any]]:
+    """Start ASGI apps under uvicorn on 127.0.0.1 (see tests/_live_server.py); all stop after the test.
+
+    ``live_server(app, **uvicorn_config)`` returns the started :class:`LiveServer` (``.url``, ``.port``).
+    """
+    pytest.importorskip("uvicorn")
+    from _live_server import LiveServer
+
+    started: list[LiveServer] = []
+
+    def start(app: Any, **config: Any) -> LiveServer:
+        server = LiveServer(app, **config).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
 
 
 # -- in CI a test file may not turn green by skipping: a missing extra is a failure there --------------

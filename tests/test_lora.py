@@ -135,13 +135,12 @@ def test_cross_encoder_lora_is_seeded_and_round_trips(bert_path: Path, tmp_path:
 
 
 def test_examples_from_labelled_lists_and_errors(bert_path: Path, tmp_path: Path) -> None:
-    class Labelled:
-        def __init__(self) -> None:
-            self.query = "red fox"
-            self.candidates = [Candidate("a", text="red fox"), Candidate("b", text="owl")]
-            self.labels = [2, 0]
+    from mm_rerank_components.adapt import LabelledList
 
-    [example] = as_examples([Labelled()])
+    labelled = LabelledList(
+        "red fox", (Candidate("a", text="red fox"), Candidate("b", text="owl")), (0.9, 0.1), (2, 0), None
+    )
+    [example] = as_examples([labelled])
     assert [c.id for c in example.positives] == ["a"] and [c.id for c in example.negatives] == ["b"]
     with pytest.raises(TypeError, match="example 0 is a str"):
         as_examples(["nope"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +11,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
+from _live_server import LiveServer, free_port  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mm_rerank_components import Candidate, CandidateError, MultimodalReranker, Query  # noqa: E402
@@ -155,9 +154,7 @@ def test_total_deadline_and_retry_budget() -> None:
 
 
 def test_connection_refused_is_retried_then_reported() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens there once closed
+    port = free_port()  # nothing listens there
     scorer = RemoteScorer(f"http://127.0.0.1:{port}", max_retries=1, backoff_s=0.0, timeout=5)
     with pytest.raises(RemoteScorerError, match="after 2 attempts; last: ConnectError"):
         scorer.score(Query("q"), MIXED[:1])
@@ -190,25 +187,15 @@ def test_bad_arguments() -> None:
 @pytest.fixture(scope="module")
 def live_url() -> Iterator[str]:
     pytest.importorskip("fastapi")
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from mm_rerank_components.serving import RerankEngine, ServeConfig, create_app
 
     engine = RerankEngine(ServeConfig(scorer="fake"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    engine.close()
+    try:
+        with LiveServer(create_app(engine), lifespan="auto") as live:
+            yield live.url
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize("api", ["mm-rerank", "vllm"])
@@ -241,35 +228,23 @@ def test_remote_cohere_shape_against_our_server(live_url: str) -> None:
 def test_remote_starter_service_matches_in_process_starter() -> None:
     """A calibrated model scorer: the service's scores pass through RemoteScorer unchanged."""
     pytest.importorskip("torch")
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from mm_rerank_components.scorers.starter import StarterScorer
     from mm_rerank_components.serving import RerankEngine, ServeConfig, create_app
 
     engine = RerankEngine(ServeConfig(scorer="starter", threads=1))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    candidates = [
+        Candidate("a", text="A red fox hunts in the snow."),
+        Candidate("b", text="Owls sleep during the day."),
+        Candidate("c", image=RED),
+        Candidate("d", text="a blue square", image=BLUE),
+    ]
     try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        candidates = [
-            Candidate("a", text="A red fox hunts in the snow."),
-            Candidate("b", text="Owls sleep during the day."),
-            Candidate("c", image=RED),
-            Candidate("d", text="a blue square", image=BLUE),
-        ]
-        local = MultimodalReranker(StarterScorer()).rerank(Query("a red fox"), candidates)
-        with RemoteScorer(f"http://127.0.0.1:{port}", api="mm-rerank", timeout=120) as scorer:
-            remote = MultimodalReranker(scorer).rerank(Query("a red fox"), candidates)
+        with LiveServer(create_app(engine), lifespan="auto", start_timeout=30) as live:
+            local = MultimodalReranker(StarterScorer()).rerank(Query("a red fox"), candidates)
+            with RemoteScorer(live.url, api="mm-rerank", timeout=120) as scorer:
+                remote = MultimodalReranker(scorer).rerank(Query("a red fox"), candidates)
         assert [r.id for r in remote] == [r.id for r in local]
         assert [r.score for r in remote] == pytest.approx([r.score for r in local], abs=1e-6)
     finally:
-        server.should_exit = True
-        thread.join(10)
         engine.close()

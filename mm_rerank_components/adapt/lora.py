@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components._checks import check_int
 from mm_rerank_components._deps import require
 from mm_rerank_components.adapt.fusion import LabelledList
 from mm_rerank_components.scorers.base import Scorer, TrainableScorer
@@ -148,26 +149,16 @@ def lora_finetune(
             f"{type(scorer).__name__} cannot be fine-tuned with LoRA: it needs a model and a differentiable "
             "logits(query, candidates) (VLMYesNoScorer, LLMYesNoScorer or CrossEncoderScorer)"
         )
-    for name, value in (
-        ("rank", rank),
-        ("bce_epochs", bce_epochs + 1),
-        ("pairwise_epochs", pairwise_epochs + 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int (epochs may be 0), got {value!r}")
+    check_int("rank", rank)
+    check_int("bce_epochs", bce_epochs, minimum=0)
+    check_int("pairwise_epochs", pairwise_epochs, minimum=0)
     _seed_everything(torch, seed)
     targets = list(target_modules) if target_modules is not None else default_targets(scorer.model)
     config = peft.LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none"
     )
     peft.inject_adapter_in_model(config, scorer.model)  # LoRA layers go into scorer.model in place
-    params = []
-    for name, p in scorer.model.named_parameters():
-        p.requires_grad_("lora_" in name)  # the base stays frozen
-        if "lora_" in name:
-            p.data = p.data.float()  # adapters train in float32 even on a bf16 base
-            params.append(p)
-    optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(_trainable_adapters(scorer.model), lr=learning_rate, weight_decay=0.0)
     rng = random.Random(seed)
     losses: dict[str, list[float]] = {}
     for stage, epochs, loss_fn in (
@@ -193,6 +184,17 @@ def lora_finetune(
     if out is not None:
         result.path = save_lora(scorer, out, result)
     return result
+
+
+def _trainable_adapters(model: Any) -> list[Any]:
+    """Freeze the base, unfreeze the LoRA layers (in float32 even on a bf16 base) and return them."""
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            p.data = p.data.float()
+            params.append(p)
+    return params
 
 
 def _epoch(
