@@ -149,7 +149,9 @@ def speed_label_free(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
         options = label_free_options(
             k_text=args.k, k_image=args.k, label_free=LabelFreeOptions(max_queries=args.max_queries)
         )
+        cpu = time.process_time()
         result = adapt(retriever=retriever, scorer=scorer, options=options, out=workdir / f"lf-{scorer}")
+        cpu = time.process_time() - cpu  # every thread of this process: what the run costs at any load
         t = result.report["timings"]
         rows.append(
             {
@@ -164,6 +166,7 @@ def speed_label_free(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
                 "fusion_s": t["fusion"],
                 "save_s": t["save"],
                 "total_excluding_first_stage_s": t["total_excluding_first_stage"],
+                "cpu_s_including_retrieval": round(cpu, 1),
                 "target_s": TARGET_S,
                 "met": t["total_excluding_first_stage"] < TARGET_S,
             }
@@ -181,6 +184,7 @@ LABEL_FREE_HEADER = [
     "fusion_s",
     "save_s",
     "total_excluding_first_stage_s",
+    "cpu_s_including_retrieval",
     "met",
 ]
 

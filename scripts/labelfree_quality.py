@@ -1,12 +1,19 @@
-"""Held-out quality of label-free adaptation on built-in tasks (no label of the task is used to train).
+"""Held-out quality of label-free adaptation on the built-in tasks (no label of the task is used to train).
 
 For each task: the corpus (its documents, embedded with the starter first stage, cached) becomes a
-``VectorCorpus``; ``adapt_from_corpus`` trains on pseudo-queries only; the task's *test* queries then
-rank their first-stage pools (k_text = k_image = 16) with raw-merge, RRF, min-max, z-score, the shipped
-default and the label-free model. Paired bootstrap over queries (eval/stats.py), calibration-in-the-large
-among pairs predicted >= 0.1 per task x modality (eval/targets.citl_interval).
+``VectorCorpus``; ``adapt_from_corpus`` trains on pseudo-queries only (it never sees a task query or
+label); the task's *test* queries then rank their first-stage pools (k_text = k_image = 16) with
+raw-merge, RRF, min-max, z-score (first-stage scores), the shipped default and the label-free model.
 
-    python scripts/labelfree_quality.py [--tasks gcompris-explore wesnoth-units] [--out results.json]
+Reported: R@10 and nDCG@10 per task and pooled, with paired bootstrap 95% CIs over queries
+(eval/stats.py, stratified by task when pooled); calibration per task x modality on the test pairs
+(eval/targets.calibration_figures: ECE, and predicted/observed among pairs predicted >= 0.1 with its
+query-bootstrap CI); how many test queries equal a pseudo-query's text (leak check).
+
+    python scripts/labelfree_quality.py [--tasks gcompris-explore wesnoth-units] [--config NAME ...]
+
+``--config`` runs several label-free configurations on the same scored pools (raw scores are memoised,
+so a second configuration costs little); each is compared with the fusions and the default.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,131 +35,208 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from adapt_speed import _metrics, _order, _route_scores
 
 from mm_rerank_components import MultimodalReranker
-from mm_rerank_components.adapt.corpus import LabelFreeOptions, VectorCorpus
-from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+from mm_rerank_components.adapt.corpus import VectorCorpus, pseudo_queries
+from mm_rerank_components.adapt.pipeline import AdaptOptions, adapt_from_corpus, label_free_options
 from mm_rerank_components.calibration import SigmoidCalibrator
+from mm_rerank_components.scorers.base import BaseScorer
 
 FUSIONS = ("raw-merge", "rrf", "minmax", "zscore")
-#: metadata fields the built-in tasks use for "this passage and this picture are one item"
-PAIR_FIELDS = ("stamp", "item", "unit", "building", "species")
+#: metadata fields the built-in tasks use for "this passage and this picture are one item"; off by default
+#: (they encode the tasks' relevance pairs), on with ``--config pair-fields``
+PAIR_FIELDS = ("stamp", "item", "unit")
 
 
-def _task(name: str) -> Any:
-    from mm_rerank_components.eval import tasks
+class MemoScorer(BaseScorer):
+    """A scorer whose raw scores are memoised by (query, candidate id): configurations share scoring."""
 
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = str(inner.name)
+        self.outputs_probabilities = bool(getattr(inner, "outputs_probabilities", False))
+        self.modalities = inner.modalities
+        self.reuses = getattr(inner, "reuses", frozenset())
+        self.image_side = getattr(inner, "image_side", None)
+        self.memo: dict[tuple[str, str], float] = {}
+
+    def needs_pixels(self, candidate: Any) -> bool:
+        return bool(self.inner.needs_pixels(candidate)) if isinstance(self.inner, BaseScorer) else True
+
+    def default_calibrator(self) -> Any:
+        return self.inner.default_calibrator() if isinstance(self.inner, BaseScorer) else None
+
+    def spec(self) -> str:
+        return str(self.inner.spec())
+
+    def score(self, query: Any, candidates: Sequence[Any]) -> list[float]:
+        key = str(query)
+        todo = [c for c in candidates if (key, c.id) not in self.memo]
+        if todo:
+            for c, v in zip(todo, self.inner.score(query, todo), strict=True):
+                self.memo[(key, c.id)] = float(v)
+        return [self.memo[(key, c.id)] for c in candidates]
+
+
+def configurations(pair_fields: tuple[str, ...]) -> dict[str, AdaptOptions]:
+    """Every configuration this script can compare (named; ``--config`` picks)."""
+    base = label_free_options(k_text=16, k_image=16)
+    lf = base.label_free
     return {
-        "gcompris-explore": tasks.gcompris_explore_task,
-        "wesnoth-units": tasks.wesnoth_units_task,
-        "tuxpaint-mixed": tasks.tuxpaint_mixed_task,
-    }[name]()
+        "lf": base,
+        "lf-pairs": replace(base, label_free=replace(lf, pair_fields=pair_fields)),
+        "lf-no-teacher": replace(base, label_free=replace(lf, false_negative_margin=None)),
+    }
 
 
 def _corpus(task: Any, embedder: Any, cache: Path) -> VectorCorpus:
     from mm_rerank_components.eval.embeddings import cached_embeddings
 
     docs = list(task.docs.values())
-    texts = [d for d in docs if d.image is None]
-    images = [d for d in docs if d.image is not None]
     vectors: dict[str, Any] = {}
-    if texts:
-        vectors.update(
-            zip(
-                [d.id for d in texts],
-                cached_embeddings(embedder, "text", [d.text for d in texts], cache),
-                strict=True,
-            )
-        )
-    if images:
-        vectors.update(
-            zip(
-                [d.id for d in images],
-                cached_embeddings(embedder, "image", [d.image for d in images], cache),
-                strict=True,
-            )
-        )
-    titles = {d.id: Path(str(d.image)).stem for d in images}
+    for kind in ("text", "image"):
+        members = [d for d in docs if (d.image is not None) == (kind == "image")]
+        if members:
+            inputs = [d.image if kind == "image" else d.text for d in members]
+            vecs = cached_embeddings(embedder, kind, inputs, cache)
+            vectors.update(zip([d.id for d in members], vecs, strict=True))
+    titles = {d.id: Path(str(d.image)).stem for d in docs if d.image is not None}
     return VectorCorpus(docs, vectors, lambda qs: embedder.embed_texts(list(qs)), titles=titles)
 
 
-def run_task(name: str, scorer: Any, embedder: Any, cache: Path, k: int, options: Any) -> dict[str, Any]:
-    from mm_rerank_components.defaults import load_default_model
+def _pairs(qid: str, pool: Sequence[Any], scores: Sequence[float], rel: dict[str, int]) -> list[tuple]:
+    return [
+        (qid, "image" if c.image is not None else "text", float(v), int(rel.get(c.id, 0) > 0))
+        for c, v in zip(pool, scores, strict=True)
+    ]
 
-    task = _task(name)
+
+def run_task(name: str, scorer: Any, embedder: Any, cache: Path, configs: dict[str, AdaptOptions]) -> dict:
+    """One task: fit each configuration on the corpus, then rank and calibrate the test queries."""
+    from mm_rerank_components.defaults import load_default_model
+    from mm_rerank_components.eval.sources import load_builtin_task
+
+    task = load_builtin_task(name)
     corpus = _corpus(task, embedder, cache)
-    start = time.perf_counter()
-    result = adapt_from_corpus(corpus, scorer, options)
-    train_s = time.perf_counter() - start
-    default = load_default_model()
-    base = MultimodalReranker(scorer, SigmoidCalibrator())
+    models, train_s, reports = {}, {}, {}
+    for label, options in configs.items():
+        start = time.perf_counter()
+        result = adapt_from_corpus(corpus, scorer, options)
+        train_s[label] = round(time.perf_counter() - start, 1)
+        models[label] = result.model
+        reports[label] = {k: result.report[k] for k in ("pseudo_queries", "counts", "calibration")}
+    default, base = load_default_model(), MultimodalReranker(scorer, SigmoidCalibrator())
     qids = task.query_ids("test")
+    k = next(iter(configs.values())).k_text
     pools = corpus.retrieve_many([task.queries[q] for q in qids], k, k)
-    per: dict[str, list[tuple[float, float]]] = {p: [] for p in (*FUSIONS, "default", "label-free")}
-    pairs: dict[str, list[tuple[str, str, float, int]]] = {"default": [], "label-free": []}
+    rows = (*FUSIONS, "default", *models)
+    per: dict[str, list[tuple[float, float]]] = {p: [] for p in rows}
+    pairs: dict[str, list[tuple]] = {p: [] for p in ("default", *models)}
     for qid, pool in zip(qids, pools, strict=True):
-        query = task.queries[qid]
+        query, ids, rel = task.queries[qid], [c.id for c in pool], task.qrels[qid]
         raw = [r.raw_score for r in sorted(base.rerank(query, pool), key=lambda r: r.index)]
-        ids = [c.id for c in pool]
-        rel = task.qrels[qid]
         scores = {f: _route_scores(pool, f) for f in FUSIONS}
         scores["default"] = list(default.predict(query, pool, raw))
-        scores["label-free"] = list(result.model.predict(query, pool, raw))
-        for p, values in scores.items():
-            per[p].append(_metrics(_order(ids, [float(v) for v in values]), rel))
+        scores.update({lb: list(m.predict(query, pool, raw)) for lb, m in models.items()})
+        for p in rows:
+            per[p].append(_metrics(_order(ids, [float(v) for v in scores[p]]), rel))
         for p in pairs:
-            for c, v in zip(pool, scores[p], strict=True):
-                kind = "image" if c.image is not None else "text"
-                pairs[p].append((qid, kind, float(v), int(rel.get(c.id, 0) > 0)))
+            pairs[p] += _pairs(qid, pool, scores[p], rel)
+    made = {q.text.lower() for q in pseudo_queries(corpus.records(), next(iter(configs.values())).label_free)}
+    leaked = sum(1 for q in qids if " ".join(task.queries[q].lower().split()) in made)
     return {
         "task": name,
         "queries": len(qids),
-        "train_s": round(train_s, 1),
+        "test_queries_equal_to_a_pseudo_query": leaked,
+        "train_s": train_s,
         "per_query": per,
         "pairs": pairs,
-        "report": {k2: result.report[k2] for k2 in ("pseudo_queries", "counts", "calibration")},
+        "report": reports,
     }
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _compare(chosen: list[dict], configs: Sequence[str]) -> dict[str, Any]:
     from mm_rerank_components.eval.stats import paired_bootstrap
-    from mm_rerank_components.eval.targets import citl_interval
 
-    out: dict[str, Any] = {}
-    sets = [(r["task"], [r]) for r in results] + [("pooled", results)]
-    for label, chosen in sets:
-        groups = [r["task"] for r in chosen for _ in range(r["queries"])]
-        entry: dict[str, Any] = {"queries": len(groups)}
-        for m, metric in enumerate(("recall@10", "ndcg@10")):
-            vals = {p: [v[m] for r in chosen for v in r["per_query"][p]] for p in chosen[0]["per_query"]}
-            entry[metric] = {p: float(np.mean(v)) for p, v in vals.items()}
+    groups = [r["task"] for r in chosen for _ in range(r["queries"])]
+    entry: dict[str, Any] = {"queries": len(groups)}
+    for m, metric in enumerate(("recall@10", "ndcg@10")):
+        vals = {p: [v[m] for r in chosen for v in r["per_query"][p]] for p in chosen[0]["per_query"]}
+        entry[metric] = {p: float(np.mean(v)) for p, v in vals.items()}
+        for cfg in configs:
             for ref in (*FUSIONS, "default"):
-                b = paired_bootstrap(vals["label-free"], vals[ref], groups=groups)
-                entry[metric][f"vs {ref}"] = {k: b[k] for k in ("diff", "lo", "hi", "verdict")}
-        if label != "pooled":
-            for row in ("default", "label-free"):
-                for kind in ("text", "image"):
-                    sel = [x for x in chosen[0]["pairs"][row] if x[1] == kind]
-                    ci = citl_interval([x[2] for x in sel], [x[3] for x in sel], [x[0] for x in sel])
-                    conf = [x for x in sel if x[2] >= 0.1]
-                    entry[f"citl {row} {kind}"] = {
-                        "ratio": (sum(x[2] for x in conf) / max(1, sum(x[3] for x in conf)))
-                        if conf
-                        else float("nan"),
-                        "ratio_lo": 1 + ci["lo"],
-                        "ratio_hi": 1 + ci["hi"],
-                        "pairs": len(conf),
-                    }
+                b = paired_bootstrap(vals[cfg], vals[ref], groups=groups)
+                entry[metric][f"{cfg} vs {ref}"] = {k: b[k] for k in ("diff", "lo", "hi", "verdict")}
+    return entry
+
+
+def _calibration(chosen: list[dict], row: str) -> dict[str, Any]:
+    from mm_rerank_components.eval.targets import calibration_figures
+
+    sel = [x for r in chosen for x in r["pairs"][row]]
+    figs = calibration_figures(
+        [x[2] for x in sel], [x[1] for x in sel], [x[3] for x in sel], [f"{x[0]}" for x in sel]
+    )
+    out: dict[str, Any] = {}
+    for kind, fig in figs.items():
+        big = fig["above_0.1"]
+        ratio = 1 + big["relative_gap"] if big.get("relative_gap") is not None else float("nan")
+        out[kind] = {
+            "ece": fig["ece"],
+            "ratio": ratio,
+            "ratio_lo": 1 + big["lo"],
+            "ratio_hi": 1 + big["hi"],
+            "pairs": big.get("pairs"),
+            "relevant": big.get("relevant"),
+            "in_band": bool(1 + big["lo"] <= 1.25 and 1 + big["hi"] >= 0.75),
+        }
+    from mm_rerank_components.calibration import expected_calibration_error
+
+    out["all"] = {"ece": expected_calibration_error([x[2] for x in sel], [x[3] for x in sel])}
+    return out
+
+
+def summarise(results: list[dict[str, Any]], configs: Sequence[str]) -> dict[str, Any]:
+    """Per task and pooled: ranking comparisons, and calibration of the default and each configuration."""
+    out: dict[str, Any] = {}
+    for label, chosen in [(r["task"], [r]) for r in results] + [("pooled", results)]:
+        entry = _compare(chosen, configs)
+        entry["calibration"] = {row: _calibration(chosen, row) for row in ("default", *configs)}
         out[label] = entry
     return out
 
 
+def _print(summary: dict[str, Any], configs: Sequence[str]) -> None:
+    for label, entry in summary.items():
+        print(f"\n{label} ({entry['queries']} test queries)")
+        for metric in ("recall@10", "ndcg@10"):
+            t = entry[metric]
+            rows = (*FUSIONS, "default", *configs)
+            print(f"  {metric}: " + ", ".join(f"{p} {t[p]:.3f}" for p in rows))
+            for cfg in configs:
+                for ref in (*FUSIONS, "default"):
+                    v = t[f"{cfg} vs {ref}"]
+                    ci = f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] {v['verdict']}"
+                    print(f"    {cfg} vs {ref}: {ci}")
+        for row, cal in entry["calibration"].items():
+            for kind, v in cal.items():
+                if kind == "all":
+                    print(f"  calibration {row}: ECE all {v['ece']:.3f}")
+                    continue
+                print(
+                    f"  calibration {row} {kind}: ECE {v['ece']:.3f}; predicted/observed {v['ratio']:.2f} "
+                    f"[{v['ratio_lo']:.2f}, {v['ratio_hi']:.2f}] ({v['pairs']} pairs >= 0.1, "
+                    f"{v['relevant']} relevant) {'in band' if v['in_band'] else 'OUT of band'}"
+                )
+
+
 def main() -> None:
+    from mm_rerank_components.eval.sources import TASK_NAMES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["gcompris-explore", "wesnoth-units"])
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--max-queries", type=int, default=600)
-    parser.add_argument("--margin", type=float, default=0.0, help="teacher filter margin; < 0: off")
-    parser.add_argument("--no-pair-fields", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/labelfree_quality.json"))
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES))
+    parser.add_argument("--config", nargs="+", default=["lf"], help="configurations to compare")
+    parser.add_argument("--max-queries", type=int, default=None, help="override max_queries")
+    parser.add_argument("--from-raw", nargs="+", type=Path, help="summarise saved *.raw.json, run nothing")
+    parser.add_argument("--out", type=Path, default=Path("reports/labelfree_quality.json"))
     args = parser.parse_args()
     import torch
 
@@ -158,39 +244,30 @@ def main() -> None:
     from mm_rerank_components.eval.embeddings import StarterEmbedder
     from mm_rerank_components.scorers.starter import StarterScorer
 
-    scorer, embedder = StarterScorer(), StarterEmbedder()
+    scorer, embedder = MemoScorer(StarterScorer()), StarterEmbedder()
     cache = Path(os.environ.get("MM_RERANK_CACHE", ".cache/data")) / "embeddings"
-    options = label_free_options(
-        k_text=args.k,
-        k_image=args.k,
-        label_free=LabelFreeOptions(
-            max_queries=args.max_queries,
-            pair_fields=() if args.no_pair_fields else PAIR_FIELDS,
-            false_negative_margin=None if args.margin < 0 else args.margin,
-        ),
-    )
-    results = [run_task(t, scorer, embedder, cache, args.k, options) for t in args.tasks]
-    summary = summarise(results)
-    print(f"load {os.getloadavg()[0]:.2f}; label-free options: {options}")
+    every = configurations(PAIR_FIELDS)
+    configs = {c: every[c] for c in args.config}
+    if args.max_queries:
+        configs = {
+            c: replace(o, label_free=replace(o.label_free, max_queries=args.max_queries))
+            for c, o in configs.items()
+        }
+    print(f"load {os.getloadavg()[0]:.2f}; {len(configs)} configuration(s): {configs}")
+    results = [json.loads(p.read_text()) for p in args.from_raw or []]
+    for t in [] if args.from_raw else args.tasks:
+        results.append(run_task(t, scorer, embedder, cache, configs))
+        raw_out = args.out.with_suffix(f".{t}.raw.json")
+        raw_out.parent.mkdir(parents=True, exist_ok=True)
+        raw_out.write_text(json.dumps(results[-1], default=str))
+    summary = summarise(results, list(configs))
     for r in results:
-        print(f"{r['task']}: trained in {r['train_s']} s on {r['report']['pseudo_queries']}")
-    for label, entry in summary.items():
-        print(f"\n{label} ({entry['queries']} test queries)")
-        for metric in ("recall@10", "ndcg@10"):
-            t = entry[metric]
-            print(f"  {metric}: " + ", ".join(f"{p} {t[p]:.3f}" for p in (*FUSIONS, "default", "label-free")))
-            for ref in (*FUSIONS, "default"):
-                v = t[f"vs {ref}"]
-                print(
-                    f"    label-free vs {ref}: {v['diff']:+.3f} "
-                    f"[{v['lo']:+.3f}, {v['hi']:+.3f}] {v['verdict']}"
-                )
-        for key, v in entry.items():
-            if key.startswith("citl"):
-                print(
-                    f"  {key}: predicted/observed {v['ratio']:.2f} "
-                    f"[{v['ratio_lo']:.2f}, {v['ratio_hi']:.2f}] ({v['pairs']} pairs >= 0.1)"
-                )
+        made = r["report"][args.config[0]]["pseudo_queries"]
+        leak = r["test_queries_equal_to_a_pseudo_query"]
+        print(f"{r['task']}: trained in {r['train_s']} s; {leak} of {r['queries']} test queries equal a")
+        print(f"  pseudo-query; {made}")
+    _print(summary, list(configs))
+    print(f"load {os.getloadavg()[0]:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k not in ("per_query", "pairs")} for r in results]
     args.out.write_text(json.dumps({"summary": summary, "runs": slim}, indent=2, default=str) + "\n")
