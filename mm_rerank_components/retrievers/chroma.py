@@ -289,6 +289,20 @@ class ChromaMultiCollectionRetriever:
             self, images, ids=ids, captions=captions, metadatas=metadatas, preview_size=preview_size
         )
 
+    def add_documents(self, documents: Sequence[Any], **kwargs: Any) -> IngestReport:
+        """Write LangChain ``Document`` objects (passages, and pictures under an image key in their
+        metadata); see :func:`mm_rerank_components.integrations.documents.add_documents`."""
+        from mm_rerank_components.ingest.documents.frameworks import add_documents
+
+        return add_documents(self, documents, **kwargs)
+
+    def add_nodes(self, nodes: Sequence[Any], **kwargs: Any) -> IngestReport:
+        """Write LlamaIndex nodes (``TextNode``, ``ImageNode``); see
+        :func:`mm_rerank_components.integrations.documents.add_nodes`."""
+        from mm_rerank_components.ingest.documents.frameworks import add_nodes
+
+        return add_nodes(self, nodes, **kwargs)
+
     def ingest_folder(self, folder: str | os.PathLike[str], **kwargs: Any) -> IngestReport:
         """Ingest a folder of passages and pictures; see :func:`mm_rerank_components.ingest.ingest_folder`."""
         return ingest.ingest_folder(folder, self, **kwargs)
