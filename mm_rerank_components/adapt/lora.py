@@ -159,21 +159,9 @@ def lora_finetune(
     )
     peft.inject_adapter_in_model(config, scorer.model)  # LoRA layers go into scorer.model in place
     optimiser = torch.optim.AdamW(_trainable_adapters(scorer.model), lr=learning_rate, weight_decay=0.0)
-    rng = random.Random(seed)
-    losses: dict[str, list[float]] = {}
-    for stage, epochs, loss_fn in (
-        ("bce", bce_epochs, _bce_loss),
-        ("pairwise", pairwise_epochs, _pairwise_loss),
-    ):
-        usable = [e for e in data if stage == "bce" or (e.positives and e.negatives)]
-        if epochs and not usable:
-            logger.warning("LoRA %s stage skipped: no query has both a positive and a negative", stage)
-        losses[stage] = [
-            _epoch(torch, scorer, optimiser, loss_fn, usable, rng, max_candidates)
-            for _ in range(epochs if usable else 0)
-        ]
-        for epoch, mean in enumerate(losses[stage], start=1):
-            logger.info("LoRA %s epoch %d: mean loss %.4f", stage, epoch, mean)
+    losses = _train(
+        torch, scorer, optimiser, data, (bce_epochs, pairwise_epochs), random.Random(seed), max_candidates
+    )
     pairs = {
         "bce": sum(len(e.positives) + len(e.negatives) for e in data),
         "pairwise": sum(len(e.positives) * len(e.negatives) for e in data),
@@ -184,6 +172,30 @@ def lora_finetune(
     if out is not None:
         result.path = save_lora(scorer, out, result)
     return result
+
+
+def _train(
+    torch: Any,
+    scorer: Any,
+    optimiser: Any,
+    data: list[LoraExample],
+    epochs: tuple[int, int],
+    rng: random.Random,
+    max_candidates: int,
+) -> dict[str, list[float]]:
+    """The BCE epochs, then the pairwise ones (on queries with a positive and a negative): mean losses."""
+    losses: dict[str, list[float]] = {}
+    for stage, n_epochs, loss_fn in (("bce", epochs[0], _bce_loss), ("pairwise", epochs[1], _pairwise_loss)):
+        usable = [e for e in data if stage == "bce" or (e.positives and e.negatives)]
+        if n_epochs and not usable:
+            logger.warning("LoRA %s stage skipped: no query has both a positive and a negative", stage)
+        losses[stage] = [
+            _epoch(torch, scorer, optimiser, loss_fn, usable, rng, max_candidates)
+            for _ in range(n_epochs if usable else 0)
+        ]
+        for epoch, mean in enumerate(losses[stage], start=1):
+            logger.info("LoRA %s epoch %d: mean loss %.4f", stage, epoch, mean)
+    return losses
 
 
 def _trainable_adapters(model: Any) -> list[Any]:

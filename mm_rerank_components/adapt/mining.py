@@ -20,11 +20,12 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.adapt.corpus import _file_path, _pages
 from mm_rerank_components.adapt.labels import LabelledQuery, LabelSet
 from mm_rerank_components.types import Candidate
 
@@ -60,32 +61,6 @@ def _content_key(doc: Candidate) -> tuple[str, str]:
     return "text", content_id("text", (doc.text or "").encode("utf-8", "surrogateescape"))
 
 
-def _pages(collection: Any, include: list[str]) -> Iterator[tuple[Any, ...]]:
-    offset = 0
-    while True:
-        page = collection.get(include=include, limit=_PAGE, offset=offset)
-        ids = page["ids"]
-        if not ids:
-            return
-        columns = [page.get(key) or [None] * len(ids) for key in include]
-        yield from zip(ids, *columns, strict=True)
-        offset += len(ids)
-
-
-def _record_image_path(meta: Any, uri: Any) -> str | None:
-    meta = meta or {}
-    for ref in (uri, meta.get("path"), meta.get("image_path")):
-        if isinstance(ref, str) and ref:
-            if ref.startswith("file://"):
-                import urllib.parse
-                import urllib.request
-
-                return urllib.request.url2pathname(urllib.parse.urlparse(ref).path)
-            if "://" not in ref and not ref.startswith("data:"):
-                return ref
-    return None
-
-
 def match_documents(labels: LabelSet, retriever: Any) -> DocMatch:
     """Find each label document among the retriever's records by content (see the module doc).
 
@@ -111,7 +86,7 @@ def match_documents(labels: LabelSet, retriever: Any) -> DocMatch:
                     continue
                 cid = content_id("text", text.encode("utf-8", "surrogateescape"))
             else:
-                path = _record_image_path(record[1], record[2])
+                path = _file_path(record[1] or {}, record[2])
                 try:
                     cid = content_id("image", Path(path).read_bytes()) if path else ""
                 except OSError:
