@@ -534,8 +534,8 @@ def test_the_guides_first_blocks_run_as_written_and_give_the_core_answer(
     photo = str(_photos()[-1])
     question = Query("What does this animal eat?", image=photo)
     core = reranker.rerank(question, as_written.retrieve(question), top_n=5)
-    block = _doc_block("langchain.md", 'Query("What does this animal eat?", image="koala.webp")')
-    _run_block(block, "docs/langchain.md", db, namespace=namespace, **{"koala.webp": photo})
+    block = _doc_block("langchain.md", 'Query("What does this animal eat?", image="photo.jpg")')
+    _run_block(block, "docs/langchain.md", db, namespace=namespace, **{"photo.jpg": photo})
     assert [row[:2] for row in _printed(capsys)] == [
         [f"{round(r.score, 3)}", r.candidate.modality] for r in core
     ]
