@@ -176,7 +176,18 @@ def run_file(path: Path, sandbox: Path) -> dict[int, str]:
                 outputs[block.line] = printed
     finally:
         os.chdir(old)
+        _forget_chroma_clients()
     return outputs
+
+
+def _forget_chroma_clients() -> None:
+    """Chroma caches one client per path string: the next page's ``chroma_db`` (a new scratch folder, the
+    same relative name) must not reach this page's deleted one."""
+    try:
+        from chromadb.api.client import SharedSystemClient
+    except ImportError:
+        return
+    SharedSystemClient.clear_system_cache()
 
 
 def apply_outputs(path: Path, outputs: dict[int, str]) -> str:
