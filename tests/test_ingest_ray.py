@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mm_rerank_components.ingest import ingest_folder
+from mm_rerank_components.ingest.embedders import unpack_vector
 from mm_rerank_components.ingest.ray import RayEngine, ingest_folder_ray
 from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever
 
@@ -81,6 +82,13 @@ def test_ray_ingest_writes_the_records_of_the_single_process_path(
                 assert [p.split(":")[0] for p in theirs.split(",")][:5] == [
                     p.split(":")[0] for p in ours.split(",")
                 ][:5]
+            caption, other_caption = (
+                meta.pop("caption_embedding", None),
+                other_meta.pop("caption_embedding", None),
+            )
+            assert (caption is None) == (other_caption is None)  # captions embedded with batch-mates: 1e-6
+            if caption is not None:
+                assert np.allclose(unpack_vector(other_caption), unpack_vector(caption), atol=1e-6)
             assert other_meta == meta
             assert np.allclose(other["embedding"], record["embedding"], atol=1e-5)
     # a second run changes nothing: the writer's plan sees the same content ids

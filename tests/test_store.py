@@ -137,6 +137,39 @@ def test_picture_classes_are_stored_at_ingest_and_handed_over(tmp_path: Path, ca
     assert "classes" not in hit.metadata and "classes_producer" not in hit.metadata
 
 
+def test_picture_captions_are_embedded_at_ingest_for_the_reranker(tmp_path: Path) -> None:
+    """issue 21: a picture's caption embedding is stored, so a cold rerank does not run the text model on
+    every picture's caption; damaged or foreign values fall back to computing."""
+    from mm_rerank_components.ingest.embedders import CAPTION_EMBEDDING_KEY, unpack_vector
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("RGB", (40, 20), (220, 20, 20)).save(folder / "red.png")
+    (folder / "red.caption.txt").write_text("A red square\n")
+    Image.new("RGB", (40, 20), (20, 20, 220)).save(folder / "blue.png")  # no caption: nothing stored
+    ef = HashingEmbeddingFunction()
+    r = _retriever(tmp_path / "db", ef)
+    ingest_folder(folder, r)
+    stored = r.store.collection("image", create=False).get(include=["metadatas", "documents"])
+    by_doc = dict(zip(stored["documents"], stored["metadatas"], strict=True))
+    assert unpack_vector(by_doc["A red square"][CAPTION_EMBEDDING_KEY]) == pytest.approx(
+        ef(["A red square"])[0], abs=1e-6
+    )
+    assert not any(CAPTION_EMBEDDING_KEY in m for d, m in by_doc.items() if d != "A red square")
+    hits = {h.text: h for h in r.retrieve("red square", k_text=0)}
+    signal = hits["A red square"].precomputed["text_embedding"]
+    assert signal.content == text_key("A red square") and signal.producer == fingerprint(ef)
+    assert list(signal.value) == pytest.approx(ef(["A red square"])[0], abs=1e-6)
+    assert CAPTION_EMBEDDING_KEY not in hits["A red square"].metadata
+    # a damaged value is left out (and logged), never handed to the scorer
+    (red_id,) = [i for i, d in zip(stored["ids"], stored["documents"], strict=True) if d == "A red square"]
+    r.store.collection("image", create=False).update(
+        ids=[red_id], metadatas=[{**by_doc["A red square"], CAPTION_EMBEDDING_KEY: "%%%"}]
+    )
+    hits = {h.text: h for h in r.retrieve("red square", k_text=0)}
+    assert "text_embedding" not in hits["A red square"].precomputed
+
+
 # -- a Chroma server that is down or hung ---------------------------------------------------------------
 
 

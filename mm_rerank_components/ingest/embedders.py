@@ -9,9 +9,11 @@ choosing functions by name (``"starter"``, ``"hashing"``, ``"clip:PATH"``) is th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +23,8 @@ from mm_rerank_components.ingest.store import EmbeddedPicture
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CAPTION_EMBEDDING_KEY",
+    "CAPTION_PRODUCER_KEY",
     "NEUTRAL_CONFIG_KEYS",
     "ClassifyingEmbeddingFunction",
     "SignalProducer",
@@ -30,11 +34,19 @@ __all__ = [
     "embedder_config",
     "embedder_name",
     "fingerprint",
+    "pack_vector",
+    "text_producer",
+    "unpack_vector",
 ]
 
 #: Config keys that do not change the vectors (a model moved to another device, or run in other batch
 #: sizes, embeds the same).
 NEUTRAL_CONFIG_KEYS = frozenset({"device", "batch_size"})
+#: Picture metadata: the text embedding of the picture's caption (its document), packed by
+#: :func:`pack_vector`, so the reranker reuses it as ``Precomputed("text_embedding")`` instead of running
+#: the text model on every picture's caption at query time; and who produced it.
+CAPTION_EMBEDDING_KEY = "caption_embedding"
+CAPTION_PRODUCER_KEY = "caption_embedding_producer"
 
 
 @runtime_checkable
@@ -158,3 +170,32 @@ def embed_pictures_with(ef: Any, images: Sequence[Any]) -> list[EmbeddedPicture]
         EmbeddedPicture([float(x) for x in v], {CLASSES_KEY: c, CLASSES_PRODUCER_KEY: producer})
         for v, c in zip(vectors, classes, strict=True)
     ]
+
+
+def text_producer(embedding_function: Any) -> str | None:
+    """The producer of the text vectors a collection stores, for ``Precomputed("text_embedding")``: the
+    function's own :class:`SignalProducer` name, else its fingerprint."""
+    if isinstance(embedding_function, SignalProducer):
+        return embedding_function.signal_producer("text_embedding")
+    return fingerprint(embedding_function)
+
+
+def pack_vector(vector: Sequence[float]) -> str:
+    """A vector as a metadata string: base64 of little-endian float32 (exact for float32 vectors).
+
+    Example:
+        >>> unpack_vector(pack_vector([0.5, -1.0]))
+        (0.5, -1.0)
+    """
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def unpack_vector(text: str) -> tuple[float, ...]:
+    """The vector :func:`pack_vector` packed; raises ValueError for a string that is not one."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not a packed vector: {text[:40]!r}") from exc
+    if not data or len(data) % 4:
+        raise ValueError(f"not a packed vector ({len(data)} bytes): {text[:40]!r}")
+    return struct.unpack(f"<{len(data) // 4}f", data)

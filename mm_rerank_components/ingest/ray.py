@@ -32,7 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from mm_rerank_components.ingest.embedders import (
     call_embedding_function,
@@ -50,7 +50,7 @@ from mm_rerank_components.ingest.records import (
     check_preview_size,
 )
 from mm_rerank_components.ingest.scan import FolderScan, scan_folder
-from mm_rerank_components.ingest.store import EmbeddedPicture, HasStore, Store, as_store
+from mm_rerank_components.ingest.store import EmbeddedPicture, EmbeddingStore, HasStore, Store, as_store
 from mm_rerank_components.ingest.write import OnError, Progress, write_scan
 from mm_rerank_components.media import ImageOptions
 
@@ -74,15 +74,6 @@ class _EmbeddedPicture(DecodedPicture):
     """A decoded picture that Ray already embedded (its pixels stayed on the cluster)."""
 
     embedded: EmbeddedPicture | None = None
-
-
-@runtime_checkable
-class EmbeddingStore(Protocol):
-    """A store that names its embedding functions (ChromaStore does): the actors rebuild them."""
-
-    def embedding_function(self, kind: Kind) -> Any:
-        """The embedding function of the ``kind`` collection."""
-        ...
 
 
 #: The embedding-function names each ``embedder=`` spec stands for (a cross-check only).

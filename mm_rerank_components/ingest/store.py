@@ -91,6 +91,16 @@ class Store(Protocol):
 
 
 @runtime_checkable
+class EmbeddingStore(Protocol):
+    """A store that names its embedding functions (ChromaStore does): Ray workers rebuild them, and the
+    writer asks the text function whose vectors a scorer may reuse."""
+
+    def embedding_function(self, kind: Kind) -> Any:
+        """The embedding function of the ``kind`` collection (None when there is none)."""
+        ...
+
+
+@runtime_checkable
 class HasStore(Protocol):
     """Anything that carries a :class:`Store` as ``.store`` (the Chroma retriever does)."""
 

@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from mm_rerank_components.ingest.embedders import (
+    CAPTION_EMBEDDING_KEY,
+    CAPTION_PRODUCER_KEY,
+    pack_vector,
+    text_producer,
+)
 from mm_rerank_components.ingest.files import FileRejected, read_regular_file
 from mm_rerank_components.ingest.pictures import (
     DecodedPicture,
@@ -40,7 +46,7 @@ from mm_rerank_components.ingest.records import (
     text_metadata,
 )
 from mm_rerank_components.ingest.scan import FolderScan, scan_folder
-from mm_rerank_components.ingest.store import EmbeddedPicture, HasStore, Store, as_store
+from mm_rerank_components.ingest.store import EmbeddedPicture, EmbeddingStore, HasStore, Store, as_store
 from mm_rerank_components.media import ImageOptions
 
 logger = logging.getLogger(__name__)
@@ -468,17 +474,42 @@ class _Writer:
             embedded = self._embed_pictures(decoded, plan)
             written = [(d, e) for d, e in zip(decoded, embedded, strict=True) if e is not None]
             if written:
+                captions = self._caption_metadata([d.record.caption for d, _ in written])
                 self.store.upsert(
                     "image",
                     ids=[d.record.id for d, _ in written],
                     embeddings=[e.vector for _, e in written],
                     documents=[d.record.caption for d, _ in written],
                     uris=[d.record.path for d, _ in written],
-                    metadatas=[_picture_metadata(d, e) for d, e in written],
+                    metadatas=[
+                        {**_picture_metadata(d, e), **c} for (d, e), c in zip(written, captions, strict=True)
+                    ],
                 )
                 self._count(plan, [d.record for d, _ in written])
             self._tick(len(batch))
         self._drop_stale("image", plan)
+
+    def _caption_metadata(self, captions: Sequence[str | None]) -> list[dict[str, str]]:
+        """Each caption's text embedding, packed, for the reranker to reuse (issue 21): empty where a
+        picture has no caption, or the text function names no producer a scorer could check."""
+        out: list[dict[str, str]] = [{} for _ in captions]
+        ef = self.store.embedding_function("text") if isinstance(self.store, EmbeddingStore) else None
+        producer = text_producer(ef) if ef is not None else None
+        wanted = [n for n, c in enumerate(captions) if c]
+        if producer is None or not wanted:
+            return out
+        try:
+            vectors = self.store.embed_texts([str(captions[n]) for n in wanted], kind="text")
+        except Exception as exc:  # noqa: BLE001 - a saving only: the reranker embeds the captions itself
+            logger.warning(
+                "caption embeddings of %d pictures not stored (%s); the reranker computes them",
+                len(wanted),
+                exc,
+            )
+            return out
+        for n, vector in zip(wanted, vectors, strict=True):
+            out[n] = {CAPTION_EMBEDDING_KEY: pack_vector(vector), CAPTION_PRODUCER_KEY: producer}
+        return out
 
     def _embed_pictures(self, decoded: list[DecodedPicture], plan: _Plan) -> list[EmbeddedPicture | None]:
         if not decoded:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mm_rerank_components.ingest.embedders import CAPTION_EMBEDDING_KEY, CAPTION_PRODUCER_KEY, unpack_vector
 from mm_rerank_components.ingest.records import (
     CLASSES_KEY,
     CLASSES_PRODUCER_KEY,
@@ -92,6 +93,7 @@ def _candidate(id_: str, rank: int, row: Mapping[str, Any], options: HitOptions)
     meta = dict(row["metadatas"] or {})
     preview = meta.pop(PREVIEW_KEY, None)
     classes, producer = meta.pop(CLASSES_KEY, None), meta.pop(CLASSES_PRODUCER_KEY, None)
+    caption = meta.pop(CAPTION_EMBEDDING_KEY, None), meta.pop(CAPTION_PRODUCER_KEY, None)
     doc, dist = row["documents"], row["distances"]
     text = doc if isinstance(doc, str) and doc.strip() else None
     image_ref: str | None = None
@@ -120,6 +122,10 @@ def _candidate(id_: str, rank: int, row: Mapping[str, Any], options: HitOptions)
         precomputed[TEXT_EMBEDDING] = Precomputed(
             TEXT_EMBEDDING, options.text_producer, text_key(text), value
         )
+    elif text is not None and isinstance(caption[0], str) and isinstance(caption[1], str):
+        stored = _caption_vector(id_, caption[0])  # a picture's caption, embedded at ingest
+        if stored is not None:
+            precomputed[TEXT_EMBEDDING] = Precomputed(TEXT_EMBEDDING, caption[1], text_key(text), stored)
     if shown is not None and isinstance(classes, str) and isinstance(producer, str):
         precomputed[IMAGE_CLASSES] = Precomputed(IMAGE_CLASSES, producer, image_key(shown), classes)
     return Candidate(
@@ -131,6 +137,14 @@ def _candidate(id_: str, rank: int, row: Mapping[str, Any], options: HitOptions)
         retrieval_score=score,
         precomputed=precomputed,
     )
+
+
+def _caption_vector(id_: str, packed: str) -> tuple[float, ...] | None:
+    try:
+        return unpack_vector(packed)
+    except ValueError as exc:  # a damaged record: the reranker embeds the caption itself
+        logger.warning("record %r: stored caption embedding unusable (%s); it is computed instead", id_, exc)
+        return None
 
 
 def _image_fields(image_ref: str, preview: Any, meta: dict[str, Any], options: HitOptions) -> str:

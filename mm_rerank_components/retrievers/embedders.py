@@ -21,6 +21,7 @@ from mm_rerank_components.ingest.embedders import (
     embedder_config,
     embedder_name,
     fingerprint,
+    text_producer,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,13 +54,6 @@ class EmbeddingFunctions(NamedTuple):
     text: Any
     image: Any
     image_query_searches_text: bool
-
-
-def text_producer(embedding_function: Any) -> str | None:
-    """The producer of the text vectors a collection stores, for ``Precomputed("text_embedding")``."""
-    if isinstance(embedding_function, SignalProducer):
-        return embedding_function.signal_producer("text_embedding")
-    return fingerprint(embedding_function)
 
 
 def shares_text_encoder(text_ef: Any, image_ef: Any) -> bool:
