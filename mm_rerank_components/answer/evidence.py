@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mm_rerank_components.integrations._common import float_or_none
 from mm_rerank_components.media import classify
 from mm_rerank_components.media.refs import uri_path
 from mm_rerank_components.types import Candidate, RankedCandidate
@@ -103,7 +104,8 @@ class Evidence:
         """
         metadata = dict(candidate.metadata)
         if score is None:
-            score = _float_or_nan(metadata.get("relevance_score"))
+            known = float_or_none(metadata.get("relevance_score"))
+            score = math.nan if known is None else known
         if error is None and isinstance(metadata.get("rerank_error"), str):
             error = metadata["rerank_error"]
         image = _image_reference(candidate.image, metadata)
@@ -266,15 +268,6 @@ def split_sentences(text: str, title: str | None = None) -> list[str]:
             continue
         out.extend(part.strip() for part in _SENTENCE_END.split(line) if part.strip())
     return out
-
-
-def _float_or_nan(value: Any) -> float:
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _image_reference(image: Any, metadata: Mapping[str, Any]) -> str | None:
