@@ -84,6 +84,7 @@ def configurations(pair_fields: tuple[str, ...]) -> dict[str, AdaptOptions]:
         "lf": base,
         "lf-pairs": replace(base, label_free=replace(lf, pair_fields=pair_fields)),
         "lf-no-teacher": replace(base, label_free=replace(lf, false_negative_margin=None)),
+        "lf-unlabelled": replace(base, label_free=replace(lf, unlabelled_modality="drop")),
     }
 
 

@@ -88,6 +88,31 @@ def test_teacher_filter_drops_negatives_above_the_positive_of_their_modality() -
     assert drop_likely_false_negatives(cands, [0.5, 0.7, 0.4, 0.9], [1, 0, 0, 0], None) == [0, 1, 2, 3]
 
 
+def test_unlabelled_modality_is_dropped_only_when_asked(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mm_rerank_components.adapt.corpus import labelled_modalities_only
+    from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+
+    cands = [Candidate("p", text="a"), Candidate("n", text="b"), Candidate("i", image="x.png")]
+    assert labelled_modalities_only(cands, [1, 0, 0]) == [0, 1]
+    assert labelled_modalities_only(cands, [1, 0, 1]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="unlabelled_modality must be 'negative' or 'drop', got 'keep'"):
+        LabelFreeOptions(unlabelled_modality="keep")
+    base = label_free_options(k_text=4, k_image=4)
+    corpus = _vector_corpus(tmp_path)
+    kept = adapt_from_corpus(corpus, "fake", base).report
+    drop = replace(base, label_free=replace(base.label_free, unlabelled_modality="drop"))
+    dropped = adapt_from_corpus(corpus, "fake", drop).report
+    assert kept["pseudo_queries"]["dropped_unlabelled_modality"] == 0
+    assert dropped["pseudo_queries"]["dropped_unlabelled_modality"] > 0
+    # no pair field and no shared stem: every pool holds positives of one modality only
+    assert (
+        dropped["scoring"]["pairs"]
+        == kept["scoring"]["pairs"] - dropped["pseudo_queries"]["dropped_unlabelled_modality"]
+    )
+
+
 def _labels_file(tmp_path: Path, passage: str) -> Path:
     path = tmp_path / "labels.jsonl"
     path.write_text(json.dumps({"query": "fox", "pos": [passage]}) + "\n", encoding="utf-8")

@@ -57,6 +57,7 @@ __all__ = [
     "UnmatchedLabelError",
     "VectorCorpus",
     "drop_likely_false_negatives",
+    "labelled_modalities_only",
     "match_labels",
     "normalise_text",
     "pseudo_queries",
@@ -95,6 +96,9 @@ class LabelFreeOptions:
             category, not a document).
         false_negative_margin: GPL-style teacher filter: a negative whose raw score exceeds the best
             positive of its modality in the pool by more than this is left out; ``None`` keeps all.
+        unlabelled_modality: what a pool's candidates of a modality with no pseudo-positive are:
+            ``"negative"`` (trained as irrelevant) or ``"drop"`` (unlabelled, left out: a span cut
+            from a passage says nothing about the pictures, which may well show the same thing).
         seed: fixes which records are sampled and which span is cut.
 
     Example:
@@ -108,6 +112,7 @@ class LabelFreeOptions:
     pair_fields: tuple[str, ...] = ()
     max_siblings: int = 3
     false_negative_margin: float | None = 0.0
+    unlabelled_modality: str = "negative"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -117,6 +122,10 @@ class LabelFreeOptions:
             raise ValueError(
                 "need 1 <= min_query_words <= max_query_words, got "
                 f"{self.min_query_words!r} and {self.max_query_words!r}"
+            )
+        if self.unlabelled_modality not in ("negative", "drop"):
+            raise ValueError(
+                f"unlabelled_modality must be 'negative' or 'drop', got {self.unlabelled_modality!r}"
             )
         if self.max_siblings < 1:
             raise ValueError(f"max_siblings must be >= 1, got {self.max_siblings!r}")
@@ -485,6 +494,20 @@ def drop_likely_false_negatives(
         if g > 0 or kind not in best or float(s) <= best[kind] + margin:
             keep.append(i)
     return keep
+
+
+def labelled_modalities_only(candidates: Sequence[Candidate], grades: Sequence[int]) -> list[int]:
+    """Indices of the candidates whose modality has a pseudo-positive in the pool (the others are
+    unlabelled rather than irrelevant: ``LabelFreeOptions(unlabelled_modality="drop")``).
+
+    Example:
+        >>> c = [Candidate("a", text="x"), Candidate("b", text="y"), Candidate("i", image="p.png")]
+        >>> labelled_modalities_only(c, [1, 0, 0])
+        [0, 1]
+    """
+    kinds = ["image" if c.image is not None else "text" for c in candidates]
+    labelled = {k for k, g in zip(kinds, grades, strict=True) if g > 0}
+    return [i for i, k in enumerate(kinds) if k in labelled]
 
 
 # -- matching label documents to records -----------------------------------------------------------------

@@ -37,6 +37,7 @@ from mm_rerank_components.adapt.corpus import (
     LabelFreeOptions,
     PseudoQuery,
     drop_likely_false_negatives,
+    labelled_modalities_only,
     match_labels,
     pseudo_queries,
 )
@@ -619,6 +620,7 @@ def _pseudo_lists(
     stats: dict[str, Any] = {
         "without_positive": 0,
         "dropped_negatives": 0,
+        "dropped_unlabelled": 0,
         "pairs": 0,
         "failed": 0,
         "errors": [],
@@ -639,6 +641,10 @@ def _pseudo_lists(
         labels = [grades[i] for i in ok]
         keep = drop_likely_false_negatives(cands, raw, labels, opts.label_free.false_negative_margin)
         stats["dropped_negatives"] += len(cands) - len(keep)
+        if opts.label_free.unlabelled_modality == "drop":
+            kept = labelled_modalities_only([cands[i] for i in keep], [labels[i] for i in keep])
+            stats["dropped_unlabelled"] += len(keep) - len(kept)
+            keep = [keep[i] for i in kept]
         if not any(labels[i] for i in keep):
             continue
         stats["pairs"] += len(keep)
@@ -687,6 +693,8 @@ def _label_free_report(
             "without_positive_in_pool": stats["without_positive"],
             "with_cross_modal_positives": sum(1 for q in queries if len(q.positives) > 1),
             "dropped_likely_false_negatives": stats["dropped_negatives"],
+            "dropped_unlabelled_modality": stats["dropped_unlabelled"],
+            "unlabelled_modality": opts.label_free.unlabelled_modality,
             "false_negative_margin": opts.label_free.false_negative_margin,
             "k_text": opts.k_text,
             "k_image": opts.k_image,
