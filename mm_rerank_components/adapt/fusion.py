@@ -335,8 +335,17 @@ class FusionModel:
         """The uncalibrated fused score (a log-odds-like value) of each candidate."""
         if not candidates:
             return []
-        x = impute_route_features(self.spec, self.spec.transform(query, candidates, raw_scores), self.impute)
+        x = self.spec.transform(query, candidates, raw_scores)
+        x = impute_metadata(self.spec, impute_route_features(self.spec, x, self.impute), self._meta_fill())
         return [float(v) for v in ((x - self.mean) / self.scale) @ self.weights + self.bias]
+
+    def _meta_fill(self) -> dict[str, float]:
+        """The value a missing metadata field reads as: its training mean (older folders: the fitted mean)."""
+        col = self.spec.index
+        return {
+            f"meta:{n}": self.impute.get(f"meta:{n}", float(self.mean[col[f"meta:{n}"]]))
+            for n in self.spec.metadata_fields
+        }
 
     def predict(
         self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
@@ -489,6 +498,46 @@ def impute_route_features(spec: FeatureSpec, x: np.ndarray, means: Mapping[str, 
             if name in means and rows.any():
                 x[rows, col[name]] = means[name]
     return x
+
+
+def metadata_means(spec: FeatureSpec, matrices: Sequence[np.ndarray]) -> dict[str, float]:
+    """Per metadata field, the mean of its value over the training candidates that have one."""
+    if not matrices or not spec.metadata_fields:
+        return {}
+    x = np.concatenate(matrices)
+    col = spec.index
+    out: dict[str, float] = {}
+    for name in spec.metadata_fields:
+        present = x[:, col[f"meta_missing:{name}"]] == 0
+        out[f"meta:{name}"] = (
+            round(float(x[present, col[f"meta:{name}"]].mean()), 6) if present.any() else 0.0
+        )
+    return out
+
+
+def impute_metadata(spec: FeatureSpec, x: np.ndarray, means: Mapping[str, float]) -> np.ndarray:
+    """``x`` with each missing metadata value read as that field's training mean.
+
+    A missing field is 0 in the raw features; for a field such as a year (training mean ~2005) that is
+    hundreds of standard deviations away, so one small weight made a candidate without a year the
+    top hit (score 1.0). With the mean the value contributes nothing and ``meta_missing:<name>``
+    carries what a missing value meant in training.
+
+    Example:
+        >>> x = impute_metadata(model.spec, matrix, {"meta:year": 2004.5})  # doctest: +SKIP
+    """
+    if not means or x.size == 0:
+        return x
+    col = spec.index
+    out = x
+    for name in spec.metadata_fields:
+        key = f"meta:{name}"
+        rows = x[:, col[f"meta_missing:{name}"]] == 1
+        if key in means and rows.any():
+            if out is x:
+                out = x.copy()
+            out[rows, col[key]] = means[key]
+    return out
 
 
 #: The places :func:`apply_modality_floor` looks at: the top 10 a user reads and the eval measures.
@@ -756,6 +805,8 @@ def _fit_head(lists: Sequence[LabelledList], opts: FusionOptions, scorer: str | 
     started = time.perf_counter()
     spec = _spec_for(lists, opts)
     matrices = [spec.transform(item.query, item.candidates, item.raw_scores) for item in lists]
+    meta_means = metadata_means(spec, matrices)
+    matrices = [impute_metadata(spec, x, meta_means) for x in matrices]
     features_s = time.perf_counter() - started
     kwargs: dict[str, Any] = {
         "seed": opts.seed,
@@ -800,7 +851,7 @@ def _fit_head(lists: Sequence[LabelledList], opts: FusionOptions, scorer: str | 
         info["loss"],
         info["iterations"],
     )
-    impute = route_feature_means(spec, matrices)
+    impute = {**route_feature_means(spec, matrices), **meta_means}
     return FusionModel(
         spec, mu, sd, w, b, calibrator, training, seconds, modality_floor=opts.modality_floor, impute=impute
     )
