@@ -6,6 +6,11 @@ What a folder may hold:
   ``max_chars`` characters (split at blank lines) for long files. The title is the first line when it is
   followed by a blank line (``.md``: a leading ``# Heading``), else the file name;
 * pictures: ``.png``, ``.jpg``/``.jpeg``, ``.webp``, ``.gif`` (first frame) and ``.bmp``;
+* documents: ``.pdf`` (one passage per page, embedded pictures as figures of their page), ``.html``/``.htm``
+  (main text in sections, ``<img>`` with ``figcaption``/``alt``) and ``.docx`` (paragraphs and tables,
+  embedded pictures with their captions); every record carries ``document``, ``page`` and ``figure``
+  metadata and cites itself as ``"paper.pdf p. 4, figure 2"`` (see :mod:`.documents` and
+  docs/documents.md; PDF and DOCX need the ``documents`` extra);
 * captions for pictures, optional: a ``metadata.jsonl`` (or ``metadata.csv``) in the Hugging Face
   *imagefolder* style, one line per file with a ``file_name`` relative to that metadata file, its
   ``caption`` (or ``text``) field becoming the picture's caption and every other field its metadata; or a
@@ -24,7 +29,8 @@ out on purpose in :attr:`IngestReport.skipped`. With ``on_error="raise"`` the fi
 :class:`IngestError` instead; records written before it stay, and a re-run after the fix skips them.
 
 Modules: :mod:`.records` (report, records, id formula, metadata schema, previews), :mod:`.files` (safe
-reading, listing), :mod:`.scan` (folder to records), :mod:`.pictures` (decoding pool), :mod:`.store` (the
+reading, listing), :mod:`.scan` (folder to records), :mod:`.documents` (PDF, HTML, DOCX; LangChain and
+LlamaIndex loaders' output), :mod:`.pictures` (decoding pool), :mod:`.store` (the
 store protocol) and :mod:`.write` (the writer).
 
 Example:
