@@ -18,6 +18,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from mm_rerank_components._checks import check_int
 from mm_rerank_components.answer.evidence import Answer, Answerer, Evidence
 from mm_rerank_components.answer.extractive import ExtractiveAnswerer
 from mm_rerank_components.answer.llm import LLMAnswerer, LLMConfig
@@ -97,10 +98,8 @@ class RAGPipeline:
             raise TypeError(f"retriever must have retrieve(query) -> list[Candidate], got {retriever!r}")
         if not callable(getattr(reranker, "rerank", None)):
             raise TypeError(f"reranker must be a MultimodalReranker (or cascade), got {reranker!r}")
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise ValueError(f"top_n must be a positive int, got {top_n!r}")
-        if isinstance(read_depth, bool) or not isinstance(read_depth, int) or read_depth < 1:
-            raise ValueError(f"read_depth must be a positive int, got {read_depth!r}")
+        check_int("top_n", top_n)
+        check_int("read_depth", read_depth)
         self.retriever = retriever
         self.reranker = reranker
         self.answerer: Answerer = answerer if answerer is not None else make_answerer(reranker=reranker)
