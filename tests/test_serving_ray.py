@@ -97,6 +97,14 @@ def test_real_serve_run_on_cpu() -> None:
                 pass
             assert time.monotonic() < deadline, "the Ray Serve app did not answer /health"
             time.sleep(0.5)
+        # the replica's warm-up request (one passage group, one picture, one captioned picture) scores
+        # first: wait for /ready, then count only the calls sent here
+        while httpx.get(url + "/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the Ray Serve app never became ready"
+            time.sleep(0.5)
+        before = httpx.get(url + "/metrics", timeout=30).text
+        count0 = _metric(before, "mm_rerank_batch_requests_count")
+        total0 = _metric(before, "mm_rerank_batch_requests_sum")
 
         def post(i: int) -> Any:
             body = {"query": f"w{i}", "documents": ["x", f"w{i}", f"w{i + 1}"]}
@@ -113,8 +121,8 @@ def test_real_serve_run_on_cpu() -> None:
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "malformed_json"
         metrics = httpx.get(url + "/metrics", timeout=30).text
         assert "mm_rerank_batch_requests_count" in metrics
-        count = _metric(metrics, "mm_rerank_batch_requests_count")
-        total = _metric(metrics, "mm_rerank_batch_requests_sum")
+        count = _metric(metrics, "mm_rerank_batch_requests_count") - count0
+        total = _metric(metrics, "mm_rerank_batch_requests_sum") - total0
         assert total == 7 and count < total  # 7 score calls in fewer passes: @serve.batch batched them
     finally:
         serve.shutdown()
