@@ -188,9 +188,13 @@ def test_pixel_budget_downscales_large_images(tiny_path: Path) -> None:
         tiny_path, max_pixels=56 * 56, local_files_only=True, device="cpu", dtype="float32"
     )
     _, images = small.build_prompt(Query("fox"), Candidate("i", image=_image(400, 200, 5)))
-    width, height = images[0].size
-    assert width * height <= 56 * 56
-    assert width / height == pytest.approx(2.0, rel=0.1)
+    assert images[0].size == (400, 200)  # not resized here: the Qwen preprocessing resizes once
+    grid = small._encode(small.prepare(Query("fox"), [Candidate("i", image=images[0])]), [0])[
+        "image_grid_thw"
+    ]
+    _, rows, cols = grid[0].tolist()
+    assert rows * cols * 14 * 14 <= 56 * 56
+    assert cols / rows == pytest.approx(2.0, rel=0.1)
     assert small.name != VLMYesNoScorer(tiny_path, local_files_only=True, device="cpu", dtype="float32").name
 
 
@@ -339,3 +343,40 @@ def test_score_many_equals_single_calls(scorer: VLMYesNoScorer) -> None:
     assert [len(s) for s in together] == [6, 0, len(mixed) - 4]
     for a, b in zip(together, alone, strict=True):
         assert a == pytest.approx(b, abs=1e-6)
+
+
+@pytest.mark.parametrize("budget", [56 * 56, 112 * 112, 448 * 448])
+def test_one_resize_gives_the_processors_own_pixels(
+    tiny_path: Path, budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 item 3: each picture is resized once, and the pixels the model reads equal those of
+    Qwen2VLImageProcessor with its max_pixels set to the scorer's budget, from the original picture."""
+    scorer = VLMYesNoScorer(
+        tiny_path, max_pixels=budget, local_files_only=True, device="cpu", dtype="float32"
+    )
+    photos = [_image(640, 480, 1), _image(480, 640, 2), _image(300, 200, 3)]
+    resizes: list[tuple[int, int]] = []
+    original = Image.Image.resize
+
+    def counting(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> Image.Image:
+        resizes.append(tuple(size))  # type: ignore[arg-type]
+        return original(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "resize", counting)
+        prepared = scorer.prepare(Query("fox"), [Candidate(f"p{i}", image=p) for i, p in enumerate(photos)])
+        ours = scorer._encode(prepared, range(len(photos)))
+    ip = scorer._inputs.image_processor  # type: ignore[union-attr]
+    from mm_rerank_components.scorers._qwen_vision import _pixel_bounds
+
+    min_pixels, max_pixels = _pixel_bounds(ip)
+    processor = transformers.Qwen2VLImageProcessor(
+        min_pixels=min_pixels,
+        max_pixels=min(max_pixels, budget),  # the stricter of the two budgets
+        patch_size=ip.patch_size,
+        merge_size=ip.merge_size,
+    )
+    theirs = processor(images=photos, return_tensors="pt")
+    assert len(resizes) <= len(photos)  # at most one resize per picture
+    assert ours["image_grid_thw"].tolist() == theirs["image_grid_thw"].tolist()
+    assert torch.allclose(ours["pixel_values"].float(), theirs["pixel_values"].float(), atol=1e-5)

@@ -66,6 +66,15 @@ class QwenVLInputs:
     def render(self, messages: list[dict[str, Any]]) -> str:
         return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
+    def cap_pixels(self, max_pixels: int) -> bool:
+        """Lower the pixel budget of this package's Qwen preprocessing to ``max_pixels``, so its one resize
+        (``smart_resize``) also keeps a caller's budget and no earlier resize is needed. False when the
+        image processor is not one :class:`QwenPixels` reproduces (the caller must resize itself)."""
+        if self._pixels is None:
+            return False
+        self._pixels.max_pixels = min(self._pixels.max_pixels, max_pixels)
+        return True
+
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids (no special tokens added, images not yet expanded): the one tokenisation."""
         if not texts:

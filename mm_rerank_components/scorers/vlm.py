@@ -123,8 +123,11 @@ class VLMYesNoScorer(BaseScorer):
             own ``batch_size`` is only a memory cap on what it hands over).
         max_batch_tokens: padded tokens (text plus visual) per forward pass, or None for ``batch_size``
             alone. Pairs are sorted by their real token count and cut into balanced batches.
-        max_pixels: pixel budget per image; larger images are downscaled (aspect kept) before the
-            processor sees them. 448*448 gives 256 visual tokens on Qwen2-VL.
+        max_pixels: pixel budget per image; larger images are downscaled (aspect kept). 448*448 gives
+            256 visual tokens on Qwen2-VL. Qwen-VL models resize each picture once: the budget joins the
+            image processor's own (its ``smart_resize`` to the patch grid), and the pixels equal that
+            processor's with ``max_pixels`` set to the budget; other families' processors get a picture
+            already downscaled to the budget, then resize it their own way.
         max_text_tokens: candidate text is cut to this many tokens (None: no cut).
         load: :class:`~mm_rerank_components.scorers._hf.HFLoadOptions` keywords: ``device``, ``dtype``
             (``"auto"``: bf16 on CUDA, fp32 on MPS and CPU; a ready ``model=`` keeps its dtype),
@@ -185,6 +188,12 @@ class VLMYesNoScorer(BaseScorer):
         self.model, self.device, self.dtype = loaded.model, loaded.device, loaded.dtype
         self.max_batch_tokens = default_token_budget(max_batch_tokens, self.device)
         self._inputs = build_inputs(loaded, processor, tokenizer, image_processor)
+        # one resize per picture: with the Qwen preprocessing, the budget goes into its smart_resize
+        self._resize_in_processor = (
+            max_pixels is not None
+            and isinstance(self._inputs, QwenVLInputs)
+            and self._inputs.cap_pixels(max_pixels)
+        )
         self.head = YesNoHead(self.model, self._inputs.tokenizer, prompt)
         self.positive_ids, self.negative_ids = self.head.positive_ids, self.head.negative_ids
         settings = {
@@ -193,6 +202,8 @@ class VLMYesNoScorer(BaseScorer):
             "max_text_tokens": max_text_tokens,
             "dtype": str(self.dtype),
         }
+        if self._resize_in_processor:  # one resize gives (slightly) different pixels than two did
+            settings["resize"] = "processor"
         self.name = name or f"vlm-yesno:{loaded.ident}:{settings_digest(settings)}"
 
     # -- prompt construction -------------------------------------------------------------------------------
@@ -253,6 +264,8 @@ class VLMYesNoScorer(BaseScorer):
             )
         image = image.convert("RGB") if image.mode != "RGB" else image
         width, height = image.size
+        if self._resize_in_processor:
+            return image  # resized once, to the budget and the patch grid together, by the preprocessing
         if self.max_pixels is not None and width * height > self.max_pixels:
             scale = math.sqrt(self.max_pixels / (width * height))
             size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
