@@ -64,15 +64,13 @@ def _model_rate(models: Any, images: list[Any], batch_size: int) -> tuple[float,
     return len(images) / (time.perf_counter() - start), cpu_ms
 
 
-def _ingest_rate(pictures: list[Path], models: Any, batch_size: int, workers: int) -> dict[str, Any]:
+def _ingest_rate(folder: Path, n: int, models: Any, batch_size: int, workers: int) -> dict[str, Any]:
     from mm_rerank_components.starter.chroma import (
         StarterImageEmbeddingFunction,
         StarterTextEmbeddingFunction,
     )
 
     with tempfile.TemporaryDirectory(prefix="mm-ingest-bench-") as tmp:
-        folder = Path(tmp) / "pics"
-        _copy(pictures, folder)
         retriever = ChromaMultiCollectionRetriever(
             path=Path(tmp) / "db",
             text_embedding_function=StarterTextEmbeddingFunction(models=models),
@@ -80,13 +78,13 @@ def _ingest_rate(pictures: list[Path], models: Any, batch_size: int, workers: in
         )
         cpu = time.process_time()
         report = ingest_folder(folder, retriever, batch_size=batch_size, workers=workers)
-        cpu_ms = (time.process_time() - cpu) * 1000 / len(pictures)
-        if not report.ok or report.added != len(pictures):
+        cpu_ms = (time.process_time() - cpu) * 1000 / n
+        if not report.ok or report.added != n:
             raise SystemExit(f"ingest failed: {report.summary()}: {[str(f) for f in report.failed]}")
         return {
             "workers": workers,
             "seconds": round(report.seconds, 3),
-            "pictures_per_s": len(pictures) / report.seconds,
+            "pictures_per_s": n / report.seconds,
             "cpu_ms_per_picture": round(cpu_ms, 1),
             "ids": _ids(retriever),
         }
@@ -102,21 +100,20 @@ def _ids(retriever: Any) -> list[str]:
     return sorted(retriever.store.collection("image", create=False).get(include=[])["ids"])
 
 
-def _ray_rate(pictures: list[Path], batch_size: int, workers: int, threads: int) -> dict[str, Any]:
-    """``ingest_folder_ray`` of the pictures into a fresh database (the same folder layout as local)."""
+def _ray_rate(folder: Path, n: int, batch_size: int, workers: int, threads: int) -> dict[str, Any]:
+    """``ingest_folder_ray`` of the round's folder (the one the local runs read: ids include the path)
+    into a fresh database."""
     from mm_rerank_components.ingest.ray import ingest_folder_ray
 
     with tempfile.TemporaryDirectory(prefix="mm-ingest-bench-ray-") as tmp:
-        folder = Path(tmp) / "pics"
-        _copy(pictures, folder)
         retriever = ChromaMultiCollectionRetriever(path=Path(tmp) / "db", embedder="starter")
         report = ingest_folder_ray(folder, retriever, workers=workers, threads=threads, batch_size=batch_size)
-        if not report.ok or report.added != len(pictures):
+        if not report.ok or report.added != n:
             raise SystemExit(f"ray ingest failed: {report.summary()}: {[str(f) for f in report.failed]}")
         return {
             "ray_workers": workers,
             "seconds": round(report.seconds, 3),
-            "pictures_per_s": len(pictures) / report.seconds,
+            "pictures_per_s": n / report.seconds,
             "ids": _ids(retriever),
         }
 
@@ -124,8 +121,12 @@ def _ray_rate(pictures: list[Path], batch_size: int, workers: int, threads: int)
 def _round(pictures: list[Path], models: Any, images: list[Any], args: argparse.Namespace) -> dict[str, Any]:
     """Model alone, each ingest run, model alone again; ratios against the mean of the two model runs."""
     before, cpu_before = _model_rate(models, images, args.batch_size)
-    runs = [_ingest_rate(pictures, models, args.batch_size, w) for w in args.workers]
-    ray_runs = [_ray_rate(pictures, args.batch_size, n, args.threads) for n in args.ray]
+    with tempfile.TemporaryDirectory(prefix="mm-ingest-bench-pics-") as tmp:
+        folder = Path(tmp) / "pics"  # one folder per round: every run ingests the same paths (same ids)
+        _copy(pictures, folder)
+        n = len(pictures)
+        runs = [_ingest_rate(folder, n, models, args.batch_size, w) for w in args.workers]
+        ray_runs = [_ray_rate(folder, n, args.batch_size, r, args.threads) for r in args.ray]
     after, cpu_after = _model_rate(models, images, args.batch_size)
     for run in runs:
         run["ratio_to_model"] = round(run["pictures_per_s"] / ((before + after) / 2), 3)

@@ -5,9 +5,9 @@ records into vectors runs on Ray, through a :class:`RayEngine`:
 
 * passages: one ``embed`` stage (the text embedding function in ``workers`` actors);
 * pictures: a ``decode`` stage (tasks: read, decode, preview, downscale; the same code as a local
-  ingest), then, for the starter models, a ``classify`` stage (EfficientNet class probabilities in
-  ``workers`` actors) and an ``embed`` stage (ConSE vectors and the compact class lists the reranker
-  reuses); for any other image embedding function, one ``embed`` stage.
+  ingest), then one ``embed`` stage in ``workers`` actors: for the starter models, EfficientNet class
+  probabilities, ConSE vectors and the compact class lists the reranker reuses (one model copy per
+  worker); for any other image embedding function, that function.
 
 So the records are those of :func:`~mm_rerank_components.ingest.ingest_folder`: the same ids (from the
 scan), documents and metadata, and vectors from the same models on the same decoded pixels. The actors
@@ -178,8 +178,14 @@ def _failed_rows(batch: dict[str, Any], keep: list[int], exc: Exception) -> list
     return errors
 
 
-class _Classifier:
-    """Actor: the starter's picture classifier (class probabilities), built once per worker."""
+def _passed(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: batch[k] for k in ("i", "size", "preview")}
+
+
+class _StarterPictures:
+    """Actor: the starter's picture model, once per worker: class probabilities, then the ConSE vectors and
+    compact class lists the reranker reuses (what ``embed_with_classes`` does, in one stage, so a worker
+    holds one copy of the model and probabilities never travel between stages)."""
 
     def __init__(self, recipe: Any, threads: int) -> None:
         _set_threads(threads)
@@ -187,31 +193,20 @@ class _Classifier:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         keep, images = _images(batch)
-        probs: list[list[float]] = [[] for _ in batch["i"]]
+        vectors: list[list[float]] = [[] for _ in batch["i"]]
+        metadata: list[dict[str, str]] = [{} for _ in batch["i"]]
         errors = [str(e) for e in batch["error"]]
         if images:
             try:
-                rows = self.models.image_probabilities(images)
+                rows = self._embed(images)
             except Exception as exc:  # noqa: BLE001 - reported per picture by the writer
                 errors = _failed_rows(batch, keep, exc)
             else:
-                for n, row in zip(keep, rows, strict=True):
-                    probs[n] = [float(x) for x in row]
-        return {**_passed(batch), "probs": probs, "error": errors}
+                for n, (vector, meta) in zip(keep, rows, strict=True):
+                    vectors[n], metadata[n] = vector, meta
+        return {**_passed(batch), "vector": vectors, "meta": metadata, "error": errors}
 
-
-def _passed(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: batch[k] for k in ("i", "size", "preview")}
-
-
-class _StarterEmbedder:
-    """Actor: ConSE vectors and compact class lists from the classifier's probabilities."""
-
-    def __init__(self, recipe: Any, threads: int) -> None:
-        _set_threads(threads)
-        self.models: Any = _starter_models(_rebuild(recipe))
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _embed(self, images: list[Any]) -> list[tuple[list[float], dict[str, str]]]:
         import numpy as np
 
         from mm_rerank_components.ingest.records import CLASSES_KEY, CLASSES_PRODUCER_KEY
@@ -221,20 +216,16 @@ class _StarterEmbedder:
             image_producer,
         )
 
-        keep = [n for n, error in enumerate(batch["error"]) if not error]
-        vectors: list[list[float]] = [[] for _ in batch["i"]]
-        metadata: list[dict[str, str]] = [{} for _ in batch["i"]]
-        if keep:
-            probs = np.asarray([batch["probs"][n] for n in keep], dtype=np.float32)
-            embedded = self.models.conse(probs)
-            producer = image_producer(self.models)
-            for n, vector, row in zip(keep, embedded, probs, strict=True):
-                vectors[n] = [float(x) for x in vector]
-                metadata[n] = {
-                    CLASSES_KEY: compact_classes(row, DEFAULT_COMPACT_K),
-                    CLASSES_PRODUCER_KEY: producer,
-                }
-        return {**_passed(batch), "vector": vectors, "meta": metadata, "error": batch["error"]}
+        probs = np.asarray(self.models.image_probabilities(images), dtype=np.float32)
+        embedded = self.models.conse(probs)
+        producer = image_producer(self.models)
+        return [
+            (
+                [float(x) for x in vector],
+                {CLASSES_KEY: compact_classes(row, DEFAULT_COMPACT_K), CLASSES_PRODUCER_KEY: producer},
+            )
+            for vector, row in zip(embedded, probs, strict=True)
+        ]
 
 
 class _PictureEmbedder:
@@ -407,8 +398,7 @@ class RayEngine:
             fn_kwargs={"options": options, "preview_size": preview_size},
         )
         if self._starter[id(store)]:
-            ds = self._stage(ds, _Classifier, batch_size, image_recipe)
-            ds = self._stage(ds, _StarterEmbedder, batch_size, image_recipe)
+            ds = self._stage(ds, _StarterPictures, batch_size, image_recipe)
         else:
             ds = self._stage(ds, _PictureEmbedder, batch_size, image_recipe)
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
