@@ -60,7 +60,7 @@ def test_pdf_pages_become_passages_and_figures_keep_page_caption_and_number(tmp_
     assert figures == [
         (2, 1, "Figure 1", "Figure 1: A red fox in the snow."),
         (2, 2, "Figure 2", "Fig. 2. Owl counts per night."),
-        (3, 3, None, None),
+        (3, 3, None, "Appendix without captions"),  # no caption line: its nearby text
     ]
     red = scan.images[0]
     assert red.metadata["rel_path"] == "paper.pdf p. 2, figure 1"
@@ -200,3 +200,20 @@ def test_scanned_pdf_without_text_or_figures_is_named(tmp_path: Path) -> None:
     assert _reasons(scan, "blank.pdf") == [
         "no text and no figures found (a scanned document needs OCR first)"
     ]
+
+
+def test_caption_drawn_after_a_picture_wins_and_nearby_text_is_the_fallback() -> None:
+    from mm_rerank_components.ingest.documents.pdf import _around
+
+    events = [
+        ("t", "Setup of the trap\n"),
+        ("do", "/Im0"),
+        ("t", "Figure 7: The trap at dawn.\n"),
+        ("do", "/Im1"),
+        ("t", "Unrelated paragraph.\n"),
+    ]
+    assert _around(events, "/Im0") == ([("Figure 7", "Figure 7: The trap at dawn.")], "Setup of the trap")
+    assert _around(events, "/Im1") == ([], "Figure 7: The trap at dawn.")
+    assert _around([("do", "/Im0"), ("t", "Below it\n")], "/Im0") == ([], "Below it")
+    assert _around([("do", "/Im0"), ("do", "/Im1"), ("t", "Text\n")], "/Im0") == ([], "Text")
+    assert _around(events, "/Missing") == ([], None)

@@ -5,15 +5,17 @@ anywhere without a compiler or a bundled C library, decrypts the common "no pass
 permissions" files, and lets every picture's declared size be read from its dictionary before any pixel
 is decoded, so a decompression bomb is refused unopened. (PyMuPDF is AGPL and is not used.)
 
-Captions: the lines of a page's text that start with ``Figure N``/``Fig. N`` are the captions of that
-page's pictures, taken in order (the first caption for the first picture drawn); a picture with no caption
-line left keeps none and is cited by its page and number.
+Captions, in the order the page draws its text and pictures: a ``Figure N``/``Fig. N`` line drawn right
+after a picture (before the next one) is its caption; the page's other caption lines go to the remaining
+pictures in order; a picture with none left takes its nearby text, the line drawn just before it (else
+just after it), as caption, without a ``figure_label``.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from mm_rerank_components.ingest.documents.base import (
@@ -28,6 +30,7 @@ from mm_rerank_components.ingest.documents.base import (
 
 logger = logging.getLogger(__name__)
 _MAX_FORM_DEPTH = 3
+_MAX_NEARBY = 200
 
 
 def pypdf_module() -> Any:
@@ -101,11 +104,11 @@ def read_pdf(data: bytes, options: DocumentOptions) -> Extracted:
     seen: set[Any] = set()
     counts = {"small": 0, "repeat": 0}
     for number, page in enumerate(reader.pages, start=1):
-        text = _page_text(page, number, out)
-        if not out.add_text(text, number, options):
+        read = _page_text(page, number, out)
+        if not out.add_text(read.text, number, options):
             break
         images = _page_images(page, number, seen, counts, out, options)
-        _attach(images, captions_in(text), number, out, options)
+        _attach(images, read, number, out, options)
     if counts["small"]:
         out.skipped.append(
             (
@@ -129,12 +132,51 @@ def _title(reader: Any) -> str | None:
     return str(title).strip() or None if title else None
 
 
-def _page_text(page: Any, number: int, out: Extracted) -> str:
+@dataclass
+class _PageText:
+    """A page's text, and the order in which its text and pictures are drawn (``("t", text)`` and
+    ``("do", name)`` events), which places each picture among the lines around it."""
+
+    text: str = ""
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _page_text(page: Any, number: int, out: Extracted) -> _PageText:
+    read = _PageText()
+
+    def on_text(text: Any, *_: Any) -> None:
+        if isinstance(text, str) and text.strip():
+            read.events.append(("t", text))
+
+    def on_operator(operator: Any, operands: Any, *_: Any) -> None:
+        if operator == b"Do" and operands:
+            read.events.append(("do", str(operands[0])))
+
     try:
-        return str(page.extract_text() or "")
+        read.text = str(page.extract_text(visitor_text=on_text, visitor_operand_before=on_operator) or "")
     except Exception as exc:  # noqa: BLE001 - one broken content stream loses one page's text
         out.failed.append((f"p. {number}", f"cannot extract text ({type(exc).__name__}: {exc})"))
-        return ""
+    return read
+
+
+def _around(events: list[tuple[str, str]], name: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The captions drawn after picture ``name`` (before the next picture), and the nearest line of text
+    before it (else after it): its nearby text."""
+    index = next((i for i, (kind, value) in enumerate(events) if kind == "do" and value == name), None)
+    if index is None:
+        return [], None
+    after: list[str] = []
+    for kind, value in events[index + 1 :]:
+        if kind == "do":
+            break
+        after.append(value)
+    before = [v for k, v in events[:index] if k == "t"]
+    lines = [line.strip() for line in "".join(before).splitlines() if line.strip()]
+    if not lines:  # drawn before any text: the first line drawn after it, past other pictures too
+        rest = "".join(v for k, v in events[index + 1 :] if k == "t")
+        lines = [line.strip() for line in rest.splitlines() if line.strip()][:1]
+    nearby = lines[-1][:_MAX_NEARBY] if lines else None
+    return captions_in("".join(after)), nearby
 
 
 def _page_images(
@@ -160,7 +202,7 @@ def _page_images(
                     seen.add(key)
                     image = _decode(obj, f"p. {number} picture {name}", counts, out, options)
                     if image is not None:
-                        found.append(image)
+                        found.append((str(name), image))
     except Exception as exc:  # noqa: BLE001 - broken resources lose this page's pictures only
         out.failed.append((f"p. {number}", f"cannot read its pictures ({type(exc).__name__}: {exc})"))
     return found
@@ -205,9 +247,23 @@ def _decode(obj: Any, where: str, counts: dict[str, int], out: Extracted, option
 
 
 def _attach(
-    images: list[Any], captions: list[tuple[str, str]], page: int, out: Extracted, options: DocumentOptions
+    images: list[tuple[str, Any]], read: _PageText, page: int, out: Extracted, options: DocumentOptions
 ) -> None:
-    for i, image in enumerate(images):
+    """Caption each picture: a ``Figure N`` line drawn right after it; else the page's unused caption
+    lines in order; else its nearby text (the line drawn before it)."""
+    around = {name: _around(read.events, name) for name, _ in images}
+    used: set[str] = set()
+    chosen: dict[str, tuple[str | None, str | None]] = {}
+    for name, _ in images:
+        after = around[name][0]
+        if after:
+            chosen[name] = after[0]
+            used.add(after[0][1])
+    spare = [c for c in captions_in(read.text) if c[1] not in used]
+    for name, _ in images:
+        if name not in chosen:
+            chosen[name] = spare.pop(0) if spare else (None, around[name][1])
+    for name, image in images:
         if len(out.figures) >= options.max_figures:
             out.failed.append(
                 (
@@ -217,7 +273,7 @@ def _attach(
                 )
             )
             return
-        label, caption = captions[i] if i < len(captions) else (None, None)
+        label, caption = chosen[name]
         path = save_figure(image, options)
         out.figures.append(
             Figure(path=path, number=len(out.figures) + 1, page=page, caption=caption, label=label)
