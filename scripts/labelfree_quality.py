@@ -88,7 +88,7 @@ def configurations(pair_fields: tuple[str, ...]) -> dict[str, AdaptOptions]:
     }
 
 
-def _corpus(task: Any, embedder: Any, cache: Path) -> VectorCorpus:
+def _corpus(task: Any, embedder: Any, cache: Path, side: int | None) -> VectorCorpus:
     from mm_rerank_components.eval.embeddings import cached_embeddings
 
     docs = list(task.docs.values())
@@ -100,7 +100,21 @@ def _corpus(task: Any, embedder: Any, cache: Path) -> VectorCorpus:
             vecs = cached_embeddings(embedder, kind, inputs, cache)
             vectors.update(zip([d.id for d in members], vecs, strict=True))
     titles = {d.id: Path(str(d.image)).stem for d in docs if d.image is not None}
+    docs = [_decoded(d, side) for d in docs]
     return VectorCorpus(docs, vectors, lambda qs: embedder.embed_texts(list(qs)), titles=titles)
+
+
+def _decoded(doc: Any, side: int | None) -> Any:
+    """A picture decoded once and shrunk to twice the scorer's side (a stored preview's role), so the
+    core does not decode the file again for every pool it is in; passages as they are."""
+    if doc.image is None or not side:
+        return doc
+    from PIL import Image
+
+    with Image.open(str(doc.image)) as img:
+        small = img.convert("RGB")
+    small.thumbnail((2 * side, 2 * side))
+    return replace(doc, image=small)
 
 
 def _pairs(qid: str, pool: Sequence[Any], scores: Sequence[float], rel: dict[str, int]) -> list[tuple]:
@@ -112,11 +126,10 @@ def _pairs(qid: str, pool: Sequence[Any], scores: Sequence[float], rel: dict[str
 
 def run_task(name: str, scorer: Any, embedder: Any, cache: Path, configs: dict[str, AdaptOptions]) -> dict:
     """One task: fit each configuration on the corpus, then rank and calibrate the test queries."""
-    from mm_rerank_components.defaults import load_default_model
     from mm_rerank_components.eval.sources import load_builtin_task
 
     task = load_builtin_task(name)
-    corpus = _corpus(task, embedder, cache)
+    corpus = _corpus(task, embedder, cache, getattr(scorer, "image_side", None))
     models, train_s, reports = {}, {}, {}
     for label, options in configs.items():
         start = time.perf_counter()
@@ -124,8 +137,21 @@ def run_task(name: str, scorer: Any, embedder: Any, cache: Path, configs: dict[s
         train_s[label] = round(time.perf_counter() - start, 1)
         models[label] = result.model
         reports[label] = {k: result.report[k] for k in ("pseudo_queries", "counts", "calibration")}
+    made = {q.text.lower() for q in pseudo_queries(corpus.records(), next(iter(configs.values())).label_free)}
+    out: dict[str, Any] = {"task": name, "train_s": train_s, "report": reports}
+    for split in ("dev", "test"):
+        out[split] = _judge(task, corpus, scorer, models, task.query_ids(split), configs)
+        out[split]["queries_equal_to_a_pseudo_query"] = sum(
+            1 for q in task.query_ids(split) if " ".join(task.queries[q].lower().split()) in made
+        )
+    return out
+
+
+def _judge(task: Any, corpus: Any, scorer: Any, models: dict, qids: list[str], configs: dict) -> dict:
+    """Every row's R@10/nDCG@10 per query, and the calibrated rows' (query, modality, p, label) pairs."""
+    from mm_rerank_components.defaults import load_default_model
+
     default, base = load_default_model(), MultimodalReranker(scorer, SigmoidCalibrator())
-    qids = task.query_ids("test")
     k = next(iter(configs.values())).k_text
     pools = corpus.retrieve_many([task.queries[q] for q in qids], k, k)
     rows = (*FUSIONS, "default", *models)
@@ -141,17 +167,7 @@ def run_task(name: str, scorer: Any, embedder: Any, cache: Path, configs: dict[s
             per[p].append(_metrics(_order(ids, [float(v) for v in scores[p]]), rel))
         for p in pairs:
             pairs[p] += _pairs(qid, pool, scores[p], rel)
-    made = {q.text.lower() for q in pseudo_queries(corpus.records(), next(iter(configs.values())).label_free)}
-    leaked = sum(1 for q in qids if " ".join(task.queries[q].lower().split()) in made)
-    return {
-        "task": name,
-        "queries": len(qids),
-        "test_queries_equal_to_a_pseudo_query": leaked,
-        "train_s": train_s,
-        "per_query": per,
-        "pairs": pairs,
-        "report": reports,
-    }
+    return {"task": task.name, "queries": len(qids), "per_query": per, "pairs": pairs}
 
 
 def _compare(chosen: list[dict], configs: Sequence[str]) -> dict[str, Any]:
@@ -188,6 +204,7 @@ def _calibration(chosen: list[dict], row: str) -> dict[str, Any]:
             "pairs": big.get("pairs"),
             "relevant": big.get("relevant"),
             "in_band": bool(1 + big["lo"] <= 1.25 and 1 + big["hi"] >= 0.75),
+            "chance_if_calibrated": big.get("chance_if_calibrated"),
         }
     from mm_rerank_components.calibration import expected_calibration_error
 
@@ -195,9 +212,10 @@ def _calibration(chosen: list[dict], row: str) -> dict[str, Any]:
     return out
 
 
-def summarise(results: list[dict[str, Any]], configs: Sequence[str]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], configs: Sequence[str], split: str) -> dict[str, Any]:
     """Per task and pooled: ranking comparisons, and calibration of the default and each configuration."""
     out: dict[str, Any] = {}
+    results = [r[split] for r in runs]
     for label, chosen in [(r["task"], [r]) for r in results] + [("pooled", results)]:
         entry = _compare(chosen, configs)
         entry["calibration"] = {row: _calibration(chosen, row) for row in ("default", *configs)}
@@ -207,7 +225,7 @@ def summarise(results: list[dict[str, Any]], configs: Sequence[str]) -> dict[str
 
 def _print(summary: dict[str, Any], configs: Sequence[str]) -> None:
     for label, entry in summary.items():
-        print(f"\n{label} ({entry['queries']} test queries)")
+        print(f"\n{label} ({entry['queries']} queries)")
         for metric in ("recall@10", "ndcg@10"):
             t = entry[metric]
             rows = (*FUSIONS, "default", *configs)
@@ -229,6 +247,56 @@ def _print(summary: dict[str, Any], configs: Sequence[str]) -> None:
                 )
 
 
+def _ci(v: dict[str, Any]) -> str:
+    return f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+
+
+def markdown(summary: dict[str, Any], row: str) -> str:
+    """The figures tables of one configuration (R@10, nDCG@10 and calibration per task x modality)."""
+    lines = []
+    for metric in ("recall@10", "ndcg@10"):
+        lines += [
+            f"| {metric} | queries | raw | RRF | min-max | z-score | default | label-free | "
+            "vs best fusion | vs default |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, entry in summary.items():
+            t = entry[metric]
+            best = max(FUSIONS, key=lambda f: t[f])
+            values = " | ".join(f"{t[p]:.3f}" for p in (*FUSIONS, "default", row))
+            vs = f"{_ci(t[f'{row} vs {best}'])} ({best})"
+            lines.append(
+                f"| {label} | {entry['queries']} | {values} | {vs} | {_ci(t[f'{row} vs default'])} |"
+            )
+        lines.append("")
+    lines += [
+        "| calibration | modality | default: pred/obs [95% CI] (pairs >= 0.1, relevant), ECE | "
+        "label-free: pred/obs [95% CI] (pairs, relevant), ECE |",
+        "|---|---|---|---|",
+    ]
+    for label, entry in summary.items():
+        for kind in ("text", "image"):
+            cells = []
+            for r in ("default", row):
+                v = entry["calibration"][r].get(kind)
+                if v is None:
+                    cells.append("-")
+                    continue
+                mark = "" if v["in_band"] else " **out**"
+                if v.get("chance_if_calibrated") is not None:
+                    mark += f" (P = {v['chance_if_calibrated']:.2f} if calibrated)"
+                cells.append(
+                    f"{v['ratio']:.2f} [{v['ratio_lo']:.2f}, {v['ratio_hi']:.2f}] "
+                    f"({v['pairs']}, {v['relevant']}){mark}, ECE {v['ece']:.3f}"
+                )
+            lines.append(f"| {label} | {kind} | {cells[0]} | {cells[1]} |")
+    all_ece = {r: entry["calibration"][r]["all"]["ece"] for r in ("default", row)}
+    lines.append(
+        f"\npooled ECE over every pair: default {all_ece['default']:.3f}, label-free {all_ece[row]:.3f}"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     from mm_rerank_components.eval.sources import TASK_NAMES
 
@@ -237,6 +305,7 @@ def main() -> None:
     parser.add_argument("--config", nargs="+", default=["lf"], help="configurations to compare")
     parser.add_argument("--max-queries", type=int, default=None, help="override max_queries")
     parser.add_argument("--from-raw", nargs="+", type=Path, help="summarise saved *.raw.json, run nothing")
+    parser.add_argument("--markdown", type=Path, help="write the first configuration's tables here")
     parser.add_argument("--out", type=Path, default=Path("reports/labelfree_quality.json"))
     args = parser.parse_args()
     import torch
@@ -261,16 +330,26 @@ def main() -> None:
         raw_out = args.out.with_suffix(f".{t}.raw.json")
         raw_out.parent.mkdir(parents=True, exist_ok=True)
         raw_out.write_text(json.dumps(results[-1], default=str))
-    summary = summarise(results, list(configs))
+    summary = {split: summarise(results, list(configs), split) for split in ("dev", "test")}
     for r in results:
         made = r["report"][args.config[0]]["pseudo_queries"]
-        leak = r["test_queries_equal_to_a_pseudo_query"]
-        print(f"{r['task']}: trained in {r['train_s']} s; {leak} of {r['queries']} test queries equal a")
-        print(f"  pseudo-query; {made}")
-    _print(summary, list(configs))
+        leak = r["test"]["queries_equal_to_a_pseudo_query"]
+        print(f"{r['task']}: trained in {r['train_s']} s; {leak} of {r['test']['queries']} test queries")
+        print(f"  equal a pseudo-query; {made}")
+    for split in ("dev", "test"):
+        print(f"\n===== {split} queries =====")
+        _print(summary[split], list(configs))
     print(f"load {os.getloadavg()[0]:.2f}")
+    if args.markdown:
+        text = "".join(
+            f"\n#### {split} queries, configuration {cfg}\n\n{markdown(summary[split], cfg)}"
+            for split in ("test", "dev")
+            for cfg in args.config[:1]
+        )
+        args.markdown.write_text(text, encoding="utf-8")
+        print(f"wrote {args.markdown}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    slim = [{k: v for k, v in r.items() if k not in ("per_query", "pairs")} for r in results]
+    slim = [{k: v for k, v in r.items() if k not in ("dev", "test")} for r in results]
     args.out.write_text(json.dumps({"summary": summary, "runs": slim}, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
 
