@@ -217,3 +217,23 @@ def test_caption_drawn_after_a_picture_wins_and_nearby_text_is_the_fallback() ->
     assert _around([("do", "/Im0"), ("t", "Below it\n")], "/Im0") == ([], "Below it")
     assert _around([("do", "/Im0"), ("do", "/Im1"), ("t", "Text\n")], "/Im0") == ([], "Text")
     assert _around(events, "/Missing") == ([], None)
+
+
+def test_pypdf_repair_warnings_are_silenced_unless_asked_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    broken = make_pdf(PAPER[:1]).replace(b"/Type /Catalog", b"/Type /Catalog /Type /Catalog")
+    with caplog.at_level(logging.WARNING):
+        out = read_document("dup.pdf", broken, _options(tmp_path))
+    assert out.passages and not [r for r in caplog.records if r.name.startswith("pypdf")]
+    assert logging.getLogger("pypdf").level == logging.NOTSET
+    caplog.clear()
+    logging.getLogger("pypdf").setLevel(logging.WARNING)  # a user who wants them gets them
+    try:
+        with caplog.at_level(logging.WARNING):
+            read_document("dup.pdf", broken, _options(tmp_path))
+        assert [r for r in caplog.records if r.name.startswith("pypdf")]
+    finally:
+        logging.getLogger("pypdf").setLevel(logging.NOTSET)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,26 @@ def read_pdf(data: bytes, options: DocumentOptions) -> Extracted:
         >>> out.passages[0].page, out.figures[0].label
         (1, 'Figure 1')
     """
+    with _quiet_pypdf():
+        return _read(data, options)
+
+
+@contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """Silence pypdf's warnings about problems it repairs (hundreds per file in real manuals: "Multiple
+    definitions in dictionary ...") while reading, unless the ``pypdf`` logger was given a level."""
+    log = logging.getLogger("pypdf")
+    if log.level != logging.NOTSET:
+        yield
+        return
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(logging.NOTSET)
+
+
+def _read(data: bytes, options: DocumentOptions) -> Extracted:
     reader = open_pdf(data, options)
     out = Extracted(title=_title(reader))
     seen: set[Any] = set()
