@@ -97,7 +97,16 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "give a question, --image PATH, or both" in capsys.readouterr().err
     assert cli.main(["query", "x", "--image", "nope.png", "--db", str(tmp_path), *FAST]) == 2
     assert "image not found: 'nope.png'" in capsys.readouterr().err
-    assert cli.main(["query", "x", "--db", str(tmp_path / "db"), *FAST, "--scorer", "fake"]) == 1
+    assert cli.main(["query", "x", "--db", str(tmp_path / "db"), *FAST, "--scorer", "fake"]) == 2
+    assert "is not a folder: ingest into it first" in capsys.readouterr().err  # and nothing was created
+    assert not (tmp_path / "db").exists()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fox.txt").write_text("Red fox\n\nA red fox.\n")
+    other = ["--text-collection", "other_text", "--image-collection", "other_images"]
+    assert cli.main(["ingest", str(data), "--db", str(tmp_path / "db2"), *FAST, *other, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["query", "x", "--db", str(tmp_path / "db2"), *FAST, "--scorer", "fake"]) == 1
     assert "collection 'mm_text' does not exist" in capsys.readouterr().err
     assert cli.main(["ingest", str(tmp_path / "missing"), "--db", str(tmp_path / "db"), *FAST]) == 1
     assert "folder not found" in capsys.readouterr().err
@@ -169,6 +178,7 @@ def test_eval_dispatches_the_rest_of_argv(monkeypatch: pytest.MonkeyPatch) -> No
     import mm_rerank_components.cli.eval as cli_eval
 
     seen: list[list[str]] = []
+
     def fake_main(argv: list[str]) -> int:
         seen.append(list(argv))
         return 0
