@@ -135,8 +135,10 @@ def assert_extractive_with_evidence(stdout: str, expect: str) -> None:
     assert "[1]" in stdout.split("Evidence, reranked")[0], "the answer cites evidence"
     lines = evidence_lines(stdout.split("Evidence, reranked")[-1])
     assert 1 <= len(lines) <= 4
-    assert any(modality in lines[0] for modality in ("(text,", "(image,", "(text+image,"))
-    assert "score " in lines[0]
+    assert any(
+        kind in lines[0] for kind in ("(passage,", "(picture,", "(picture with caption,", "(relevance")
+    )
+    assert "relevance " in lines[0]
     assert expect in lines[0], f"expected {expect!r} at rank 1:\n{stdout}"
 
 
@@ -326,7 +328,7 @@ def test_llamaindex_chatbot_with_llm(
     (request,) = FakeLLM.requests
     prompt = request["messages"][-1]["content"]
     assert "Question: What does the koala eat?" in prompt
-    assert "[1] Koala (text, score" in prompt
+    assert "[1] Koala (passage, relevance " in prompt and "content_id" not in prompt
     assert request["model"] == "fake-llm"
 
 
