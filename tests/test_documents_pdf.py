@@ -237,3 +237,20 @@ def test_pypdf_repair_warnings_are_silenced_unless_asked_for(
         assert [r for r in caplog.records if r.name.startswith("pypdf")]
     finally:
         logging.getLogger("pypdf").setLevel(logging.NOTSET)
+
+
+def test_missing_pypdf_fails_each_pdf_with_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "paper.pdf").write_bytes(make_pdf(PAPER))
+    (root / "notes.txt").write_text("Notes stay.")
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if the documents extra were not installed
+    scan = scan_folder(root, documents=_options(tmp_path))
+    assert _reasons(scan, "paper.pdf") == [
+        "reading PDF files needs pypdf: pip install 'mm-rerank-components[documents]'"
+    ]
+    assert [t.text for t in scan.texts] == ["Notes stay."]
