@@ -77,11 +77,6 @@ def test_langchain_documents_round_trip_through_the_retriever(tmp_path: Path) ->
     assert (again.added, again.updated, again.unchanged) == (0, 0, 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integrations/_common.candidate_metadata (FACES) writes the collection name over metadata['source'], "
-    "the key LangChain loaders use for the file; reported in issue 25's hand-back",
-)
 def test_langchain_source_metadata_survives_the_round_trip(tmp_path: Path) -> None:
     pytest.importorskip("langchain_core")
     from langchain_core.documents import Document
@@ -92,12 +87,32 @@ def test_langchain_source_metadata_survives_the_round_trip(tmp_path: Path) -> No
     retriever.add_documents([Document("Foxes dig dens.", metadata={"source": "paper.pdf"})])
     (back,) = ChromaLangChainRetriever(retriever=retriever).invoke("fox")
     assert back.metadata["source"] == "paper.pdf"
+    # the route is still there for the way back: Candidate.source is the collection, metadata the loader's
+    from mm_rerank_components.integrations.langchain import from_document
+
+    candidate = from_document(back)
+    assert candidate.source == "mm_text" and candidate.metadata["source"] == "paper.pdf"
+    assert "mm_rerank_source" not in candidate.metadata
+
+
+@pytest.mark.parametrize("route", ["mm_text", None])
+def test_a_candidates_own_source_and_its_route_both_round_trip(route: str | None) -> None:
+    pytest.importorskip("langchain_core")
+    from mm_rerank_components import Candidate
+    from mm_rerank_components.integrations.langchain import from_document, to_document
+
+    candidate = Candidate(
+        "t1", text="Foxes dig dens.", source=route, metadata={"source": "paper.pdf", "page": 2}
+    )
+    document = to_document(candidate)
+    assert document.metadata["source"] == "paper.pdf" and document.metadata["mm_rerank_source"] == route
+    assert from_document(document) == candidate
 
 
 @pytest.mark.slow  # importing LlamaIndex takes seconds
 def test_llama_index_nodes_round_trip_through_the_retriever(tmp_path: Path) -> None:
     pytest.importorskip("llama_index.core")
-    from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
+    from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, TextNode
 
     from mm_rerank_components.integrations.llama_index_retriever import ChromaLlamaIndexRetriever
 
@@ -106,7 +121,10 @@ def test_llama_index_nodes_round_trip_through_the_retriever(tmp_path: Path) -> N
         TextNode(
             id_="n1", text="Foxes live in dens.", metadata={"file_name": "paper.pdf", "page_label": "4"}
         ),
-        NodeWithScore(node=TextNode(id_="n2", text="Owls hunt at night.", metadata={"k": 1}), score=0.3),
+        NodeWithScore(
+            node=TextNode(id_="n2", text="Owls hunt at night.", metadata={"k": 1, "source": "owls.txt"}),
+            score=0.3,
+        ),
         ImageNode(
             id_="img-owl", image_path=str(owl), text="An owl on a branch", metadata={"file_name": "owl.png"}
         ),
@@ -120,7 +138,8 @@ def test_llama_index_nodes_round_trip_through_the_retriever(tmp_path: Path) -> N
     assert by_id["n1"].get_content() == "Foxes live in dens." and _kept(
         nodes[0].metadata, by_id["n1"].metadata
     )
-    assert _kept({"k": 1}, by_id["n2"].metadata)
+    assert _kept({"k": 1, "source": "owls.txt"}, by_id["n2"].metadata)
+    assert "mm_rerank_source" not in by_id["n2"].get_content(metadata_mode=MetadataMode.LLM)
     owl_node = by_id["img-owl"]
     assert type(owl_node).__name__ == "ImageNode" and owl_node.get_content() == "An owl on a branch"
     assert _kept({"file_name": "owl.png"}, owl_node.metadata)

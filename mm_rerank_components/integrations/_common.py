@@ -44,6 +44,9 @@ CAPTION_KEYS: tuple[str, ...] = ("caption", "title", "alt_text")
 SCORE_KEYS: tuple[str, ...] = ("retrieval_score", "score")
 #: The candidate fields a translator writes into metadata.
 CANDIDATE_KEYS: tuple[str, ...] = ("modality", "source", "retrieval_score")
+#: Where ``Candidate.source`` (the route) goes when the candidate's own metadata already has a ``source``
+#: of another value (the file path LangChain loaders set): the caller's ``source`` is kept, never overwritten.
+ROUTE_SOURCE_KEY = "mm_rerank_source"
 #: The keys a translator added to a candidate's own metadata (comma-separated), so the way back removes
 #: exactly those and ``from_document(to_document(c)) == c``.
 ADDED_KEYS_KEY = "mm_rerank_added"
@@ -59,6 +62,7 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     "rel_path",
     "kind",
     "source",
+    ROUTE_SOURCE_KEY,
     "source_collection",
     "route",
     "routes",
@@ -106,17 +110,20 @@ def is_local_path(ref: str) -> bool:
 def candidate_metadata(candidate: Candidate, *, what: str = "a Document") -> dict[str, Any]:
     """The candidate's metadata plus its ``modality``, ``source``, ``retrieval_score`` and picture keys.
 
+    ``source`` is the candidate's route unless the metadata has its own ``source`` (a loader's file path):
+    that one is kept and the route goes to ``mm_rerank_source`` (see :func:`candidate_source`).
+
     A data URI or base64 picture goes to ``image``; any other reference to ``image_uri``, and a local file
     also to ``image_path`` (existing values are kept, and ``image`` is set instead when they name another
     picture). The keys added are listed in ``mm_rerank_added``.
     """
     own = dict(candidate.metadata)
-    metadata: dict[str, Any] = {
-        **own,
-        "modality": candidate.modality,
-        "source": candidate.source,
-        "retrieval_score": candidate.retrieval_score,
-    }
+    metadata: dict[str, Any] = {**own, "modality": candidate.modality}
+    if "source" in own and own["source"] != candidate.source:
+        metadata[ROUTE_SOURCE_KEY] = candidate.source
+    else:
+        metadata["source"] = candidate.source
+    metadata["retrieval_score"] = candidate.retrieval_score
     if candidate.precomputed:
         metadata[PRECOMPUTED_KEY] = precomputed_to_data(candidate.precomputed)
     image = image_reference(candidate, what)
@@ -132,6 +139,20 @@ def candidate_metadata(candidate: Candidate, *, what: str = "a Document") -> dic
                 metadata[IMAGE_KEY] = image  # the keys read first name another picture
     metadata[ADDED_KEYS_KEY] = ",".join(key for key in metadata if key not in own)
     return metadata
+
+
+def candidate_source(metadata: Mapping[str, Any]) -> str | None:
+    """The ``Candidate.source`` (route) a translator wrote: ``mm_rerank_source`` when set, else ``source``.
+
+    Example:
+        >>> c = Candidate("t1", text="Foxes dig dens.", source="mm_text", metadata={"source": "paper.pdf"})
+        >>> meta = candidate_metadata(c)
+        >>> meta["source"], candidate_source(meta), strip_added(meta)
+        ('paper.pdf', 'mm_text', {'source': 'paper.pdf'})
+    """
+    if ROUTE_SOURCE_KEY in metadata:
+        return string_or_none(metadata[ROUTE_SOURCE_KEY])
+    return string_or_none(metadata.get("source"))
 
 
 def strip_added(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from mm_rerank_components.integrations._common import (  # noqa: E402
     PRECOMPUTED_KEY,
     SCORE_KEYS,
     candidate_metadata,
+    candidate_source,
     first_present,
     float_or_none,
     looks_like_base64_image,
@@ -123,7 +124,7 @@ def from_document(
         text=text,
         image=image,
         metadata=strip_added(metadata),
-        source=string_or_none(metadata.get("source")),
+        source=candidate_source(metadata),
         retrieval_score=float_or_none(first_present(metadata, SCORE_KEYS)),
         precomputed={} if signals is None else precomputed_from_data(signals, where),
     )

@@ -38,6 +38,7 @@ from mm_rerank_components.integrations._common import (  # noqa: E402
     PRECOMPUTED_KEY,
     RESULT_KEYS,
     candidate_metadata,
+    candidate_source,
     first_present,
     float_or_none,
     image_reference,
@@ -152,7 +153,7 @@ def from_node(
         text=node.get_content(metadata_mode=MetadataMode.NONE) or None,
         image=image,
         metadata=strip_added(metadata),
-        source=string_or_none(metadata.get("source")),
+        source=candidate_source(metadata),
         retrieval_score=float_or_none(scored.score),
         precomputed={} if signals is None else precomputed_from_data(signals, where),
     )
