@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mm_rerank_components.starter._deps import require
+from mm_rerank_components.starter._onnx import Backend, OnnxEncoder, check_backend, quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,8 @@ EMBEDDING_DIM = 384
 #: characters a token, so 16 keeps every token the model reads while a 1 MB passage costs what a 4 KB one
 #: does (the tokenizer would otherwise split the whole text only for truncation to drop all but 256 tokens).
 CHARS_PER_TOKEN = 16
+#: the environment variable that picks :class:`MiniLMTextEncoder`'s default ``backend``
+TEXT_BACKEND_ENV = "MM_RERANK_TEXT_BACKEND"
 
 
 def default_model_dir() -> Path:
@@ -67,6 +72,11 @@ class MiniLMTextEncoder:
         batch_size: texts per forward pass.
         max_length: token limit; default: ``max_seq_length`` from the folder's sentence-transformers
             config (256 for all-MiniLM-L6-v2), else the tokenizer's limit.
+        backend: how the model runs on the CPU (:mod:`mm_rerank_components.scorers.onnx`): ``"torch"``
+            (fp32, the reference), ``"torch-int8"``, ``"onnx"`` or ``"onnx-int8"``; default: the
+            ``MM_RERANK_TEXT_BACKEND`` environment variable, else ``"torch"`` (so the whole starter stack,
+            which builds this encoder itself, can be switched without code). Embeddings move slightly
+            with int8; ``benchmarks/cross_encoder_vs_st.py --starter`` measures the agreement.
 
     Example:
         >>> enc = MiniLMTextEncoder()  # doctest: +SKIP
@@ -80,6 +90,7 @@ class MiniLMTextEncoder:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         max_length: int | None = None,
+        backend: Backend | None = None,
     ) -> None:
         transformers = require("transformers")
         if batch_size < 1:
@@ -92,6 +103,22 @@ class MiniLMTextEncoder:
         )
         self.model = transformers.AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
         self.model.to(self.device).eval()
+        chosen = backend if backend is not None else os.environ.get(TEXT_BACKEND_ENV) or "torch"
+        try:
+            self.backend: Backend = check_backend(chosen, self.device)
+        except ValueError as exc:
+            source = "backend" if backend is not None else TEXT_BACKEND_ENV
+            raise ValueError(f"{source}: {exc}") from None
+        self.onnx: OnnxEncoder | None = None
+        if self.backend == "torch-int8":
+            self.model = quantize_int8(self.model)
+        elif self.backend != "torch":
+            self.onnx = OnnxEncoder(
+                self.model,
+                self.tokenizer.model_input_names,
+                "last_hidden_state",
+                int8=self.backend == "onnx-int8",
+            )
         tokenizer_limit = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         positions = int(getattr(self.model.config, "max_position_embeddings", 512))
         limit = max_length or _read_max_seq_length(self.model_dir, min(tokenizer_limit, positions))
@@ -139,9 +166,15 @@ class MiniLMTextEncoder:
                     max_length=self.max_length,
                     return_tensors="pt",
                 ).to(self.device)
-                hidden = self.model(**batch).last_hidden_state
+                hidden = self._hidden(batch)
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[idx] = pooled.float().cpu().numpy()
         return out
+
+    def _hidden(self, batch: Any) -> torch.Tensor:
+        """The last hidden state of a tokenised batch, from torch or ONNX Runtime."""
+        if self.onnx is not None:
+            return torch.from_numpy(self.onnx(batch))
+        return self.model(**batch).last_hidden_state
