@@ -9,6 +9,7 @@ Contenders, each a server on 127.0.0.1 (stopped by PID), all up during the whole
 
 * ``batched``: ``mm-rerank --threads T serve --scorer cross-encoder:PATH`` (micro-batching on: queued
   requests are merged into shared, length-sorted forward passes by ``CrossEncoderScorer.score_many``);
+* ``batched-onnx``: the same with ``backend="onnx"`` (ONNX Runtime, fp32: the same scores to ~1e-6);
 * ``unbatched``: the same with ``--no-micro-batching``;
 * ``infinity``: ``infinity_emb v2 --engine torch --dtype float32`` on the same folder, from its own venv
   (``--infinity /tmp/infvenv/bin/infinity_emb``; skipped with a message when it is not installed):
@@ -105,6 +106,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         env["TOKENIZERS_PARALLELISM"] = "false"
+        env.update(INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")  # no telemetry
         fd, self.log = tempfile.mkstemp(prefix=f"serve-{name}-", suffix=".log")
         with os.fdopen(fd, "wb") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -138,11 +140,16 @@ def start_servers(args: argparse.Namespace, folder: Path) -> dict[str, Server]:
     ours = [sys.executable, "-m", "mm_rerank_components.cli", "--threads", str(args.threads), "serve"]
     spec = ["--scorer", f"cross-encoder:{folder}", "--scorer-kwargs", '{"activation": "sigmoid"}']
     spec += ["--batch-size", str(args.batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    # a loaded machine makes long passes: no deadline should cut a pass the others are allowed to finish
+    spec += ["--timeout", str(args.timeout), "--pass-timeout", str(args.timeout)]
+    onnx = ["--scorer-kwargs", '{"activation": "sigmoid", "backend": "onnx"}']
     servers: dict[str, Server] = {}
     for name in args.contenders:
         port = free_port()
         if name == "batched":
             command = [*ours, "--port", str(port), *spec]
+        elif name == "batched-onnx":
+            command = [*ours, "--port", str(port), *spec, *onnx]
         elif name == "unbatched":
             command = [*ours, "--port", str(port), *spec, "--no-micro-batching"]
         elif name == "stand-in":
@@ -162,7 +169,9 @@ def start_servers(args: argparse.Namespace, folder: Path) -> dict[str, Server]:
             command += ["--engine", "torch", "--device", "cpu", "--dtype", "float32", "--no-model-warmup"]
             command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         else:
-            raise SystemExit(f"unknown contender {name!r}: use batched, unbatched, infinity, stand-in")
+            raise SystemExit(
+                f"unknown contender {name!r}: use batched, batched-onnx, unbatched, infinity, stand-in"
+            )
         route = "/rerank" if name == "infinity" else "/v1/rerank"
         servers[name] = Server(name, command, port, args.threads, route)
     for server in servers.values():
@@ -240,6 +249,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="our --batch-size (candidates per pass)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="our --max-wait-ms")
     parser.add_argument("--infinity", default="/tmp/infvenv/bin/infinity_emb")
+    parser.add_argument("--timeout", type=float, default=600.0, help="our request and pass deadlines (s)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
     args = parser.parse_args()
     if args.repeats < 1 or args.seconds <= 0 or args.passages < 1:
@@ -314,11 +324,10 @@ def summarize(rows: list[dict[str, Any]], names: list[str], levels: list[int]) -
                 }
                 out[f"{name}@{level}"]["errors"] = sum(r["errors"] + r["lost_documents"] for r in mine)
     for level in levels:
-        base = out.get(f"batched@{level}")
-        for other in ("unbatched", "infinity"):
-            peer = out.get(f"{other}@{level}")
+        for ours, other in (("batched", "unbatched"), ("batched", "infinity"), ("batched-onnx", "infinity")):
+            base, peer = out.get(f"{ours}@{level}"), out.get(f"{other}@{level}")
             if base and peer and peer["throughput_rps"] > 0:
-                out[f"batched_over_{other}@{level}"] = {
+                out[f"{ours}_over_{other}@{level}"] = {
                     "throughput": round(base["throughput_rps"] / peer["throughput_rps"], 3),
                     "p99": round(base["p99_ms"] / peer["p99_ms"], 3),
                 }
@@ -336,7 +345,7 @@ def print_table(summary: dict[str, Any], names: list[str], levels: list[int], di
                     f"{label:<11} {level:>7} {row['throughput_rps']:>8.2f} {row['p50_ms']:>9.1f} {row['p99_ms']:>9.1f}"
                 )
     for key, value in summary.items():
-        if key.startswith("batched_over_"):
+        if "_over_" in key:
             print(f"{key}: throughput {value['throughput']:.2f}x, p99 {value['p99']:.2f}x")
     print("max |score difference| vs batched: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
 
