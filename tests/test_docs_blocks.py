@@ -39,8 +39,6 @@ PENDING: dict[str, str] = {
     "docs/calibration.md": "signature fragments (`calibrate(raw_scores: ...) -> ...`) in python blocks, "
     "undefined names (SCIENCE)",
     "docs/evaluation.md": "full evaluations (minutes) and my_labels.jsonl not in the sample (SCIENCE)",
-    "docs/langchain.md": "the quickstart's database and an undefined `llm` (FACES)",
-    "docs/llamaindex.md": "the quickstart's database and an undefined `llm` (FACES)",
     "docs/scale.md": "Ray cluster commands (minutes) and an undefined `retriever` (LATENCY)",
     "docs/scorers.md": "model folders (`path/to/...`) not in the sample (SPEED)",
     "docs/serving.md": "servers started in shell blocks; clients of a running server (FACES)",
