@@ -42,7 +42,6 @@ PENDING: dict[str, str] = {
     "docs/scale.md": "Ray cluster commands (minutes) and an undefined `retriever` (LATENCY)",
     "docs/scorers.md": "model folders (`path/to/...`) not in the sample (SPEED)",
     "docs/serving.md": "servers started in shell blocks; clients of a running server (FACES)",
-    "docs/starter_models.md": "photos/fox.jpg and an undefined `pil_image` (SPEED)",
 }
 
 
