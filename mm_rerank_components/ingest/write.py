@@ -4,6 +4,9 @@ One stale-record rule holds for every write: a record is skipped when its id is 
 content id; otherwise it is written, and afterwards any other record stored for the same source ``path``
 is deleted (counted as ``updated``), unless the new version failed, so a bad edit never loses the old one.
 Records without a path (passages given directly without ``metadata["path"]``) are identified by id alone.
+A document's figures carry the document's path as their ``path`` metadata (their PNG is the URI and
+``image_path``), so a changed PDF/HTML/DOCX replaces its figures too, and a document read again that no
+longer yields any passage (or figure) loses its old ones (issue 25).
 """
 
 from __future__ import annotations
@@ -132,11 +135,29 @@ def write_scan(
         logger.warning("not ingested: %s", failure)
     store.create_collections()
     writer = _Writer(store, batch_size, report, progress, on_error, engine)
-    writer.write_texts(scan.texts)
+    documents = _documents_read(scan)
+    writer.write_texts(scan.texts, documents)
     # pictures are read again to decode them, with the limit the scan used
     options = dataclasses.replace(store.image_options, max_bytes=scan.max_bytes)
-    writer.write_images(scan.images, preview_size, options)
+    writer.write_images(scan.images, preview_size, options, documents)
     return report
+
+
+def _documents_read(scan: FolderScan) -> list[str]:
+    """The documents (PDF, HTML, DOCX) this scan read: their records are versions of the document."""
+    found: dict[str, None] = {}
+    records: list[TextRecord | ImageRecord] = [*scan.texts, *scan.images]
+    for record in records:
+        path = record.metadata.get("path")
+        if isinstance(path, str) and record.metadata.get("document_path") == path:
+            found[path] = None
+    return list(found)
+
+
+def _source(record: TextRecord | ImageRecord) -> str | None:
+    """What a record is a version of (the stale-record rule's key): its ``path`` metadata, else its file."""
+    path = record.metadata.get("path")
+    return path if isinstance(path, str) else record.path
 
 
 class Engine(Protocol):
@@ -356,6 +377,8 @@ class _Plan:
     replaced: set[str] = field(default_factory=set)
     stale: dict[str, set[str]] = field(default_factory=dict)
     failed_paths: set[str] = field(default_factory=set)
+    #: the source of each record file that is not its own source (a figure's document)
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 class _Writer:
@@ -391,14 +414,20 @@ class _Writer:
         self.report.failed.append(IngestFailure(path, reason))
         logger.warning("not ingested: %s: %s", path, reason)
 
-    def _switched_off(self, kind: Kind, records: Sequence[TextRecord | ImageRecord]) -> bool:
-        if not records or self.store.collection_name(kind) is not None:
-            return not records
+    def _switched_off(
+        self, kind: Kind, records: Sequence[TextRecord | ImageRecord], documents: Sequence[str] = ()
+    ) -> bool:
+        if not records:  # nothing to write, but documents read again may have left some records stale
+            return not documents or self.store.collection_name(kind) is None
+        if self.store.collection_name(kind) is not None:
+            return False
         for path in dict.fromkeys(r.path or r.id for r in records):
             self._fail(path, f"the {kind} collection is switched off")
         return True
 
-    def _plan(self, kind: Kind, records: Sequence[TextRecord | ImageRecord]) -> _Plan:
+    def _plan(
+        self, kind: Kind, records: Sequence[TextRecord | ImageRecord], documents: Sequence[str] = ()
+    ) -> _Plan:
         stored = self.store.existing_ids(kind, [r.id for r in records])
         chosen = [r.id for r in records if r.id in stored and r.id != r.metadata["content_id"]]
         versions = self.store.content_ids(kind, chosen) if chosen else {}
@@ -407,31 +436,36 @@ class _Writer:
         ]
         self.report.unchanged += len(records) - len(todo)
         self._tick(len(records) - len(todo))
-        wanted: dict[str, set[str]] = {}
+        wanted: dict[str, set[str]] = {path: set() for path in documents}
+        sources: dict[str, str] = {}
         for r in records:
-            if r.path is not None:
-                wanted.setdefault(r.path, set()).add(r.id)
+            source = _source(r)
+            if source is not None:
+                wanted.setdefault(source, set()).add(r.id)
+                if r.path is not None and r.path != source:
+                    sources[r.path] = source
         stale = self.store.ids_for_paths(kind, wanted) if wanted else {}
         replaced = {r.id for r in todo if r.id in stored}
-        return _Plan(todo, replaced, {p: ids for p, ids in stale.items() if ids})
+        return _Plan(todo, replaced, {p: ids for p, ids in stale.items() if ids}, sources=sources)
 
     def _count(self, plan: _Plan, written: Sequence[TextRecord | ImageRecord]) -> None:
         for r in written:
-            if r.id in plan.replaced or (r.path is not None and r.path in plan.stale):
+            if r.id in plan.replaced or _source(r) in plan.stale:
                 self.report.updated += 1
             else:
                 self.report.added += 1
 
     def _drop_stale(self, kind: Kind, plan: _Plan) -> None:
-        ids = [i for path, ids in plan.stale.items() if path not in plan.failed_paths for i in ids]
+        failed = plan.failed_paths | {plan.sources[p] for p in plan.failed_paths if p in plan.sources}
+        ids = [i for path, ids in plan.stale.items() if path not in failed for i in ids]
         if ids:
             self.store.delete(kind, ids)
             logger.info("replaced %d outdated %s records", len(ids), kind)
 
-    def write_texts(self, records: Sequence[TextRecord]) -> None:
-        if self._switched_off("text", records):
+    def write_texts(self, records: Sequence[TextRecord], documents: Sequence[str] = ()) -> None:
+        if self._switched_off("text", records, documents):
             return
-        plan = self._plan("text", records)
+        plan = self._plan("text", records, documents)
         for batch, vectors in self.engine.text_vectors(self.store, plan.todo, self.batch_size):
             if isinstance(vectors, Exception):  # an embedding function may raise anything; name the files
                 exc = vectors
@@ -459,10 +493,11 @@ class _Writer:
         records: Sequence[ImageRecord],
         preview_size: int | None,
         options: ImageOptions | None = None,
+        documents: Sequence[str] = (),
     ) -> None:
-        if self._switched_off("image", records):
+        if self._switched_off("image", records, documents):
             return
-        plan = self._plan("image", records)
+        plan = self._plan("image", records, documents)
         options = options or self.store.image_options
         for batch in self.engine.pictures(self.store, plan.todo, self.batch_size, options, preview_size):
             decoded: list[DecodedPicture] = []

@@ -5,6 +5,10 @@ with pages) and, for figures, ``figure`` (its number in the document), ``figure_
 when a caption names it) and ``caption``. Its ``title`` and ``rel_path`` cite it the way a reader would:
 ``"paper.pdf p. 4"`` for a passage, ``"paper.pdf p. 4, figure 2"`` for a figure, so the CLI's result rows
 and the answers' sources show where the evidence is.
+
+A figure's picture file is its URI and ``image_path``; an extracted figure's ``path`` is its document's,
+like its passages', so the writer replaces a changed document's figures (a folder picture an HTML page
+shows keeps its own ``path``: re-ingest replaces it by that file's stale-record rule).
 """
 
 from __future__ import annotations
@@ -81,5 +85,8 @@ def figure_records(
         cid = record_id("image", data, figure.path, f"{figure.number}:{figure.caption or ''}", own)
         where = citation(rel_path, figure.page, figure)
         metadata = image_metadata(own, cid=cid, path=figure.path, rel_path=where, caption=figure.caption)
+        metadata["image_path"] = figure.path
+        if not figure.local:  # an extracted figure is a version of its document (the stale-record rule)
+            metadata["path"] = str(path)
         records.append(ImageRecord(id=cid, path=figure.path, caption=figure.caption, metadata=metadata))
     return records
