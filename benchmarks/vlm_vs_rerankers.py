@@ -1,6 +1,6 @@
 """Batched VLMYesNoScorer vs AnswerDotAI rerankers' MonoVLMRanker on base64 images (CPU, tiny model).
 
-Both rank the same ``--n`` photo-like pictures (random pixels, PNG, given as base64 strings) for one
+Both rank the same ``--n`` photo-like pictures (640x480 JPEG by default, given as base64 strings) for one
 query with the same tiny random Qwen2-VL folder and the MonoQwen prompt ("... answer True or False"):
 
 * ``ours``: ``MultimodalReranker(VLMYesNoScorer(folder, prompt="monoqwen"))`` on ``Candidate(image=b64)``
@@ -13,7 +13,8 @@ here, so MonoVLMRanker is given a small processor stand-in with the processor's 
 input builder; its model loading, prompt and scoring loop are its own. Both sides therefore share the
 pixel preprocessing code: the comparison measures the scoring loop and batching, not the processors.
 
-    OMP_NUM_THREADS=1 python benchmarks/vlm_vs_rerankers.py [--n 50] [--rounds 3] [--size 448]
+    OMP_NUM_THREADS=1 python benchmarks/vlm_vs_rerankers.py [--n 50] [--rounds 3] [--width 640 --height 480]
+        [--format JPEG|PNG]
 
 Needs the ``bench`` extra (``rerankers``). Random weights: only time and score agreement are measured.
 """
@@ -63,13 +64,19 @@ class ProcessorStandIn:
         return BatchFeature(self.inputs.encode(texts, pictures))
 
 
-def pictures(n: int, size: int, seed: int = 0) -> list[str]:
+def pictures(n: int, width: int, height: int, fmt: str, seed: int = 0) -> list[str]:
+    """``n`` photo-like pictures (smooth colour gradients with mild noise, as base64 ``fmt``: JPEG at
+    quality 90 or PNG)."""
     rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     out = []
     for _ in range(n):
-        pixels = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+        a, b, c = rng.uniform(0.002, 0.02, size=3), rng.uniform(0, 6.3, size=3), rng.uniform(60, 200, size=3)
+        planes = [c[k] + 50 * np.sin(a[k] * xs + b[k]) * np.cos(a[(k + 1) % 3] * ys) for k in range(3)]
+        pixels = np.stack(planes, axis=-1) + rng.normal(0, 6, size=(height, width, 3))
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         out.append(base64.b64encode(buffer.getvalue()).decode())
     return out
 
@@ -78,7 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--format", default="JPEG", choices=["JPEG", "PNG"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "vlm_vs_rerankers.json"
@@ -101,7 +110,7 @@ def main() -> None:
     scorer = VLMYesNoScorer(folder, prompt="monoqwen", local_files_only=True, device="cpu", dtype="float32")
     ours = MultimodalReranker(scorer)
     query = "w1 w2 w3"
-    images = pictures(args.n, args.size)
+    images = pictures(args.n, args.width, args.height, args.format)
     candidates = [Candidate(f"p{i}", image=b64) for i, b64 in enumerate(images)]
 
     def run_ours() -> list[float]:
@@ -123,7 +132,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "n_images": args.n,
-        "size": args.size,
+        "size": [args.width, args.height],
+        "format": args.format,
         "rounds": args.rounds,
         "threads": args.threads,
         "median_s": med,
