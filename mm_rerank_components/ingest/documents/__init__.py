@@ -27,6 +27,7 @@ from mm_rerank_components.ingest.documents.base import (
     Passage,
     default_figures_dir,
 )
+from mm_rerank_components.ingest.documents.deadline import run_capped
 from mm_rerank_components.ingest.documents.records import citation, figure_records, text_records
 
 #: File extensions read as documents, and the extra each needs.
@@ -40,12 +41,22 @@ def read_document(
     root: str | os.PathLike[str] | None = None,
 ) -> Extracted:
     """Read one document's bytes with the reader of its extension (``root``: the folder an HTML page's
-    pictures must stay in, default the page's own folder).
+    pictures must stay in, default the page's own folder), within ``options.max_seconds``.
 
     Raises:
-        DocumentError: the whole file cannot be read (the message names the cause and the fix).
+        DocumentError: the whole file cannot be read, or reading it took longer than ``max_seconds``
+            (the message names the cause and the fix).
         ImportError: the format's library is missing (the message names the extra).
     """
+    return run_capped(lambda: _read(path, data, options, root), options.max_seconds, Path(path).name)
+
+
+def _read(
+    path: str | os.PathLike[str],
+    data: bytes,
+    options: DocumentOptions,
+    root: str | os.PathLike[str] | None,
+) -> Extracted:
     suffix = Path(path).suffix.lower()
     if suffix == ".pdf":
         from mm_rerank_components.ingest.documents.pdf import read_pdf

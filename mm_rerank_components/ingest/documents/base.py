@@ -55,6 +55,8 @@ class DocumentOptions:
             masks) and left out, counted in the report's ``skipped``.
         max_chars: text kept per document (characters); more fails the rest of the document, named.
         max_unzipped_bytes: largest total uncompressed size of a DOCX (a zip bomb fails before reading).
+        max_seconds: longest time reading one document may take (a hostile or pathological file is
+            stopped and fails alone, naming the file and the cap); ``None``: no cap.
         figures_dir: where extracted figures are written as PNG files named by their content (default:
             :func:`default_figures_dir`); picture records point to them.
         image_options: size limits for every figure (``max_pixels`` is checked from the declared size,
@@ -70,6 +72,7 @@ class DocumentOptions:
     min_figure_side: int = 32
     max_chars: int = 5_000_000
     max_unzipped_bytes: int = 200 * 1024 * 1024
+    max_seconds: float | None = 300.0
     figures_dir: str | os.PathLike[str] | None = None
     image_options: ImageOptions = DEFAULT_IMAGE_OPTIONS
 
@@ -78,6 +81,11 @@ class DocumentOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DocumentOptions.{name} must be an int >= 1, got {value!r}")
+        seconds = self.max_seconds
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 1e9
+        ):
+            raise ValueError(f"DocumentOptions.max_seconds must be a number > 0 or None, got {seconds!r}")
 
     def figures_path(self) -> Path:
         """The figures folder, created when missing."""
