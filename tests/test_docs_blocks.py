@@ -28,8 +28,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 import regen_doc_outputs as docs  # noqa: E402
 
 #: The most blocks that may be marked skip, over README.md and docs/*.md (raise it only with a reason):
-#: 12 set-up, server, example, adapt and evaluation blocks, and 7 benchmark commands (benchmarks*.md, security.md).
-MAX_SKIPPED = 19
+#: 12 set-up, server, example, adapt and evaluation blocks, and 7 benchmark commands (benchmarks*.md, security.md);
+#: +5 in serving.md: its foreground `serve` commands, Ray Serve (2), Docker and the load test (its other
+#: blocks run against a server a block starts in the background).
+MAX_SKIPPED = 24
 
 #: Pages whose blocks do not all run as written yet: page -> why (owner). Found by running every block
 #: (issue 23, 2026-12-07); each needs its blocks fixed (sample files, whole programs) or marked.
@@ -40,8 +42,9 @@ PENDING: dict[str, str] = {
     "undefined names (SCIENCE)",
     "docs/evaluation.md": "full evaluations (minutes) and my_labels.jsonl not in the sample (SCIENCE)",
     "docs/scale.md": "Ray cluster commands (minutes) and an undefined `retriever` (LATENCY)",
-    "docs/scorers.md": "model folders (`path/to/...`) not in the sample (SPEED)",
-    "docs/serving.md": "servers started in shell blocks; clients of a running server (FACES)",
+    "docs/scorers.md": "12 blocks load hub checkpoints (Qwen2-VL, jina-reranker-m0 with remote code, ColQwen2, "
+    "ColBERT, CLIP, ms-marco) and use undefined names (query, candidates, merged_model, text_calibrator, "
+    "examples); testing.py's tiny builders cover some families, not jina-m0 or ColQwen2 (SPEED)",
 }
 
 
