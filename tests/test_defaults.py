@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -197,4 +198,26 @@ def test_queries_with_a_picture_use_the_scorers_calibration_and_text_queries_the
     assert sorted(r.index for r in fused) == sorted(r.index for r in plain)
     assert {r.index: r.score for r in fused} != {r.index: r.score for r in plain}
     with pytest.raises(ValueError, match="top_n"):
-        reranker.rerank(picture, hits, top_n=True)  # type: ignore[arg-type]
+        reranker.rerank(picture, hits, top_n=True)
+
+
+def test_the_shipped_default_was_refitted_with_the_current_settings() -> None:
+    """The shipped file must be refitted (python scripts/fit_default.py) whenever FIT_OPTIONS change."""
+    from mm_rerank_components.defaults import FIT_OPTIONS
+
+    model = load_default_model()
+    training = model.training
+    assert (training["l2"], training["pointwise"], training["seed"]) == (
+        FIT_OPTIONS.l2,
+        FIT_OPTIONS.pointwise,
+        FIT_OPTIONS.seed,
+    )
+    assert model.modality_floor == FIT_OPTIONS.modality_floor
+    assert bool(model.spec.listwise) == FIT_OPTIONS.listwise and model.spec.bm25 == FIT_OPTIONS.bm25
+    expected = "leave-one-group-out" if FIT_OPTIONS.calibrate_by == "group" else "out-of-fold"
+    assert training["calibration"] == expected
+    # the route-free head scores candidates without retrieval signals (HTTP clients, user-built nodes)
+    assert (model.route_free is not None) == FIT_OPTIONS.route_free
+    if model.route_free is not None:
+        hits = [replace(c, source=None, retrieval_score=None) for c in _hits() if c.text is not None]
+        assert model.head_for(hits) is model.route_free
