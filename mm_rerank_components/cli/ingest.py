@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_chars=args.max_chars,
         follow_symlinks=args.follow_symlinks,
         max_bytes=args.max_bytes,
+        documents=_document_options(args),
     )
     retriever = retriever_from_args(args)
     total = len(scan.texts) + len(scan.images)
@@ -111,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _document_options(args: argparse.Namespace) -> Any:
+    """PDF/HTML/DOCX figures go next to an embedded database (DB/figures) unless $MM_RERANK_FIGURES is set
+    (issue 25; a Chroma server has no local folder: ~/.cache/mm-rerank/figures)."""
+    from mm_rerank_components.ingest.documents import DocumentOptions, default_figures_dir
+
+    remote = args.host is not None or args.server is not None
+    db = None if remote else (args.db if args.db is not None else Path("chroma_db"))
+    return DocumentOptions(figures_dir=default_figures_dir(db))
 
 
 def _ingest(args: argparse.Namespace, retriever: Any, options: dict[str, Any]) -> Any:

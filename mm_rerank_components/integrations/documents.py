@@ -39,7 +39,8 @@ def add_documents(
     """Write LangChain ``Document`` objects: passages, and pictures named under the faces' image keys
     (``image``, ``image_path``, ``image_uri``, ``image_url``, ``image_base64``, ``uri``); the
     ``page_content`` of a picture is its caption. Pictures that are not local files (data URIs, base64,
-    URLs when allowed) are written to ``figures_dir``.
+    URLs when allowed) are written to ``figures_dir`` (default: ``$MM_RERANK_FIGURES``, else ``DB/figures``
+    next to an embedded retriever's database, else ``~/.cache/mm-rerank/figures``).
     """
     return frameworks.add_documents(
         retriever, documents, image_keys=IMAGE_KEYS, figures_dir=figures_dir, batch_size=batch_size

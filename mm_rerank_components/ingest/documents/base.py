@@ -29,17 +29,20 @@ class DocumentError(ValueError):
     what to do."""
 
 
-def default_figures_dir() -> Path:
-    """Where figures extracted from documents are written: ``$MM_RERANK_FIGURES``, else
-    ``$XDG_CACHE_HOME/mm-rerank/figures`` (``~/.cache/mm-rerank/figures``).
+def default_figures_dir(db: str | os.PathLike[str] | None = None) -> Path:
+    """Where figures extracted from documents are written: ``$MM_RERANK_FIGURES``, else ``DB/figures``
+    next to an embedded database ``db`` (what ``mm-rerank ingest --db DB`` and ``add_documents`` on an
+    embedded retriever use), else ``$XDG_CACHE_HOME/mm-rerank/figures`` (``~/.cache/mm-rerank/figures``).
 
     Example:
-        >>> default_figures_dir().name
+        >>> default_figures_dir("my_db").name
         'figures'
     """
     explicit = os.environ.get(FIGURES_ENV)
     if explicit:
         return Path(explicit).expanduser()
+    if db is not None:
+        return Path(db).expanduser() / "figures"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "mm-rerank" / "figures"
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mm_rerank_components.ingest.documents.base import DocumentOptions, save_figure
+from mm_rerank_components.ingest.documents.base import DocumentOptions, default_figures_dir, save_figure
 from mm_rerank_components.ingest.records import IngestFailure, IngestReport, bare_text_id, content_id
 from mm_rerank_components.ingest.store import HasStore, Store, as_store
 from mm_rerank_components.ingest.write import add_images, add_texts
@@ -90,6 +90,8 @@ def write_items(
     """Write passages and pictures through the one writer; one report for both (failures named)."""
     store = as_store(retriever)
     batch = _Batch()
+    if figures_dir is None:  # next to an embedded database (DB/figures), like mm-rerank ingest --db DB
+        figures_dir = str(default_figures_dir(getattr(retriever, "path", None)))
     options = DocumentOptions(figures_dir=figures_dir, image_options=store.image_options)
     for item in items:
         if item.image is None and not item.text.strip():
