@@ -247,6 +247,32 @@ def _print(summary: dict[str, Any], configs: Sequence[str]) -> None:
                 )
 
 
+def redo_default(raw: dict[str, Any], scorer: Any, embedder: Any, cache: Path) -> str:
+    """Judge the default row of a saved task again with the default file as it is now (the other rows
+    are kept): every task then meets the same default. Returns the default file's sha256."""
+    import hashlib
+
+    from mm_rerank_components.defaults import default_model_path, load_default_model
+    from mm_rerank_components.eval.sources import load_builtin_task
+
+    task = load_builtin_task(raw["task"])
+    corpus = _corpus(task, embedder, cache, getattr(scorer, "image_side", None))
+    default, base = load_default_model(), MultimodalReranker(scorer, SigmoidCalibrator())
+    for split in ("dev", "test"):
+        qids = task.query_ids(split)
+        pools = corpus.retrieve_many([task.queries[q] for q in qids], 16, 16)
+        per, pairs = [], []
+        for qid, pool in zip(qids, pools, strict=True):
+            raw_scores = [
+                r.raw_score for r in sorted(base.rerank(task.queries[qid], pool), key=lambda r: r.index)
+            ]
+            values = [float(v) for v in default.predict(task.queries[qid], pool, raw_scores)]
+            per.append(_metrics(_order([c.id for c in pool], values), task.qrels[qid]))
+            pairs += _pairs(qid, pool, values, task.qrels[qid])
+        raw[split]["per_query"]["default"], raw[split]["pairs"]["default"] = per, pairs
+    return hashlib.sha256(default_model_path().read_bytes()).hexdigest()[:12]
+
+
 def _ci(v: dict[str, Any]) -> str:
     return f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
 
@@ -305,6 +331,9 @@ def main() -> None:
     parser.add_argument("--config", nargs="+", default=["lf"], help="configurations to compare")
     parser.add_argument("--max-queries", type=int, default=None, help="override max_queries")
     parser.add_argument("--from-raw", nargs="+", type=Path, help="summarise saved *.raw.json, run nothing")
+    parser.add_argument(
+        "--redo-default", action="store_true", help="with --from-raw: judge the default again"
+    )
     parser.add_argument("--markdown", type=Path, help="write the first configuration's tables here")
     parser.add_argument("--out", type=Path, default=Path("reports/labelfree_quality.json"))
     args = parser.parse_args()
@@ -325,6 +354,11 @@ def main() -> None:
         }
     print(f"load {os.getloadavg()[0]:.2f}; {len(configs)} configuration(s): {configs}")
     results = [json.loads(p.read_text()) for p in args.from_raw or []]
+    if args.redo_default:
+        for path, raw in zip(args.from_raw or [], results, strict=True):
+            raw["default_sha256"] = redo_default(raw, scorer, embedder, cache)
+            path.write_text(json.dumps(raw, default=str))
+            print(f"{raw['task']}: default row judged again with default_fusion.json {raw['default_sha256']}")
     for t in [] if args.from_raw else args.tasks:
         results.append(run_task(t, scorer, embedder, cache, configs))
         raw_out = args.out.with_suffix(f".{t}.raw.json")
