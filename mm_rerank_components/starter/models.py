@@ -85,7 +85,6 @@ class _Backend:
             with self.lock:
                 if self._text is None:
                     require("torch")
-                    require("transformers")
                     from mm_rerank_components.starter.text import MiniLMTextEncoder
 
                     self._text = MiniLMTextEncoder(self.text_model_dir, device=self.device)

