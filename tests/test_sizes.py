@@ -23,8 +23,6 @@ ALLOWED: dict[str, str] = {
     "adapt/pipeline.py:adapt": "64 lines; LABELFREE splits it this session (issue 20 item 4)",
     "cli/adapt.py:register": "62 lines; LABELFREE splits it this session (issue 20 item 4)",
     "eval/runner.py:run_evaluation": "85 lines; SCIENCE splits it this session (issue 20 item 4)",
-    "eval/targets.py:row_checks": "63 lines; SCIENCE splits it this session (issue 20 item 4)",
-    "eval/targets.py:citl_interval": "76 lines; SCIENCE splits it this session (issue 20 item 4)",
     "eval/tasks.py:load_labelled_jsonl": "62 lines; SCIENCE splits it this session (issue 20 item 4)",
     "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY splits it this session (issue 20 item 4)",
     "scorers/cross_encoder.py:CrossEncoderScorer.__init__": "66 lines; SPEED splits it this session (issue 20 item 4)",

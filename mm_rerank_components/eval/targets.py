@@ -107,6 +107,15 @@ def best_route(pipes: Mapping[str, Any], qids: Sequence[str]) -> str:
     )
 
 
+def _versus(
+    pipes: Mapping[str, Any], row: str, reference: str, metric: str, goal: str, qids: Sequence[str]
+) -> dict[str, Any]:
+    """``row`` against ``reference`` on ``metric`` (paired bootstrap over ``qids``)."""
+    result = paired_bootstrap(_values(pipes, row, metric, qids), _values(pipes, reference, metric, qids))
+    detail = f"{result['a']:.3f} vs {result['b']:.3f}, {_fmt_ci(result)}"
+    return _check(f"{row} vs {reference}, {metric}", goal, result, detail)
+
+
 def row_checks(pipes: Mapping[str, Any], row: str, role: str, qids: Sequence[str]) -> list[dict[str, Any]]:
     """Checks of one row on the test queries ``qids``.
 
@@ -114,35 +123,12 @@ def row_checks(pipes: Mapping[str, Any], row: str, role: str, qids: Sequence[str
     (the same, and never significantly below the ``default`` row when there is one) or ``"default"``
     (never significantly below any fusion on R@10, and pictures in its top 10 in proportion).
     """
-    checks: list[dict[str, Any]] = []
     if role == "default":
-        for baseline in BASELINES:
-            result = paired_bootstrap(
-                _values(pipes, row, "recall@10", qids), _values(pipes, baseline, "recall@10", qids)
-            )
-            checks.append(
-                _check(
-                    f"{row} vs {baseline}, recall@10",
-                    "not below",
-                    result,
-                    f"{result['a']:.3f} vs {result['b']:.3f}, {_fmt_ci(result)}",
-                )
-            )
-        checks.append(_share_check(pipes, row, qids))
-        return checks
+        checks = [_versus(pipes, row, b, "recall@10", "not below", qids) for b in BASELINES]
+        return [*checks, _share_check(pipes, row, qids)]
+    checks = []
     if role == "label-free" and "default" in pipes:
-        for metric in METRICS:
-            result = paired_bootstrap(
-                _values(pipes, row, metric, qids), _values(pipes, "default", metric, qids)
-            )
-            checks.append(
-                _check(
-                    f"{row} vs default, {metric}",
-                    "not below",
-                    result,
-                    f"{result['a']:.3f} vs {result['b']:.3f}, {_fmt_ci(result)}",
-                )
-            )
+        checks += [_versus(pipes, row, "default", m, "not below", qids) for m in METRICS]
     route = best_route(pipes, qids)
     gain = ratio_bootstrap(
         _values(pipes, row, "recall@10", qids), _values(pipes, route, "recall@10", qids), target=TARGET_GAIN
@@ -156,19 +142,7 @@ def row_checks(pipes: Mapping[str, Any], row: str, role: str, qids: Sequence[str
             f"[95% CI {100 * gain['lo']:+.1f}%, {100 * gain['hi']:+.1f}%]",
         )
     )
-    for baseline in BASELINES:
-        for metric in METRICS:
-            result = paired_bootstrap(
-                _values(pipes, row, metric, qids), _values(pipes, baseline, metric, qids)
-            )
-            checks.append(
-                _check(
-                    f"{row} vs {baseline}, {metric}",
-                    "beats",
-                    result,
-                    f"{result['a']:.3f} vs {result['b']:.3f}, {_fmt_ci(result)}",
-                )
-            )
+    checks += [_versus(pipes, row, b, m, "beats", qids) for b in BASELINES for m in METRICS]
     return checks
 
 
@@ -260,18 +234,16 @@ def citl_interval(
     drawn queries. A resample in which no pair is predicted >= 0.1 measures nothing and is skipped
     (counted in ``skipped``). A resample whose confident pairs hold no relevant one has an unbounded
     gap: it stays in the distribution (counted in ``unbounded``), since dropping it would hide
-    over-confidence. Every resampled gap is clipped at :data:`CITL_GAP_CAP` (+1000%), so the interval
-    stays finite and JSON-safe; the cap is far outside the +-25% band, so no verdict changes. Without
-    ``queries`` each pair predicted >= 0.1 is a unit.
+    over-confidence. Every resampled gap is clipped at :data:`CITL_GAP_CAP` (+1000%, far outside the
+    band: finite and JSON-safe). Without ``queries`` each pair predicted >= 0.1 is a unit.
 
     When the confident pairs are all irrelevant (or all relevant), resampling them cannot move the
     observed rate, so the interval has no spread; ``chance_if_calibrated`` then gives the chance of
     that outcome if the predictions were calibrated (product of ``1 - p``, or of ``p``; ``None`` when
     the labels vary), which :func:`calibration_checks` uses so a handful of pairs is not "missed".
 
-    Returns ``{"relevant", "chance_if_calibrated", "queries", "units", "lo", "hi", "skipped",
-    "unbounded"}``; ``lo`` and ``hi`` are ``nan`` when fewer than two units have a pair predicted
-    >= 0.1 (no interval over units).
+    Returns ``{"relevant", "chance_if_calibrated", "queries", "units", "lo", "hi", "skipped", "unbounded"}``;
+    ``lo``/``hi`` are ``nan`` when fewer than two units have a pair predicted >= 0.1.
 
     Example:
         >>> out = citl_interval([0.5] * 40, [1, 0] * 20, [f"q{i // 2}" for i in range(40)])
@@ -303,8 +275,16 @@ def citl_interval(
         "skipped": 0,
         "unbounded": 0,
     }
-    if out["units"] < 2:
-        return out
+    if out["units"] >= 2:
+        out.update(_resampled_gaps(sum_p, sum_y, count, n_boot, seed, confidence))
+    return out
+
+
+def _resampled_gaps(
+    sum_p: np.ndarray, sum_y: np.ndarray, count: np.ndarray, n_boot: int, seed: int, confidence: float
+) -> dict[str, Any]:
+    """The interval of :func:`citl_interval` from per-unit sums of predictions, labels and pairs."""
+    n_units = sum_p.size
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_units, size=(n_boot, n_units))
     num, den, drawn = sum_p[idx].sum(axis=1), sum_y[idx].sum(axis=1), count[idx].sum(axis=1)
@@ -313,13 +293,12 @@ def citl_interval(
         gaps = np.where(den[keep] > 0, num[keep] / den[keep] - 1, np.inf)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(np.minimum(gaps, CITL_GAP_CAP), [alpha, 1 - alpha])
-    out.update(
-        lo=float(lo),
-        hi=float(hi),
-        skipped=int((~keep).sum()),
-        unbounded=int(np.isinf(gaps).sum()),
-    )
-    return out
+    return {
+        "lo": float(lo),
+        "hi": float(hi),
+        "skipped": int((~keep).sum()),
+        "unbounded": int(np.isinf(gaps).sum()),
+    }
 
 
 def _chance_of_uniform_labels(p: np.ndarray, y: np.ndarray) -> float | None:
