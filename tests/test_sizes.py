@@ -22,8 +22,6 @@ MAX_CLASS_LINES = 300
 ALLOWED: dict[str, str] = {
     "adapt/pipeline.py:adapt": "64 lines; LABELFREE splits it this session (issue 20 item 4)",
     "cli/adapt.py:register": "62 lines; LABELFREE splits it this session (issue 20 item 4)",
-    "eval/runner.py:run_evaluation": "85 lines; SCIENCE splits it this session (issue 20 item 4)",
-    "eval/tasks.py:load_labelled_jsonl": "62 lines; SCIENCE splits it this session (issue 20 item 4)",
     "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY splits it this session (issue 20 item 4)",
     "scorers/cross_encoder.py:CrossEncoderScorer.__init__": "66 lines; SPEED splits it this session (issue 20 item 4)",
     "scorers/late_interaction.py:LateInteractionScorer.__init__": "62 lines; SPEED splits it this session (issue 20 item 4)",

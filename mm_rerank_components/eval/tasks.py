@@ -206,12 +206,10 @@ def load_labelled_jsonl(path: str | os.PathLike[str], name: str | None = None) -
         {"type": "query", "id": "q1", "text": "where do foxes live", "relevant": ["d1", "img7"]}
         {"type": "query", "id": "q2", "text": "red fox", "relevant": {"img7": 2, "d1": 1}, "split": "test"}
 
-    ``relevant`` is a list of document ids or a ``{doc_id: grade}`` map (grade >= 1). ``split`` is
-    optional; without it the query's split is fixed by a seeded hash of its id (half held out).
+    ``relevant``: ids or a ``{doc_id: grade >= 1}`` map; without ``split`` a seeded hash holds half out.
 
-    The task's name comes from the data, never from the file name alone (two ``labels.jsonl`` in
-    different folders must not collide in one report): ``name=``, else the optional ``task`` line's
-    ``"name"``, else the file's stem plus the first 8 hex digits of the SHA-256 of its bytes.
+    The task's name: ``name=``, else the ``task`` line's ``"name"``, else the file's stem plus 8 hex
+    digits of its bytes' SHA-256 (two ``labels.jsonl`` in different folders never collide).
 
     Example:
         >>> task = load_labelled_jsonl("my_labels.jsonl")  # doctest: +SKIP
