@@ -16,17 +16,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mm_rerank_components"
 MAX_FUNCTION_LINES = 60
 MAX_CLASS_LINES = 300
 
-#: Offenders still waiting for their owners at the end of the session that added this test, each with the
-#: reason it is allowed for now: ``"path/inside/package.py:Qualified.name": "reason"``. An entry that is no
-#: longer an offender fails the test, so the list only shrinks.
+#: Offenders left by their owners at the deadline of the session that added this test (2026-12-07), each with
+#: the reason it is allowed for now: ``"path/inside/package.py:Qualified.name": "reason"``. Nothing new may
+#: join it without a reason; an entry that is no longer an offender fails the test, so the list only shrinks.
 ALLOWED: dict[str, str] = {
-    "adapt/pipeline.py:adapt": "64 lines; LABELFREE splits it this session (issue 20 item 4)",
-    "cli/adapt.py:register": "62 lines; LABELFREE splits it this session (issue 20 item 4)",
-    "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY splits it this session (issue 20 item 4)",
-    "scorers/cross_encoder.py:CrossEncoderScorer.__init__": "66 lines; SPEED splits it this session (issue 20 item 4)",
-    "scorers/late_interaction.py:LateInteractionScorer.__init__": "62 lines; SPEED splits it this session (issue 20 item 4)",
-    "scorers/starter.py:StarterScorer": "433 lines; SPEED splits it this session (issue 20 item 4)",
-    "scorers/starter.py:StarterScorer.__init__": "74 lines; SPEED splits it this session (issue 20 item 4)",
+    "adapt/pipeline.py:adapt": "64 lines; LABELFREE's; the labelled adapt() entry, not split by the 2026-12-07 session deadline",
+    "cli/adapt.py:register": "62 lines; LABELFREE's; one argparse table of adapt's flags, not split by the session deadline",
+    "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY's; grew with caption embeddings and add_documents/add_nodes this session, not split by its deadline",
+    "scorers/cross_encoder.py:CrossEncoderScorer.__init__": "66 lines; SPEED's; argument checks and backend choice (int8/ONNX) in one place, not split by the session deadline",
+    "scorers/late_interaction.py:LateInteractionScorer.__init__": "62 lines; SPEED's; argument checks and model loading, not split by the session deadline",
+    "scorers/starter.py:StarterScorer": "433 lines; SPEED's; the starter options dataclass (issue 20 item 4) is still open",
+    "scorers/starter.py:StarterScorer.__init__": "74 lines; SPEED's; 16 arguments until the starter options dataclass lands (issue 20 item 4)",
 }
 
 
