@@ -25,8 +25,6 @@ ALLOWED: dict[str, str] = {
     "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY's; grew with caption embeddings and add_documents/add_nodes this session, not split by its deadline",
     "scorers/cross_encoder.py:CrossEncoderScorer.__init__": "66 lines; SPEED's; argument checks and backend choice (int8/ONNX) in one place, not split by the session deadline",
     "scorers/late_interaction.py:LateInteractionScorer.__init__": "62 lines; SPEED's; argument checks and model loading, not split by the session deadline",
-    "scorers/starter.py:StarterScorer": "433 lines; SPEED's; the starter options dataclass (issue 20 item 4) is still open",
-    "scorers/starter.py:StarterScorer.__init__": "74 lines; SPEED's; 16 arguments until the starter options dataclass lands (issue 20 item 4)",
 }
 
 

@@ -37,6 +37,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -92,16 +93,16 @@ def split_windows(text: str, sentences_per_window: int = 3, max_windows: int = 1
     return [" ".join(sentences[i : i + sentences_per_window]) for i in starts]
 
 
-class StarterScorer(BaseScorer):
-    """Rerank text, image and text+image candidates with the offline starter models.
+_SCORE = {"score": True}  # field metadata: the setting changes a score (it is in the name and the spec)
 
-    Reuses the first stage's work (:attr:`reuses`): a passage's stored MiniLM embedding
-    (``precomputed["text_embedding"]``) and a picture's compact class probabilities
-    (``precomputed["image_classes"]``), each only when its producer is this scorer's own
-    (:func:`~mm_rerank_components.starter.precomputed.text_producer`,
-    :func:`~mm_rerank_components.starter.precomputed.image_producer`); otherwise it computes them. The
-    query is embedded (and its picture classified) once per request, however many modality groups the
-    reranker scores.
+
+@dataclass(frozen=True)
+class StarterOptions:
+    """Every setting of a :class:`StarterScorer`, checked once (issue 20 item 4).
+
+    ``StarterScorer(options)`` builds from it; ``StarterScorer(**overrides)`` and
+    ``StarterScorer(options, **overrides)`` take the same names as keyword arguments. The fields marked as
+    changing a score (see :meth:`scoring`) are what :meth:`StarterScorer.spec_options` records.
 
     Args:
         models: a ready :class:`~mm_rerank_components.starter.StarterModels` (its device, model files,
@@ -139,6 +140,102 @@ class StarterScorer(BaseScorer):
             keyed by the text: a corpus's passages come back query after query (0 turns it off).
 
     Example:
+        >>> StarterOptions(top_k=10).top_k
+        10
+    """
+
+    models: StarterModels | None = None
+    device: str = "cpu"
+    image_model: str | None = None
+    threads: int | None = None
+    n_views: int = field(default=1, metadata=_SCORE)
+    top_k: int = field(default=20, metadata=_SCORE)
+    class_k: int = field(default=DEFAULT_COMPACT_K, metadata=_SCORE)
+    prompt_styles: Sequence[PromptStyle] = field(default=DEFAULT_PROMPT_STYLES, metadata=_SCORE)
+    class_match_weight: float = field(default=0.5, metadata=_SCORE)
+    class_match_temperature: float = field(default=0.01, metadata=_SCORE)
+    caption_weight: float = field(default=0.5, metadata=_SCORE)
+    window_weight: float = field(default=0.5, metadata=_SCORE)
+    window_chars: int = field(default=DEFAULT_WINDOW_CHARS, metadata=_SCORE)
+    calibration_path: str | Path | None = None
+    image_cache_size: int = 2048
+    text_cache_size: int = 16384
+
+    def __post_init__(self) -> None:
+        _check_counts(self)
+        styles = tuple(self.prompt_styles)
+        if not styles or any(s not in PROMPT_STYLES for s in styles):
+            raise ValueError(f"prompt_styles must be a non-empty subset of {PROMPT_STYLES}, got {styles!r}")
+        _check_weights(self)
+        # normalised once, so the scorer, its name and its spec read the same values
+        object.__setattr__(self, "prompt_styles", styles)
+        for name in ("class_match_weight", "class_match_temperature", "caption_weight", "window_weight"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.calibration_path is not None:
+            object.__setattr__(self, "calibration_path", Path(self.calibration_path))
+
+    @classmethod
+    def build(cls, options: StarterOptions | None = None, **overrides: Any) -> StarterOptions:
+        """``options`` (default: all defaults) with ``overrides`` replaced; an unknown name is an error."""
+        if options is not None and not isinstance(options, StarterOptions):
+            raise TypeError(
+                f"options must be a StarterOptions, got {type(options).__name__}; "
+                "pass models= (or other settings) by keyword"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown StarterScorer option(s) {unknown}; use one of {sorted(known)}")
+        return replace(options, **overrides) if options is not None else cls(**overrides)
+
+    def scoring(self) -> dict[str, Any]:
+        """The JSON-able settings that change a score (``prompt_styles`` as a list), in field order."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("score")}
+        out["prompt_styles"] = list(out["prompt_styles"])
+        return out
+
+
+def _check_counts(o: StarterOptions) -> None:
+    if not isinstance(o.n_views, int) or not 1 <= o.n_views <= 7:
+        raise ValueError(f"n_views must be an int between 1 and 7, got {o.n_views!r}")
+    if not isinstance(o.top_k, int) or not 1 <= o.top_k <= 1000:
+        raise ValueError(f"top_k must be an int between 1 and 1000, got {o.top_k!r}")
+    if isinstance(o.class_k, bool) or not isinstance(o.class_k, int) or not o.top_k <= o.class_k <= 1000:
+        raise ValueError(f"class_k must be an int between top_k ({o.top_k}) and 1000, got {o.class_k!r}")
+    if isinstance(o.window_chars, bool) or not isinstance(o.window_chars, int) or o.window_chars < 1:
+        raise ValueError(f"window_chars must be a positive int, got {o.window_chars!r}")
+    for label, size in (("image_cache_size", o.image_cache_size), ("text_cache_size", o.text_cache_size)):
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"{label} must be an int >= 0, got {size!r}")
+
+
+def _check_weights(o: StarterOptions) -> None:
+    for label, weight in (("caption_weight", o.caption_weight), ("window_weight", o.window_weight)):
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"{label} must be between 0 and 1, got {weight!r}")
+    if o.class_match_weight < 0:
+        raise ValueError(f"class_match_weight must be >= 0, got {o.class_match_weight!r}")
+    if not o.class_match_temperature > 0:
+        raise ValueError(f"class_match_temperature must be > 0, got {o.class_match_temperature!r}")
+
+
+class StarterScorer(BaseScorer):
+    """Rerank text, image and text+image candidates with the offline starter models.
+
+    Reuses the first stage's work (:attr:`reuses`): a passage's stored MiniLM embedding
+    (``precomputed["text_embedding"]``) and a picture's compact class probabilities
+    (``precomputed["image_classes"]``), each only when its producer is this scorer's own
+    (:func:`~mm_rerank_components.starter.precomputed.text_producer`,
+    :func:`~mm_rerank_components.starter.precomputed.image_producer`); otherwise it computes them. The
+    query is embedded (and its picture classified) once per request, however many modality groups the
+    reranker scores.
+
+    Args:
+        options: a :class:`StarterOptions` (its fields are documented there); default: all defaults.
+        **overrides: any :class:`StarterOptions` field by name (``models=``, ``top_k=``, ...), replacing
+            the one in ``options``.
+
+    Example:
         >>> from mm_rerank_components.types import Candidate, Query
         >>> scorer = StarterScorer()
         >>> scorer.score(Query("a dog"), [Candidate("c", text="a puppy")])  # doctest: +SKIP
@@ -149,80 +246,43 @@ class StarterScorer(BaseScorer):
     modalities: frozenset[Modality] = ALL_MODALITIES
     reuses: frozenset[str] = frozenset({TEXT_EMBEDDING, IMAGE_CLASSES})
 
-    def __init__(
-        self,
-        models: StarterModels | None = None,
-        device: str = "cpu",
-        image_model: str | None = None,
-        threads: int | None = None,
-        n_views: int = 1,
-        top_k: int = 20,
-        class_k: int = DEFAULT_COMPACT_K,
-        prompt_styles: Sequence[PromptStyle] = DEFAULT_PROMPT_STYLES,
-        class_match_weight: float = 0.5,
-        class_match_temperature: float = 0.01,
-        caption_weight: float = 0.5,
-        window_weight: float = 0.5,
-        window_chars: int = DEFAULT_WINDOW_CHARS,
-        calibration_path: str | Path | None = None,
-        image_cache_size: int = 2048,
-        text_cache_size: int = 16384,
-    ) -> None:
-        if not isinstance(n_views, int) or not 1 <= n_views <= 7:
-            raise ValueError(f"n_views must be an int between 1 and 7, got {n_views!r}")
-        if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
-            raise ValueError(f"top_k must be an int between 1 and 1000, got {top_k!r}")
-        if isinstance(class_k, bool) or not isinstance(class_k, int) or not top_k <= class_k <= 1000:
-            raise ValueError(f"class_k must be an int between top_k ({top_k}) and 1000, got {class_k!r}")
-        styles = tuple(prompt_styles)
-        if not styles or any(s not in PROMPT_STYLES for s in styles):
-            raise ValueError(f"prompt_styles must be a non-empty subset of {PROMPT_STYLES}, got {styles!r}")
-        for label, weight in (("caption_weight", caption_weight), ("window_weight", window_weight)):
-            if not 0.0 <= weight <= 1.0:
-                raise ValueError(f"{label} must be between 0 and 1, got {weight!r}")
-        if class_match_weight < 0:
-            raise ValueError(f"class_match_weight must be >= 0, got {class_match_weight!r}")
-        if not class_match_temperature > 0:
-            raise ValueError(f"class_match_temperature must be > 0, got {class_match_temperature!r}")
-        if isinstance(window_chars, bool) or not isinstance(window_chars, int) or window_chars < 1:
-            raise ValueError(f"window_chars must be a positive int, got {window_chars!r}")
-        for label, size in (("image_cache_size", image_cache_size), ("text_cache_size", text_cache_size)):
-            if not isinstance(size, int) or size < 0:
-                raise ValueError(f"{label} must be an int >= 0, got {size!r}")
-        self.models = _models(models, device, image_model, threads)
-        self.class_match_weight = float(class_match_weight)
-        self.class_match_temperature = float(class_match_temperature)
-        self.n_views = n_views
-        self.top_k = top_k
-        self.class_k = class_k
-        self.prompt_styles = styles
-        self.caption_weight = float(caption_weight)
-        self.window_weight = float(window_weight)
-        self.window_chars = window_chars
-        self.calibration_path = Path(calibration_path) if calibration_path is not None else None
-        self.image_cache_size = image_cache_size
-        self.text_cache_size = text_cache_size
-        self._lock = threading.Lock()
-        self._class_matrix: np.ndarray | None = None
-        self._image_cache: _VectorLRU[bytes] = _VectorLRU(image_cache_size)
-        self._text_cache: _VectorLRU[str] = _VectorLRU(text_cache_size)
+    def __init__(self, options: StarterOptions | None = None, **overrides: Any) -> None:
+        opts = StarterOptions.build(options, **overrides)
+        self.options = opts
+        self._emb = _Embeddings(_models(opts.models, opts.device, opts.image_model, opts.threads), opts)
+        self.class_match_weight = opts.class_match_weight
+        self.class_match_temperature = opts.class_match_temperature
+        self.n_views = opts.n_views
+        self.top_k = opts.top_k
+        self.class_k = opts.class_k
+        self.prompt_styles: tuple[PromptStyle, ...] = tuple(opts.prompt_styles)
+        self.caption_weight = opts.caption_weight
+        self.window_weight = opts.window_weight
+        self.window_chars = opts.window_chars
+        self.calibration_path = Path(opts.calibration_path) if opts.calibration_path is not None else None
+        self.image_cache_size = opts.image_cache_size
+        self.text_cache_size = opts.text_cache_size
         self._queries = _QueryMemo(8)
-        self._text_chars: int | None = None
         #: fingerprints a precomputed entry must carry to be reused (see starter.precomputed)
         self.text_producer = text_producer(self.models)
-        self.image_producer = image_producer(self.models, n_views)
+        self.image_producer = image_producer(self.models, opts.n_views)
         # pictures are letterboxed to the model's input; zoomed views (n_views > 1) crop 70% of the side
         input_side = getattr(self.models, "image_size", None)  # a test double may not say
         self.image_side = (
-            input_side if n_views == 1 or not isinstance(input_side, int) else math.ceil(input_side / 0.7)
+            input_side
+            if opts.n_views == 1 or not isinstance(input_side, int)
+            else math.ceil(input_side / 0.7)
         )
-        # every setting that changes a score, and the model files: a shared cache never mixes two scorers
-        files = f"{_label(self.models, 'text_label')}+{_label(self.models, 'image_label')}"
-        self.name = (
-            f"starter:{files}:v{n_views}:k{top_k}/{class_k}:{'+'.join(styles)}:m{self.class_match_weight:g}"
-            f"@{self.class_match_temperature:g}:c{self.caption_weight:g}:w{self.window_weight:g}"
-            f"/{window_chars}"
-        )
+        self.name = _name(self.models, opts)
+
+    @property
+    def models(self) -> StarterModels:
+        """The starter models every embedding goes through (replaceable, e.g. by a counting wrapper)."""
+        return self._emb.models
+
+    @models.setter
+    def models(self, models: StarterModels) -> None:
+        self._emb.models = models
 
     def __repr__(self) -> str:
         return f"StarterScorer({self.name!r}, device={self.models.device!r})"
@@ -231,41 +291,13 @@ class StarterScorer(BaseScorer):
         """``"starter"`` with every setting that changes a score (a subclass has none)."""
         if type(self) is not StarterScorer:
             return None
-        return "starter", {
-            "image_model": self.models.image_model,
-            "n_views": self.n_views,
-            "top_k": self.top_k,
-            "class_k": self.class_k,
-            "prompt_styles": list(self.prompt_styles),
-            "class_match_weight": self.class_match_weight,
-            "class_match_temperature": self.class_match_temperature,
-            "caption_weight": self.caption_weight,
-            "window_weight": self.window_weight,
-            "window_chars": self.window_chars,
-        }
+        return "starter", {"image_model": self.models.image_model, **self.options.scoring()}
 
     # -- loading ------------------------------------------------------------------------------------------
     def load(self) -> None:
         """Load both models and embed the class prompts now (otherwise it happens on the first call)."""
-        self._classes()
+        self._emb.classes()
         _ = self.models.image_classifier
-
-    def _classes(self) -> np.ndarray:
-        if self._class_matrix is None:
-            with self._lock:
-                if self._class_matrix is None:
-                    stacked = sum(self.models.class_embeddings(s) for s in self.prompt_styles)
-                    matrix = np.asarray(stacked, dtype=np.float32)
-                    matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-                    matrix.setflags(write=False)
-                    self._class_matrix = matrix
-        return self._class_matrix
-
-    def _bound(self, text: str) -> str:
-        """The part of a passage the text model reads (so caches never hold a megabyte key)."""
-        if self._text_chars is None:
-            self._text_chars = int(self.models.max_text_chars)
-        return text[: self._text_chars]
 
     # -- embeddings ---------------------------------------------------------------------------------------
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
@@ -273,54 +305,11 @@ class StarterScorer(BaseScorer):
 
         Takes PIL images; returns unit-length float32 ``(len(images), 384)``.
         """
-        return self._image_features(images)[:, : self.models.dim]
+        return self._emb.image_features(images)[:, : self.models.dim]
 
     def _image_features(self, images: Sequence[Any]) -> np.ndarray:
-        """``[ConSE embedding (384) | sqrt of class probabilities (1000)]`` per image, cached by pixels."""
-        images = list(images)
-        return self._image_cache.get_or_compute(
-            [_pixel_key(im) for im in images],
-            lambda positions: self._image_features_uncached([images[i] for i in positions]),
-            width=self.models.dim + 1000,
-        )
-
-    def _image_features_uncached(self, images: list[Any]) -> np.ndarray:
-        probs = run_batched(
-            images,
-            lambda batch: list(self.models.image_probabilities(batch, n_views=self.n_views)),
-            costs=[1.0] * len(images),  # every picture is letterboxed to the same size
-            max_items=_batch_size(self.models, "image_batch_size"),
-        )
-        return self._features_from_probabilities(np.asarray(probs, dtype=np.float32))
-
-    def _features_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
-        """``[ConSE | sqrt of the top class_k probabilities, renormalised]``: the same whether computed or
-        reused, and a picture still matches itself fully (Bhattacharyya coefficient 1)."""
-        probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, None)
-        if self.class_k < probs.shape[1]:
-            drop = np.argpartition(-probs, self.class_k - 1, axis=1)[:, self.class_k :]
-            probs = probs.copy()
-            np.put_along_axis(probs, drop, 0.0, axis=1)
-        probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
-        emb = conse(probs, self._classes(), self.top_k)
-        return np.concatenate([emb, np.sqrt(np.clip(probs, 0.0, None))], axis=1).astype(np.float32)
-
-    def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Text embeddings of the bounded texts, cached by text: passages come back query after query."""
-        bounded = [self._bound(t) for t in texts]
-        return self._text_cache.get_or_compute(
-            bounded,
-            lambda positions: np.asarray(
-                run_batched(
-                    [bounded[i] for i in positions],
-                    lambda batch: list(self.models.embed_texts(batch)),
-                    costs=[len(bounded[i]) for i in positions],
-                    max_items=_batch_size(self.models, "text_batch_size"),
-                ),
-                dtype=np.float32,
-            ),
-            width=self.models.dim,
-        )
+        """``[ConSE (384) | sqrt of class probabilities (1000)]`` per image (scripts time it)."""
+        return self._emb.image_features(images)
 
     def _query_features(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
         """The query's unit-length embedding and the square root of its class distribution, computed once
@@ -330,13 +319,13 @@ class StarterScorer(BaseScorer):
     def _query_features_uncached(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
         embs, sqrt_dists = [], []
         if query.text is not None and query.text.strip():
-            q = self._embed_texts([query.text])[0]
-            logits = (self._classes() @ q) / self.class_match_temperature
+            q = self._emb.embed_texts([query.text])[0]
+            logits = (self._emb.classes() @ q) / self.class_match_temperature
             dist = np.exp(logits - logits.max())
             embs.append(q)
             sqrt_dists.append(np.sqrt(dist / dist.sum()))
         if query.image is not None:
-            feats = self._image_features([_as_pil(query.image)])[0]
+            feats = self._emb.image_features([_as_pil(query.image)])[0]
             embs.append(feats[: self.models.dim])
             sqrt_dists.append(feats[self.models.dim :])
         vec = np.mean(embs, axis=0)
@@ -390,7 +379,7 @@ class StarterScorer(BaseScorer):
             else:
                 full[i] = stored
         if missing:
-            full[missing] = self._embed_texts([texts[i] for i in missing])
+            full[missing] = self._emb.embed_texts([texts[i] for i in missing])
         full_scores = full @ q
         if self.window_weight == 0.0:
             return full_scores
@@ -398,7 +387,7 @@ class StarterScorer(BaseScorer):
         flat = [w for ws in windows for w in ws]
         if not flat:
             return full_scores
-        sims = self._embed_texts(flat) @ q
+        sims = self._emb.embed_texts(flat) @ q
         out = full_scores.copy()
         pos = 0
         for i, ws in enumerate(windows):
@@ -423,11 +412,11 @@ class StarterScorer(BaseScorer):
             else:
                 stored.append((i, probs))
         if stored:
-            feats[[i for i, _ in stored]] = self._features_from_probabilities(
+            feats[[i for i, _ in stored]] = self._emb.features_from_probabilities(
                 np.stack([p for _, p in stored])
             )
         if missing:
-            feats[missing] = self._image_features([_as_pil(candidates[i].image) for i in missing])
+            feats[missing] = self._emb.image_features([_as_pil(candidates[i].image) for i in missing])
         dim = self.models.dim
         return np.asarray(feats[:, :dim] @ q + self.class_match_weight * (feats[:, dim:] @ q_sqrt_dist))
 
@@ -487,11 +476,11 @@ class StarterScorer(BaseScorer):
                         texts.extend(split_windows(c.text[: self.window_chars]))
                 if c.image is not None and self._stored_probabilities(c) is None:
                     images.append(_as_pil(c.image))
-        unique_texts = list(dict.fromkeys(self._bound(t) for t in texts))
+        unique_texts = list(dict.fromkeys(self._emb.bound(t) for t in texts))
         if 1 < len(unique_texts) <= self.text_cache_size:
-            self._embed_texts(unique_texts)
+            self._emb.embed_texts(unique_texts)
         if 1 < len(images) <= self.image_cache_size:
-            self._image_features(images)
+            self._emb.image_features(images)
         return [list(self.score(query, candidates)) for query, candidates in calls]
 
     # -- calibration --------------------------------------------------------------------------------------
@@ -525,6 +514,86 @@ class StarterScorer(BaseScorer):
                 self.name,
             )
         return calibrator
+
+
+class _Embeddings:
+    """The scorer's embeddings of texts and pictures (class prompts, caches, batching), apart from scoring."""
+
+    def __init__(self, models: StarterModels, opts: StarterOptions) -> None:
+        self.models = models
+        self.n_views = opts.n_views
+        self.top_k = opts.top_k
+        self.class_k = opts.class_k
+        self.prompt_styles = tuple(opts.prompt_styles)
+        self._lock = threading.Lock()
+        self._class_matrix: np.ndarray | None = None
+        self._image_cache: _VectorLRU[bytes] = _VectorLRU(opts.image_cache_size)
+        self._text_cache: _VectorLRU[str] = _VectorLRU(opts.text_cache_size)
+        self._text_chars: int | None = None
+
+    def classes(self) -> np.ndarray:
+        if self._class_matrix is None:
+            with self._lock:
+                if self._class_matrix is None:
+                    stacked = sum(self.models.class_embeddings(s) for s in self.prompt_styles)
+                    matrix = np.asarray(stacked, dtype=np.float32)
+                    matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+                    matrix.setflags(write=False)
+                    self._class_matrix = matrix
+        return self._class_matrix
+
+    def bound(self, text: str) -> str:
+        """The part of a passage the text model reads (so caches never hold a megabyte key)."""
+        if self._text_chars is None:
+            self._text_chars = int(self.models.max_text_chars)
+        return text[: self._text_chars]
+
+    def image_features(self, images: Sequence[Any]) -> np.ndarray:
+        """``[ConSE embedding (384) | sqrt of class probabilities (1000)]`` per image, cached by pixels."""
+        images = list(images)
+        return self._image_cache.get_or_compute(
+            [_pixel_key(im) for im in images],
+            lambda positions: self._image_features_uncached([images[i] for i in positions]),
+            width=self.models.dim + 1000,
+        )
+
+    def _image_features_uncached(self, images: list[Any]) -> np.ndarray:
+        probs = run_batched(
+            images,
+            lambda batch: list(self.models.image_probabilities(batch, n_views=self.n_views)),
+            costs=[1.0] * len(images),  # every picture is letterboxed to the same size
+            max_items=_batch_size(self.models, "image_batch_size"),
+        )
+        return self.features_from_probabilities(np.asarray(probs, dtype=np.float32))
+
+    def features_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """``[ConSE | sqrt of the top class_k probabilities, renormalised]``: the same whether computed or
+        reused, and a picture still matches itself fully (Bhattacharyya coefficient 1)."""
+        probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, None)
+        if self.class_k < probs.shape[1]:
+            drop = np.argpartition(-probs, self.class_k - 1, axis=1)[:, self.class_k :]
+            probs = probs.copy()
+            np.put_along_axis(probs, drop, 0.0, axis=1)
+        probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
+        emb = conse(probs, self.classes(), self.top_k)
+        return np.concatenate([emb, np.sqrt(np.clip(probs, 0.0, None))], axis=1).astype(np.float32)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings of the bounded texts, cached by text: passages come back query after query."""
+        bounded = [self.bound(t) for t in texts]
+        return self._text_cache.get_or_compute(
+            bounded,
+            lambda positions: np.asarray(
+                run_batched(
+                    [bounded[i] for i in positions],
+                    lambda batch: list(self.models.embed_texts(batch)),
+                    costs=[len(bounded[i]) for i in positions],
+                    max_items=_batch_size(self.models, "text_batch_size"),
+                ),
+                dtype=np.float32,
+            ),
+            width=self.models.dim,
+        )
 
 
 K = TypeVar("K", bound=Hashable)
@@ -632,6 +701,16 @@ class _QueryMemo:
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
         return value
+
+
+def _name(models: Any, o: StarterOptions) -> str:
+    """Every setting that changes a score, and the model files: a shared cache never mixes two scorers."""
+    files = f"{_label(models, 'text_label')}+{_label(models, 'image_label')}"
+    return (
+        f"starter:{files}:v{o.n_views}:k{o.top_k}/{o.class_k}:{'+'.join(o.prompt_styles)}"
+        f":m{o.class_match_weight:g}@{o.class_match_temperature:g}:c{o.caption_weight:g}"
+        f":w{o.window_weight:g}/{o.window_chars}"
+    )
 
 
 def _label(models: Any, attr: str) -> str:
