@@ -23,8 +23,6 @@ ALLOWED: dict[str, str] = {
     "adapt/pipeline.py:adapt": "64 lines; LABELFREE's; the labelled adapt() entry, not split by the 2026-12-07 session deadline",
     "cli/adapt.py:register": "62 lines; LABELFREE's; one argparse table of adapt's flags, not split by the session deadline",
     "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY's; grew with caption embeddings and add_documents/add_nodes this session, not split by its deadline",
-    "scorers/cross_encoder.py:CrossEncoderScorer.__init__": "66 lines; SPEED's; argument checks and backend choice (int8/ONNX) in one place, not split by the session deadline",
-    "scorers/late_interaction.py:LateInteractionScorer.__init__": "62 lines; SPEED's; argument checks and model loading, not split by the session deadline",
 }
 
 

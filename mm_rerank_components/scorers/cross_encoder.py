@@ -120,21 +120,8 @@ class CrossEncoderScorer(BaseScorer):
         self.max_batch_tokens = default_token_budget(max_batch_tokens, self.device)
         self.tokenizer = loaded.companion("AutoTokenizer", tokenizer)
         self.backend = check_backend(backend, self.device)
-        self.onnx: OnnxEncoder | None = None
-        if self.backend == "torch-int8":
-            self.model = quantize_int8(self.model)
-        elif self.backend in ("onnx", "onnx-int8"):
-            names = ["input_ids", "attention_mask"]
-            if "token_type_ids" in self.tokenizer.model_input_names:
-                names.append("token_type_ids")
-            self.onnx = OnnxEncoder(self.model, names, "logits", int8=self.backend == "onnx-int8")
-        num_labels = int(getattr(self.model.config, "num_labels", 1))
-        if num_labels not in (1, 2):
-            raise ValueError(
-                f"a cross-encoder needs 1 output (relevance logit) or 2 (not relevant / relevant); "
-                f"{loaded.ident} has {num_labels}"
-            )
-        self.num_labels = num_labels
+        self.onnx = self._use_backend()
+        self.num_labels = _num_labels(self.model, loaded.ident)
         settings: dict[str, object] = {
             "activation": activation,
             "max_length": max_length,
@@ -148,6 +135,17 @@ class CrossEncoderScorer(BaseScorer):
                 "CrossEncoderScorer %s emits logits; pass calibrator=... to put them on the unified scale",
                 self.name,
             )
+
+    def _use_backend(self) -> OnnxEncoder | None:
+        """Quantise the model (``torch-int8``) or export it to ONNX Runtime (``onnx``, ``onnx-int8``)."""
+        if self.backend == "torch-int8":
+            self.model = quantize_int8(self.model)
+        elif self.backend in ("onnx", "onnx-int8"):
+            names = ["input_ids", "attention_mask"]
+            if "token_type_ids" in self.tokenizer.model_input_names:
+                names.append("token_type_ids")
+            return OnnxEncoder(self.model, names, "logits", int8=self.backend == "onnx-int8")
+        return None
 
     def default_calibrator(self) -> Calibrator | None:
         """The calibrator given at construction (None: the reranker's fallback applies)."""
@@ -218,3 +216,14 @@ class CrossEncoderScorer(BaseScorer):
         """The relevance logit of each row of a padded batch (``logit[1] - logit[0]`` for two labels)."""
         logits = self.model(**batch).logits.float()
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+
+
+def _num_labels(model: Any, ident: str) -> int:
+    """The model's outputs: 1 (a relevance logit) or 2 (not relevant / relevant); else an error."""
+    num_labels = int(getattr(model.config, "num_labels", 1))
+    if num_labels not in (1, 2):
+        raise ValueError(
+            f"a cross-encoder needs 1 output (relevance logit) or 2 (not relevant / relevant); "
+            f"{ident} has {num_labels}"
+        )
+    return num_labels

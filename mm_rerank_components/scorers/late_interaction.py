@@ -126,28 +126,19 @@ class LateInteractionScorer(BaseScorer):
         if self.kind == "colbert":
             tok = loaded.companion("AutoTokenizer", tokenizer)
             self.encoder = _ColBERT(loaded, tok, query_max_length, doc_max_length)
-            self.modalities: frozenset[Modality] = frozenset({"text"})
         else:
             inputs = build_inputs(
                 loaded, processor, tokenizer, image_processor, padding_side="right", needs_chat_template=False
             )
             self.encoder = _ColVision(loaded, inputs, doc_max_length, max_pixels)
-            self.modalities = ALL_MODALITIES
-        settings = {
-            "kind": self.kind,
-            "query_max_length": query_max_length,
-            "doc_max_length": doc_max_length,
-            "max_pixels": max_pixels,
-            "dtype": str(self.dtype),
-        }
+        self.modalities: frozenset[Modality] = (
+            frozenset({"text"}) if self.kind == "colbert" else ALL_MODALITIES
+        )
+        lengths = {"query_max_length": query_max_length, "doc_max_length": doc_max_length}
+        settings = {"kind": self.kind, **lengths, "max_pixels": max_pixels, "dtype": str(self.dtype)}
         self.name = name or f"late-interaction:{loaded.ident}:{settings_digest(settings)}"
         if self.calibrator is None:
-            logger.warning(
-                "LateInteractionScorer %s has no calibrator: MaxSim scores are unbounded sums, not "
-                "probabilities, and text and image candidates score on different scales. Fit one per "
-                "modality (fit_calibrator(..., method='platt')) and pass calibrator=...",
-                self.name,
-            )
+            _warn_uncalibrated(self.name)
 
     def default_calibrator(self) -> Calibrator | None:
         """The per-modality calibrator given at construction, or None."""
@@ -397,4 +388,13 @@ def _linear_weight(loaded: HFModel) -> torch.Tensor:
     raise ValueError(
         f"{loaded.ref!r} has no ColBERT projection (a 'linear.weight' tensor in model.safetensors); it "
         "is not a ColBERT checkpoint"
+    )
+
+
+def _warn_uncalibrated(name: str) -> None:
+    logger.warning(
+        "LateInteractionScorer %s has no calibrator: MaxSim scores are unbounded sums, not "
+        "probabilities, and text and image candidates score on different scales. Fit one per "
+        "modality (fit_calibrator(..., method='platt')) and pass calibrator=...",
+        name,
     )
