@@ -16,14 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mm_rerank_components"
 MAX_FUNCTION_LINES = 60
 MAX_CLASS_LINES = 300
 
-#: Offenders left by their owners at the deadline of the session that added this test (2026-12-07), each with
-#: the reason it is allowed for now: ``"path/inside/package.py:Qualified.name": "reason"``. Nothing new may
-#: join it without a reason; an entry that is no longer an offender fails the test, so the list only shrinks.
-ALLOWED: dict[str, str] = {
-    "adapt/pipeline.py:adapt": "64 lines; LABELFREE's; the labelled adapt() entry, not split by the 2026-12-07 session deadline",
-    "cli/adapt.py:register": "62 lines; LABELFREE's; one argparse table of adapt's flags, not split by the session deadline",
-    "retrievers/chroma.py:ChromaMultiCollectionRetriever": "317 lines; LATENCY's; grew with caption embeddings and add_documents/add_nodes this session, not split by its deadline",
-}
+#: Offenders allowed for now, each with its reason: ``"path/inside/package.py:Qualified.name": "reason"``.
+#: Empty since 2026-12-07 (the last 7 were split). Nothing may join it without a reason; an entry that is no
+#: longer an offender fails the test, so the list only shrinks.
+ALLOWED: dict[str, str] = {}
 
 
 def _has_size_reason(node: ast.AST) -> bool:

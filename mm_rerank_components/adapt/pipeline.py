@@ -367,24 +367,35 @@ def adapt(
     label_free = data is None and clicks is None and labels is None
     opts = _options(options, overrides, label_free)
     if label_free:
-        if retriever is None:
-            raise ValueError(
-                "give labels (data=..., clicks=... or labels=...) or, for label-free adaptation to your "
-                "corpus, the retriever of your database (retriever=...; mm-rerank adapt --db DB)"
-            )
-        return adapt_from_corpus(retriever, scorer, opts, progress=progress, out=out)
+        return adapt_from_corpus(_needs_retriever(retriever), scorer, opts, progress=progress, out=out)
     clock = _Clock(progress)
     clock.say("reading labels")
     if labels is None:
         labels = load_labels(data, clicks=clicks, splits=opts.splits)
+    the_scorer = _labelled_scorer(scorer, opts)
+    clock.lap("labels")
+    return _adapt_labelled(labels, out, retriever, embedder, the_scorer, opts, clock)
+
+
+def _needs_retriever(retriever: Any | None) -> Any:
+    """The retriever label-free adaptation reads its corpus from; None is an error saying what to give."""
+    if retriever is None:
+        raise ValueError(
+            "give labels (data=..., clicks=... or labels=...) or, for label-free adaptation to your "
+            "corpus, the retriever of your database (retriever=...; mm-rerank adapt --db DB)"
+        )
+    return retriever
+
+
+def _labelled_scorer(scorer: str | Scorer, opts: AdaptOptions) -> Scorer:
+    """The scorer a spec names (or the one given); with ``lora=True`` it must have trainable logits."""
     the_scorer = scorer_from_spec(scorer) if isinstance(scorer, str) else scorer
     if opts.lora and not isinstance(the_scorer, TrainableScorer):
         raise ValueError(
             f"lora=True needs a model scorer to fine-tune (cross-encoder:PATH, vlm:PATH or llm:PATH); "
             f"{the_scorer.name!r} has no trainable logits"
         )
-    clock.lap("labels")
-    return _adapt_labelled(labels, out, retriever, embedder, the_scorer, opts, clock)
+    return the_scorer
 
 
 def _adapt_labelled(

@@ -47,16 +47,7 @@ def register(sub: Any) -> None:
             "(fusion of the retrieval signals only), a local model folder or any scorer spec"
         ),
     )
-    adapt.add_argument(
-        "--lora",
-        action="store_true",
-        help="first fine-tune the model scorer (cross-encoder:PATH, vlm:PATH, llm:PATH) with LoRA on the "
-        "mined pools: BCE, then pairwise on the hard negatives; the adapter is saved in the folder",
-    )
-    adapt.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
-    adapt.add_argument(
-        "--lora-epochs", type=int, default=2, help="epochs of each LoRA stage, BCE and pairwise (default 2)"
-    )
+    _lora_args(adapt)
     adapt.add_argument(
         "--metadata-field",
         action="append",
@@ -82,6 +73,20 @@ def register(sub: Any) -> None:
     )
     adapt.add_argument("--json", action="store_true", help="print the report as JSON")
     adapt.set_defaults(handler=run)
+
+
+def _lora_args(adapt: Any) -> None:
+    """The LoRA fine-tuning options (model scorers only)."""
+    adapt.add_argument(
+        "--lora",
+        action="store_true",
+        help="first fine-tune the model scorer (cross-encoder:PATH, vlm:PATH, llm:PATH) with LoRA on the "
+        "mined pools: BCE, then pairwise on the hard negatives; the adapter is saved in the folder",
+    )
+    adapt.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
+    adapt.add_argument(
+        "--lora-epochs", type=int, default=2, help="epochs of each LoRA stage, BCE and pairwise (default 2)"
+    )
 
 
 def _fusion_args(adapt: Any) -> None:

@@ -146,12 +146,7 @@ class ChromaMultiCollectionRetriever:
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         _check_connection(path, client, host, port)
-        if text_collection is None and image_collection is None:
-            raise ValueError("both collections are switched off: give text_collection= or image_collection=")
-        if candidate_image not in ("original", "preview"):
-            raise ValueError(f"candidate_image must be 'original' or 'preview', got {candidate_image!r}")
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+        _check_settings(text_collection, image_collection, candidate_image, space)
         self.k_text = _check_k("k_text", k_text)
         self.k_image = _check_k("k_image", k_image)
         self.path = None if path is None else Path(path)
@@ -206,14 +201,7 @@ class ChromaMultiCollectionRetriever:
     def client(self) -> Any:
         """The Chroma client, created on first use."""
         if self._client is None:
-            if self.host is not None:
-                assert self.port is not None
-                self._client = open_http_client(
-                    self.host, self.port, ssl=self.ssl, headers=self.headers, timeout=self.timeout
-                )
-            else:
-                assert self.path is not None
-                self._client = chromadb_module().PersistentClient(path=str(self.path))
+            self._client = _open_client(self.host, self.port, self.ssl, self.headers, self.timeout, self.path)
         return self._client
 
     def describe(self) -> str:
@@ -364,13 +352,7 @@ class ChromaMultiCollectionRetriever:
         if query.image is None:
             return None
         if self.image_collection_name is None and not self.image_query_searches_text:
-            if text is None:
-                raise ValueError(
-                    "this query has only an image, but no route searches by image: the image collection "
-                    "is switched off (image_collection=None) and image_query_searches_text is False. "
-                    "Turn one on, or add text to the query"
-                )
-            logger.warning("the query's image is ignored: no route searches by image (text only)")
+            _no_image_route(text)
             return None
         return self.embed_images([load_image(query.image, self.image_options)], query=True)[0]
 
@@ -391,6 +373,44 @@ class ChromaMultiCollectionRetriever:
         producer = text_producer(self.text_embedding_function) if kind == "text" else None
         options = HitOptions(kind, name, space, f"{part}->{name}", self.candidate_image, producer)
         return hits_from_result(result, options)
+
+
+def _check_settings(
+    text_collection: str | None, image_collection: str | None, candidate_image: str, space: str
+) -> None:
+    if text_collection is None and image_collection is None:
+        raise ValueError("both collections are switched off: give text_collection= or image_collection=")
+    if candidate_image not in ("original", "preview"):
+        raise ValueError(f"candidate_image must be 'original' or 'preview', got {candidate_image!r}")
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+
+
+def _open_client(
+    host: str | None,
+    port: int | None,
+    ssl: bool,
+    headers: Mapping[str, str],
+    timeout: float | None,
+    path: Path | None,
+) -> Any:
+    """A Chroma server's ``HttpClient`` when ``host`` is given, else the embedded database at ``path``."""
+    if host is not None:
+        assert port is not None
+        return open_http_client(host, port, ssl=ssl, headers=headers, timeout=timeout)
+    assert path is not None
+    return chromadb_module().PersistentClient(path=str(path))
+
+
+def _no_image_route(text: str | None) -> None:
+    """An image query no route can search: an error without text, else a warning (the image is ignored)."""
+    if text is None:
+        raise ValueError(
+            "this query has only an image, but no route searches by image: the image collection "
+            "is switched off (image_collection=None) and image_query_searches_text is False. "
+            "Turn one on, or add text to the query"
+        )
+    logger.warning("the query's image is ignored: no route searches by image (text only)")
 
 
 def _check_connection(path: Any, client: Any, host: str | None, port: int | None) -> None:
