@@ -1,6 +1,7 @@
 """The rerank service: request shapes, micro-batching, limits and safety, metrics, real clients.
 
-Servers run on 127.0.0.1 on a free port (uvicorn in a thread, stopped through its handle).
+Servers run on 127.0.0.1 on a free port: the shared harness (tests/_live_server.py), through the
+``live_server`` fixture, or its ``LiveServer`` directly for the module-wide server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ pytest.importorskip("prometheus_client")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+from _live_server import LiveServer  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mm_rerank_components import Candidate, MultimodalReranker, Query  # noqa: E402
@@ -44,36 +46,10 @@ def data_uri(data: bytes) -> str:
 RED, BLUE = png((220, 20, 20)), png((20, 20, 220))
 
 
-class LiveServer:
-    """uvicorn on 127.0.0.1 in a thread; ``stop()`` ends it through its handle."""
-
-    def __init__(self, app: Any) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
     engine = RerankEngine(ServeConfig(scorer="fake", max_documents=1000))
-    live = LiveServer(create_app(engine)).start()
+    live = LiveServer(create_app(engine)).start()  # module-wide: the function-scoped fixture cannot serve it
     yield live
     live.stop()
     engine.close()
@@ -254,9 +230,9 @@ def test_image_over_the_byte_and_pixel_limits() -> None:
     engine.close()
 
 
-def test_api_key() -> None:
+def test_api_key(live_server: Callable[..., LiveServer]) -> None:
     engine = RerankEngine(ServeConfig(scorer="fake", api_key="s3cret"))
-    live = LiveServer(create_app(engine)).start()
+    live = live_server(create_app(engine))
     try:
         with httpx.Client(base_url=live.url, timeout=30) as c:
             body = {"query": "q", "documents": ["q"]}
@@ -380,7 +356,7 @@ def test_micro_batcher_and_score_many_directly() -> None:
         MicroBatcher(handler, max_batch_size=0)
 
 
-def test_health_answers_while_scoring_is_blocked() -> None:
+def test_health_answers_while_scoring_is_blocked(live_server: Callable[..., LiveServer]) -> None:
     entered, release = threading.Event(), threading.Event()
 
     class Blocking(FakeScorer):
@@ -390,7 +366,7 @@ def test_health_answers_while_scoring_is_blocked() -> None:
             return super().score(query, candidates)
 
     engine = RerankEngine(ServeConfig(), scorer=Blocking())
-    live = LiveServer(create_app(engine)).start()
+    live = live_server(create_app(engine))
     try:
         with httpx.Client(base_url=live.url, timeout=30) as c:
             result: dict[str, Any] = {}
@@ -485,10 +461,10 @@ def test_llama_index_jina_rerank(server: LiveServer) -> None:
     assert out[0].score == 1.0
 
 
-def test_cohere_sdk_with_api_key_and_error() -> None:
+def test_cohere_sdk_with_api_key_and_error(live_server: Callable[..., LiveServer]) -> None:
     cohere = pytest.importorskip("cohere")
     engine = RerankEngine(ServeConfig(scorer="fake", api_key="k1"))
-    live = LiveServer(create_app(engine)).start()
+    live = live_server(create_app(engine))
     try:
         good = cohere.ClientV2(api_key="k1", base_url=live.url)
         assert good.rerank(model="m", query="fox", documents=["fox", "owl"]).results[0].index == 0
