@@ -25,6 +25,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
+from _live_server import LiveServer  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mm_rerank_components import Candidate, MultimodalReranker, Query  # noqa: E402
@@ -113,33 +114,13 @@ def streamed(data: bytes, **headers: str) -> Any:
 ONE = [Candidate("a", text="x")]
 
 
-class LiveServer:
-    """uvicorn on 127.0.0.1 with the guarded protocol; ``stop()`` ends it through its handle."""
-
-    def __init__(self, engine: RerankEngine) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        options = uvicorn_options(engine.config)
-        config = uvicorn.Config(
-            create_app(engine), host="127.0.0.1", port=self.port, log_level="warning", **options
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def serve(live_server: Callable[..., LiveServer], engine: RerankEngine) -> LiveServer:
+    """The engine's app under uvicorn with the guarded protocol and its lifespan (the shared harness)."""
+    return live_server(create_app(engine), lifespan="auto", **uvicorn_options(engine.config))
 
 
 def handle(engine: RerankEngine, body: bytes, api: str = "jina") -> tuple[int, dict[str, Any]]:
-    return asyncio.run(engine.handle(api, body))  # type: ignore[arg-type]
+    return asyncio.run(engine.handle(api, body))
 
 
 # -- row 1: a hung scoring call ------------------------------------------------------------------------------
@@ -324,9 +305,9 @@ def test_row16_openapi_documents_400_and_rejects_an_empty_query(engine: RerankEn
 # -- row 14: slow and idle clients, /health under load ---------------------------------------------------------
 
 
-def test_row14_idle_slow_headers_and_slow_body_are_cut_off() -> None:
+def test_row14_idle_slow_headers_and_slow_body_are_cut_off(live_server: Callable[..., LiveServer]) -> None:
     engine = RerankEngine(ServeConfig(scorer="fake", header_timeout_s=1.0, body_timeout_s=1.0))
-    live = LiveServer(engine)
+    live = serve(live_server, engine)
     try:
         for send in (b"", b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\n"):  # idle; headers never finished
             with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
@@ -348,9 +329,11 @@ def test_row14_idle_slow_headers_and_slow_body_are_cut_off() -> None:
 
 
 @pytest.mark.slow
-def test_row14_health_answers_within_50_ms_while_a_large_request_is_scored() -> None:
+def test_row14_health_answers_within_50_ms_while_a_large_request_is_scored(
+    live_server: Callable[..., LiveServer],
+) -> None:
     engine = RerankEngine(ServeConfig(scorer="fake"))
-    live = LiveServer(engine)
+    live = serve(live_server, engine)
     documents = [f"passage {i} about a red fox " + "words and more words " * 500 for i in range(800)]
     body = json.dumps({"query": "red fox", "documents": documents}).encode()  # 800 x 10 KB
     huge = json.dumps({"query": "fox", "documents": ["fox " * 7_000_000]}).encode()  # one 28 MB document
@@ -382,7 +365,9 @@ def test_row14_health_answers_within_50_ms_while_a_large_request_is_scored() -> 
 # -- readiness (issue 21 item 2) --------------------------------------------------------------------------------
 
 
-def test_ready_only_after_the_warm_up_and_livez_from_the_start() -> None:
+def test_ready_only_after_the_warm_up_and_livez_from_the_start(
+    live_server: Callable[..., LiveServer],
+) -> None:
     started, release = threading.Event(), threading.Event()
 
     class Slow(FakeScorer):
@@ -392,7 +377,7 @@ def test_ready_only_after_the_warm_up_and_livez_from_the_start() -> None:
             return super().score(query, candidates)
 
     engine = RerankEngine(ServeConfig(), scorer=Slow())
-    live = LiveServer(engine)  # with its lifespan: the warm-up starts with the server
+    live = serve(live_server, engine)  # with its lifespan: the warm-up starts with the server
     try:
         with httpx.Client(base_url=live.url, timeout=10) as client:
             assert started.wait(5)
