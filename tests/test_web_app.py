@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -311,27 +309,6 @@ class _Blocking:
                 self.running -= 1
 
 
-@contextlib.contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def _post(url: str, question: str) -> int:
     request = urllib.request.Request(
         url + "/api/ask",
@@ -346,10 +323,13 @@ def _post(url: str, question: str) -> int:
 
 
 @pytest.mark.slow
-def test_health_never_waits_behind_questions_and_the_queue_is_bounded() -> None:
+def test_health_never_waits_behind_questions_and_the_queue_is_bounded(
+    live_server: Callable[..., Any],
+) -> None:
     pipeline = _Blocking()
     app = create_app(pipeline, limits=WebLimits(max_concurrent=1, max_waiting=50))
-    with _serve(app) as url, ThreadPoolExecutor(max_workers=60) as pool:
+    url = live_server(app, lifespan="auto").url  # the shared harness (tests/_live_server.py)
+    with ThreadPoolExecutor(max_workers=60) as pool:
         asks = [pool.submit(_post, url, f"question {i}") for i in range(60)]
         deadline = time.monotonic() + 10
         while pipeline.running == 0 and time.monotonic() < deadline:
