@@ -1,5 +1,5 @@
 """End to end in a real browser: Debian's headless Chromium, driven by Playwright, against the web chat
-served by uvicorn on 127.0.0.1 (a free port) from a thread started here.
+served by uvicorn on 127.0.0.1 (a free port) through the shared ``live_server`` fixture.
 
 Chromium is ``MM_RERANK_CHROMIUM``, else ``/usr/bin/chromium``, else the copy of Debian's chromium that
 ``scripts/setup_test.sh`` unpacks into ``.cache/chromium`` without root; ``playwright install`` is never
@@ -8,19 +8,16 @@ run. Without any of them the tests are skipped locally and FAIL when ``CI=true``
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mm_rerank_components import MultimodalReranker
-from mm_rerank_components.answer import ExtractiveAnswerer, RAGPipeline
+from mm_rerank_components.answer import Answer, Evidence, ExtractiveAnswerer, RAGPipeline
 from mm_rerank_components.scorers import FakeScorer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,23 +59,17 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def server_url(tmp_path: Path, live_server: Callable[..., Any]) -> str:
+    return str(live_server(_app(_pipeline(tmp_path, on_error="raise")), lifespan="auto").url)
 
 
 @pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
-    yield from _serve(tmp_path, on_error="raise")
+def keeping_server_url(tmp_path: Path, live_server: Callable[..., Any]) -> str:
+    return str(live_server(_app(_pipeline(tmp_path, on_error="keep")), lifespan="auto").url)
 
 
-@pytest.fixture
-def keeping_server_url(tmp_path: Path) -> Iterator[str]:
-    yield from _serve(tmp_path, on_error="keep")
-
-
-def _serve(tmp_path: Path, on_error: str) -> Iterator[str]:
+def _pipeline(tmp_path: Path, on_error: str) -> RAGPipeline:
     from test_web_app import write_corpus
 
     from mm_rerank_components.retrievers import ChromaMultiCollectionRetriever, HashingEmbeddingFunction
@@ -94,31 +85,14 @@ def _serve(tmp_path: Path, on_error: str) -> Iterator[str]:
     )
     assert retriever.ingest_folder(write_corpus(tmp_path / "corpus")).failed == []
     reranker = MultimodalReranker(FakeScorer(), on_error=on_error)  # type: ignore[arg-type]
-    yield from _serve_pipeline(RAGPipeline(retriever, reranker, answerer=ExtractiveAnswerer(), top_n=5))
+    return RAGPipeline(retriever, reranker, answerer=ExtractiveAnswerer(), top_n=5)
 
 
-def _serve_pipeline(pipeline: RAGPipeline) -> Iterator[str]:
-    import uvicorn
-
+def _app(pipeline: RAGPipeline) -> Any:
+    """The web chat for ``pipeline``; served by the shared harness (tests/_live_server.py)."""
     from mm_rerank_components.web import create_app
 
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(pipeline, title="Browser test chat"), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return create_app(pipeline, title="Browser test chat")
 
 
 def test_chat_page_shows_answer_with_ranked_evidence(server_url: str, tmp_path: Path) -> None:
@@ -244,13 +218,13 @@ class _MarkdownAnswerer:
         "[click](javascript:window.__pwned=3) **<b onmouseover=alert(1)>bold</b>**"
     )
 
-    def answer(self, question: str, evidence: list) -> object:
-        from mm_rerank_components.answer import Answer
-
+    def answer(self, question: str, evidence: Sequence[Evidence]) -> Answer:
         return Answer(question=question, text=self.text, evidence=list(evidence), answerer=self.name)
 
 
-def test_markdown_answer_is_rendered_without_running_what_it_holds(tmp_path: Path) -> None:
+def test_markdown_answer_is_rendered_without_running_what_it_holds(
+    tmp_path: Path, live_server: Callable[..., Any]
+) -> None:
     _require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -261,14 +235,18 @@ def test_markdown_answer_is_rendered_without_running_what_it_holds(tmp_path: Pat
             return [Candidate("fox", text="Red fox. The red fox hunts voles.")]
 
     pipeline = RAGPipeline(OneHit(), MultimodalReranker(FakeScorer()), answerer=_MarkdownAnswerer(), top_n=1)
-    server = _serve_pipeline(pipeline)
-    url = next(server)
-    with sync_playwright() as p, contextlib.closing(server):
+    url = live_server(_app(pipeline), lifespan="auto").url
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page()
             dialogs: list[str] = []
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            def on_dialog(dialog: Any) -> None:
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
             page.goto(url + "/")
             page.fill("#question", "red fox")
             page.click("#send")
