@@ -421,9 +421,11 @@ def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> No
     assert {"default", "adapted"} <= set(entry["pipelines"])
     rows = entry["targets"]["rows"]
     assert rows["default"]["role"] == "product default"
-    assert any("best label-free fusion" in c["name"] for c in rows["default"]["checks"])
+    # issue 19: the default is never significantly below any fusion on R@10, per task
+    names = {c["name"] for c in rows["default"]["checks"]}
+    assert {f"default vs {b}, recall@10" for b in ("raw-merge", "rrf", "minmax", "zscore")} <= names, names
     assert any("ECE" in c["name"] for c in rows["adapted"]["checks"])
-    assert {c["name"].split(",")[0] for c in results["pooled"]["adapted"]} >= {"adapted vs rrf"}
+    assert {c["name"].split(",")[0] for c in results["pooled"]["adapted"]} == {"adapted vs default"}
     assert set(results["latency"][task.name]) == {"1", "2"}
     assert results["latency"][task.name]["2"]["candidates"] > results["latency"][task.name]["1"]["candidates"]
     assert "default" in results["depth_sweep"][task.name]["depths"]["2"]
