@@ -19,6 +19,7 @@ from mm_rerank_components.scorers.routing import ModalityRouter
 
 _LAZY = {
     "StarterScorer": "mm_rerank_components.scorers.starter",
+    "StarterOptions": "mm_rerank_components.scorers.starter",
     "VLMYesNoScorer": "mm_rerank_components.scorers.vlm",
     "JinaRerankerM0Scorer": "mm_rerank_components.scorers.jina_m0",
     "CLIPScorer": "mm_rerank_components.scorers.clip",
