@@ -163,9 +163,13 @@ def calibration_summary(results: Mapping[str, Any], rows: tuple[str, ...] = SUMM
                 tally["cells"] += 1
                 big = fig["above_0.1"]
                 shown = verdict if verdict != "missed" else "**missed**"
+                figures = (
+                    f"{big['mean_predicted']:.3f} / {big['observed_rate']:.3f} ({big['pairs']})"
+                    if big.get("pairs")
+                    else "no pair predicted >= 0.1"
+                )
                 lines.append(
-                    f"| {row} | {name} | {modality} | {big['mean_predicted']:.3f} / "
-                    f"{big['observed_rate']:.3f} ({big['pairs']}) | {_gap_cell(big)} | {shown} | "
+                    f"| {row} | {name} | {modality} | {figures} | {_gap_cell(big)} | {shown} | "
                     f"{fig['ece']:.3f}"
                     f"{'' if ece_ok else ' **missed**'} |"
                 )
