@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if _ci() and report.skipped and any(marker in str(report.longrepr) for marker in _MISSING_EXTRA):
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid}: skipped because an extra did not import ({report.longrepr})"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop a local Ray that a test left running (RayEngine starts one on demand), before the interpreter
+    exits: Ray's threads torn down during interpreter finalization can crash the process after the
+    summary (seen once as exit 139 in CI)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()

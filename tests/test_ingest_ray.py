@@ -113,12 +113,14 @@ def test_engine_settings_are_checked() -> None:
 
 
 class _Unpicklable:
-    """An embedding function Ray cannot ship: no build_from_config, and a lock inside."""
+    """An embedding function Ray cannot ship: no build_from_config, and it refuses to be pickled.
 
-    def __init__(self) -> None:
-        import threading
+    (A lock inside is not enough: once Ray Serve has run in the same process, as earlier tests in the
+    suite do, locks pickle through a reducer registered there.)
+    """
 
-        self.lock = threading.Lock()
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("cannot pickle this embedding function (it holds a live connection)")
 
     def __call__(self, input: list[Any]) -> list[list[float]]:
         return [[1.0, 0.0] for _ in input]
