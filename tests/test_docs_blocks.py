@@ -38,8 +38,6 @@ MAX_SKIPPED = 24
 PENDING: dict[str, str] = {
     "docs/adaptation.md": "adapt runs need labels matching the sample and minutes; fragments use undefined "
     "names (retriever, candidates) (LABELFREE)",
-    "docs/calibration.md": "signature fragments (`calibrate(raw_scores: ...) -> ...`) in python blocks, "
-    "undefined names (SCIENCE)",
     "docs/evaluation.md": "full evaluations (minutes) and my_labels.jsonl not in the sample (SCIENCE)",
     "docs/scale.md": "Ray cluster commands (minutes) and an undefined `retriever` (LATENCY)",
     "docs/scorers.md": "12 blocks load hub checkpoints (Qwen2-VL, jina-reranker-m0 with remote code, ColQwen2, "
