@@ -106,8 +106,8 @@ def blocks(path: Path) -> list[Block]:
 
 
 def make_sandbox(folder: Path) -> Path:
-    """The sample files the docs name, in ``folder``: ``my_folder/`` (three passages, three captioned
-    pictures), ``photo.jpg`` and ``fox.jpg``."""
+    """The sample files the docs name, in ``folder``: ``my_folder/`` (three passages, two captioned
+    pictures), ``photo.jpg``, ``fox.jpg`` and ``my_labels.jsonl`` (:func:`write_sample_labels`)."""
     from PIL import Image
 
     data = folder / "my_folder"
@@ -127,7 +127,39 @@ def make_sandbox(folder: Path) -> Path:
     (data / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     Image.new("RGB", (96, 64), (215, 95, 25)).save(folder / "photo.jpg")
     Image.new("RGB", (96, 64), (225, 85, 15)).save(folder / "fox.jpg")
+    write_sample_labels(folder / "my_labels.jsonl", passages)
     return folder
+
+
+#: The sample's labelled questions: (id, text, relevant documents, split); at least one per split.
+SAMPLE_QUERIES = (
+    ("q1", "Which farm animal gives us milk?", ("cow", "cow-photo"), "dev"),
+    ("q2", "Where does the red fox hunt?", ("fox", "fox-photo"), "dev"),
+    ("q3", "What does the koala eat?", ("koala",), "dev"),
+    ("q4", "a photo of a cow", ("cow-photo", "cow"), "test"),
+    ("q5", "fox in the snow", ("fox-photo", "fox"), "test"),
+    ("q6", "eucalyptus", ("koala",), "test"),
+)
+
+
+def write_sample_labels(path: Path, passages: dict[str, str]) -> None:
+    """``my_labels.jsonl`` in the evaluation's format (docs/evaluation.md) over the sample folder's
+    passages and pictures (image paths relative to ``path``'s folder)."""
+    import json
+
+    rows: list[dict[str, object]] = [
+        {"type": "task", "name": "sample-animals", "description": "questions about the sample folder"}
+    ]
+    rows += [{"type": "doc", "id": Path(n).stem, "text": t.strip()} for n, t in passages.items()]
+    rows += [
+        {"type": "doc", "id": f"{a}-photo", "image": f"my_folder/{a}.png", "text": c}
+        for a, c in (("cow", "a cow"), ("fox", "a red fox"))
+    ]
+    rows += [
+        {"type": "query", "id": q, "text": text, "relevant": list(rel), "split": split}
+        for q, text, rel, split in SAMPLE_QUERIES
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 def run_python(code: str, namespace: dict[str, object]) -> str:
