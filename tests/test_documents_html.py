@@ -147,3 +147,22 @@ def test_html_text_cap_keeps_what_fits(tmp_path: Path) -> None:
     page = ("<h1>A</h1><p>" + "x" * 80 + "</p><h1>B</h1><p>" + "y" * 80 + "</p>").encode()
     out = read_document(tmp_path / "c.html", page, DocumentOptions(figures_dir=tmp_path / "f", max_chars=100))
     assert len(out.passages) == 1 and "max_chars=100" in out.failed[0][1]
+
+
+def test_html_figures_know_their_section_and_place(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(_png((1, 2, 3)))
+    page = (
+        b"<h1>One</h1><p>intro</p><img src='a.png' alt='end of one'>"
+        b"<h2>Two</h2><p>before <img src='a.png' alt='inside two'> after</p>"
+        b"<h2><img src='a.png' alt='in heading'>Three</h2><p>text</p>"
+    )
+    out = read_document(tmp_path / "p.html", page, DocumentOptions(figures_dir=tmp_path / "figs"))
+    places = {}
+    for figure in out.figures:
+        assert figure.passage is not None and figure.offset is not None
+        text = out.passages[figure.passage].text
+        places[figure.caption] = (text[: figure.offset], text[figure.offset :])
+    # a picture between blocks before a heading ends the section before it
+    assert places["end of one"] == ("One\n\nintro", "")
+    assert places["inside two"] == ("Two\n\nbefore", " after")
+    assert places["in heading"] == ("", "Three\n\ntext")

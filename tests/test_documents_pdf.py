@@ -254,3 +254,9 @@ def test_missing_pypdf_fails_each_pdf_with_the_extra_to_install(
         "reading PDF files needs pypdf: pip install 'mm-rerank-components[documents]'"
     ]
     assert [t.text for t in scan.texts] == ["Notes stay."]
+
+
+def test_pdf_caption_ignores_a_page_number_line(tmp_path: Path) -> None:
+    pdf = make_pdf([SyntheticPage(["Text", "Figure 2: XFig Editing Tools", "6"], [(40, 40, (0, 0, 255))])])
+    out = read_document(tmp_path / "p.pdf", pdf, DocumentOptions(figures_dir=tmp_path / "figs"))
+    assert [(f.caption, f.passage, f.page) for f in out.figures] == [("Figure 2: XFig Editing Tools", 0, 1)]

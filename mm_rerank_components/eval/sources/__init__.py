@@ -32,6 +32,7 @@ BUILTIN_TASK_BUILDERS: dict[str, str] = {
     "wesnoth-units": "mm_rerank_components.eval.tasks:wesnoth_units_task",
     "widelands-items": "mm_rerank_components.eval.sources.widelands:widelands_items_task",
     "freeorion-items": "mm_rerank_components.eval.sources.freeorion:freeorion_items_task",
+    "xfig-doc": "mm_rerank_components.eval.sources.xfig:xfig_doc_task",
 }
 TASK_NAMES: tuple[str, ...] = tuple(BUILTIN_TASK_BUILDERS)
 

@@ -117,6 +117,12 @@ class Figure:
     label: str | None = None
     #: the file is the document folder's own (an HTML page's local picture), not an extracted copy
     local: bool = False
+    #: index in :attr:`Extracted.passages` of the passage the figure sits in (a PDF figure's page, an
+    #: HTML picture's section); None when that text was not kept (over ``max_chars``), is empty, or the
+    #: format does not say (DOCX)
+    passage: int | None = None
+    #: character offset in that passage's text where the figure is drawn (HTML); None when unknown
+    offset: int | None = None
 
 
 @dataclass
@@ -167,7 +173,13 @@ def caption_label(line: str) -> tuple[str, str] | None:
 
 def captions_in(text: str) -> list[tuple[str, str]]:
     """Every figure caption in ``text``, in order: the label line, and the next line when the caption
-    goes on (the label line does not end a sentence and the next line is not another caption)."""
+    goes on (the label line does not end a sentence and the next line is not another caption and has
+    letters: a page number under the caption is not part of it).
+
+    Example:
+        >>> captions_in("Figure 2: Editing Tools\\n6\\nFig. 3: A long\\ncaption.")
+        [('Figure 2', 'Figure 2: Editing Tools'), ('Figure 3', 'Fig. 3: A long caption.')]
+    """
     lines = [line.strip() for line in text.splitlines()]
     found: list[tuple[str, str]] = []
     for i, line in enumerate(lines):
@@ -176,10 +188,15 @@ def captions_in(text: str) -> list[tuple[str, str]]:
             continue
         label, caption = hit
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if nxt and not caption.endswith(".") and caption_label(nxt) is None:
+        # a next line without letters is a page number or a rule, not the caption going on
+        if nxt and not caption.endswith(".") and caption_label(nxt) is None and _has_letters(nxt):
             caption = f"{caption} {nxt}"[:_MAX_CAPTION]
         found.append((label, caption))
     return found
+
+
+def _has_letters(line: str) -> bool:
+    return any(c.isalpha() for c in line)
 
 
 def check_size(width: Any, height: Any, options: ImageOptions) -> str | None:

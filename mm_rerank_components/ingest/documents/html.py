@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -101,6 +102,10 @@ class _Image:
     src: str
     alt: str
     in_main: bool
+    block: int  # index of the next text block flushed: the one it is drawn in, or the one after it
+    #: characters of that block drawn before it when it is inside the block (in a heading, or after some
+    #: of its text); None when it is drawn before the block
+    lead: int | None
     caption: list[str] = field(default_factory=list)
 
 
@@ -179,7 +184,10 @@ class _Parser(HTMLParser):
         boiler, main = self._state()
         if boiler or not attr.get("src"):
             return
-        image = _Image(attr["src"].strip(), (attr.get("alt") or attr.get("title") or "").strip(), main)
+        alt = (attr.get("alt") or attr.get("title") or "").strip()
+        so_far = " ".join(" ".join(self.buffer).split())
+        inside = bool(so_far) or any(t in _SECTION for t, _, _ in self.stack)
+        image = _Image(attr["src"].strip(), alt, main, len(self.blocks), len(so_far) if inside else None)
         self.images.append(image)
         if self.figures:
             self.figures[-1].append(image)
@@ -219,15 +227,7 @@ def read_html(path: Path, data: bytes, options: DocumentOptions, root: Path | No
     parser.close()
     parser._flush()
     out = Extracted(title=" ".join(" ".join(parser.title).split()) or None)
-    blocks = [b for b in parser.blocks if b.in_main or not parser.has_main]
-    sections: list[list[str]] = []
-    for block in blocks:
-        if block.heading or not sections:
-            sections.append([])
-        sections[-1].append(block.text)
-    for section in sections:
-        if not out.add_text("\n\n".join(section), None, options):
-            break
+    section_of = _add_sections(parser, out, options)
     images = [i for i in parser.images if i.in_main or not parser.has_main]
     folder = (root or path.parent).resolve()
     for image in images:
@@ -236,11 +236,63 @@ def read_html(path: Path, data: bytes, options: DocumentOptions, root: Path | No
                 ("pictures", f"more than max_figures={options.max_figures}; the rest are not ingested")
             )
             break
-        _add_image(image, path, folder, out, options)
+        _add_image(image, path, folder, out, options, *section_of(image))
     return out
 
 
-def _add_image(image: _Image, page: Path, root: Path, out: Extracted, options: DocumentOptions) -> None:
+def _add_sections(
+    parser: _Parser, out: Extracted, options: DocumentOptions
+) -> Callable[[_Image], tuple[int | None, int | None]]:
+    """Add the kept text, in sections split at ``h1``-``h3``, as passages; return the map from a picture
+    to the index of the passage it is drawn in and its character offset there (None, None: its text was
+    left out, or over the text cap).
+
+    A picture drawn between blocks belongs to the section of the block after it (at that block's start),
+    unless that block starts a new section (a heading): then to the end of the section before it.
+    """
+    kept = [(i, b) for i, b in enumerate(parser.blocks) if b.in_main or not parser.has_main]
+    sections: list[list[str]] = []
+    where: dict[int, tuple[int, int]] = {}  # block index -> (section, offset of its text in the section)
+    for index, block in kept:
+        if block.heading or not sections:
+            sections.append([])
+        start = sum(len(t) + 2 for t in sections[-1])
+        sections[-1].append(block.text)
+        where[index] = (len(sections) - 1, start)
+    added = 0
+    for section in sections:
+        if not out.add_text("\n\n".join(section), None, options):
+            break
+        added += 1
+    first = len(out.passages) - added
+
+    def passage(image: _Image) -> tuple[int | None, int | None]:
+        k = image.block
+        starts_section = k >= len(parser.blocks) or parser.blocks[k].heading
+        before = where.get(k - 1)
+        place: tuple[int, int] | None
+        if k in where and (image.lead is not None or not starts_section or before is None):
+            place = (where[k][0], where[k][1] + (image.lead or 0))
+        elif before is not None:  # drawn after the text of block k - 1: at that block's end
+            place = (before[0], before[1] + len(parser.blocks[k - 1].text))
+        else:
+            place = None
+        if place is None or place[0] >= added:
+            return None, None
+        return first + place[0], place[1]
+
+    return passage
+
+
+def _add_image(
+    image: _Image,
+    page: Path,
+    root: Path,
+    out: Extracted,
+    options: DocumentOptions,
+    passage: int | None,
+    offset: int | None,
+) -> None:
     caption = " ".join(image.caption).strip() or image.alt or None
     where = f"picture {image.src[:80]!r}"
     scheme = urlsplit(image.src).scheme.lower()
@@ -268,7 +320,15 @@ def _add_image(image: _Image, page: Path, root: Path, out: Extracted, options: D
     labelled = caption_label(caption) if caption else None
     label = labelled[0] if labelled else None
     out.figures.append(
-        Figure(path=file, number=len(out.figures) + 1, caption=caption, label=label, local=local)
+        Figure(
+            path=file,
+            number=len(out.figures) + 1,
+            caption=caption,
+            label=label,
+            local=local,
+            passage=passage,
+            offset=offset,
+        )
     )
 
 

@@ -130,7 +130,8 @@ def _read(data: bytes, options: DocumentOptions) -> Extracted:
         if not out.add_text(read.text, number, options):
             break
         images = _page_images(page, number, seen, counts, out, options)
-        _attach(images, read, number, out, options)
+        kept = bool(out.passages) and out.passages[-1].page == number
+        _attach(images, read, number, out, options, len(out.passages) - 1 if kept else None)
     if counts["small"]:
         out.skipped.append(
             (
@@ -269,10 +270,15 @@ def _decode(obj: Any, where: str, counts: dict[str, int], out: Extracted, option
 
 
 def _attach(
-    images: list[tuple[str, Any]], read: _PageText, page: int, out: Extracted, options: DocumentOptions
+    images: list[tuple[str, Any]],
+    read: _PageText,
+    page: int,
+    out: Extracted,
+    options: DocumentOptions,
+    passage: int | None,
 ) -> None:
     """Caption each picture: a ``Figure N`` line drawn right after it; else the page's unused caption
-    lines in order; else its nearby text (the line drawn before it)."""
+    lines in order; else its nearby text (the line drawn before it). ``passage``: the page's passage."""
     around = {name: _around(read.events, name) for name, _ in images}
     used: set[str] = set()
     chosen: dict[str, tuple[str | None, str | None]] = {}
@@ -298,5 +304,12 @@ def _attach(
         label, caption = chosen[name]
         path = save_figure(image, options)
         out.figures.append(
-            Figure(path=path, number=len(out.figures) + 1, page=page, caption=caption, label=label)
+            Figure(
+                path=path,
+                number=len(out.figures) + 1,
+                page=page,
+                caption=caption,
+                label=label,
+                passage=passage,
+            )
         )
