@@ -401,6 +401,8 @@ def _records(path: Path) -> Any:
 def _read_data(reader: _Reader, path: Path) -> None:
     for lineno, record in _records(path):
         kind = record.get("type")
+        if kind == "task":  # the eval format's optional task line names the task: nothing to train on
+            continue
         if kind == "doc":
             reader.eval_doc(record, path, lineno)
         elif kind == "query":
@@ -411,7 +413,7 @@ def _read_data(reader: _Reader, path: Path) -> None:
             raise LabelError(
                 path,
                 lineno,
-                'expected an eval-format line ("type": "doc" or "query") or a FlagEmbedding line '
+                'expected an eval-format line ("type": "task", "doc" or "query") or a FlagEmbedding line '
                 '({"query": ..., "pos": [...], "neg": [...]})',
             )
 
