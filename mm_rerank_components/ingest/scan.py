@@ -17,6 +17,7 @@ from mm_rerank_components.ingest.documents import (
     DocumentError,
     DocumentOptions,
     figure_records,
+    page_records,
     read_document,
     text_records,
 )
@@ -132,7 +133,7 @@ def _scan_document(path: Path, extra: Mapping[str, Any], max_chars: int, scan: F
         scan.failed.append(IngestFailure(str(path), f"{where}: {reason}"))
     for where, reason in extracted.skipped:
         scan.skipped.append(IngestFailure(str(path), f"{where}: {reason}"))
-    if not extracted.passages and not extracted.figures:
+    if not extracted.passages and not extracted.figures and not extracted.rendered:
         if not extracted.failed:
             scan.failed.append(
                 IngestFailure(str(path), "no text and no figures found (a scanned document needs OCR first)")
@@ -141,6 +142,7 @@ def _scan_document(path: Path, extra: Mapping[str, Any], max_chars: int, scan: F
     rel_path = path.relative_to(scan.root).as_posix()
     scan.texts.extend(text_records(path, rel_path, data, extracted, extra, max_chars))
     scan.images.extend(figure_records(path, rel_path, data, extracted, extra))
+    scan.images.extend(page_records(path, rel_path, data, extracted, extra))
     for figure in extracted.figures:
         if figure.local:
             scan.claimed.setdefault(figure.path, rel_path)

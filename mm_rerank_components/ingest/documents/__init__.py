@@ -28,7 +28,7 @@ from mm_rerank_components.ingest.documents.base import (
     default_figures_dir,
 )
 from mm_rerank_components.ingest.documents.deadline import run_capped
-from mm_rerank_components.ingest.documents.records import citation, figure_records, text_records
+from mm_rerank_components.ingest.documents.records import citation, figure_records, page_records, text_records
 
 #: File extensions read as documents, and the extra each needs.
 DOCUMENT_EXTENSIONS = frozenset({".pdf", ".html", ".htm", ".docx"})
@@ -84,6 +84,7 @@ __all__ = [
     "citation",
     "default_figures_dir",
     "figure_records",
+    "page_records",
     "read_document",
     "text_records",
 ]

@@ -64,6 +64,10 @@ class DocumentOptions:
             :func:`default_figures_dir`); picture records point to them.
         image_options: size limits for every figure (``max_pixels`` is checked from the declared size,
             before anything is decoded) and whether HTML may fetch ``http(s)`` pictures.
+        render_pages: also draw each PDF page as a picture record (for page-level scorers such as
+            ColPali; needs pypdfium2, in the ``documents`` extra). Off by default.
+        render_dpi: resolution of rendered pages; a page is drawn smaller when it would exceed
+            ``image_options.max_pixels``.
 
     Example:
         >>> DocumentOptions(max_pages=50).max_pages
@@ -78,9 +82,14 @@ class DocumentOptions:
     max_seconds: float | None = 300.0
     figures_dir: str | os.PathLike[str] | None = None
     image_options: ImageOptions = DEFAULT_IMAGE_OPTIONS
+    render_pages: bool = False
+    render_dpi: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("max_pages", "max_figures", "min_figure_side", "max_chars", "max_unzipped_bytes"):
+        if not isinstance(self.render_pages, bool):
+            raise ValueError(f"DocumentOptions.render_pages must be True or False, got {self.render_pages!r}")
+        counts = ("max_pages", "max_figures", "min_figure_side", "max_chars", "max_unzipped_bytes")
+        for name in (*counts, "render_dpi"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DocumentOptions.{name} must be an int >= 1, got {value!r}")
@@ -132,6 +141,8 @@ class Extracted:
     title: str | None = None
     passages: list[Passage] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    #: whole pages drawn as pictures (``DocumentOptions(render_pages=True)``, PDF only), ``number`` = page
+    rendered: list[Figure] = field(default_factory=list)
     #: parts of the document that failed (a page, a figure), each ``(where, reason)``
     failed: list[tuple[str, str]] = field(default_factory=list)
     #: parts left out on purpose, each ``(where, reason)``

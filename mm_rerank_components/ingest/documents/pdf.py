@@ -9,6 +9,9 @@ Captions, in the order the page draws its text and pictures: a ``Figure N``/``Fi
 after a picture (before the next one) is its caption; the page's other caption lines go to the remaining
 pictures in order; a picture with none left takes its nearby text, the line drawn just before it (else
 just after it), as caption, without a ``figure_label``.
+
+With ``DocumentOptions(render_pages=True)`` each page is also drawn as a picture by :mod:`.render`
+(pypdfium2: pypdf cannot draw pages).
 """
 
 from __future__ import annotations
@@ -144,6 +147,10 @@ def _read(data: bytes, options: DocumentOptions) -> Extracted:
         out.skipped.append(
             ("figures", f"{counts['repeat']} repeats of a picture already taken (logos) left out")
         )
+    if options.render_pages:
+        from mm_rerank_components.ingest.documents.render import render_pages
+
+        render_pages(data, len(reader.pages), out, options)
     return out
 
 

@@ -90,3 +90,37 @@ def figure_records(
             metadata["path"] = str(path)
         records.append(ImageRecord(id=cid, path=figure.path, caption=figure.caption, metadata=metadata))
     return records
+
+
+def page_records(
+    path: Path, rel_path: str, data: bytes, extracted: Extracted, extra: Mapping[str, Any]
+) -> list[ImageRecord]:
+    """The pages drawn as pictures (``DocumentOptions(render_pages=True)``): one picture record per page,
+    ``page_image: True``, cited ``"paper.pdf p. 4 (page)"``, a version of its document like its figures.
+
+    Example:
+        >>> out = Extracted(rendered=[Figure(path="/f/p1.png", number=1, page=1)])
+        >>> record = page_records(Path("a.pdf"), "a.pdf", b"%PDF", out, {})[0]
+        >>> record.metadata["citation"], record.metadata["page_image"], record.metadata["path"]
+        ('a.pdf p. 1 (page)', True, 'a.pdf')
+    """
+    records: list[ImageRecord] = []
+    for render in extracted.rendered:
+        cite = f"{citation(path.name, render.page)} (page)"
+        own: dict[str, Any] = {
+            **extra,
+            "document": path.name,
+            "document_path": str(path),
+            "page": render.page,
+            "page_image": True,
+            "citation": cite,
+            "title": cite,
+        }
+        own = {k: v for k, v in own.items() if v is not None}
+        cid = record_id("image", data, render.path, f"page:{render.page}", own)
+        where = f"{rel_path} p. {render.page} (page)"
+        metadata = image_metadata(own, cid=cid, path=render.path, rel_path=where, caption=None)
+        metadata["image_path"] = render.path
+        metadata["path"] = str(path)  # a version of its document (the stale-record rule)
+        records.append(ImageRecord(id=cid, path=render.path, caption=None, metadata=metadata))
+    return records
