@@ -237,6 +237,10 @@ class AdaptOptions:
         lora, lora_options: first LoRA-tune a model scorer on the mined pools (labelled runs only).
         allow_unmatched: train although some label documents match no record (they are listed).
         label_free: the pseudo-query settings of a run without labels (:class:`LabelFreeOptions`).
+        prior: ``"default"`` (labelled runs): start from the shipped default's model and pull the
+            weights towards it (``fit_fusion(prior=...)``, the penalty chosen by 5-fold out-of-fold
+            loss on your queries) when the scorer is the one the default was fitted for; any other
+            scorer fits from scratch (logged). ``None``: always from scratch (label-free runs).
 
     Example:
         >>> AdaptOptions(k_text=8, seed=1).k_text
@@ -259,9 +263,12 @@ class AdaptOptions:
     lora_options: Mapping[str, Any] = field(default_factory=dict)
     allow_unmatched: bool = False
     label_free: LabelFreeOptions = field(default_factory=LabelFreeOptions)
+    prior: str | None = "default"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata_fields", tuple(self.metadata_fields))
+        if self.prior not in PRIORS:
+            raise ValueError(f"AdaptOptions.prior must be one of {PRIORS}, got {self.prior!r}")
         if self.splits is not None:
             object.__setattr__(self, "splits", tuple(self.splits))
 
@@ -280,7 +287,12 @@ class AdaptOptions:
 
 #: The label-free run's fusion settings: the shipped default's priors (listwise features, a floor of 2,
 #: no BM25, since a pseudo-query cut from a passage shares its words and would teach BM25 too much).
-LABEL_FREE_FUSION: Mapping[str, Any] = {"listwise": True, "modality_floor": 2, "bm25": False}
+#: No prior model: pulled towards the default, pseudo-labels were not measured.
+LABEL_FREE_FUSION: Mapping[str, Any] = {"listwise": True, "modality_floor": 2, "bm25": False, "prior": None}
+
+
+#: What :attr:`AdaptOptions.prior` accepts.
+PRIORS: tuple[str | None, ...] = ("default", None)
 
 
 def label_free_options(**changes: Any) -> AdaptOptions:
@@ -487,9 +499,27 @@ class AdaptLabelsError(ValueError):
 
 
 def _fit(lists: Sequence[LabelledList], the_scorer: Scorer, opts: AdaptOptions, clock: _Clock) -> FusionModel:
-    clock.say("training learned fusion")
-    model = fit_fusion(lists, **opts.fusion_kwargs(), scorer=str(the_scorer.name))
+    prior = _prior_model(opts, str(the_scorer.name))
+    clock.say("training learned fusion" + (" from the default" if prior is not None else ""))
+    model = fit_fusion(lists, **opts.fusion_kwargs(), scorer=str(the_scorer.name), prior=prior)
     clock.lap("fusion")
+    return model
+
+
+def _prior_model(opts: AdaptOptions, scorer_name: str) -> FusionModel | None:
+    """The shipped default's model when ``opts.prior == "default"`` and it was fitted for this scorer."""
+    if opts.prior is None:
+        return None
+    from mm_rerank_components.defaults import load_default_model
+
+    model = load_default_model()
+    if model.calibrator.scorer != scorer_name:
+        logger.info(
+            "adapt: fitting from scratch: the default was fitted for %s, not %s",
+            model.calibrator.scorer,
+            scorer_name,
+        )
+        return None
     return model
 
 

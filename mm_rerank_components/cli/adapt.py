@@ -117,6 +117,13 @@ def _fusion_args(adapt: Any) -> None:
         help="the BM25 features (default: on with labels, off without)",
     )
     adapt.add_argument(
+        "--prior",
+        choices=("default", "none"),
+        default="default",
+        help="with labels: start from the shipped default's model and pull towards it (default, when "
+        "the scorer is the starter), or 'none' to fit from scratch",
+    )
+    adapt.add_argument(
         "--allow-unmatched",
         action="store_true",
         help="train although some label documents match no record of --db (they are listed); "
@@ -169,6 +176,7 @@ def _options(args: argparse.Namespace, label_free: bool) -> Any:
             "pairwise_epochs": args.lora_epochs,
         },
         allow_unmatched=args.allow_unmatched,
+        prior=None if label_free or args.prior == "none" else "default",
         label_free=LabelFreeOptions(
             max_queries=args.max_queries, pair_fields=tuple(args.pair_field), seed=args.seed
         ),

@@ -1,0 +1,71 @@
+"""Learned fusion that starts from a prior model (``fit_fusion(prior=...)``, ``mm-rerank adapt --prior``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from mm_rerank_components.adapt import FusionModel, fit_fusion
+from mm_rerank_components.adapt.fusion import PRIOR_STRENGTHS
+from mm_rerank_components.adapt.pipeline import AdaptOptions, _prior_model, label_free_options
+from tests.test_adapt_fusion import _positives_on_top, _synthetic
+
+
+def _prior(informative: str = "meta") -> FusionModel:
+    return fit_fusion(_synthetic(40, seed=11, informative=informative), seed=0, metadata_fields=["signal"])
+
+
+def test_a_few_queries_stay_near_the_prior() -> None:
+    prior = _prior()
+    few = _synthetic(6, seed=12)  # fewer than 10 lists: the strongest penalty, no cross-validation
+    model = fit_fusion(few, seed=0, prior=prior)
+    assert model.training["prior"]["strength"] == PRIOR_STRENGTHS[-1]
+    assert model.spec == prior.spec
+    np.testing.assert_array_equal(model.mean, prior.mean)
+    fresh = fit_fusion(few, seed=0, metadata_fields=["signal"])
+    # pulled towards the prior: closer to its weights than a fit from scratch on the same 6 queries
+    assert np.linalg.norm(model.weights - prior.weights) < np.linalg.norm(fresh.weights - prior.weights)
+    assert _positives_on_top(model, _synthetic(20, seed=13)) > 0.9
+
+
+def test_cross_validation_lets_the_data_overrule_a_wrong_prior() -> None:
+    prior = _prior("meta")  # the prior trusts the metadata field; here only the route similarity counts
+    lists = _synthetic(40, seed=14, informative="retrieval")
+    model = fit_fusion(lists, seed=0, prior=prior)
+    info = model.training["prior"]
+    assert set(info["out_of_fold_loss"]) == {str(s) for s in PRIOR_STRENGTHS}
+    assert info["strength"] < PRIOR_STRENGTHS[-1]
+    assert info["out_of_fold_loss"][str(info["strength"])] == min(info["out_of_fold_loss"].values())
+    test = _synthetic(20, seed=15, informative="retrieval")
+    assert _positives_on_top(model, test) > 0.9
+    assert _positives_on_top(prior, test) < 0.5
+    # the prior's spec wins over the options' feature switches, and the model saves and reloads exactly
+    assert fit_fusion(lists, seed=0, prior=prior, bm25=False, listwise=True).spec == prior.spec
+    again = FusionModel.from_dict(model.to_dict())
+    item = test[0]
+    assert again.predict(item.query, item.candidates, item.raw_scores) == model.predict(
+        item.query, item.candidates, item.raw_scores
+    )
+
+
+def test_adapt_options_prior_is_checked_and_label_free_runs_have_none() -> None:
+    with pytest.raises(ValueError, match="prior must be one of"):
+        AdaptOptions(prior="shipped")
+    assert AdaptOptions().prior == "default"
+    assert label_free_options().prior is None
+    assert _prior_model(AdaptOptions(prior=None), "anything") is None
+
+
+def test_default_prior_only_for_the_scorer_it_was_fitted_for(caplog: pytest.LogCaptureFixture) -> None:
+    from mm_rerank_components.defaults import load_default_model
+
+    shipped = load_default_model()
+    name = shipped.calibrator.scorer
+    assert name
+    model = _prior_model(AdaptOptions(), name)
+    assert model is not None and model.spec == shipped.spec
+    with caplog.at_level(logging.INFO, logger="mm_rerank_components.adapt.pipeline"):
+        assert _prior_model(AdaptOptions(), "fake:v1") is None
+    assert "from scratch" in caplog.text
