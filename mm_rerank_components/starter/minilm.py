@@ -8,8 +8,9 @@ self-attention, residual + LayerNorm, GELU feed-forward, residual + LayerNorm); 
 in :class:`~mm_rerank_components.starter.text.MiniLMTextEncoder`.
 
 It reads only BERT folders with absolute positions and exact GELU (:func:`supports` says whether a folder
-is one); anything else goes through ``transformers``. Importing this module imports torch only;
-``tokenizers`` and ``safetensors`` are imported when a model is loaded.
+is one); anything else goes through ``transformers``. Importing this module imports neither torch nor
+``tokenizers``/``safetensors`` (they load with a model), so :mod:`.minilm_numpy`, the torch-free twin a cold
+``mm-rerank query`` runs, shares the config, tokenizer and weight checks here without importing torch.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class TokenBatch(dict[str, Any]):
     """Token ids keyed like a ``transformers`` tokenizer's output, with ``.to(device)`` for tensors."""
 
     def to(self, device: str | torch.device) -> TokenBatch:
+        import torch
+
         return TokenBatch({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
 
 
@@ -183,6 +186,8 @@ class WordPieceTokenizer:
         masks = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
         types = [[0] * width for _ in rows]
         if return_tensors == "pt":
+            import torch
+
             return TokenBatch(
                 input_ids=torch.tensor(ids, dtype=torch.long),
                 token_type_ids=torch.tensor(types, dtype=torch.long),
@@ -201,6 +206,8 @@ class BertEncoder:
     """
 
     def __init__(self, config: BertConfig, weights: dict[str, torch.Tensor]) -> None:
+        import torch
+
         self.config = config
         self.weights = _checked_weights(config, weights)
         for i in range(config.num_hidden_layers):
@@ -229,6 +236,8 @@ class BertEncoder:
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(batch, tokens, hidden_size)`` float32 hidden states of the last layer."""
+        import torch
+
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
         tokens = input_ids.shape[1]
@@ -251,14 +260,20 @@ class BertEncoder:
         return x
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        from torch.nn import functional as F
+
         return F.linear(x, self.weights[f"{name}.weight"], self.weights[f"{name}.bias"])
 
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        from torch.nn import functional as F
+
         w = self.weights
         eps = self.config.layer_norm_eps
         return F.layer_norm(x, (self.config.hidden_size,), w[f"{name}.weight"], w[f"{name}.bias"], eps)
 
     def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        import torch
+
         w = self.weights
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = (
@@ -269,6 +284,8 @@ class BertEncoder:
         return self._norm(x, "embeddings.LayerNorm")
 
     def _layer(self, x: torch.Tensor, bias: torch.Tensor, p: str) -> torch.Tensor:
+        from torch.nn import functional as F
+
         batch, tokens, hidden = x.shape
         heads, size = self.config.num_attention_heads, self.config.head_size
         qkv = self._linear(x, f"{p}.attention.self.qkv").view(batch, tokens, 3, heads, size)
@@ -310,17 +327,25 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _checked_weights(config: BertConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``weights`` without a ``bert.`` prefix and the :data:`UNUSED_WEIGHTS`, as float32; raises
-    ValueError naming any tensor that is missing, unexpected or of the wrong shape."""
-    renamed = {k.removeprefix("bert."): v for k, v in weights.items()}
-    shapes = expected_shapes(config)
-    missing = sorted(set(shapes) - set(renamed))
-    unexpected = sorted(set(renamed) - set(shapes) - set(UNUSED_WEIGHTS))
+def checked_names(config: BertConfig, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """The checkpoint entry (``shapes``' key) each tensor the encoder reads comes from, keyed by the
+    encoder's name (no ``bert.`` prefix); raises ValueError naming any tensor that is missing, unexpected
+    (beyond :data:`UNUSED_WEIGHTS`) or of the wrong shape.
+
+    Example:
+        >>> config = BertConfig(4, 2, 1, 8, 16, 2, 10, 1e-12)
+        >>> names = checked_names(config, expected_shapes(config))
+        >>> names["embeddings.LayerNorm.bias"]
+        'embeddings.LayerNorm.bias'
+    """
+    renamed = {k.removeprefix("bert."): k for k in shapes}
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(renamed))
+    unexpected = sorted(set(renamed) - set(expected) - set(UNUSED_WEIGHTS))
     wrong = [
-        f"{k} {tuple(renamed[k].shape)} (expected {s})"
-        for k, s in shapes.items()
-        if k in renamed and tuple(renamed[k].shape) != s
+        f"{k} {tuple(shapes[renamed[k]])} (expected {s})"
+        for k, s in expected.items()
+        if k in renamed and tuple(shapes[renamed[k]]) != s
     ]
     if missing or unexpected or wrong:
         raise ValueError(
@@ -328,7 +353,14 @@ def _checked_weights(config: BertConfig, weights: dict[str, torch.Tensor]) -> di
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
             " (first five of each); load it through transformers instead"
         )
-    return {k: renamed[k].float() for k in shapes}
+    return {k: renamed[k] for k in expected}
+
+
+def _checked_weights(config: BertConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` without a ``bert.`` prefix and the :data:`UNUSED_WEIGHTS`, as float32 (see
+    :func:`checked_names`)."""
+    names = checked_names(config, {k: tuple(v.shape) for k, v in weights.items()})
+    return {k: weights[source].float() for k, source in names.items()}
 
 
 def load(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[WordPieceTokenizer, BertEncoder]:
@@ -351,12 +383,12 @@ def load(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Wor
     from safetensors.torch import load_file
 
     encoder = BertEncoder(config, load_file(str(folder / WEIGHTS_FILE), device="cpu")).to(device)
-    tokenizer = WordPieceTokenizer(folder / TOKENIZER_FILE, _model_max_length(folder, config))
+    tokenizer = WordPieceTokenizer(folder / TOKENIZER_FILE, model_max_length(folder, config))
     logger.debug("loaded %s with tokenizers + safetensors (%d layers)", folder, config.num_hidden_layers)
     return tokenizer, encoder
 
 
-def _model_max_length(folder: Path, config: BertConfig) -> int:
+def model_max_length(folder: Path, config: BertConfig) -> int:
     """``model_max_length`` from ``tokenizer_config.json`` when the folder has it, else the positions."""
     path = folder / "tokenizer_config.json"
     if path.is_file():

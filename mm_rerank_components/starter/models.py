@@ -1,18 +1,23 @@
 """``StarterModels``: the offline text + image model pair behind the starter scorer and Chroma functions.
 
 Torch and transformers are imported only when a model is first needed, so importing this module is cheap.
+Under :func:`text_runtime` ``"numpy"`` (what a cold ``mm-rerank query`` uses) texts embed with the
+torch-free twin of the encoder (:mod:`~mm_rerank_components.starter.minilm_numpy`), so a text query
+never imports torch; everything else uses the torch encoder, the reference.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mm_rerank_components.starter.image import ImageClassifier
+    from mm_rerank_components.starter.minilm_numpy import NumpyTextEncoder
     from mm_rerank_components.starter.text import MiniLMTextEncoder
 
 logger = logging.getLogger(__name__)
@@ -40,6 +46,51 @@ EMBEDDING_DIM = 384
 #: Defaults measured on the Tux Paint caption-to-image task (see docs/starter_models.md).
 DEFAULT_TOP_K = 10
 DEFAULT_PROMPT_STYLE: PromptStyle = "synonyms+definition"
+
+TextRuntime = Literal["torch", "numpy"]
+#: Environment variable naming the text runtime when no :func:`text_runtime` block chose one.
+TEXT_RUNTIME_ENV = "MM_RERANK_TEXT_RUNTIME"
+_runtime: contextvars.ContextVar[TextRuntime | None] = contextvars.ContextVar("text_runtime", default=None)
+
+
+def current_text_runtime() -> TextRuntime:
+    """The runtime texts embed with here: the innermost :func:`text_runtime` block's, else
+    ``$MM_RERANK_TEXT_RUNTIME`` (``torch`` or ``numpy``), else ``"torch"``.
+
+    Example:
+        >>> with text_runtime("numpy"):
+        ...     current_text_runtime()
+        'numpy'
+    """
+    chosen = _runtime.get()
+    if chosen is not None:
+        return chosen
+    raw = os.environ.get(TEXT_RUNTIME_ENV, "").strip().lower() or "torch"
+    if raw not in ("torch", "numpy"):
+        raise ValueError(f"{TEXT_RUNTIME_ENV}={raw!r}: use 'torch' (the reference) or 'numpy'")
+    return "numpy" if raw == "numpy" else "torch"
+
+
+@contextmanager
+def text_runtime(runtime: TextRuntime) -> Iterator[None]:
+    """Embed texts with ``runtime`` inside the block: ``"numpy"`` runs the fp32 CPU encoder without torch
+    (same embeddings to float32 rounding, about 1e-7; a one-shot command saves torch's import), ``"torch"``
+    the reference. Devices other than the CPU, and folders the numpy encoder does not read, stay on torch.
+
+    Example:
+        >>> with text_runtime("fast"):  # doctest: +ELLIPSIS
+        ...     pass
+        Traceback (most recent call last):
+        ...
+        ValueError: text runtime 'fast': use 'torch' or 'numpy'
+    """
+    if runtime not in ("torch", "numpy"):
+        raise ValueError(f"text runtime {runtime!r}: use 'torch' or 'numpy'")
+    token = _runtime.set(runtime)
+    try:
+        yield
+    finally:
+        _runtime.reset(token)
 
 
 @dataclass(frozen=True)
@@ -76,11 +127,36 @@ class _Backend:
         self.image_model = image_model
         self.lock = threading.RLock()
         self._text: MiniLMTextEncoder | None = None
+        self._numpy_text: NumpyTextEncoder | None = None
+        self._numpy_ok: bool | None = None
         self._image: ImageClassifier | None = None
         self._class_embeddings: dict[str, np.ndarray] = {}
 
     @property
-    def text(self) -> MiniLMTextEncoder:
+    def text(self) -> MiniLMTextEncoder | NumpyTextEncoder:
+        """The text encoder of the :func:`current_text_runtime` (both stay loaded once loaded)."""
+        if current_text_runtime() == "numpy" and self._numpy_usable():
+            if self._numpy_text is None:
+                with self.lock:
+                    if self._numpy_text is None:
+                        from mm_rerank_components.starter.minilm_numpy import NumpyTextEncoder
+
+                        self._numpy_text = NumpyTextEncoder(self.text_model_dir)
+            return self._numpy_text
+        return self.torch_text
+
+    def _numpy_usable(self) -> bool:
+        if self._numpy_ok is None:
+            from mm_rerank_components.starter import minilm
+            from mm_rerank_components.starter.minilm_numpy import default_model_dir
+
+            folder = self.text_model_dir if self.text_model_dir is not None else default_model_dir()
+            self._numpy_ok = self.device == "cpu" and minilm.supports(folder)
+        return self._numpy_ok
+
+    @property
+    def torch_text(self) -> MiniLMTextEncoder:
+        """The torch encoder, the reference (loaded on first access)."""
         if self._text is None:
             with self.lock:
                 if self._text is None:
@@ -112,8 +188,8 @@ class _Backend:
                 prompts = [class_prompt(c, style) for c in load_imagenet_classes()]
                 path = _class_cache_path(self.text_model_dir, prompts)
                 emb = _load_cached(path, (len(prompts), EMBEDDING_DIM))
-                if emb is None:
-                    emb = self.text.encode(prompts)
+                if emb is None:  # the reference encoder, so every runtime reads the same cached file
+                    emb = self.torch_text.encode(prompts)
                     _save_cached(path, emb)
                     logger.debug("embedded %d class prompts (style %r)", len(prompts), style)
                 emb.setflags(write=False)
@@ -136,7 +212,7 @@ def _class_cache_path(text_model_dir: str | Path | None, prompts: Sequence[str])
     root = class_cache_dir()
     if root is None:
         return None
-    from mm_rerank_components.starter.text import default_model_dir
+    from mm_rerank_components.starter.minilm_numpy import default_model_dir  # text's, without torch
 
     model_dir = Path(text_model_dir) if text_model_dir is not None else default_model_dir()
     digest = hashlib.blake2b(digest_size=16)
@@ -350,8 +426,8 @@ class StarterModels:
 
     # -- models -------------------------------------------------------------------------------------------
     @property
-    def text_encoder(self) -> MiniLMTextEncoder:
-        """The all-MiniLM-L6-v2 encoder, loaded on first access."""
+    def text_encoder(self) -> MiniLMTextEncoder | NumpyTextEncoder:
+        """The all-MiniLM-L6-v2 encoder of the :func:`current_text_runtime`, loaded on first access."""
         return self._backend.text
 
     @property
