@@ -4,7 +4,7 @@
 labels. It is learned fusion (:mod:`mm_rerank_components.adapt`) over the starter scorer's raw score
 and the first-stage routes' signals (route, similarity, rank, reciprocal rank, per-query min-max and
 z-scores of both the route similarity and the raw score, modality, listwise shares), fitted on every
-query of the built-in tasks (:data:`~mm_rerank_components.eval.sources.TASK_NAMES`: Tux Paint,
+query of the built-in training tasks (:data:`~mm_rerank_components.eval.sources.DEFAULT_SOURCES`: Tux Paint,
 GCompris, Wesnoth, Widelands and FreeOrion, five unrelated sources) and shipped as
 ``starter/data/default_fusion.json``; refit it with ``scripts/fit_default.py``. The evaluation
 measures it leave-one-task-out (fitted on four sources, tested on the fifth).

@@ -1,6 +1,6 @@
 """Refit the label-free product default (``starter/data/default_fusion.json``) on every built-in query.
 
-The built-in tasks are those of :mod:`mm_rerank_components.eval.sources` (one per real source).
+The training tasks are :data:`mm_rerank_components.eval.sources.DEFAULT_SOURCES` (one per real source).
 
 The default is learned fusion over the starter scorer's raw score and the routes' signals, absolute,
 per-query normalised and listwise, without BM25, with a modality floor (settings:
@@ -47,7 +47,7 @@ from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.pipelines import compute_first_stage, score_union
-from mm_rerank_components.eval.sources import TASK_NAMES, load_builtin_task
+from mm_rerank_components.eval.sources import DEFAULT_SOURCES, load_builtin_task
 from mm_rerank_components.scorers.starter import StarterScorer
 
 
@@ -55,7 +55,7 @@ def prepare(cache: Path, depth: tuple[int, int]) -> list[PreparedTask]:
     embedder = StarterEmbedder()
     scorer = StarterScorer()
     out = []
-    for task in (load_builtin_task(name, cache) for name in TASK_NAMES):
+    for task in (load_builtin_task(name, cache) for name in DEFAULT_SOURCES):
         first = compute_first_stage(task, embedder, cache / "embeddings")
         # dev then test, as mm-rerank eval orders them, so its score cache is read back
         qids = task.query_ids("dev") + task.query_ids("test")

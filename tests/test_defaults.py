@@ -19,7 +19,7 @@ from mm_rerank_components.defaults import (
     load_default_model,
     relative_inputs,
 )
-from mm_rerank_components.eval.sources import TASK_NAMES
+from mm_rerank_components.eval.sources import DEFAULT_SOURCES, TASK_NAMES
 from mm_rerank_components.scorers.fake import FakeScorer
 from mm_rerank_components.types import Candidate
 
@@ -110,7 +110,8 @@ def test_the_shipped_default_loads_and_reranks_with_any_scorer(caplog: pytest.Lo
     assert {"raw:text", "raw_z:image", "rr:text", "z:image"} <= set(model.feature_names)
     assert not model.spec.bm25 and "bm25_rel" not in model.feature_names
     trained_on = model.training["trained_on"]
-    assert set(trained_on) == set(TASK_NAMES)  # every built-in source: refit when one is added
+    assert set(trained_on) == set(DEFAULT_SOURCES)  # every training source: refit when one is added
+    assert set(DEFAULT_SOURCES) < set(TASK_NAMES)  # xfig-doc: measured, never fitted on
     reranker = default_reranker(FakeScorer())
     assert isinstance(reranker, LearnedFusionReranker)
     assert "fitted on" in caplog.text  # another scorer than the one it learned from: said so

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mm_rerank_components.eval.pipelines import FirstStage, ScoredUnion
-from mm_rerank_components.eval.sources import TASK_NAMES
+from mm_rerank_components.eval.sources import DEFAULT_SOURCES
 from mm_rerank_components.eval.tasks import EvalTask
 from mm_rerank_components.types import Candidate, Modality
 
@@ -44,7 +44,8 @@ __all__ = [
 
 #: Tasks the shipped default was fitted on (a held-out measurement must refit without them).
 #: The built-in tasks (the default is refitted leave-one-task-out on these).
-BUILTIN_TASKS = TASK_NAMES
+#: The tasks the default is refitted leave-one-task-out on; any other task gets the shipped default.
+BUILTIN_TASKS = DEFAULT_SOURCES
 
 
 @dataclass
