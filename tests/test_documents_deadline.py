@@ -58,7 +58,8 @@ def test_a_pdf_over_the_time_cap_fails_alone_naming_the_file_and_the_cap(
         (
             "hostile.pdf",
             "reading hostile.pdf took longer than max_seconds=0.5 and was stopped (a hostile or pathological "
-            "file); raise DocumentOptions(max_seconds=...) for a large genuine document",
+            "file); raise DocumentOptions(max_seconds=...) (mm-rerank ingest --document-timeout) "
+            "for a large genuine document",
         )
     ]
     assert sorted(t.text for t in scan.texts) == ["Foxes live in dens.", "Owls hunt at night."]

@@ -174,7 +174,8 @@ def test_pdf_with_10000_pages_fails_fast_naming_the_cap(tmp_path: Path) -> None:
     scan = scan_folder(root, documents=_options(tmp_path))
     assert time.perf_counter() - start < 30  # no page is read: only the page tree is counted
     assert _reasons(scan, "long.pdf") == [
-        "PDF has 10000 pages, over max_pages=2000; raise DocumentOptions(max_pages=...) or split the file"
+        "PDF has 10000 pages, over max_pages=2000; raise DocumentOptions(max_pages=...) (mm-rerank ingest --max-pages) "
+        "or split the file"
     ]
     assert len(scan.texts) == 3 and len(scan.images) == 3
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,97 @@ def register(sub: Any) -> None:
     )
     ingest.add_argument("--fail-fast", action="store_true", help="stop at the first unreadable file")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _document_args(ingest)
     ingest.set_defaults(handler=run)
+
+
+def _count(flag: str, unit: str = "") -> Callable[[str], int]:
+    """An argparse type: an int >= 1, else an error naming the flag, the value and what to give."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number >= 1{unit}, got {value!r}")
+        return number
+
+    return parse
+
+
+_DEFAULT_TIMEOUT: Any = object()  # --document-timeout not given (None means "no cap")
+
+
+def _seconds(value: str) -> float | None:
+    """``--document-timeout``: seconds > 0, or ``none`` for no cap."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 1e9:
+        raise argparse.ArgumentTypeError(
+            f"--document-timeout must be a number of seconds > 0 (or 'none' for no cap), got {value!r}"
+        )
+    return seconds
+
+
+#: DocumentOptions' defaults, for the help text without importing the readers when the CLI starts (a test
+#: checks they match)
+DOCUMENT_DEFAULTS: dict[str, Any] = {
+    "max_pages": 2000,
+    "max_figures": 1000,
+    "min_figure_side": 32,
+    "max_chars": 5_000_000,
+    "max_seconds": 300.0,
+    "render_dpi": 100,
+}
+
+
+def _document_args(ingest: Any) -> None:
+    """The caps of PDF, HTML and DOCX reading (``DocumentOptions``); unset flags keep its defaults."""
+    d = DOCUMENT_DEFAULTS
+    group = ingest.add_argument_group("documents (PDF, HTML, DOCX; see docs/documents.md)")
+    group.add_argument(
+        "--max-pages",
+        type=_count("--max-pages"),
+        help=f"a PDF with more pages fails as a whole (default {d['max_pages']})",
+    )
+    group.add_argument(
+        "--max-figures",
+        type=_count("--max-figures"),
+        help=f"figures kept per document; the rest are listed as failed (default {d['max_figures']})",
+    )
+    group.add_argument(
+        "--min-figure-side",
+        type=_count("--min-figure-side", " (pixels)"),
+        help=f"smaller pictures are decorations, left out and counted (default {d['min_figure_side']} px)",
+    )
+    group.add_argument(
+        "--max-document-chars",
+        type=_count("--max-document-chars"),
+        help=f"text kept per document, in characters (default {d['max_chars']})",
+    )
+    group.add_argument(
+        "--document-timeout",
+        type=_seconds,
+        default=_DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"longest time reading one document may take; 'none': no cap (default {d['max_seconds']:g})",
+    )
+    group.add_argument(
+        "--render-pages",
+        action="store_true",
+        help="also store each PDF page as a picture (for page-level scorers such as ColPali; "
+        "needs pypdfium2)",
+    )
+    group.add_argument(
+        "--render-dpi",
+        type=_count("--render-dpi"),
+        help=f"resolution of --render-pages pictures (default {d['render_dpi']}; capped by the pixel limit)",
+    )
 
 
 class _ListedHere(logging.Filter):
@@ -115,13 +206,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _document_options(args: argparse.Namespace) -> Any:
-    """PDF/HTML/DOCX figures go next to an embedded database (DB/figures) unless $MM_RERANK_FIGURES is set
-    (issue 25; a Chroma server has no local folder: ~/.cache/mm-rerank/figures)."""
+    """The document caps from the flags; PDF/HTML/DOCX figures go next to an embedded database (DB/figures)
+    unless $MM_RERANK_FIGURES is set (issue 25; a Chroma server has no local folder:
+    ~/.cache/mm-rerank/figures)."""
     from mm_rerank_components.ingest.documents import DocumentOptions, default_figures_dir
 
     remote = args.host is not None or args.server is not None
     db = None if remote else (args.db if args.db is not None else Path("chroma_db"))
-    return DocumentOptions(figures_dir=default_figures_dir(db))
+    flags = {
+        "max_pages": args.max_pages,
+        "max_figures": args.max_figures,
+        "min_figure_side": args.min_figure_side,
+        "max_chars": args.max_document_chars,
+        "render_dpi": args.render_dpi,
+    }
+    caps: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if args.document_timeout != _DEFAULT_TIMEOUT:
+        caps["max_seconds"] = args.document_timeout
+    return DocumentOptions(figures_dir=default_figures_dir(db), render_pages=args.render_pages, **caps)
 
 
 def _ingest(args: argparse.Namespace, retriever: Any, options: dict[str, Any]) -> Any:

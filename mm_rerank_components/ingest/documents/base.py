@@ -160,7 +160,7 @@ class Extracted:
                 (
                     where,
                     f"text over max_chars={options.max_chars}; the rest of the document is not ingested "
-                    "(raise DocumentOptions(max_chars=...))",
+                    "(raise DocumentOptions(max_chars=...), mm-rerank ingest --max-document-chars)",
                 )
             )
             return False

@@ -96,6 +96,7 @@ def run_capped(read: Callable[[], T], seconds: float | None, name: str) -> T:
     if reached:
         raise DocumentError(
             f"reading {name} took longer than max_seconds={seconds:g} and was stopped (a hostile or "
-            "pathological file); raise DocumentOptions(max_seconds=...) for a large genuine document"
+            "pathological file); raise DocumentOptions(max_seconds=...) (mm-rerank ingest "
+            "--document-timeout) for a large genuine document"
         )
     return result

@@ -74,7 +74,7 @@ def open_pdf(data: bytes, options: DocumentOptions) -> Any:
     if n_pages > options.max_pages:
         raise DocumentError(
             f"PDF has {n_pages} pages, over max_pages={options.max_pages}; raise "
-            "DocumentOptions(max_pages=...) or split the file"
+            "DocumentOptions(max_pages=...) (mm-rerank ingest --max-pages) or split the file"
         )
     return reader
 
@@ -304,7 +304,7 @@ def _attach(
                 (
                     f"p. {page}",
                     f"more than max_figures={options.max_figures} figures; the rest are not ingested "
-                    "(raise DocumentOptions(max_figures=...))",
+                    "(raise DocumentOptions(max_figures=...), mm-rerank ingest --max-figures)",
                 )
             )
             return
