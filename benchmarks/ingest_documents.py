@@ -5,6 +5,7 @@ Usage:
     python benchmarks/ingest_documents.py                       # 20 synthetic PDFs x 20 pages, 1 figure/page
     python benchmarks/ingest_documents.py --folder .cache/doc-sample/pdf   # real PDFs (scripts/fetch_doc_sample.sh)
     python benchmarks/ingest_documents.py --starter             # embed with the starter models, not hashing
+    python benchmarks/ingest_documents.py --render-pages        # also draw every page (pypdfium2)
 
 Prints the machine's load (``/proc/loadavg``) before and after: compare figures as ratios within one run.
 """
@@ -79,8 +80,8 @@ def _retriever(db: Path, starter: bool) -> Any:
     return ChromaMultiCollectionRetriever(path=db, text_embedding_function=ef, image_embedding_function=ef)
 
 
-def run(folder: Path, work: Path, starter: bool) -> None:
-    options = DocumentOptions(figures_dir=work / "figures")
+def run(folder: Path, work: Path, starter: bool, render_pages: bool = False) -> None:
+    options = DocumentOptions(figures_dir=work / "figures", render_pages=render_pages)
     pdfs = sorted(folder.rglob("*.pdf"))
     size = sum(p.stat().st_size for p in pdfs)
     print(f"{len(pdfs)} PDFs, {size / 1e6:.1f} MB; load before: {_load()}")
@@ -89,15 +90,17 @@ def run(folder: Path, work: Path, starter: bool) -> None:
     read_s = time.perf_counter() - start
     pdf_texts = [t for t in scan.texts if str(t.metadata.get("document", "")).endswith(".pdf")]
     pages = len({(t.metadata["document_path"], t.metadata.get("page")) for t in pdf_texts})
-    figures = sum(1 for i in scan.images if str(i.metadata.get("document", "")).endswith(".pdf"))
-    captioned = sum(
-        1 for i in scan.images if str(i.metadata.get("document", "")).endswith(".pdf") and i.caption
-    )
+    pdf_images = [i for i in scan.images if str(i.metadata.get("document", "")).endswith(".pdf")]
+    rendered = sum(1 for i in pdf_images if i.metadata.get("page_image"))
+    figures = len(pdf_images) - rendered
+    captioned = sum(1 for i in pdf_images if i.caption)
     print(
         f"read (pypdf text + figures): {read_s:.2f} s, {pages} pages with text ({pages / read_s:.1f} pages/s), "
         f"{figures} PDF figures ({figures / read_s:.1f} figures/s, {captioned} captioned); all files: "
         f"{len(scan.texts)} passages, {len(scan.images)} pictures, {len(scan.failed)} failed, {len(scan.skipped)} skipped"
     )
+    if render_pages:
+        print(f"  of which {rendered} pages drawn as pictures ({rendered / read_s:.1f} pages/s overall)")
     for failure in scan.failed[:5]:
         print(f"  failed: {failure}")
     for note in scan.skipped[:5]:
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--figures-per-page", type=int, default=1)
     parser.add_argument("--starter", action="store_true", help="embed with the starter models")
+    parser.add_argument("--render-pages", action="store_true", help="also draw each page as a picture")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mm-docs-bench-"))
     try:
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"synthetic: {args.docs} PDFs x {args.pages} pages, {args.figures_per_page} figure(s) per page"
             )
-        run(folder.resolve(), work, args.starter)
+        run(folder.resolve(), work, args.starter, args.render_pages)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
