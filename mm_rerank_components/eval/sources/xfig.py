@@ -19,7 +19,7 @@ Rules (:func:`build_caption_task`):
   words of letters (``-``, ``[Top]``), a file name as caption (``[transit.png]``), pictures shown on
   :data:`BANNER_DOCUMENTS` or more documents (the title banner), and captions that several different
   pictures share (``[Help Menu Button]`` on four buttons: a query with several right pictures, one of
-  them an authors' copy slip). A picture with several captions takes its first.
+  them an authors' copy slip). A picture with several captions takes its first usable one.
 * **Relevant** per query: the picture alone (an image document, no text, as in ``tuxpaint-mixed``) and
   every passage it is shown in (a PDF figure's page, an HTML picture's ``h1``-``h3`` section).
 * **Passages** are all pages and sections of the documents (the distractors included), cut into
