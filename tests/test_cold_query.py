@@ -98,6 +98,7 @@ def encoders() -> tuple[Any, Any]:
 
 
 @needs_weights
+@pytest.mark.slow
 def test_numpy_encoder_equals_torch(encoders: tuple[Any, Any]) -> None:
     fast, reference = encoders
     assert (fast.max_length, fast.max_chars, fast.dim) == (
@@ -115,6 +116,17 @@ def test_numpy_encoder_equals_torch(encoders: tuple[Any, Any]) -> None:
         fast.encode("a dog")
     with pytest.raises(TypeError, match=r"texts\[1\] must be a str"):
         fast.encode(["a", 3])
+
+
+@needs_weights
+def test_one_text_memo_gives_the_same_bits(encoders: tuple[Any, Any]) -> None:
+    fast, _ = encoders
+    text = "a memo test: which farm animal gives us milk?"
+    first = fast.encode([text])
+    first[:] = 0.0  # the caller's array is a copy: the memo is untouched
+    again = fast.encode([text])
+    fresh = minilm_numpy.NumpyTextEncoder().encode([text])  # computed anew
+    assert np.array_equal(again, fresh) and float(np.linalg.norm(again)) == pytest.approx(1.0, abs=1e-6)
 
 
 @needs_weights
@@ -144,6 +156,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_threads_are_set_without_importing_torch() -> None:
     pytest.importorskip("torch")
     code = (
