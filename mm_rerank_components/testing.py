@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -205,8 +205,9 @@ def build_tiny_qwen_vl(
     label_scale: float = 0.3,
     labels: tuple[str, str] = ("yes", "no"),
 ) -> Path:
-    """A ~0.1M-parameter Qwen2-VL (``kind="qwen2_vl"``), Qwen3-VL (``"qwen3_vl"``) or ColQwen2
-    (``"colqwen2"``, a Qwen2-VL inside ``ColQwen2ForRetrieval``) with a word-level tokenizer, its image
+    """A ~0.1M-parameter Qwen2-VL (``kind="qwen2_vl"``), Qwen2.5-VL (``"qwen2_5_vl"``), Qwen3-VL
+    (``"qwen3_vl"``) or ColQwen2 (``"colqwen2"``, a Qwen2-VL inside ``ColQwen2ForRetrieval``) with a
+    word-level tokenizer, its image
     processor (14 px patches for Qwen2-VL, 16 px for Qwen3-VL) and the Qwen chat
     special tokens, saved to ``folder``. Random weights: plumbing only.
 
@@ -255,21 +256,16 @@ def _qwen_text_config(vocab: dict[str, int]) -> tuple[dict[str, int], dict[str, 
 
 
 def _qwen_vl_config(transformers: Any, kind: str, vocab: dict[str, int]) -> tuple[Any, Any, int]:
-    """``(config, model class, patch size)`` of a tiny Qwen2-VL, Qwen3-VL or ColQwen2."""
+    """``(config, model class, patch size)`` of a tiny Qwen2-VL, Qwen2.5-VL, Qwen3-VL or ColQwen2."""
     ids, text = _qwen_text_config(vocab)
-    if kind in ("qwen2_vl", "colqwen2"):
+    if kind in ("qwen2_vl", "colqwen2", "qwen2_5_vl"):
         patch = 14
         text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 1, 1]}
-        vision: dict[str, Any] = {
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": 32,
-            "num_heads": 4,
-            "mlp_ratio": 2,
-        }
-        config: Any = transformers.Qwen2VLConfig(
-            text_config=text, vision_config=vision | _patching(patch), **ids
-        )
+        vision = _qwen2_vision(kind) | _patching(patch)
+        if kind == "qwen2_5_vl":
+            config: Any = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+            return config, transformers.Qwen2_5_VLForConditionalGeneration, patch
+        config = transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
         model_class: Any = transformers.Qwen2VLForConditionalGeneration
         if kind == "colqwen2":
             config = transformers.ColQwen2Config(vlm_config=config, embedding_dim=16)
@@ -297,8 +293,24 @@ def _qwen_vl_config(transformers: Any, kind: str, vocab: dict[str, int]) -> tupl
         config = transformers.Qwen3VLConfig(text_config=text, vision_config=vision | _patching(patch), **ids)
         model_class = transformers.Qwen3VLForConditionalGeneration
     else:
-        raise ValueError(f"unknown kind {kind!r}; use 'qwen2_vl', 'qwen3_vl' or 'colqwen2'")
+        raise ValueError(f"unknown kind {kind!r}; use 'qwen2_vl', 'qwen2_5_vl', 'qwen3_vl' or 'colqwen2'")
     return config, model_class, patch
+
+
+def _qwen2_vision(kind: str) -> dict[str, Any]:
+    """The vision tower of a tiny Qwen2-VL / ColQwen2, or of a tiny Qwen2.5-VL (windowed attention in
+    one block, full attention in the other, an output projection)."""
+    if kind == "qwen2_5_vl":
+        return {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 32,
+            "fullatt_block_indexes": [1],
+            "window_size": 56,
+        }
+    return {"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4, "mlp_ratio": 2}
 
 
 def _patching(patch: int) -> dict[str, int]:
@@ -502,3 +514,75 @@ def build_tiny_colpali(folder: Any, words: Sequence[str], *, seed: int = 0) -> P
         folder
     )
     return Path(folder)
+
+
+def save_to_hub_cache(
+    hf_home: str | Path, repo_id: str, build: Callable[[Path], object], revision: str = "0" * 40
+) -> Path:
+    """Build a model with ``build(folder)`` into the Hugging Face cache layout under ``hf_home``
+    (``hub/models--org--name/snapshots/<revision>/`` and ``refs/main``), so that with ``HF_HOME=hf_home``
+    and ``HF_HUB_OFFLINE=1`` code calling ``from_pretrained(repo_id)`` loads it unchanged, offline.
+
+    Example:
+        >>> build = lambda folder: build_tiny_colbert(folder, ["fox"])  # doctest: +SKIP
+        >>> save_to_hub_cache(tmp_path, "org/tiny", build)  # doctest: +SKIP
+    """
+    repo = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    build(snapshot)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    return snapshot
+
+
+#: Words the docs' examples use (docs/scorers.md), so their tiny stand-ins tokenise them as words.
+DOCS_WORDS = tuple(
+    re.findall(
+        r"\S+",
+        "how do red foxes hunt in snow ? Red Foxes pounce on rodents they hear under the . Snowy owls "
+        "lemmings tundra A snowy owl a post fox True False Yes No "
+        "Query Candidate Does candidate answer query",
+    )
+)
+
+
+def build_random_lora_adapter(folder: Any, base: Any, base_id: str, *, seed: int = 0) -> Path:
+    """A random LoRA adapter (``q_proj``/``v_proj``, rank 4) on the model folder ``base``, saved to
+    ``folder`` with ``base_id`` recorded as its base model, the way adapters are published."""
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = base_id
+    peft_model.save_pretrained(folder)
+    return Path(folder)
+
+
+def build_docs_models(hf_home: str | Path, folder: str | Path) -> list[str]:
+    """Tiny random stand-ins for every checkpoint docs/scorers.md loads: the hub ids in an offline cache
+    under ``hf_home`` (:func:`save_to_hub_cache`), the local folders under ``folder``. Returns the hub ids.
+    Not jina-reranker-m0: it runs its own code from its repository, which no config here can build.
+    Random weights: the scores show the plumbing, never quality.
+    """
+    words = list(DOCS_WORDS)
+    qwen2 = "Qwen/Qwen2-VL-2B-Instruct"
+    builders: dict[str, Callable[[Path], object]] = {
+        qwen2: lambda f: build_tiny_qwen_vl(f, words),
+        "Qwen/Qwen2.5-VL-3B-Instruct": lambda f: build_tiny_qwen_vl(f, words, kind="qwen2_5_vl"),
+        "Qwen/Qwen3-VL-Reranker-2B": lambda f: build_tiny_qwen_vl(f, words, kind="qwen3_vl"),
+        "Qwen/Qwen3-Reranker-0.6B": lambda f: build_tiny_qwen3_lm(f, words),
+        "vidore/colqwen2-v1.0-hf": lambda f: build_tiny_qwen_vl(f, words, kind="colqwen2"),
+        "colbert-ir/colbertv2.0": lambda f: build_tiny_colbert(f, words),
+        "openai/clip-vit-base-patch32": lambda f: build_tiny_dual_encoder(f, words, kind="clip"),
+        "cross-encoder/ms-marco-MiniLM-L-6-v2": lambda f: build_bert_cross_encoder(f, words),
+    }
+    snapshots = {repo_id: save_to_hub_cache(hf_home, repo_id, build) for repo_id, build in builders.items()}
+    adapter = "lightonai/MonoQwen2-VL-v0.1"
+    save_to_hub_cache(hf_home, adapter, lambda f: build_random_lora_adapter(f, snapshots[qwen2], qwen2))
+    build_tiny_dual_encoder(Path(folder) / "models" / "siglip2-base", words, kind="siglip2")
+    return [*builders, adapter]
