@@ -910,12 +910,7 @@ def _fit_head(
         "pointwise": opts.pointwise,
         "max_pairs_per_query": opts.max_pairs_per_query,
     }
-    prior_info: dict[str, Any] = {}
-    if prior is not None:
-        start = Prior(prior.mean, prior.scale, prior.weights, prior.bias)
-        strength, cv = _choose_prior_strength(matrices, lists, start, kwargs)
-        kwargs["prior"] = dataclasses.replace(start, strength=strength)
-        prior_info = {"prior": {"strength": strength, "out_of_fold_loss": cv, "scorer": _scorer_of(prior)}}
+    prior_info = _with_prior(matrices, lists, prior, kwargs)
     mu, sd, w, b, info = _fit_linear(matrices, lists, **kwargs)
     folds = _calibration_folds(lists, opts)
     if folds is None:
@@ -960,8 +955,19 @@ def _fit_head(
     )
 
 
-def _scorer_of(model: FusionModel) -> str | None:
-    return model.calibrator.scorer
+def _with_prior(
+    matrices: Sequence[np.ndarray],
+    lists: Sequence[LabelledList],
+    prior: FusionModel | None,
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """Put the prior, its penalty chosen by cross-validation, into ``kwargs``; what to record of it."""
+    if prior is None:
+        return {}
+    start = Prior(prior.mean, prior.scale, prior.weights, prior.bias)
+    strength, cv = _choose_prior_strength(matrices, lists, start, kwargs)
+    kwargs["prior"] = dataclasses.replace(start, strength=strength)
+    return {"prior": {"strength": strength, "out_of_fold_loss": cv, "scorer": prior.calibrator.scorer}}
 
 
 def _spec_for(lists: Sequence[LabelledList], opts: FusionOptions) -> FeatureSpec:
