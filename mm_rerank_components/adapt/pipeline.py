@@ -498,8 +498,14 @@ class AdaptLabelsError(ValueError):
     """The labels cannot train a reranker for this database (e.g. no positive of a modality it holds)."""
 
 
-def _fit(lists: Sequence[LabelledList], the_scorer: Scorer, opts: AdaptOptions, clock: _Clock) -> FusionModel:
-    prior = _prior_model(opts, str(the_scorer.name))
+def _fit(
+    lists: Sequence[LabelledList],
+    the_scorer: Scorer,
+    opts: AdaptOptions,
+    clock: _Clock,
+    prior: FusionModel | None = None,
+) -> FusionModel:
+    prior = prior if prior is not None else _prior_model(opts, str(the_scorer.name))
     clock.say("training learned fusion" + (" from the default" if prior is not None else ""))
     model = fit_fusion(lists, **opts.fusion_kwargs(), scorer=str(the_scorer.name), prior=prior)
     clock.lap("fusion")
@@ -585,6 +591,7 @@ def adapt_from_corpus(
     *,
     out: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    prior: FusionModel | None = None,
 ) -> AdaptResult:
     """Label-free adaptation: pseudo-queries from the corpus, pseudo-labelled through the real first
     stage and the scorer, then the labelled run's learned fusion, calibrated per modality.
@@ -598,6 +605,7 @@ def adapt_from_corpus(
             only called through the core's reranker.
         options: default :func:`label_free_options`; ``options.label_free`` sets the pseudo-queries.
         out: the folder to write (``None``: nothing is saved); it loads with ``load_reranker``.
+        prior: a model to start from (``fit_fusion(prior=...)``), overriding ``options.prior``.
 
     Example:
         >>> result = adapt_from_corpus(retriever, "starter", out="my-reranker")  # doctest: +SKIP
@@ -620,7 +628,7 @@ def adapt_from_corpus(
             f"none of the {len(queries)} pseudo-queries found its own record in its pool; is the first "
             "stage's embedding the one the database was built with?"
         )
-    model = _fit(lists, the_scorer, opts, clock)
+    model = _fit(lists, the_scorer, opts, clock, prior)
     report = _label_free_report(records, queries, lists, stats, opts, source.describe())
     _add_training(report, model, the_scorer, lists)
     trained_on = {
