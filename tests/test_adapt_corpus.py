@@ -176,6 +176,7 @@ def test_adapt_from_corpus_in_memory_trains_both_modalities(tmp_path: Path) -> N
     assert result.model.modality_floor == 2 and not report["modalities_without_positive"]
     text = format_report(report)
     assert "pseudo-queries:" in text and "teacher filter (GPL)" in text and "calibration per modality" in text
+    assert f"pairs with {report['scoring']['scorer']}," in text and report["scoring"]["scorer"]  # named
     pool = corpus.retrieve_many(["fox"], 4, 4)[0]
     ranked = result.reranker.rerank("fox", pool)
     assert len(ranked) == len(pool) and all(0.0 <= r.score <= 1.0 for r in ranked)

@@ -630,6 +630,7 @@ def adapt_from_corpus(
         )
     model = _fit(lists, the_scorer, opts, clock, prior)
     report = _label_free_report(records, queries, lists, stats, opts, source.describe())
+    report["scoring"]["scorer"] = str(the_scorer.name)
     _add_training(report, model, the_scorer, lists)
     trained_on = {
         "label_free": True,
