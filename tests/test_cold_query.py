@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,19 @@ def test_text_runtime_picks_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None
         with text_runtime("torch"):
             assert not isinstance(models.text_encoder, minilm_numpy.NumpyTextEncoder)
     assert not isinstance(models.text_encoder, minilm_numpy.NumpyTextEncoder)
+    seen: list[str] = []
+    with text_runtime("numpy"), text_runtime("torch"), text_runtime("numpy"):
+        pass
+    with text_runtime("numpy"):  # process-wide: a worker thread the command starts sees it too
+        worker = threading.Thread(target=lambda: seen.append(current_text_runtime()))
+        worker.start()
+        worker.join()
+        with text_runtime("torch"):
+            with text_runtime("numpy"):
+                seen.append(current_text_runtime())
+            seen.append(current_text_runtime())
+        seen.append(current_text_runtime())
+    assert seen == ["numpy", "numpy", "torch", "numpy"] and current_text_runtime() == "torch"
     monkeypatch.setenv(TEXT_RUNTIME_ENV, "numpy")
     assert isinstance(models.text_encoder, minilm_numpy.NumpyTextEncoder)
     monkeypatch.setenv(TEXT_RUNTIME_ENV, "jax")

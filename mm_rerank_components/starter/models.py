@@ -8,7 +8,6 @@ never imports torch; everything else uses the torch encoder, the reference.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import logging
 import os
@@ -50,11 +49,13 @@ DEFAULT_PROMPT_STYLE: PromptStyle = "synonyms+definition"
 TextRuntime = Literal["torch", "numpy"]
 #: Environment variable naming the text runtime when no :func:`text_runtime` block chose one.
 TEXT_RUNTIME_ENV = "MM_RERANK_TEXT_RUNTIME"
-_runtime: contextvars.ContextVar[TextRuntime | None] = contextvars.ContextVar("text_runtime", default=None)
+#: the innermost open :func:`text_runtime` block's choice: process-wide, so the worker threads a command
+#: starts embed with the same runtime as the thread that opened the block
+_runtime: list[TextRuntime] = []
 
 
 def current_text_runtime() -> TextRuntime:
-    """The runtime texts embed with here: the innermost :func:`text_runtime` block's, else
+    """The runtime texts embed with now: the innermost open :func:`text_runtime` block's, else
     ``$MM_RERANK_TEXT_RUNTIME`` (``torch`` or ``numpy``), else ``"torch"``.
 
     Example:
@@ -62,9 +63,8 @@ def current_text_runtime() -> TextRuntime:
         ...     current_text_runtime()
         'numpy'
     """
-    chosen = _runtime.get()
-    if chosen is not None:
-        return chosen
+    if _runtime:
+        return _runtime[-1]
     raw = os.environ.get(TEXT_RUNTIME_ENV, "").strip().lower() or "torch"
     if raw not in ("torch", "numpy"):
         raise ValueError(f"{TEXT_RUNTIME_ENV}={raw!r}: use 'torch' (the reference) or 'numpy'")
@@ -73,9 +73,10 @@ def current_text_runtime() -> TextRuntime:
 
 @contextmanager
 def text_runtime(runtime: TextRuntime) -> Iterator[None]:
-    """Embed texts with ``runtime`` inside the block: ``"numpy"`` runs the fp32 CPU encoder without torch
-    (same embeddings to float32 rounding, about 1e-7; a one-shot command saves torch's import), ``"torch"``
-    the reference. Devices other than the CPU, and folders the numpy encoder does not read, stay on torch.
+    """Embed texts with ``runtime`` while the block runs, in every thread (a one-shot command's setting):
+    ``"numpy"`` runs the fp32 CPU encoder without torch (same embeddings to float32 rounding, about 1e-7;
+    a one-shot command saves torch's import), ``"torch"`` the reference. Devices other than the CPU, and
+    folders the numpy encoder does not read, stay on torch.
 
     Example:
         >>> with text_runtime("fast"):  # doctest: +ELLIPSIS
@@ -86,11 +87,11 @@ def text_runtime(runtime: TextRuntime) -> Iterator[None]:
     """
     if runtime not in ("torch", "numpy"):
         raise ValueError(f"text runtime {runtime!r}: use 'torch' or 'numpy'")
-    token = _runtime.set(runtime)
+    _runtime.append(runtime)
     try:
         yield
     finally:
-        _runtime.reset(token)
+        del _runtime[len(_runtime) - 1 - _runtime[::-1].index(runtime)]  # the latest entry of this value
 
 
 @dataclass(frozen=True)
