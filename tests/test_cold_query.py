@@ -277,6 +277,23 @@ def test_cli_answer_equals_the_torch_runtime(small_db: Path) -> None:
 
 @needs_weights
 @pytest.mark.slow
+def test_the_program_exits_at_once_with_its_output_and_status(small_db: Path) -> None:
+    """As the program itself, ``query`` ends with ``os._exit`` (no module teardown): the rows and the
+    status still come out whole; called in-process with an argument list it returns as before."""
+    text = "Which farm animal gives us milk?"
+    argv = [sys.executable, "-m", "mm_rerank_components.cli", "query", text, "--db", str(small_db)]
+    done = subprocess.run([*argv, "--top-n", "0", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert rows == cli_rows(small_db, text, "numpy")[0]
+    assert "candidates, reranked by" in done.stderr  # the timing report, written last
+    missing = [sys.executable, "-m", "mm_rerank_components.cli", "query", text, "--db", str(small_db / "no")]
+    done = subprocess.run(missing, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "ingest into it first" in done.stderr
+
+
+@needs_weights
+@pytest.mark.slow
 @pytest.mark.skipif(not (QUICKSTART_DB / "chroma.sqlite3").is_file(), reason="python scripts/quickstart.py")
 def test_quickstart_answers_equal_the_torch_runtime() -> None:
     for text in (

@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mm_rerank_components.cli._common import format_table, set_threads
+from mm_rerank_components.cli._common import exit_now, format_table, set_threads
 
 __all__ = ["COMMANDS", "ONE_THREAD_COMMANDS", "format_table", "main", "set_threads"]
 
@@ -66,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             parser.print_help()
             return 2
-        return int(handler(args))
+        code = int(handler(args))
+        if argv is None and command in ONE_THREAD_COMMANDS:
+            exit_now(code)  # the program itself, one query done: skip the module teardown (cli/_common.py)
+        return code
     except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"mm-rerank {command}: error: {exc}", file=sys.stderr)
         return 1
