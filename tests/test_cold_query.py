@@ -275,6 +275,20 @@ def test_cli_answer_equals_the_torch_runtime(small_db: Path) -> None:
         assert_same_answer(small_db, text)
 
 
+def test_a_profiled_run_still_writes_its_profile(tmp_path: Path) -> None:
+    """Under cProfile (which writes at exit) the program returns normally instead of ``os._exit``."""
+    out = tmp_path / "query.prof"
+    argv = ["-m", "cProfile", "-o", str(out), "-m", "mm_rerank_components.cli", "query", "x"]
+    done = subprocess.run(
+        [sys.executable, *argv, "--db", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "ingest into it first" in done.stderr  # (cProfile itself swallows the exit status)
+    assert out.is_file() and out.stat().st_size > 0
+
+
 @needs_weights
 @pytest.mark.slow
 def test_the_program_exits_at_once_with_its_output_and_status(small_db: Path) -> None:

@@ -140,9 +140,13 @@ def exit_now(code: int) -> None:
     after a cold ``mm-rerank query``, most of it chromadb's; ``atexit`` hooks are skipped too, so only a
     command that has nothing left to write may call it). ``mm-rerank`` calls it only when it runs as the
     program itself (``main()`` without an argument list), never when a caller passes one in-process.
+    Under a profiler, a tracer or coverage, which write their results at exit, it returns instead.
     """
     import contextlib
     import os
+
+    if sys.getprofile() is not None or sys.gettrace() is not None or "coverage" in sys.modules:
+        return
 
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more reaches it
