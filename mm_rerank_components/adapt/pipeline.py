@@ -798,8 +798,12 @@ def _label_free_lines(report: Mapping[str, Any]) -> list[str]:
         f"pseudo-queries: {pq['made']} made {pq['by_kind']}, {pq['with_cross_modal_positives']} with a "
         f"cross-modal positive; {pq['with_positive_in_pool']} found a positive in their pool "
         f"(k_text={pq['k_text']}, k_image={pq['k_image']}), {pq['without_positive_in_pool']} did not",
-        f"teacher filter (GPL): {pq['dropped_likely_false_negatives']} likely false negatives left out "
-        f"(margin {pq['false_negative_margin']})",
+        (
+            f"teacher filter (GPL): {pq['dropped_likely_false_negatives']} likely false negatives left out "
+            f"(margin {pq['false_negative_margin']})"
+            if pq["false_negative_margin"] is not None
+            else "teacher filter (GPL): off, every negative kept"
+        ),
     ]
     lines += _table(
         ["modality", "candidates", "positives"],
