@@ -26,8 +26,8 @@ name the backend either). The report checks that each int8 run's vectors really 
     OPENBLAS_NUM_THREADS=1 nice -n 10 python benchmarks/starter_int8_quality.py --threads 1
     python benchmarks/starter_int8_quality.py --backends torch,onnx-int8 --tasks gcompris-explore
 
-``--per-channel`` measures a candidate setting instead of the shipped one: int8 weights quantised per output
-channel (ONNX Runtime's ``quantize_dynamic(per_channel=True)``, torch's ``per_channel_dynamic_qconfig``),
+The shipped int8 backends quantise weights per output channel (``starter._onnx.PER_CHANNEL``, chosen
+from this benchmark's figures); ``--per-tensor`` measures the earlier setting (one scale per tensor),
 patched into the processes of this run only.
 
 Writes ``benchmarks/results/starter_int8_quality.json`` (git-ignored) or ``--out``.
@@ -202,31 +202,13 @@ def _child_env(backend: str, threads: int, model_cache: Path) -> dict[str, str]:
     return env
 
 
-def use_per_channel() -> None:
-    """Quantise weights per output channel instead of per tensor (a candidate setting, not the shipped one):
-    ONNX Runtime's ``quantize_dynamic(per_channel=True)`` and torch's ``per_channel_dynamic_qconfig``.
+def use_per_tensor() -> None:
+    """Quantise weights with one scale per tensor (the setting before per channel shipped), for
+    ``--per-tensor``: patched into this process only (``starter._onnx.PER_CHANNEL``, which both the torch
+    and the ONNX Runtime int8 paths read at call time)."""
+    from mm_rerank_components.starter import _onnx
 
-    Patched into this process only, for ``--per-channel``; the activations stay dynamic per tensor.
-    """
-    import onnxruntime.quantization as ort_quantization
-    import torch
-
-    from mm_rerank_components.starter import text
-
-    original = ort_quantization.quantize_dynamic
-
-    def per_channel_onnx(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("per_channel", True)
-        return original(*args, **kwargs)
-
-    def per_channel_torch(model: Any) -> Any:
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        return torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.Linear: qconfig}, dtype=torch.qint8
-        ).eval()
-
-    ort_quantization.quantize_dynamic = per_channel_onnx  # _onnx.OnnxEncoder imports it at call time
-    text.quantize_int8 = per_channel_torch
+    _onnx.PER_CHANNEL = False
 
 
 def run_backend_child(args: argparse.Namespace) -> None:
@@ -234,8 +216,8 @@ def run_backend_child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.per_channel:
-        use_per_channel()
+    if args.per_tensor:
+        use_per_tensor()
     from mm_rerank_components.eval.embeddings import StarterEmbedder
     from mm_rerank_components.eval.metrics import evaluate_run
     from mm_rerank_components.eval.pipelines import (
@@ -282,7 +264,7 @@ def run_backend(args: argparse.Namespace, backend: str, work: Path) -> dict[str,
     out_dir.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--child", "--child-out", str(out_dir), "--threads", str(args.threads)]
     cmd += ["--cache", args.cache, "--k", str(args.k), "--tasks", ",".join(args.tasks)]
-    cmd += ["--per-channel"] if args.per_channel else []
+    cmd += ["--per-tensor"] if args.per_tensor else []
     start = time.perf_counter()
     subprocess.run(cmd, env=_child_env(backend, args.threads, work / f"model-cache-{backend}"), check=True)
     result: dict[str, Any] = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
@@ -427,9 +409,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="encode-time rounds (0: no timing)")
     p.add_argument(
-        "--per-channel",
+        "--per-tensor",
         action="store_true",
-        help="int8 weights quantised per output channel (a candidate setting; the shipped backends are per tensor)",
+        help="int8 weights with one scale per tensor (the earlier setting; the shipped backends are per channel)",
     )
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "starter_int8_quality.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -457,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {}
     print(
         f"tasks {args.tasks}, backends {args.backends}, k {args.k}, {args.threads} thread(s), "
-        f"int8 weights per {'channel' if args.per_channel else 'tensor'}, load {_loadavg()}"
+        f"int8 weights per {'tensor' if args.per_tensor else 'channel'}, load {_loadavg()}"
     )
     with tempfile.TemporaryDirectory(prefix="starter-int8-") as tmp:
         results = {b: run_backend(args, b, Path(tmp)) for b in args.backends}
@@ -467,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "tasks": args.tasks,
         "k": args.k,
         "threads": args.threads,
-        "int8_weights": "per channel (--per-channel)" if args.per_channel else "per tensor (as shipped)",
+        "int8_weights": "per tensor (--per-tensor)" if args.per_tensor else "per channel (as shipped)",
     }
     report["queries"] = sum(len(ref["tasks"][t]["runs"]["text-route"]) for t in args.tasks)
     report["fp32_means"] = {
@@ -483,8 +465,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         report["backends"][backend] = comparison
     report["child_seconds"] = {b: r["seconds"] | {"wall": r["wall_s"]} for b, r in results.items()}
     if args.rounds:
-        if args.per_channel:
-            use_per_channel()
+        if args.per_tensor:
+            use_per_tensor()
         report["timing"] = time_encoders(
             args.backends, task_passages(args.tasks, args.cache), args.rounds, args.threads
         )

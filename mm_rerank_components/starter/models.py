@@ -187,7 +187,7 @@ class _Backend:
         with self.lock:
             if style not in self._class_embeddings:
                 prompts = [class_prompt(c, style) for c in load_imagenet_classes()]
-                path = _class_cache_path(self.text_model_dir, prompts)
+                path = _class_cache_path(self.text_model_dir, prompts, env_text_backend())
                 emb = _load_cached(path, (len(prompts), EMBEDDING_DIM))
                 if emb is None:  # the reference encoder, so every runtime reads the same cached file
                     emb = self.torch_text.encode(prompts)
@@ -207,9 +207,23 @@ def class_cache_dir() -> Path | None:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mm_rerank_components"
 
 
-def _class_cache_path(text_model_dir: str | Path | None, prompts: Sequence[str]) -> Path | None:
-    """A file named by a hash of the prompts and of the text model's files (name, size, mtime), so a new
-    model or new prompts never reuse stale embeddings."""
+def env_text_backend() -> str:
+    """The text backend the torch encoder takes when none is passed (``MM_RERANK_TEXT_BACKEND``, else
+    ``"torch"``), read without importing torch.
+
+    Example:
+        >>> env_text_backend() in ("torch", "torch-int8", "onnx", "onnx-int8")
+        True
+    """
+    return os.environ.get("MM_RERANK_TEXT_BACKEND") or "torch"
+
+
+def _class_cache_path(
+    text_model_dir: str | Path | None, prompts: Sequence[str], backend: str = "torch"
+) -> Path | None:
+    """A file named by a hash of the prompts, of the text model's files (name, size, mtime) and of the
+    backend when it is not fp32 torch, so a new model, new prompts or int8 embeddings never reuse (or
+    overwrite) another's file."""
     root = class_cache_dir()
     if root is None:
         return None
@@ -217,6 +231,8 @@ def _class_cache_path(text_model_dir: str | Path | None, prompts: Sequence[str])
 
     model_dir = Path(text_model_dir) if text_model_dir is not None else default_model_dir()
     digest = hashlib.blake2b(digest_size=16)
+    if backend != "torch":
+        digest.update(f"backend:{backend}\n".encode())
     for prompt in prompts:
         digest.update(prompt.encode() + b"\n")
     try:
@@ -404,8 +420,12 @@ class StarterModels:
 
     @property
     def text_label(self) -> str:
-        """Names the text model's files (see :func:`text_model_label`)."""
-        return text_model_label(self.text_model_dir)
+        """Names the text model's files (see :func:`text_model_label`) and, for an int8 or ONNX backend
+        (``MM_RERANK_TEXT_BACKEND``), the backend: its embeddings differ from fp32's, so every cache keyed
+        by this name (the eval's, precomputed signals) keeps them apart."""
+        backend = env_text_backend()
+        label = text_model_label(self.text_model_dir)
+        return label if backend == "torch" else f"{label}-{backend}"
 
     @property
     def image_label(self) -> str:

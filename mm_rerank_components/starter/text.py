@@ -80,7 +80,8 @@ class MiniLMTextEncoder:
             (fp32, the reference), ``"torch-int8"``, ``"onnx"`` or ``"onnx-int8"``; default: the
             ``MM_RERANK_TEXT_BACKEND`` environment variable, else ``"torch"`` (so the whole starter stack,
             which builds this encoder itself, can be switched without code). Embeddings move slightly
-            with int8; ``benchmarks/cross_encoder_vs_st.py --starter`` measures the agreement.
+            with int8; ``benchmarks/starter_int8_quality.py`` measures the agreement and the quality
+            change on the built-in tasks.
 
     Example:
         >>> enc = MiniLMTextEncoder()  # doctest: +SKIP
