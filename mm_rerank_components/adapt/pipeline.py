@@ -512,13 +512,21 @@ def _fit(
     return model
 
 
+def _shipped_default() -> FusionModel:
+    """The shipped default's model (``starter/data/default_fusion.json``, which ``defaults`` serves), read
+    here as a plain :class:`FusionModel`: the prior needs its features and weights, not its serving."""
+    import json
+    from importlib import resources
+
+    source = resources.files("mm_rerank_components.starter").joinpath("data", "default_fusion.json")
+    return FusionModel.from_dict(json.loads(source.read_text(encoding="utf-8")), source=str(source))
+
+
 def _prior_model(opts: AdaptOptions, scorer_name: str) -> FusionModel | None:
     """The shipped default's model when ``opts.prior == "default"`` and it was fitted for this scorer."""
     if opts.prior is None:
         return None
-    from mm_rerank_components.defaults import load_default_model
-
-    model = load_default_model()
+    model = _shipped_default()
     if model.calibrator.scorer != scorer_name:
         logger.info(
             "adapt: fitting from scratch: the default was fitted for %s, not %s",
