@@ -912,9 +912,16 @@ def _training_lines(report: Mapping[str, Any]) -> list[str]:
         )
     fusion = report["fusion"]
     metrics = fusion["train_metrics"]
+    prior = fusion.get("prior")
     lines.append(
         f"fusion: {fusion['queries']} queries, {fusion['pairs']} pairs, loss {fusion['loss']:.4f} after "
-        f"{fusion['iterations']} Newton steps (seed {fusion['seed']}, l2 {fusion['l2']})"
+        f"{fusion['iterations']} Newton steps (seed {fusion['seed']}, "
+        + (
+            f"from the default, pulled towards it with penalty {prior['strength']:g}, chosen by "
+            "out-of-fold loss)"
+            if prior
+            else f"l2 {fusion['l2']})"
+        )
     )
     rows = [["raw score (one scale for all)", *metrics["raw_score"].values()]]
     rows += [["rrf of the routes", *metrics["rrf"].values()]] if "rrf" in metrics else []
