@@ -69,3 +69,13 @@ def test_default_prior_only_for_the_scorer_it_was_fitted_for(caplog: pytest.LogC
     with caplog.at_level(logging.INFO, logger="mm_rerank_components.adapt.pipeline"):
         assert _prior_model(AdaptOptions(), "fake:v1") is None
     assert "from scratch" in caplog.text
+
+
+def test_the_eval_adapted_row_starts_from_a_default_of_the_same_scorer_only() -> None:
+    from mm_rerank_components.eval.learned import adapted_prior
+
+    prior = _prior()  # fitted without a scorer name
+    assert adapted_prior(prior, "fake:v1") is None  # another scorer: its raw scores mean something else
+    named = fit_fusion(_synthetic(20, seed=16), seed=0, metadata_fields=["signal"], scorer="fake:v1")
+    assert adapted_prior(named, "fake:v1") is named
+    assert adapted_prior(None, "fake:v1") is None

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BUILTIN_TASKS",
     "PreparedTask",
+    "adapted_prior",
     "fusion_union",
     "label_free_union",
     "labelled_lists",
@@ -121,6 +122,19 @@ def _fit(lists: Sequence[Any], scorer_name: str, row: str, prior: Any = None) ->
     return fit_fusion(lists, scorer=scorer_name, seed=0, prior=prior)
 
 
+def adapted_prior(default: Any, scorer_name: str) -> Any:
+    """The model the ``adapted`` row starts from: the task's ``default`` row when it was fitted for this
+    scorer (as ``mm-rerank adapt`` does), else ``None`` (a fit from scratch).
+
+    Example:
+        >>> adapted_prior(None, "starter") is None
+        True
+    """
+    if default is None or default.calibrator.scorer != scorer_name:
+        return None
+    return default
+
+
 def learned_rows(
     target: PreparedTask,
     everything: Sequence[PreparedTask],
@@ -174,9 +188,8 @@ def learned_rows(
         )
     key = ("adapted", task.name)
     if key not in cache:
-        prior = cache.get(("default", task.name))
         lists = labelled_lists(target, scorer, task.query_ids("dev"), kt, ki)
-        cache[key] = _fit(lists, name, "adapted", prior)
+        cache[key] = _fit(lists, name, "adapted", adapted_prior(cache.get(("default", task.name)), name))
     out["adapted"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image)
     out["adapted-no-routes"] = fusion_union(cache[key], target, scorer, qids, k_text, k_image, routes=False)
     return out
