@@ -79,3 +79,13 @@ def test_the_eval_adapted_row_starts_from_a_default_of_the_same_scorer_only() ->
     named = fit_fusion(_synthetic(20, seed=16), seed=0, metadata_fields=["signal"], scorer="fake:v1")
     assert adapted_prior(named, "fake:v1") is named
     assert adapted_prior(None, "fake:v1") is None
+
+
+def test_the_report_says_whether_the_fit_started_from_the_default() -> None:
+    from mm_rerank_components.adapt.pipeline import _fusion_line
+
+    few = _synthetic(6, seed=17)
+    with_prior = fit_fusion(few, seed=0, prior=_prior()).training
+    assert "from the default, pulled towards it with penalty 10" in _fusion_line(with_prior)
+    plain = fit_fusion(few, seed=0).training
+    assert _fusion_line(plain).endswith("(seed 0, l2 0.01)")

@@ -881,6 +881,19 @@ def _scoring_lines(report: Mapping[str, Any]) -> list[str]:
     return lines + [f"  {e}" for e in scoring["errors"]]
 
 
+def _fusion_line(fusion: Mapping[str, Any]) -> str:
+    prior = fusion.get("prior")
+    how = (
+        f"from the default, pulled towards it with penalty {prior['strength']:g}, chosen by out-of-fold loss"
+        if prior
+        else f"l2 {fusion['l2']}"
+    )
+    return (
+        f"fusion: {fusion['queries']} queries, {fusion['pairs']} pairs, loss {fusion['loss']:.4f} after "
+        f"{fusion['iterations']} Newton steps (seed {fusion['seed']}, {how})"
+    )
+
+
 def _training_lines(report: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     lines.append("calibration per modality (Platt on out-of-fold fused scores):")
@@ -912,17 +925,7 @@ def _training_lines(report: Mapping[str, Any]) -> list[str]:
         )
     fusion = report["fusion"]
     metrics = fusion["train_metrics"]
-    prior = fusion.get("prior")
-    lines.append(
-        f"fusion: {fusion['queries']} queries, {fusion['pairs']} pairs, loss {fusion['loss']:.4f} after "
-        f"{fusion['iterations']} Newton steps (seed {fusion['seed']}, "
-        + (
-            f"from the default, pulled towards it with penalty {prior['strength']:g}, chosen by "
-            "out-of-fold loss)"
-            if prior
-            else f"l2 {fusion['l2']})"
-        )
-    )
+    lines.append(_fusion_line(fusion))
     rows = [["raw score (one scale for all)", *metrics["raw_score"].values()]]
     rows += [["rrf of the routes", *metrics["rrf"].values()]] if "rrf" in metrics else []
     if metrics.get("shipped_calibration"):
