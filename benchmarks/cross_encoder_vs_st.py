@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serving import build_minilm_cross_encoder, word_list
+from starter_int8_quality import kendall_tau_b
 
 from mm_rerank_components import Candidate, Query
 from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer
@@ -63,27 +64,6 @@ def workload(args: argparse.Namespace, words: list[str]) -> list[tuple[str, list
     return out
 
 
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b of two score lists (ties in either count as neither concordant nor discordant)."""
-    n = len(a)
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
-    return (concordant - discordant) / denom if denom else 1.0
-
-
 def top(scores: Sequence[float], k: int) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
 
@@ -92,7 +72,7 @@ def agreement(ref: list[list[float]], other: list[list[float]], k: int = 10) -> 
     """Per-query agreement of ``other`` with ``ref``: top-k identical share, top-k set share, tau."""
     same = [top(r, k) == top(o, k) for r, o in zip(ref, other, strict=True)]
     same_set = [set(top(r, k)) == set(top(o, k)) for r, o in zip(ref, other, strict=True)]
-    taus = [kendall_tau(r, o) for r, o in zip(ref, other, strict=True)]
+    taus = [kendall_tau_b(r, o) for r, o in zip(ref, other, strict=True)]
     diff = max(abs(x - y) for r, o in zip(ref, other, strict=True) for x, y in zip(r, o, strict=True))
     return {
         "top10_identical_share": sum(same) / len(same),

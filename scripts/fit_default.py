@@ -195,9 +195,11 @@ def _prior_em(union: Any, model: Any, scope: str) -> Any:
     return ScoredUnion(union.scorer, items)
 
 
-def _pairs(p: PreparedTask, union: Any) -> tuple[list[float], list[str], list[int], list[str]]:
+def _pairs(
+    p: PreparedTask, union: Any, split: str = "test"
+) -> tuple[list[float], list[str], list[int], list[str]]:
     probs, mods, labels, queries = [], [], [], []
-    for qid in p.task.query_ids("test"):
+    for qid in p.task.query_ids(split):
         for doc, kind, prob in union.items[qid]:
             probs.append(prob)
             mods.append(kind)
@@ -206,14 +208,16 @@ def _pairs(p: PreparedTask, union: Any) -> tuple[list[float], list[str], list[in
     return probs, mods, labels, queries
 
 
-def calibration_cells(prepared: list[PreparedTask], unions: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per task x modality: calibration-in-the-large among pairs predicted >= 0.1 with its query-bootstrap
-    95% CI, whether that CI of predicted/observed overlaps [0.75, 1.25], and ECE."""
+def calibration_cells(
+    prepared: list[PreparedTask], unions: dict[str, Any], split: str = "test"
+) -> list[dict[str, Any]]:
+    """Per task x modality, on ``split``'s queries: calibration-in-the-large among pairs predicted >= 0.1
+    with its query-bootstrap 95% CI, whether that CI of predicted/observed overlaps [0.75, 1.25], and ECE."""
     from mm_rerank_components.eval.targets import calibration_figures
 
     cells = []
     for p in prepared:
-        for modality, fig in calibration_figures(*_pairs(p, unions[p.task.name])).items():
+        for modality, fig in calibration_figures(*_pairs(p, unions[p.task.name], split)).items():
             big = fig["above_0.1"]
             lo, hi = big.get("lo", float("nan")), big.get("hi", float("nan"))
             measured = big["pairs"] > 0 and np.isfinite(lo) and np.isfinite(hi)

@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_default import DEFAULT_DEPTH, cell_lines, fit_without, prepare
+from fit_default import DEFAULT_DEPTH, calibration_cells, cell_lines, fit_without, prepare
 
 from mm_rerank_components.adapt.corpus import VectorCorpus
 from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
@@ -40,7 +38,6 @@ from mm_rerank_components.eval.learned import PreparedTask, fusion_union
 from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
 from mm_rerank_components.eval.pipelines import calibrated_run, fusion_run
 from mm_rerank_components.eval.stats import pooled
-from mm_rerank_components.eval.targets import calibration_figures
 from mm_rerank_components.scorers.starter import StarterScorer
 
 OTHERS = ("raw-merge", "rrf", "minmax", "zscore", "default")
@@ -48,38 +45,6 @@ OTHERS = ("raw-merge", "rrf", "minmax", "zscore", "default")
 
 def _margin(value: str) -> float | None:
     return None if value.lower() == "none" else float(value)
-
-
-def cells(prepared: list[PreparedTask], unions: dict[str, Any], split: str) -> list[dict[str, Any]]:
-    """Calibration cells (task x modality) on ``split``'s queries."""
-    out = []
-    for p in prepared:
-        probs, mods, labels, queries = [], [], [], []
-        for qid in p.task.query_ids(split):
-            for doc, kind, prob in unions[p.task.name].items[qid]:
-                probs.append(prob)
-                mods.append(kind)
-                labels.append(1 if p.task.qrels[qid].get(doc, 0) > 0 else 0)
-                queries.append(qid)
-        for modality, fig in calibration_figures(probs, mods, labels, queries).items():
-            big = fig["above_0.1"]
-            lo, hi = big.get("lo", float("nan")), big.get("hi", float("nan"))
-            measured = big["pairs"] > 0 and np.isfinite(lo) and np.isfinite(hi)
-            out.append(
-                {
-                    "task": p.task.name,
-                    "modality": modality,
-                    "pairs": big["pairs"],
-                    "predicted": big["mean_predicted"],
-                    "observed": big["observed_rate"],
-                    "gap": big["relative_gap"],
-                    "lo": lo,
-                    "hi": hi,
-                    "verdict": ("met" if lo <= 0.25 and hi >= -0.25 else "missed") if measured else "n/a",
-                    "ece": fig["ece"],
-                }
-            )
-    return out
 
 
 def pooled_vs(
@@ -130,7 +95,7 @@ def main() -> int:
         print(f"{task.name}: {time.perf_counter() - started:.0f} s", flush=True)
     for split in ("dev", "test"):
         for margin in args.margins:
-            found = cells(prepared, unions[margin], split)
+            found = calibration_cells(prepared, unions[margin], split)
             outside = sum(c["verdict"] == "missed" for c in found)
             ece = sum(c["ece"] > 0.03 for c in found)
             print(f"== {split}, margin {margin}: cells wholly outside {outside}, ECE misses {ece}")
