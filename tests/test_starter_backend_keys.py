@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mm_rerank_components.starter import _onnx
-from mm_rerank_components.starter.models import StarterModels, _class_cache_path, env_text_backend
+from mm_rerank_components.starter._onnx import env_text_backend
+from mm_rerank_components.starter.models import StarterModels, _class_cache_path
 
 
 def test_class_prompt_cache_and_names_are_keyed_by_the_text_backend(

@@ -8,6 +8,7 @@ cycle between ``starter`` and ``scorers``.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,19 @@ logger = logging.getLogger(__name__)
 
 Backend = Literal["torch", "torch-int8", "onnx", "onnx-int8"]
 BACKENDS: tuple[Backend, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+#: the environment variable that picks the starter text encoder's default ``backend``
+TEXT_BACKEND_ENV = "MM_RERANK_TEXT_BACKEND"
+
+
+def env_text_backend() -> str:
+    """The backend the starter text encoder takes when none is passed: ``$MM_RERANK_TEXT_BACKEND``, else
+    ``"torch"`` (unchecked; the encoder checks it), read without importing torch.
+
+    Example:
+        >>> env_text_backend() in ("torch", "torch-int8", "onnx", "onnx-int8")
+        True
+    """
+    return os.environ.get(TEXT_BACKEND_ENV) or "torch"
 
 
 def check_backend(backend: object, device: object = "cpu") -> Backend:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mm_rerank_components.starter._deps import require
+from mm_rerank_components.starter._onnx import env_text_backend
 from mm_rerank_components.starter.classes import (
     PROMPT_STYLES,
     ImageNetClass,
@@ -205,17 +206,6 @@ def class_cache_dir() -> Path | None:
     if env is not None and env.strip().lower() in ("", "0", "off", "none"):
         return None
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mm_rerank_components"
-
-
-def env_text_backend() -> str:
-    """The text backend the torch encoder takes when none is passed (``MM_RERANK_TEXT_BACKEND``, else
-    ``"torch"``), read without importing torch.
-
-    Example:
-        >>> env_text_backend() in ("torch", "torch-int8", "onnx", "onnx-int8")
-        True
-    """
-    return os.environ.get("MM_RERANK_TEXT_BACKEND") or "torch"
 
 
 def _class_cache_path(

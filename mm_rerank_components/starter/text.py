@@ -14,7 +14,6 @@ Importing this module imports torch; ``mm_rerank_components.starter`` imports it
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,14 @@ import torch
 
 from mm_rerank_components.starter import minilm
 from mm_rerank_components.starter._deps import require
-from mm_rerank_components.starter._onnx import Backend, OnnxEncoder, check_backend, quantize_int8
+from mm_rerank_components.starter._onnx import (
+    TEXT_BACKEND_ENV,
+    Backend,
+    OnnxEncoder,
+    check_backend,
+    env_text_backend,
+    quantize_int8,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +39,6 @@ EMBEDDING_DIM = 384
 #: characters a token, so 16 keeps every token the model reads while a 1 MB passage costs what a 4 KB one
 #: does (the tokenizer would otherwise split the whole text only for truncation to drop all but 256 tokens).
 CHARS_PER_TOKEN = 16
-#: the environment variable that picks :class:`MiniLMTextEncoder`'s default ``backend``
-TEXT_BACKEND_ENV = "MM_RERANK_TEXT_BACKEND"
 
 
 def default_model_dir() -> Path:
@@ -84,7 +88,7 @@ class MiniLMTextEncoder:
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.device = torch.device(device)
         self.batch_size = batch_size
-        chosen = backend if backend is not None else os.environ.get(TEXT_BACKEND_ENV) or "torch"
+        chosen = backend if backend is not None else env_text_backend()
         try:
             self.backend: Backend = check_backend(chosen, self.device)
         except ValueError as exc:
