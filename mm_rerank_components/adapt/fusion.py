@@ -294,27 +294,28 @@ def _choose_prior_strength(
     if len(lists) < 10:
         return PRIOR_STRENGTHS[-1], {}
     fold = _folds(len(lists), 5, kwargs["seed"])
-    losses: dict[float, float] = {}
-    for strength in PRIOR_STRENGTHS:
-        total = 0.0
-        for f in range(5):
-            train = [i for i in range(len(lists)) if fold[i] != f]
-            held = [i for i in range(len(lists)) if fold[i] == f]
-            _, _, w, b, _ = _fit_linear(
-                [matrices[i] for i in train],
-                [lists[i] for i in train],
-                **{**kwargs, "prior": dataclasses.replace(prior, strength=strength)},
-            )
-            problem, _ = _build_problem(
-                [matrices[i] for i in held],
-                [lists[i] for i in held],
+    totals = dict.fromkeys(PRIOR_STRENGTHS, 0.0)
+    for f in range(5):
+        # one training and one held-out problem per fold (the prior's standardisation, so the same for
+        # every strength, as _fit_linear would build them); only the penalty changes between fits
+        parts = [[i for i, k in enumerate(fold) if (k == f) == want] for want in (False, True)]
+        held = parts[1]
+        problems = [
+            _build_problem(
+                [matrices[i] for i in part],
+                [lists[i] for i in part],
                 prior.mean,
                 prior.scale,
                 np.random.default_rng(kwargs["seed"]),
                 kwargs["max_pairs_per_query"],
-            )
-            total += problem.loss_grad_hess(np.append(w, b), 0.0, kwargs["pointwise"])[0] * len(held)
-        losses[strength] = total / len(lists)
+            )[0]
+            for part in parts
+        ]
+        problems[0].centre, problems[0].start_bias = prior.weights, prior.bias
+        for strength in PRIOR_STRENGTHS:
+            theta, _, _ = _newton(problems[0], strength, kwargs["pointwise"])
+            totals[strength] += problems[1].loss_grad_hess(theta, 0.0, kwargs["pointwise"])[0] * len(held)
+    losses = {s: total / len(lists) for s, total in totals.items()}
     best = min(losses.values())
     chosen = max(s for s, v in losses.items() if v <= best + 1e-9)
     return chosen, {str(s): round(v, 6) for s, v in losses.items()}
