@@ -61,7 +61,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
@@ -74,6 +73,7 @@ from mm_rerank_components.adapt.fusion import (
     check_modality_floor,
 )
 from mm_rerank_components.reranker import check_request
+from mm_rerank_components.starter.data_files import DEFAULT_FUSION_FILE, data_path
 from mm_rerank_components.types import Candidate, Query, RankedCandidate
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ __all__ = [
     "relative_inputs",
 ]
 
-DEFAULT_FILE = "default_fusion.json"
+DEFAULT_FILE = DEFAULT_FUSION_FILE
 #: ``fit_fusion`` options of the shipped default (the eval's leave-one-task-out refits use the same).
 #: No BM25: pool-statistics BM25 of English queries against another corpus's passages (French captions,
 #: say) does not transfer; measured leave-one-task-out it cost GCompris nDCG@10 (docs/benchmarks.md).
@@ -255,7 +255,7 @@ def default_model_path() -> Path:
         >>> default_model_path().name
         'default_fusion.json'
     """
-    return Path(str(resources.files("mm_rerank_components.starter").joinpath("data", DEFAULT_FILE)))
+    return data_path(DEFAULT_FILE)
 
 
 def load_default_model(path: str | Path | None = None) -> DefaultFusionModel:

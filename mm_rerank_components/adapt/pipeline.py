@@ -516,9 +516,10 @@ def _shipped_default() -> FusionModel:
     """The shipped default's model (``starter/data/default_fusion.json``, which ``defaults`` serves), read
     here as a plain :class:`FusionModel`: the prior needs its features and weights, not its serving."""
     import json
-    from importlib import resources
 
-    source = resources.files("mm_rerank_components.starter").joinpath("data", "default_fusion.json")
+    from mm_rerank_components.starter.data_files import DEFAULT_FUSION_FILE, data_path
+
+    source = data_path(DEFAULT_FUSION_FILE)
     return FusionModel.from_dict(json.loads(source.read_text(encoding="utf-8")), source=str(source))
 
 
