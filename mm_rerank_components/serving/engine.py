@@ -366,18 +366,20 @@ class ScoringPool(concurrent.futures.Executor):
                         self._abandoned[ident] = start
                         late.append(future)
             for future in late:
+                # count, log and replace the thread before the caller wakes, so whatever the caller reads
+                # next (metrics, health) already shows this pass as abandoned
                 self.abandoned_total += 1
+                if self.on_abandon is not None:
+                    self.on_abandon()
                 logger.error(
                     "a scoring pass ran past its deadline of %.3g s: abandoned (its thread keeps running "
                     "until the scorer returns); a fresh scoring thread takes its place",
                     self.deadline_s,
                 )
+                self._spawn()
                 future.set_exception(
                     TimeoutError(f"the scoring pass took longer than {self.deadline_s:g} s and was abandoned")
                 )
-                self._spawn()
-                if self.on_abandon is not None:
-                    self.on_abandon()
 
 
 class RerankEngine:
