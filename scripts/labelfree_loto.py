@@ -2,8 +2,9 @@
 
 For each built-in training task (``eval.sources.DEFAULT_SOURCES``): ``adapt_from_corpus`` on the task's
 documents alone (no query, no label) once per ``--margins`` value of
-``LabelFreeOptions.false_negative_margin`` (``none`` = the filter off, the shipped setting), and the
-default refitted on the other four tasks.
+``LabelFreeOptions.false_negative_margin`` (``none`` = the filter off, the shipped setting) and per
+``--priors`` value (``default``: the fit starts from, and is pulled towards, the default refitted on
+the other four tasks, as shipped; ``none``: from scratch), and that default itself.
 Label-free reads no query, so dev and test are both held out; per split and setting it prints the
 calibration cells (pairs predicted >= 0.1, query-bootstrap CI of predicted/observed against +-25%),
 ECE, and pooled R@10 / nDCG@10 against raw merge, RRF, min-max, z-score and the default (paired
@@ -13,6 +14,7 @@ wholly outside +-25%, then fewer ECE misses, then higher pooled R@10 (docs/adapt
 Usage (reads the caches ``mm-rerank eval`` fills; about 6 minutes per setting on 2 busy cores)::
 
     python scripts/labelfree_loto.py --margins 0 none
+    python scripts/labelfree_loto.py --margins none --priors none default
 """
 
 from __future__ import annotations
@@ -72,11 +74,19 @@ def pooled_vs(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--margins", nargs="+", default=["0", "none"], help="filter margins ('none' = off)")
+    parser.add_argument(
+        "--priors",
+        nargs="+",
+        choices=("none", "default"),
+        default=["default"],
+        help="start from the leave-one-task-out default ('default', as shipped) or from nothing ('none')",
+    )
     args = parser.parse_args()
     set_threads(1)
     prepared = prepare(default_cache_dir(), DEFAULT_DEPTH)
     embedder, scorer = StarterEmbedder(), StarterScorer()
-    unions: dict[str, dict[str, Any]] = {m: {} for m in args.margins}
+    settings = [(m, pr) for m in args.margins for pr in args.priors]
+    unions: dict[tuple[str, str], dict[str, Any]] = {s: {} for s in settings}
     defaults: dict[str, Any] = {}
     for p in prepared:
         started, task = time.perf_counter(), p.task
@@ -85,25 +95,31 @@ def main() -> int:
             list(task.docs.values()), p.first.vectors(), embedder.embed_texts, titles=titles
         )
         qids = task.query_ids("all")
-        for margin in args.margins:
-            opts = label_free_options(k_text=DEFAULT_DEPTH[0], k_image=DEFAULT_DEPTH[1])
-            free = dataclasses.replace(opts.label_free, false_negative_margin=_margin(margin))
-            model = adapt_from_corpus(corpus, scorer, dataclasses.replace(opts, label_free=free)).model
-            unions[margin][task.name] = fusion_union(model, p, "starter", qids, *DEFAULT_DEPTH)
         default = fit_without(prepared, p, FIT_OPTIONS)
         defaults[task.name] = fusion_union(default, p, "starter", qids, *DEFAULT_DEPTH)
+        for margin, prior in settings:
+            opts = label_free_options(k_text=DEFAULT_DEPTH[0], k_image=DEFAULT_DEPTH[1])
+            free = dataclasses.replace(opts.label_free, false_negative_margin=_margin(margin))
+            model = adapt_from_corpus(
+                corpus,
+                scorer,
+                dataclasses.replace(opts, label_free=free, prior=None),  # never the shipped default
+                prior=default if prior == "default" else None,
+            ).model
+            unions[margin, prior][task.name] = fusion_union(model, p, "starter", qids, *DEFAULT_DEPTH)
         print(f"{task.name}: {time.perf_counter() - started:.0f} s", flush=True)
     for split in ("dev", "test"):
-        for margin in args.margins:
-            found = calibration_cells(prepared, unions[margin], split)
+        for margin, prior in settings:
+            found = calibration_cells(prepared, unions[margin, prior], split)
             outside = sum(c["verdict"] == "missed" for c in found)
             ece = sum(c["ece"] > 0.03 for c in found)
-            print(f"== {split}, margin {margin}: cells wholly outside {outside}, ECE misses {ece}")
+            where = f"{split}, margin {margin}, prior {prior}"
+            print(f"== {where}: cells wholly outside {outside}, ECE misses {ece}")
             for line in cell_lines(found):
                 print(line)
             for metric in ("recall@10", "ndcg@10"):
                 parts = [
-                    f"vs {o} {pooled_vs(prepared, unions[margin], defaults, split, metric, o)}"
+                    f"vs {o} {pooled_vs(prepared, unions[margin, prior], defaults, split, metric, o)}"
                     for o in OTHERS
                 ]
                 print(f"  pooled {metric}: " + "; ".join(parts), flush=True)

@@ -50,11 +50,12 @@ def test_cross_validation_lets_the_data_overrule_a_wrong_prior() -> None:
     )
 
 
-def test_adapt_options_prior_is_checked_and_label_free_runs_have_none() -> None:
+def test_adapt_options_prior_is_checked_and_both_runs_start_from_the_default() -> None:
     with pytest.raises(ValueError, match="prior must be one of"):
         AdaptOptions(prior="shipped")
     assert AdaptOptions().prior == "default"
-    assert label_free_options().prior is None
+    assert label_free_options().prior == "default"
+    assert label_free_options(prior=None).prior is None
     assert _prior_model(AdaptOptions(prior=None), "anything") is None
 
 
@@ -89,3 +90,46 @@ def test_the_report_says_whether_the_fit_started_from_the_default() -> None:
     assert "from the default, pulled towards it with penalty 10" in _fusion_line(with_prior)
     plain = fit_fusion(few, seed=0).training
     assert _fusion_line(plain).endswith("(seed 0, l2 0.01)")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_eval_label_free_row_starts_from_the_task_default_never_the_shipped_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from mm_rerank_components.adapt import corpus, pipeline
+    from mm_rerank_components.eval.learned import label_free_union
+
+    seen: dict[str, object] = {}
+
+    def fake_adapt(corpus: object, scorer: object, options: AdaptOptions, prior: object = None) -> None:
+        seen["options_prior"], seen["prior"] = options.prior, prior
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "adapt_from_corpus", fake_adapt)
+    monkeypatch.setattr(corpus, "VectorCorpus", lambda *a, **k: object())
+    task = SimpleNamespace(name="tuxpaint-mixed", docs={})
+    target = SimpleNamespace(task=task, first=SimpleNamespace(vectors=lambda: {"d": [1.0]}))
+    scorer = SimpleNamespace(name="fake:v1")
+    loto_default = fit_fusion(_synthetic(20, seed=16), seed=0, metadata_fields=["signal"], scorer="fake:v1")
+    for models, expected in (({("default", task.name): loto_default}, loto_default), ({}, None)):
+        seen.clear()
+        with pytest.raises(_Stop):
+            label_free_union(target, scorer, None, "fake", 16, 16, models)  # type: ignore[arg-type]
+        # the options never name the shipped default (fitted on every built-in task, this one too)
+        assert seen["options_prior"] is None and seen["prior"] is expected
+
+
+def test_the_cli_label_free_run_starts_from_the_default_unless_told_not_to() -> None:
+    from mm_rerank_components.cli import _parser
+    from mm_rerank_components.cli.adapt import _options
+
+    parser = _parser()
+    args = parser.parse_args(["adapt", "--db", "db", "--out", "out"])
+    assert _options(args, label_free=True).prior == "default"
+    args = parser.parse_args(["adapt", "--db", "db", "--out", "out", "--prior", "none"])
+    assert _options(args, label_free=True).prior is None

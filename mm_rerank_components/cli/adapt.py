@@ -120,8 +120,8 @@ def _fusion_args(adapt: Any) -> None:
         "--prior",
         choices=("default", "none"),
         default="default",
-        help="with labels: start from the shipped default's model and pull towards it (default, when "
-        "the scorer is the starter), or 'none' to fit from scratch",
+        help="start from the shipped default's model and pull towards it (default, when the scorer is "
+        "the starter; with or without labels), or 'none' to fit from scratch",
     )
     adapt.add_argument(
         "--allow-unmatched",
@@ -176,7 +176,7 @@ def _options(args: argparse.Namespace, label_free: bool) -> Any:
             "pairwise_epochs": args.lora_epochs,
         },
         allow_unmatched=args.allow_unmatched,
-        prior=None if label_free or args.prior == "none" else "default",
+        prior=None if args.prior == "none" else "default",
         label_free=LabelFreeOptions(
             max_queries=args.max_queries, pair_fields=tuple(args.pair_field), seed=args.seed
         ),

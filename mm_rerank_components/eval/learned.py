@@ -208,7 +208,11 @@ def label_free_union(
     queries), then its model on the task's dev and test queries.
 
     The corpus is the task's documents with their first-stage vectors; a picture's title is its file
-    stem, as ``ingest`` stores it. ``embed_queries`` embeds pseudo-query texts for both routes.
+    stem, as ``ingest`` stores it. ``embed_queries`` embeds pseudo-query texts for both routes. As
+    ``mm-rerank adapt --db`` starts from the shipped default, this row starts from the task's own
+    ``default`` row in ``models`` (:func:`learned_rows`; for a built-in task, the default that never
+    saw it), never from the shipped file, which was fitted on every built-in task. Without a default
+    row (or for another scorer) it fits from scratch.
     """
     from pathlib import Path
 
@@ -226,8 +230,9 @@ def label_free_union(
             )
         titles = {d: Path(str(c.image)).stem for d, c in task.docs.items() if isinstance(c.image, str)}
         corpus = VectorCorpus(list(task.docs.values()), vectors, embed_queries, titles=titles)
-        options = label_free_options(k_text=k_text, k_image=k_image)
-        cache[key] = adapt_from_corpus(corpus, scorer, options).model
+        options = label_free_options(k_text=k_text, k_image=k_image, prior=None)  # never the shipped file
+        prior = adapted_prior(cache.get(("default", task.name)), str(getattr(scorer, "name", scorer_name)))
+        cache[key] = adapt_from_corpus(corpus, scorer, options, prior=prior).model
     return fusion_union(cache[key], target, scorer_name, task.query_ids("all"), k_text, k_image)
 
 
