@@ -10,7 +10,11 @@ Contenders, all on ``--threads`` torch / ONNX Runtime threads:
 
 * ``st``: ``CrossEncoder(folder).rank(query, passages)`` at its defaults (batch 32, sigmoid);
 * ``fp32``: ``CrossEncoderScorer(folder, activation="sigmoid")`` at its defaults;
-* ``torch-int8``, ``onnx``, ``onnx-int8``: the same with ``backend=...``.
+* ``torch-int8``, ``onnx``, ``onnx-int8``: the same with ``backend=...``;
+* ``onnx``/``onnx-int8`` with a suffix, for the export settings of ``starter/_onnx.py``: ``:fused`` /
+  ``:unfused`` (ONNX Runtime's transformer fusion on / off, ``FUSE``), ``:sdpa`` (the graph exported with
+  the SDPA attention ``transformers`` picks, ``EXPORT_ATTENTION = None``, the setting before eager);
+  suffixes combine (``onnx:sdpa:unfused``).
 
 Each round times every contender over all queries, in a rotated order; the report gives the median time
 per round and its ratio to ``st``'s in the same run. Agreement with fp32, per query: the share of queries
@@ -19,6 +23,7 @@ Kendall's tau-b over all ``--n`` scores (median and minimum over queries); ``st`
 
     nice python benchmarks/cross_encoder_vs_st.py                 # 100 passages, 20 queries, 1 thread
     nice python benchmarks/cross_encoder_vs_st.py --contenders st,fp32 --rounds 3
+    nice python benchmarks/cross_encoder_vs_st.py --contenders st,fp32,onnx:sdpa,onnx,onnx:fused --queries 3
 
 Writes ``benchmarks/results/cross_encoder_vs_st.json`` (or ``--out``).
 """
@@ -47,8 +52,15 @@ from starter_int8_quality import kendall_tau_b
 from mm_rerank_components import Candidate, Query
 from mm_rerank_components.scorers.cross_encoder import CrossEncoderScorer
 from mm_rerank_components.scorers.onnx import Backend, check_backend
+from mm_rerank_components.starter import _onnx
 
 BACKENDS = ("fp32", "torch-int8", "onnx", "onnx-int8")
+#: contender-name suffixes for the ONNX backends: the ``starter/_onnx.py`` setting each one overrides
+ONNX_VARIANTS: dict[str, tuple[str, object]] = {
+    "fused": ("FUSE", True),
+    "unfused": ("FUSE", False),
+    "sdpa": ("EXPORT_ATTENTION", None),
+}
 
 
 def workload(args: argparse.Namespace, words: list[str]) -> list[tuple[str, list[str]]]:
@@ -83,6 +95,29 @@ def agreement(ref: list[list[float]], other: list[list[float]], k: int = 10) -> 
     }
 
 
+def build_scorer(name: str, folder: Path) -> CrossEncoderScorer:
+    """The scorer for contender ``name`` (a backend, ONNX ones with ``:variant`` suffixes)."""
+    base, *variants = name.split(":")
+    if base not in BACKENDS or (variants and not base.startswith("onnx")):
+        raise SystemExit(
+            f"unknown contender {name!r}: use st, {', '.join(BACKENDS)} (onnx ones with :suffix)"
+        )
+    unknown = [v for v in variants if v not in ONNX_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown suffix {unknown[0]!r} in {name!r}: use one of {sorted(ONNX_VARIANTS)}")
+    backend: Backend = "torch" if base == "fp32" else check_backend(base)
+    saved = {attr: getattr(_onnx, attr) for attr, _ in ONNX_VARIANTS.values()}
+    try:
+        for variant in variants:
+            setattr(_onnx, *ONNX_VARIANTS[variant])
+        return CrossEncoderScorer(
+            folder, activation="sigmoid", backend=backend, local_files_only=True, device="cpu"
+        )
+    finally:
+        for attr, value in saved.items():
+            setattr(_onnx, attr, value)
+
+
 def contenders(
     args: argparse.Namespace, folder: Path, work: list[tuple[str, list[str]]]
 ) -> dict[str, Callable[..., list[list[float]]]]:
@@ -105,11 +140,8 @@ def contenders(
                 return rows
 
             out[name] = run_st
-        elif name in BACKENDS:
-            backend: Backend = "torch" if name == "fp32" else check_backend(name)
-            scorer = CrossEncoderScorer(
-                folder, activation="sigmoid", backend=backend, local_files_only=True, device="cpu"
-            )
+        else:
+            scorer = build_scorer(name, folder)
             calls = [(Query(q), [Candidate(f"p{i}", text=t) for i, t in enumerate(ps)]) for q, ps in work]
 
             def run_ours(
@@ -118,8 +150,6 @@ def contenders(
                 return [scorer.score(q, c) for q, c in calls[:limit]]
 
             out[name] = run_ours
-        else:
-            raise SystemExit(f"unknown contender {name!r}: use st, {', '.join(BACKENDS)}")
     return out
 
 
@@ -137,7 +167,7 @@ def measure(
             start = time.perf_counter()
             scores[name] = funcs[name]()
             times[name].append(time.perf_counter() - start)
-            print(f"  round {r} {name:<11} {times[name][-1]:.3f} s", flush=True)
+            print(f"  round {r} {name:<18} {times[name][-1]:.3f} s", flush=True)
     return times, scores
 
 
@@ -193,17 +223,18 @@ def main() -> None:
 def print_table(result: dict[str, Any], ref: str) -> None:
     med, ratio, agree = result["median_s_per_round"], result["ratio_over_st"], result[f"agreement_with_{ref}"]
     print(
-        f"\n{'contender':<11} {'median s':>9} {'x ST':>6} {'top10 same':>10} {'top10 set':>9} {'tau med':>8} {'tau min':>8}"
+        f"\n{'contender':<18} {'median s':>9} {'x ST':>6} {'top10 same':>10} {'top10 set':>9} "
+        f"{'tau med':>8} {'tau min':>8} {'max |diff|':>10}"
     )
     for name, seconds in med.items():
         a = agree.get(name)
         cells = (
             f"{a['top10_identical_share']:>10.2f} {a['top10_same_set_share']:>9.2f} "
-            f"{a['kendall_tau_median']:>8.4f} {a['kendall_tau_min']:>8.4f}"
+            f"{a['kendall_tau_median']:>8.4f} {a['kendall_tau_min']:>8.4f} {a['max_abs_score_difference']:>10.1e}"
             if a
             else f"{'(ref)':>10}"
         )
-        print(f"{name:<11} {seconds:>9.3f} {ratio.get(name, float('nan')):>6.2f} {cells}")
+        print(f"{name:<18} {seconds:>9.3f} {ratio.get(name, float('nan')):>6.2f} {cells}")
 
 
 if __name__ == "__main__":
