@@ -17,9 +17,11 @@ one task's test queries) and writes nothing: per task, R@10 and nDCG@10 against 
 min-max and z-score for that metric (paired bootstrap 95% CI), the pictures' share of the top 10 and,
 per modality, mean predicted vs observed among pairs predicted >= 0.1. ``--l2``,
 ``--bm25/--no-bm25``, ``--listwise/--no-listwise``, ``--floor K`` (the modality floor) and
-``--one-map`` (one Platt map for both modalities) vary the shipped settings. ``--captioned`` adds
-Tux Paint with captioned pictures (each picture a text+image document holding its French caption),
-the default fitted on the other tasks, as it reads captioned pictures now and as it did before.
+``--one-map`` (one Platt map for both modalities) vary the shipped settings; ``--composition`` adds,
+per task and modality, what fills the top 10 and ranks 11-20 (slots, mean predicted, observed rate).
+``--captioned`` adds Tux Paint with captioned pictures (each picture a text+image document holding
+its French caption), the default fitted on the other tasks, as it reads captioned pictures now and
+as it did before.
 ``--no-routes`` adds the default on candidates without ``source`` and ``retrieval_score`` (what a
 retriever that returns no scores hands over) against the scorer's own calibration.
 
@@ -306,6 +308,35 @@ def cell_lines(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def composition_lines(prepared: list[PreparedTask], unions: dict[str, Any]) -> list[str]:
+    """Per task and modality, the default's top 10 and ranks 11-20 over the test queries: slots, mean
+    predicted probability and observed relevance rate (what would replace a picture in the top 10)."""
+    from mm_rerank_components.eval.pipelines import calibrated_run
+
+    lines = []
+    for p in prepared:
+        task, test = p.task, p.task.query_ids("test")
+        run = calibrated_run(unions[task.name], None, test)
+        cells: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for qid in test:
+            info = {doc: (modality, prob) for doc, modality, prob in unions[task.name].items[qid]}
+            ranked = sorted(run[qid], key=lambda d: -run[qid][d])[:20]
+            for rank, doc in enumerate(ranked):
+                modality = "image" if "image" in info[doc][0] else "text"
+                relevant = 1.0 if task.qrels[qid].get(doc, 0) > 0 else 0.0
+                where = "top 10" if rank < 10 else "ranks 11-20"
+                cells.setdefault((modality, where), []).append((info[doc][1], relevant))
+        parts = [f"{task.name:17s}"]
+        for (modality, where), values in sorted(cells.items()):
+            a = np.asarray(values)
+            predicted, observed = a[:, 0].mean(), a[:, 1].mean()
+            parts.append(
+                f"{modality} {where}: {len(a)} slots, predicted {predicted:.3f}, observed {observed:.3f}"
+            )
+        lines.append("; ".join(parts))
+    return lines
+
+
 def loto(
     prepared: list[PreparedTask],
     options: FusionOptions,
@@ -434,6 +465,10 @@ def _run_loto(args: argparse.Namespace, prepared: list[PreparedTask], cache: Pat
     print(f"leave-one-task-out, {options}{', one Platt map' if args.one_map else ''}:")
     for line in loto(prepared, options, args.one_map, routes=True, prior_em=args.prior_em):
         print(line)
+    if args.composition:
+        unions = loto_unions(prepared, options, one_map=args.one_map, prior_em=args.prior_em)
+        for line in composition_lines(prepared, unions):
+            print(line)
     if args.captioned:
         for line in captioned_check(prepared, cache, options):
             print(line)
@@ -489,6 +524,11 @@ def main() -> int:
         "--no-routes",
         action="store_true",
         help="with --loto: also measure the default on candidates without retrieval scores",
+    )
+    parser.add_argument(
+        "--composition",
+        action="store_true",
+        help="with --loto: per task and modality, the top 10 and ranks 11-20 (slots, predicted, observed)",
     )
     parser.add_argument(
         "--captioned",
