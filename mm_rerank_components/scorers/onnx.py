@@ -10,7 +10,7 @@ starter's text model):
 * ``"onnx-int8"``: that graph with ONNX Runtime's dynamic int8 quantisation of its MatMul weights.
 
 The export uses the model's eager attention (``starter._onnx.EXPORT_ATTENTION``), which ONNX Runtime runs
-faster than the SDPA form (fp32 0.97x, int8 0.92x its time on a MiniLM-L6-shaped cross-encoder).
+faster than the SDPA form (fp32 0.96-0.97x, int8 0.92-0.95x its time on a MiniLM-L6-shaped cross-encoder).
 ONNX Runtime's transformer optimiser (fused Attention, SkipLayerNormalization, BiasGelu; then int8
 quantisation, which turns Attention into QAttention) is an option, ``OnnxEncoder(fuse=True)`` or
 ``starter._onnx.FUSE``, off because it measured slower on a 2-core AVX2 CPU (1.06-1.07x); a graph it

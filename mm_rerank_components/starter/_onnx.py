@@ -64,8 +64,9 @@ PER_CHANNEL = True
 
 #: The graph is exported with the model's eager attention (plain MatMul/Softmax), not the SDPA form that
 #: ``transformers`` picks by default: on the MiniLM-L6-shaped cross-encoder, 100 varied passages per query,
-#: 1 thread (benchmarks/cross_encoder_vs_st.py, 5 rotated rounds), ONNX Runtime ran the eager graph faster
-#: in every round: fp32 0.97x and int8 0.92x the SDPA graph's time, scores equal to rounding (4e-7).
+#: 1 thread (benchmarks/cross_encoder_vs_st.py, 5 rotated rounds, two runs), ONNX Runtime ran the eager
+#: graph faster in every round: fp32 0.96-0.97x, int8 0.92-0.95x the SDPA graph's time, scores equal to
+#: rounding (4e-7).
 #: ``None`` exports the model as it is configured (the benchmark's ``:sdpa`` contenders).
 EXPORT_ATTENTION: str | None = "eager"
 
@@ -73,8 +74,8 @@ EXPORT_ATTENTION: str | None = "eager"
 #: on the exported graph: Attention, EmbedLayerNormalization, SkipLayerNormalization and BiasGelu fused
 #: into single kernels, then (for int8) quantised, as ONNX Runtime's quantisation guide says for
 #: transformers (the fused Attention becomes QAttention). Off: on this project's 2-core AVX2 machine the
-#: fused graph was slower in every round of the benchmark above (fp32 1.07x, int8 1.06x the unfused eager
-#: graph's time; ~80% of the unfused time is MatMul, and the fused Attention kernel is no faster than
+#: fused graph was slower in every round of both runs above (fp32 and int8 1.06-1.07x the unfused eager
+#: graph's time; ~85% of the unfused time is MatMul, and the fused Attention kernel is no faster than
 #: MatMul/Softmax). Kept as an option (``OnnxEncoder(fuse=True)``, the benchmark's ``:fused``) to re-measure
 #: on CPUs with other kernels (AVX-512, VNNI); docs/speed.md has the figures.
 FUSE = False
