@@ -107,6 +107,9 @@ def main() -> int:
                 prior=default if prior == "default" else None,
             ).model
             unions[margin, prior][task.name] = fusion_union(model, p, "starter", qids, *DEFAULT_DEPTH)
+            chosen = model.training.get("prior")
+            if chosen:
+                print(f"{task.name}: margin {margin}, from the default: penalty {chosen['strength']:g}")
         print(f"{task.name}: {time.perf_counter() - started:.0f} s", flush=True)
     for split in ("dev", "test"):
         for margin, prior in settings:

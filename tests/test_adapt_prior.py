@@ -133,3 +133,15 @@ def test_the_cli_label_free_run_starts_from_the_default_unless_told_not_to() -> 
     assert _options(args, label_free=True).prior == "default"
     args = parser.parse_args(["adapt", "--db", "db", "--out", "out", "--prior", "none"])
     assert _options(args, label_free=True).prior is None
+
+
+def test_the_eval_records_the_penalty_each_prior_fit_chose() -> None:
+    from mm_rerank_components.eval.learned import training_summary
+
+    few = _synthetic(6, seed=18)
+    summary = training_summary(
+        {("adapted", "t"): fit_fusion(few, seed=0, prior=_prior()), ("default", "t"): fit_fusion(few, seed=0)}
+    )
+    assert summary["adapted/t"]["prior_strength"] == PRIOR_STRENGTHS[-1]  # fewer than 10 lists: the strongest
+    assert "prior_strength" not in summary["default/t"]
+    assert summary["default/t"]["queries"] == 6

@@ -237,15 +237,20 @@ def label_free_union(
 
 
 def training_summary(models: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
-    """What each fitted model saw (queries, pairs, weights), for results.json."""
+    """What each fitted model saw (queries, pairs, weights) and, for a fit that started from a prior,
+    the penalty cross-validation chose, for results.json."""
     out: dict[str, Any] = {}
     for (row, task), model in models.items():
         if model is None:
             continue
         training = dict(model.training)
-        out[f"{row}/{task}"] = {
+        entry: dict[str, Any] = {
             "queries": training.get("queries"),
             "pairs": training.get("pairs"),
             "top_weights": model.weight_table()[:8],
         }
+        prior = training.get("prior")
+        if isinstance(prior, dict):
+            entry["prior_strength"] = prior.get("strength")
+        out[f"{row}/{task}"] = entry
     return out
