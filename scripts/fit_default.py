@@ -343,10 +343,13 @@ def loto(
     one_map: bool,
     routes: bool,
     prior_em: str | None = None,
+    composition: bool = False,
 ) -> list[str]:
-    """Leave-one-task-out lines for ``fit_fusion(options)``: fit on every other task, test on one."""
+    """Leave-one-task-out lines for ``fit_fusion(options)``: fit on every other task, test on one;
+    with ``composition``, also :func:`composition_lines` of the same models."""
     unions = loto_unions(prepared, options, routes=routes, one_map=one_map, prior_em=prior_em)
-    return ranking_lines(prepared, unions) + cell_lines(calibration_cells(prepared, unions))
+    lines = ranking_lines(prepared, unions) + cell_lines(calibration_cells(prepared, unions))
+    return lines + (composition_lines(prepared, unions) if composition else [])
 
 
 def captioned_check(prepared: list[PreparedTask], cache: Path, settings: FusionOptions) -> list[str]:
@@ -463,12 +466,10 @@ def _run_loto(args: argparse.Namespace, prepared: list[PreparedTask], cache: Pat
     }
     options = FIT_OPTIONS.replace(**changes)
     print(f"leave-one-task-out, {options}{', one Platt map' if args.one_map else ''}:")
-    for line in loto(prepared, options, args.one_map, routes=True, prior_em=args.prior_em):
+    for line in loto(
+        prepared, options, args.one_map, routes=True, prior_em=args.prior_em, composition=args.composition
+    ):
         print(line)
-    if args.composition:
-        unions = loto_unions(prepared, options, one_map=args.one_map, prior_em=args.prior_em)
-        for line in composition_lines(prepared, unions):
-            print(line)
     if args.captioned:
         for line in captioned_check(prepared, cache, options):
             print(line)
