@@ -113,7 +113,11 @@ def test_the_eval_label_free_row_starts_from_the_task_default_never_the_shipped_
     monkeypatch.setattr(pipeline, "adapt_from_corpus", fake_adapt)
     monkeypatch.setattr(corpus, "VectorCorpus", lambda *a, **k: object())
     task = SimpleNamespace(name="tuxpaint-mixed", docs={})
-    target = SimpleNamespace(task=task, first=SimpleNamespace(vectors=lambda: {"d": [1.0]}))
+    target = SimpleNamespace(
+        task=task,
+        first=SimpleNamespace(vectors=lambda: {"d": [1.0]}),
+        scored={"fake": SimpleNamespace(scorer="fake:v1")},
+    )
     scorer = SimpleNamespace(name="fake:v1")
     loto_default = fit_fusion(_synthetic(20, seed=16), seed=0, metadata_fields=["signal"], scorer="fake:v1")
     for models, expected in (({("default", task.name): loto_default}, loto_default), ({}, None)):

@@ -231,7 +231,8 @@ def label_free_union(
         titles = {d: Path(str(c.image)).stem for d, c in task.docs.items() if isinstance(c.image, str)}
         corpus = VectorCorpus(list(task.docs.values()), vectors, embed_queries, titles=titles)
         options = label_free_options(k_text=k_text, k_image=k_image, prior=None)  # never the shipped file
-        prior = adapted_prior(cache.get(("default", task.name)), str(getattr(scorer, "name", scorer_name)))
+        # the name of the scorer behind these scores, as learned_rows reads it for the adapted row
+        prior = adapted_prior(cache.get(("default", task.name)), target.scored[scorer_name].scorer)
         cache[key] = adapt_from_corpus(corpus, scorer, options, prior=prior).model
     return fusion_union(cache[key], target, scorer_name, task.query_ids("all"), k_text, k_image)
 
