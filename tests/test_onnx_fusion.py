@@ -58,7 +58,9 @@ def reference(model: Any, batch: dict[str, Any], output: str) -> np.ndarray:
 
 
 def test_fused_fp32_graph_scores_like_torch(folder: Path, batch: dict[str, Any], ops: list[set[str]]) -> None:
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(folder), local_files_only=True
+    ).eval()
     before = model.config._attn_implementation
     encoder = OnnxEncoder(model, list(batch), "logits", fuse=True, threads=1)
     assert encoder.fused
@@ -70,7 +72,9 @@ def test_fused_fp32_graph_scores_like_torch(folder: Path, batch: dict[str, Any],
 def test_fuse_then_quantise_gives_quantised_attention(
     folder: Path, batch: dict[str, Any], ops: list[set[str]]
 ) -> None:
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(folder), local_files_only=True
+    ).eval()
     encoder = OnnxEncoder(model, list(batch), "logits", int8=True, fuse=True, threads=1)
     assert encoder.fused and "QAttention" in ops[-1]
     expected = reference(model, batch, "logits")
@@ -81,7 +85,7 @@ def test_fuse_then_quantise_gives_quantised_attention(
 
 def test_fused_encoder_output_matches_on_real_tokens(folder: Path, batch: dict[str, Any]) -> None:
     """The starter text model's use: ``last_hidden_state`` of a bare BertModel, compared where unpadded."""
-    model = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
     encoder = OnnxEncoder(model, list(batch), "last_hidden_state", fuse=True, threads=1)
     keep = batch["attention_mask"].numpy().astype(bool)
     assert encoder.fused and not keep.all()
@@ -94,7 +98,9 @@ def test_unfusable_graph_falls_back_with_a_warning(
 ) -> None:
     # the SDPA export is a real graph the optimiser cannot fuse attention in
     monkeypatch.setattr(_onnx, "EXPORT_ATTENTION", None)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(folder), local_files_only=True
+    ).eval()
     with caplog.at_level(logging.WARNING, logger=_onnx.__name__):
         encoder = OnnxEncoder(model, list(batch), "logits", fuse=True, threads=1)
     assert not encoder.fused
@@ -110,7 +116,9 @@ def test_fused_graph_with_changed_scores_is_discarded(
     ops: list[set[str]],
 ) -> None:
     monkeypatch.setattr(_onnx, "FUSE_TOLERANCE", -1.0)  # any difference at all counts as changed scores
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(folder), local_files_only=True
+    ).eval()
     with caplog.at_level(logging.WARNING, logger=_onnx.__name__):
         encoder = OnnxEncoder(model, list(batch), "logits", fuse=True, threads=1)
     assert not encoder.fused and "using the unfused graph" in caplog.text
