@@ -282,6 +282,7 @@ def default_reranker(
     *,
     model_path: str | Path | None = None,
     modality_floor: int | None = None,
+    read_captions: bool = False,
     **kwargs: Any,
 ) -> Any:
     """The label-free product default: the shipped learned fusion over ``scorer`` (default: starter).
@@ -292,6 +293,8 @@ def default_reranker(
         model_path: a default-model JSON other than the shipped one.
         modality_floor: places of each query's top 10 each modality keeps (0 turns the floor off);
             ``None`` keeps the model's own (2 for the shipped one).
+        read_captions: also read each captioned picture's caption as a passage (off by default; see
+            :class:`~mm_rerank_components.adapt.LearnedFusionReranker` and ``docs/calibration.md``).
         **kwargs: passed to :class:`~mm_rerank_components.MultimodalReranker` (``batch_size``,
             ``on_error``, ...), which does the scoring.
 
@@ -324,7 +327,7 @@ def default_reranker(
             fitted_for,
             name,
         )
-    return DefaultReranker(MultimodalReranker(scorer, **kwargs), model)
+    return DefaultReranker(MultimodalReranker(scorer, **kwargs), model, read_captions=read_captions)
 
 
 class DefaultReranker(LearnedFusionReranker):

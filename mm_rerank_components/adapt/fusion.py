@@ -418,26 +418,78 @@ class FusionModel:
         }
 
     def predict(
-        self, query: Query | str | None, candidates: Sequence[Candidate], raw_scores: Sequence[float]
+        self,
+        query: Query | str | None,
+        candidates: Sequence[Candidate],
+        raw_scores: Sequence[float],
+        caption_scores: Sequence[float | None] | None = None,
     ) -> list[float]:
         """Calibrated P(relevant) of each candidate of one query's list (same order as ``candidates``).
+
+        ``caption_scores`` (optional, aligned with ``candidates``): for a picture that carries a caption,
+        the scorer's raw score of the caption alone (``None`` elsewhere). Such a picture then gets the
+        larger of two probabilities: read as a picture (its own raw score) and its caption read as a
+        passage (:meth:`caption_probabilities`). :class:`LearnedFusionReranker` passes them.
 
         Example:
             >>> model.predict("red fox", hits, raw_scores)  # doctest: +SKIP
             [0.83, 0.04]
         """
         head = self.head_for(candidates)
-        if head is not self:
-            candidates = strip_routes(candidates)
-        fused = head.fused_scores(query, candidates, raw_scores)
+        given = strip_routes(candidates) if head is not self else candidates
+        fused = head.fused_scores(query, given, raw_scores)
         if not fused:
             return []
-        modalities = [cast(Modality, head.spec.modality_of(c)) for c in candidates]
+        modalities = [cast(Modality, head.spec.modality_of(c)) for c in given]
         probabilities = head.calibrator.calibrate(fused, modalities)
+        if caption_scores is not None:
+            read = self.caption_probabilities(query, candidates, raw_scores, caption_scores)
+            probabilities = [p if c is None else max(p, c) for p, c in zip(probabilities, read, strict=True)]
         if self.modality_floor > 0:
             kinds = ["image" if c.image is not None else "text" for c in candidates]
             return apply_modality_floor(probabilities, kinds, self.modality_floor)
         return probabilities
+
+    def caption_probabilities(
+        self,
+        query: Query | str | None,
+        candidates: Sequence[Candidate],
+        raw_scores: Sequence[float],
+        caption_scores: Sequence[float | None],
+    ) -> list[float | None]:
+        """P(relevant) of each captioned picture's caption read as a passage of this list (else ``None``).
+
+        The caption has no retrieval signal of its own, so it is read by the route-free head (the model
+        itself when it has none): the list's candidates without route signals plus one text candidate
+        per caption, holding the caption and its raw score (``caption_scores[i]``, the scorer's score of
+        the caption alone). Only the captions' probabilities are read back. A picture whose caption
+        names what the query asks for then gets a passage's probability, which its pixels alone could
+        not earn (a map learned on uncaptioned pictures).
+        """
+        if len(caption_scores) != len(candidates):
+            raise ValueError(f"got {len(candidates)} candidates but {len(caption_scores)} caption scores")
+        views = [
+            i
+            for i, (c, s) in enumerate(zip(candidates, caption_scores, strict=True))
+            if s is not None and c.image is not None and c.text is not None and c.text.strip()
+        ]
+        out: list[float | None] = [None] * len(candidates)
+        if not views:
+            return out
+        head = self.route_free or self
+        captions = [
+            Candidate(id=candidates[i].id, text=candidates[i].text, metadata=candidates[i].metadata)
+            for i in views
+        ]
+        given = [*strip_routes(candidates), *captions]
+        raw = [*(float(r) for r in raw_scores), *(float(caption_scores[i]) for i in views)]  # type: ignore[arg-type]
+        fused = head.fused_scores(query, given, raw)
+        probabilities = head.calibrator.calibrate(
+            fused, [cast(Modality, head.spec.modality_of(c)) for c in given]
+        )
+        for i, p in zip(views, probabilities[len(candidates) :], strict=True):
+            out[i] = float(p)
+        return out
 
     def head_for(self, candidates: Sequence[Candidate]) -> FusionModel:
         """The head that scores this list: :attr:`route_free` when a candidate lacks a retrieval score.
@@ -1035,6 +1087,13 @@ class LearnedFusionReranker(_RerankerBase):
     Candidates the base could not score (``on_error="keep"``) come last with their error, never dropped
     (not by ``top_n`` or ``threshold`` either).
 
+    ``read_captions=True`` (off by default) also reads the caption of every captioned picture as a
+    passage: the base scores the caption alone, and the picture gets the larger of its two probabilities
+    (:meth:`FusionModel.caption_probabilities`). It costs one more scoring pass over the captions. Off,
+    a captioned picture is read as a picture, and a caption naming exactly what the query asks for
+    lifts it little. Measured in ``docs/calibration.md`` ("Captioned pictures"): it ranks captioned
+    pictures better, but over-trusts a caption that nearly matches, so it is not the default.
+
     Example:
         >>> from mm_rerank_components import MultimodalReranker
         >>> from mm_rerank_components.scorers import FakeScorer
@@ -1042,13 +1101,16 @@ class LearnedFusionReranker(_RerankerBase):
         >>> reranker.rerank("red fox", hits, top_n=5)  # doctest: +SKIP
     """
 
-    def __init__(self, base: MultimodalReranker, model: FusionModel) -> None:
+    def __init__(self, base: MultimodalReranker, model: FusionModel, *, read_captions: bool = False) -> None:
         if not isinstance(base, MultimodalReranker):
             raise TypeError(f"base must be a MultimodalReranker (it provides raw scores), got {base!r}")
         if not isinstance(model, FusionModel):
             raise TypeError(f"model must be a FusionModel (see fit_fusion), got {model!r}")
+        if not isinstance(read_captions, bool):
+            raise TypeError(f"read_captions must be True or False, got {read_captions!r}")
         self.base = base
         self.model = model
+        self.read_captions = read_captions
 
     @property
     def scorer(self) -> Any:
@@ -1073,9 +1135,9 @@ class LearnedFusionReranker(_RerankerBase):
             return []
         scored = sorted((r for r in base if r.error is None), key=lambda r: r.index)
         failed = [r for r in base if r.error is not None]
-        probabilities = self.model.predict(
-            query, [candidates[r.index] for r in scored], [r.raw_score for r in scored]
-        )
+        given = [candidates[r.index] for r in scored]
+        captions = self._caption_scores(query, given) if self.read_captions else None
+        probabilities = self.model.predict(query, given, [r.raw_score for r in scored], captions)
         order = order_by_score(probabilities, top_n=top_n, threshold=threshold)
         results = [
             dataclasses.replace(scored[o], score=float(probabilities[o]), rank=rank)
@@ -1084,3 +1146,28 @@ class LearnedFusionReranker(_RerankerBase):
         for r in failed:
             results.append(dataclasses.replace(r, rank=len(results)))
         return results
+
+    def _caption_scores(self, query: Query, candidates: Sequence[Candidate]) -> list[float | None]:
+        """The base's raw score of each captioned picture's caption alone (``None`` elsewhere).
+
+        A caption the base cannot score leaves its picture read as a picture only (logged)."""
+        out: list[float | None] = [None] * len(candidates)
+        views = [
+            i
+            for i, c in enumerate(candidates)
+            if c.image is not None and c.text is not None and c.text.strip()
+        ]
+        if not views:
+            return out
+        captions = [
+            Candidate(id=candidates[i].id, text=candidates[i].text, metadata=candidates[i].metadata)
+            for i in views
+        ]
+        for r in self.base.rerank(query, captions):
+            if r.error is None:
+                out[views[r.index]] = r.raw_score
+            else:
+                logger.warning(
+                    "caption of %r not scored (%s); read as a picture only", r.candidate.id, r.error
+                )
+        return out

@@ -79,6 +79,13 @@ def register(sub: Any) -> None:
         "about 1.3 s less for a text query, same scores to 1e-6) or torch (the reference the Python API and "
         "serve use); default: $MM_RERANK_TEXT_RUNTIME, else numpy",
     )
+    query.add_argument(
+        "--read-captions",
+        action="store_true",
+        help="also read each captioned picture's caption as a passage (learned fusion only: the default "
+        "or --reranker FOLDER; ranks captioned pictures higher, over-trusts near-miss captions; see "
+        "docs/calibration.md)",
+    )
     query.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     query.set_defaults(handler=run)
 
@@ -94,6 +101,11 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--repeat must be >= 0, got {args.repeat}"
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return f"--threshold must be a unified score between 0 and 1, got {args.threshold}"
+    if getattr(args, "read_captions", False) and args.reranker is None and args.scorer != "starter":
+        return (
+            "--read-captions needs learned fusion (the default, --scorer starter, or --reranker FOLDER), "
+            f"not --scorer {args.scorer}"
+        )
     if args.threshold is not None and args.scorer == "none" and args.reranker is None:
         return "--threshold needs a reranker (the first stage's scores are not on the unified scale)"
     return _missing_database(args)
@@ -112,6 +124,18 @@ def _missing_database(args: argparse.Namespace) -> str | None:
 
 def _make_reranker(args: argparse.Namespace) -> tuple[Any, str]:
     """The reranker and a label for it; ``starter`` is the label-free product default."""
+    reranker, label = _reranker_and_label(args)
+    if getattr(args, "read_captions", False):
+        from mm_rerank_components.adapt import LearnedFusionReranker
+
+        if not isinstance(reranker, LearnedFusionReranker):
+            raise SystemExit(f"--read-captions needs a learned-fusion reranker; {label} is not one")
+        reranker.read_captions = True
+        label += ", captions read as passages"
+    return reranker, label
+
+
+def _reranker_and_label(args: argparse.Namespace) -> tuple[Any, str]:
     if args.reranker is not None:
         from mm_rerank_components.adapt.folder import load_reranker
 
