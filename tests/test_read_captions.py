@@ -135,3 +135,26 @@ def test_cli_query_flag_turns_it_on_for_learned_fusion_only(
     status = cli.main(["query", "red fox", "--db", str(tmp_path), "--scorer", "fake", "--read-captions"])
     assert status == 2
     assert "--read-captions needs learned fusion" in capsys.readouterr().err
+
+
+def test_a_captioned_picture_uses_its_own_map_only_when_the_calibrator_has_one(
+    red_png: Path, blue_png: Path
+) -> None:
+    import copy
+
+    from mm_rerank_components.calibration import PlattCalibrator
+
+    model = load_default_model(None)
+    model.modality_floor = 0
+    hits = _hits(red_png, blue_png)
+    raw = [0.45, 0.5, 0.3, 0.2]
+    assert model.calibration_modalities(hits) == ["text", "text", "image", "image"]
+    plain = model.predict(QUERY, hits, raw)
+    own = copy.deepcopy(model)
+    own.calibrator.calibrators["text+image"] = PlattCalibrator(1.0, 3.0)
+    assert own.calibration_modalities(hits) == ["text", "text", "text+image", "image"]
+    mapped = own.predict(QUERY, hits, raw)
+    fused = own.fused_scores(QUERY, hits, raw)[2]
+    assert mapped[2] == pytest.approx(float(PlattCalibrator(1.0, 3.0).predict([fused])[0]))
+    assert mapped[2] != pytest.approx(plain[2])
+    assert [mapped[i] for i in (0, 1, 3)] == [plain[i] for i in (0, 1, 3)]

@@ -440,8 +440,7 @@ class FusionModel:
         fused = head.fused_scores(query, given, raw_scores)
         if not fused:
             return []
-        modalities = [cast(Modality, head.spec.modality_of(c)) for c in given]
-        probabilities = head.calibrator.calibrate(fused, modalities)
+        probabilities = head.calibrator.calibrate(fused, head.calibration_modalities(given))
         if caption_scores is not None:
             read = self.caption_probabilities(query, candidates, raw_scores, caption_scores)
             probabilities = [p if c is None else max(p, c) for p, c in zip(probabilities, read, strict=True)]
@@ -484,12 +483,21 @@ class FusionModel:
         given = [*strip_routes(candidates), *captions]
         raw = [*(float(r) for r in raw_scores), *(float(caption_scores[i]) for i in views)]  # type: ignore[arg-type]
         fused = head.fused_scores(query, given, raw)
-        probabilities = head.calibrator.calibrate(
-            fused, [cast(Modality, head.spec.modality_of(c)) for c in given]
-        )
+        probabilities = head.calibrator.calibrate(fused, head.calibration_modalities(given))
         for i, p in zip(views, probabilities[len(candidates) :], strict=True):
             out[i] = float(p)
         return out
+
+    def calibration_modalities(self, candidates: Sequence[Candidate]) -> list[Modality]:
+        """The map each candidate's fused score goes through: a captioned picture (``text+image``) its own
+        when the calibrator has one, else the modality its features read as (a picture's)."""
+        own = self.calibrator.calibrators
+        return [
+            c.modality
+            if c.modality == "text+image" and c.modality in own
+            else cast(Modality, self.spec.modality_of(c))
+            for c in candidates
+        ]
 
     def head_for(self, candidates: Sequence[Candidate]) -> FusionModel:
         """The head that scores this list: :attr:`route_free` when a candidate lacks a retrieval score.
@@ -1092,7 +1100,8 @@ class LearnedFusionReranker(_RerankerBase):
     (:meth:`FusionModel.caption_probabilities`). It costs one more scoring pass over the captions. Off,
     a captioned picture is read as a picture, and a caption naming exactly what the query asks for
     lifts it little. Measured in ``docs/calibration.md`` ("Captioned pictures"): it ranks captioned
-    pictures better, but over-trusts a caption that nearly matches, so it is not the default.
+    pictures no worse (better with English captions), but over-trusts a caption that nearly matches, so
+    it is not the default.
 
     Example:
         >>> from mm_rerank_components import MultimodalReranker
