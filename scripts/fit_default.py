@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,17 +198,34 @@ def _prior_em(union: Any, model: Any, scope: str) -> Any:
     return ScoredUnion(union.scorer, items)
 
 
-def _pairs(
-    p: PreparedTask, union: Any, split: str = "test"
+def labelled_pairs(
+    task: Any, items: Mapping[str, Sequence[tuple[str, str, float]]], query_ids: Sequence[str]
 ) -> tuple[list[float], list[str], list[int], list[str]]:
+    """Score, modality, 0/1 label and query id of every ``(doc, modality, score)`` of ``items[qid]``
+    (a ``ScoredUnion``'s items), over ``query_ids`` of ``task``, in order."""
     probs, mods, labels, queries = [], [], [], []
-    for qid in p.task.query_ids(split):
-        for doc, kind, prob in union.items[qid]:
+    for qid in query_ids:
+        for doc, kind, prob in items[qid]:
             probs.append(prob)
             mods.append(kind)
-            labels.append(1 if p.task.qrels[qid].get(doc, 0) > 0 else 0)
+            labels.append(1 if task.qrels[qid].get(doc, 0) > 0 else 0)
             queries.append(qid)
     return probs, mods, labels, queries
+
+
+def figure_lines(label: str, figures: Mapping[str, Any]) -> list[str]:
+    """One line per modality of :func:`~mm_rerank_components.eval.targets.calibration_figures`' output:
+    calibration among pairs predicted >= 0.1 with its CI, and ECE."""
+    lines = []
+    for modality, fig in figures.items():
+        b = fig["above_0.1"]
+        lo, hi = 100 * b.get("lo", float("nan")), 100 * b.get("hi", float("nan"))
+        lines.append(
+            f"  {label} {modality:5s} >=0.1: {b['mean_predicted']:.3f} predicted vs "
+            f"{b['observed_rate']:.3f} observed ({b['pairs']} pairs), "
+            f"gap {100 * b['relative_gap']:+.0f}% [{lo:+.0f}%, {hi:+.0f}%]; ECE {fig['ece']:.3f}"
+        )
+    return lines
 
 
 def calibration_cells(
@@ -219,7 +237,8 @@ def calibration_cells(
 
     cells = []
     for p in prepared:
-        for modality, fig in calibration_figures(*_pairs(p, unions[p.task.name], split)).items():
+        pairs = labelled_pairs(p.task, unions[p.task.name].items, p.task.query_ids(split))
+        for modality, fig in calibration_figures(*pairs).items():
             big = fig["above_0.1"]
             lo, hi = big.get("lo", float("nan")), big.get("hi", float("nan"))
             measured = big["pairs"] > 0 and np.isfinite(lo) and np.isfinite(hi)

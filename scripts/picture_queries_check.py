@@ -154,14 +154,7 @@ def raw_scores(
 
 
 def _pairs(pq: PictureQueries, qids: list[str]) -> tuple[list[float], list[str], list[int], list[str]]:
-    raw, mods, labels, queries = [], [], [], []
-    for qid in qids:
-        for doc, modality, score in pq.raw[qid]:
-            raw.append(score)
-            mods.append(modality)
-            labels.append(1 if pq.task.qrels[qid].get(doc, 0) > 0 else 0)
-            queries.append(qid)
-    return raw, mods, labels, queries
+    return fd.labelled_pairs(pq.task, pq.raw, qids)
 
 
 def fit_platt(sets: list[PictureQueries], scorer: str, shipped: Any) -> Any:
@@ -257,14 +250,7 @@ def measure(pq: PictureQueries, calibrators: dict[str, Any]) -> tuple[list[str],
                 )
                 parts.append(f"vs {f} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]")
         lines.append(" ".join(parts))
-        for modality, fig in calibration_figures(probs, mods, labels, queries).items():
-            b = fig["above_0.1"]
-            lo, hi = 100 * b.get("lo", float("nan")), 100 * b.get("hi", float("nan"))
-            lines.append(
-                f"  {reading:10s} {modality:5s} >=0.1: {b['mean_predicted']:.3f} predicted vs "
-                f"{b['observed_rate']:.3f} observed ({b['pairs']} pairs), "
-                f"gap {100 * b['relative_gap']:+.0f}% [{lo:+.0f}%, {hi:+.0f}%]; ECE {fig['ece']:.3f}"
-            )
+        lines += fd.figure_lines(f"{reading:10s}", calibration_figures(probs, mods, labels, queries))
     return lines, metrics
 
 

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fit_default as fd  # the sibling script: prepare, fit_without
 
-from mm_rerank_components import Candidate, Query
-from mm_rerank_components.adapt.fusion import strip_routes
+from mm_rerank_components import Query
+from mm_rerank_components.adapt.fusion import caption_view, strip_routes
 from mm_rerank_components.calibration import PlattCalibrator, expected_calibration_error
 from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
 from mm_rerank_components.eval.datasets import default_cache_dir, fetch_tuxpaint_stamps
@@ -160,12 +160,10 @@ def unions(model: Any, mapped: Any, variant: PreparedTask, scorer: StarterScorer
     items: dict[str, dict[str, list[tuple[str, Any, float]]]] = {s: {} for s in SETTINGS}
     for qid, item in zip(test, labelled_lists(variant, "starter", test, *DEFAULT_DEPTH), strict=True):
         hits = item.candidates
-        views = [i for i, c in enumerate(hits) if c.image is not None and c.text]
+        views = {i: v for i, v in enumerate(map(caption_view, hits)) if v is not None}
         captions: list[float | None] = [None] * len(hits)
         query = Query(variant.task.queries[qid])
-        for i, s in zip(
-            views, scorer.score(query, [Candidate(hits[i].id, text=hits[i].text) for i in views]), strict=True
-        ):
+        for i, s in zip(views, scorer.score(query, list(views.values())), strict=True):
             captions[i] = s
         for setting, m, given in (
             ("shipped", model, None),
@@ -192,21 +190,9 @@ def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> 
                 f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
             )
     for setting, union in scored.items():
-        probs, mods, labels, queries = [], [], [], []
-        for qid in test:
-            for doc, kind, p in union.items[qid]:
-                probs.append(p)
-                mods.append("text" if kind == "text" else "image")
-                labels.append(1 if task.qrels[qid].get(doc, 0) > 0 else 0)
-                queries.append(qid)
-        for modality, fig in calibration_figures(probs, mods, labels, queries).items():
-            b = fig["above_0.1"]
-            lo, hi = 100 * b.get("lo", float("nan")), 100 * b.get("hi", float("nan"))
-            lines.append(
-                f"  {setting:13s} {modality:5s} >=0.1: {b['mean_predicted']:.3f} predicted vs "
-                f"{b['observed_rate']:.3f} observed ({b['pairs']} pairs), "
-                f"gap {100 * b['relative_gap']:+.0f}% [{lo:+.0f}%, {hi:+.0f}%]; ECE {fig['ece']:.3f}"
-            )
+        probs, kinds, labels, queries = fd.labelled_pairs(task, union.items, test)
+        mods = ["text" if kind == "text" else "image" for kind in kinds]  # a captioned picture is a picture
+        lines += fd.figure_lines(f"{setting:13s}", calibration_figures(probs, mods, labels, queries))
     return lines
 
 

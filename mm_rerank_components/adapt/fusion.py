@@ -467,20 +467,16 @@ class FusionModel:
         """
         if len(caption_scores) != len(candidates):
             raise ValueError(f"got {len(candidates)} candidates but {len(caption_scores)} caption scores")
-        views = [
-            i
+        views = {
+            i: view
             for i, (c, s) in enumerate(zip(candidates, caption_scores, strict=True))
-            if s is not None and c.image is not None and c.text is not None and c.text.strip()
-        ]
+            if s is not None and (view := caption_view(c)) is not None
+        }
         out: list[float | None] = [None] * len(candidates)
         if not views:
             return out
         head = self.route_free or self
-        captions = [
-            Candidate(id=candidates[i].id, text=candidates[i].text, metadata=candidates[i].metadata)
-            for i in views
-        ]
-        given = [*strip_routes(candidates), *captions]
+        given = [*strip_routes(candidates), *views.values()]
         raw = [*(float(r) for r in raw_scores), *(float(caption_scores[i]) for i in views)]  # type: ignore[arg-type]
         fused = head.fused_scores(query, given, raw)
         probabilities = head.calibrator.calibrate(fused, head.calibration_modalities(given))
@@ -872,6 +868,20 @@ class FusionOptions:
         return {**dataclasses.asdict(self), "metadata_fields": list(self.metadata_fields)}
 
 
+def caption_view(candidate: Candidate) -> Candidate | None:
+    """A captioned picture's caption as a passage of its own (same id and metadata), else ``None``.
+
+    Example:
+        >>> caption_view(Candidate("a", image="a.png", text="A fox")).text
+        'A fox'
+        >>> caption_view(Candidate("b", image="b.png")) is None
+        True
+    """
+    if candidate.image is None or candidate.text is None or not candidate.text.strip():
+        return None
+    return Candidate(id=candidate.id, text=candidate.text, metadata=candidate.metadata)
+
+
 def strip_routes(candidates: Sequence[Candidate]) -> list[Candidate]:
     """The candidates without ``source`` and ``retrieval_score`` (what the route-free head reads).
 
@@ -1161,20 +1171,13 @@ class LearnedFusionReranker(_RerankerBase):
 
         A caption the base cannot score leaves its picture read as a picture only (logged)."""
         out: list[float | None] = [None] * len(candidates)
-        views = [
-            i
-            for i, c in enumerate(candidates)
-            if c.image is not None and c.text is not None and c.text.strip()
-        ]
+        views = {i: v for i, v in enumerate(map(caption_view, candidates)) if v is not None}
         if not views:
             return out
-        captions = [
-            Candidate(id=candidates[i].id, text=candidates[i].text, metadata=candidates[i].metadata)
-            for i in views
-        ]
-        for r in self.base.rerank(query, captions):
+        where = list(views)
+        for r in self.base.rerank(query, list(views.values())):
             if r.error is None:
-                out[views[r.index]] = r.raw_score
+                out[where[r.index]] = r.raw_score
             else:
                 logger.warning(
                     "caption of %r not scored (%s); read as a picture only", r.candidate.id, r.error
