@@ -1,4 +1,4 @@
-"""Captioned pictures, leave-one-task-out: the default's three readings of a picture that carries a caption.
+"""Captioned pictures, leave-one-task-out: four readings of a picture that carries a caption.
 
 For each built-in task, the default is refitted on every other task (as ``mm-rerank eval`` does) and
 scores that task's test queries with its pictures carrying a caption (text+image documents):
@@ -9,7 +9,13 @@ scores that task's test queries with its pictures carrying a caption (text+image
   (:meth:`~mm_rerank_components.adapt.FusionModel.caption_probabilities`);
 * ``caption_map``: as shipped, but the fused score goes through a Platt map of its own for captioned
   pictures (:func:`fit_caption_map` here), fitted on the captioned variants
-  of the *other* tasks only.
+  of the *other* tasks only;
+* ``combiner``: as shipped, but a captioned picture's probability is ``sigmoid(a * f_pic + b * f_cap + c)``,
+  ``f_pic`` its fused score as a picture, ``f_cap`` its caption's fused score read as a passage (the
+  route-free head's), ``(a, b, c)`` a logistic regression on the other tasks' captioned variants
+  (:func:`fit_combiner`; measured, not adopted: see docs/calibration.md);
+* ``shipped_bare`` and ``combiner_bare``: the same two without route signals (the route-free head), the
+  latter compared with the former.
 
 Captioned variants (a name or title caption is the item's query text, so the other items' captions
 are near misses):
@@ -63,7 +69,7 @@ from mm_rerank_components.eval.targets import calibration_figures
 from mm_rerank_components.eval.tasks import EvalTask
 from mm_rerank_components.scorers.starter import StarterScorer
 
-SETTINGS = ("shipped", "read_captions", "caption_map")
+SETTINGS = ("shipped", "read_captions", "caption_map", "combiner", "shipped_bare", "combiner_bare")
 
 
 def captioned(
@@ -154,7 +160,109 @@ def fit_caption_map(model: Any, lists: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def unions(model: Any, mapped: Any, variant: PreparedTask, scorer: StarterScorer) -> dict[str, ScoredUnion]:
+def caption_fused(
+    model: Any, query: Any, hits: Sequence[Any], raw: Sequence[float], captions: Sequence[float | None]
+) -> list[float | None]:
+    """The route-free head's fused score of each captioned picture's caption read as a passage of the
+    list (as :meth:`FusionModel.caption_probabilities` computes it, before its map), else ``None``."""
+    views = {
+        i: v for i, h in enumerate(hits) if captions[i] is not None and (v := caption_view(h)) is not None
+    }
+    out: list[float | None] = [None] * len(hits)
+    if not views:
+        return out
+    head = model.route_free or model
+    fused = head.fused_scores(
+        query, [*strip_routes(hits), *views.values()], [*raw, *(captions[i] for i in views)]
+    )
+    for i, f in zip(views, fused[len(hits) :], strict=True):
+        out[i] = float(f)
+    return out
+
+
+def combiner_inputs(
+    model: Any, item: Any, captions: Sequence[float | None], bare: bool
+) -> list[tuple[int, float, float]]:
+    """``(index, f_pic, f_cap)`` of each captioned picture of ``item``: the fused score its head gives the
+    picture, and its caption's fused score read as a passage."""
+    hits = strip_routes(item.candidates) if bare else list(item.candidates)
+    head = model.route_free if bare and model.route_free else model
+    pic = head.fused_scores(item.query, hits, item.raw_scores)
+    cap = caption_fused(model, item.query, list(item.candidates), item.raw_scores, captions)
+    return [(i, float(pic[i]), float(c)) for i, c in enumerate(cap) if c is not None]
+
+
+def caption_scores_of(item: Any, scorer: StarterScorer) -> list[float | None]:
+    """The scorer's raw score of each captioned picture's caption alone (``None`` elsewhere)."""
+    hits = item.candidates
+    views = {i: v for i, v in enumerate(map(caption_view, hits)) if v is not None}
+    out: list[float | None] = [None] * len(hits)
+    query = item.query if isinstance(item.query, Query) else Query(item.query)
+    for i, s in zip(views, scorer.score(query, list(views.values())), strict=True):
+        out[i] = s
+    return out
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 100) -> np.ndarray:
+    """Weights then intercept of a logistic regression of ``y`` on the columns of ``x`` (Newton steps,
+    an L2 penalty of 1 so nearly separable data, as the name captions give, stays finite)."""
+    design = np.column_stack([x, np.ones(len(x))])
+    w = np.zeros(design.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        grad = design.T @ (p - y) + l2 * w
+        hess = (design * (p * (1 - p))[:, None]).T @ design + l2 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
+def fit_combiner(model: Any, lists: Sequence[Any], scorer: StarterScorer) -> dict[bool, np.ndarray]:
+    """Configuration 3 (rule in docs/calibration.md): per head (``bare``: route-free), logistic regression
+    of a captioned picture's relevance on (f_pic, f_cap), fitted on ``lists`` (other tasks' captioned
+    variants). Returns ``{bare: (a, b, c)}``."""
+    out: dict[bool, np.ndarray] = {}
+    caps = [caption_scores_of(item, scorer) for item in lists]
+    for bare in (False, True):
+        x: list[tuple[float, float]] = []
+        y: list[float] = []
+        for item, c in zip(lists, caps, strict=True):
+            for i, fp, fc in combiner_inputs(model, item, c, bare):
+                x.append((fp, fc))
+                y.append(1.0 if item.labels[i] > 0 else 0.0)
+        out[bare] = fit_logistic(np.asarray(x), np.asarray(y))
+        print(
+            f"  combiner bare={bare}: a, b, c = {out[bare].round(3).tolist()}"
+            f" on {len(y)} pairs, {sum(y):.0f} relevant"
+        )
+    return out
+
+
+def combined(
+    model: Any, item: Any, captions: Sequence[float | None], coef: np.ndarray, bare: bool
+) -> list[float]:
+    """``item``'s probabilities with each captioned picture's replaced by the combiner's (floor after)."""
+    from mm_rerank_components.adapt.fusion import apply_modality_floor
+
+    hits = strip_routes(item.candidates) if bare else list(item.candidates)
+    floor, model.modality_floor = model.modality_floor, 0
+    try:
+        probs = model.predict(item.query, hits, item.raw_scores)
+    finally:
+        model.modality_floor = floor
+    for i, fp, fc in combiner_inputs(model, item, captions, bare):
+        probs[i] = float(1.0 / (1.0 + np.exp(-(coef[0] * fp + coef[1] * fc + coef[2]))))
+    if floor > 0:
+        kinds = ["image" if c.image is not None else "text" for c in hits]
+        probs = apply_modality_floor(probs, kinds, floor)
+    return probs
+
+
+def unions(
+    model: Any, mapped: Any, variant: PreparedTask, scorer: StarterScorer, coefs: dict[bool, np.ndarray]
+) -> dict[str, ScoredUnion]:
     """Each setting's probabilities on the variant's test queries (``mapped``: with a caption map)."""
     test = variant.task.query_ids("test")
     items: dict[str, dict[str, list[tuple[str, Any, float]]]] = {s: {} for s in SETTINGS}
@@ -172,6 +280,13 @@ def unions(model: Any, mapped: Any, variant: PreparedTask, scorer: StarterScorer
         ):
             probs = m.predict(item.query, hits, item.raw_scores, given)
             items[setting][qid] = [(c.id, c.modality, float(p)) for c, p in zip(hits, probs, strict=True)]
+        bare = strip_routes(hits)
+        for setting, probs in (
+            ("combiner", combined(model, item, captions, coefs[False], False)),
+            ("shipped_bare", model.predict(item.query, bare, item.raw_scores)),
+            ("combiner_bare", combined(model, item, captions, coefs[True], True)),
+        ):
+            items[setting][qid] = [(c.id, c.modality, float(p)) for c, p in zip(hits, probs, strict=True)]
     return {s: ScoredUnion(s, items[s]) for s in SETTINGS}
 
 
@@ -180,10 +295,13 @@ def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> 
     metrics = {s: evaluate_run(task, calibrated_run(u, None, test), test) for s, u in scored.items()}
     lines = [f"== {name}: {len(test)} test queries (each setting minus shipped)"]
     for setting in SETTINGS[1:]:
+        if setting == "shipped_bare":
+            continue
+        base = "shipped_bare" if setting.endswith("_bare") else "shipped"
         for metric in ("recall@10", "ndcg@10", "image_share@10"):
             r = paired_bootstrap(
                 per_query_values(metrics[setting], metric, test),
-                per_query_values(metrics["shipped"], metric, test),
+                per_query_values(metrics[base], metric, test),
             )
             lines.append(
                 f"  {setting:13s} {metric}: {r['a']:.3f} vs {r['b']:.3f}: "
@@ -222,9 +340,10 @@ def main() -> int:
             for item in labelled_lists(v, "starter", v.task.query_ids("all"), *DEFAULT_DEPTH)
         ]
         stats = fit_caption_map(mapped, others)
+        coefs = fit_combiner(model, others, scorer)
         print(f"{held_out.task.name} held out: caption map fitted on {len(others)} captioned lists: {stats}")
         for name, variant in mine.items():
-            for line in report(name, variant, unions(model, mapped, variant, scorer)):
+            for line in report(name, variant, unions(model, mapped, variant, scorer, coefs)):
                 print(line)
     return 0
 

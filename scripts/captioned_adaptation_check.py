@@ -1,0 +1,125 @@
+"""Captioned pictures after adaptation, leave-one-task-out: labelled and label-free adapted rerankers.
+
+``scripts/read_captions_check.py`` measures the default on corpora whose pictures carry captions (six
+captioned variants of the built-in tasks); this script asks what a user with such a corpus gets from
+the two adaptation routes, the rows issue 19 asks to report with captioned variants:
+
+* ``default``: the default refitted without the task (it never saw the task, captioned or not);
+* ``labelled``: ``fit_fusion`` on the captioned variant's **dev** queries, starting from that default
+  (``prior=``, as ``mm-rerank adapt --data`` does);
+* ``label_free``: ``adapt_from_corpus`` on the captioned variant's documents alone (no query, no label;
+  a picture's caption is its pseudo-query, as ``mm-rerank adapt --db`` does), starting from that default.
+
+All three are measured on the variant's **test** queries, with route signals: R@10, nDCG@10 and the
+pictures' share of the top 10 against ``default`` (paired bootstrap 95% CI over queries), and
+calibration among captioned pictures and passages predicted >= 0.1 (query-bootstrap CI) with ECE. A
+leak line counts test queries equal to a caption (a name caption *is* its item's query text, so the
+label-free row's pseudo-queries include the test queries there, as they would for a user whose
+captions are what people type).
+
+Usage (reads the caches ``mm-rerank eval`` fills; a few minutes warm)::
+
+    python scripts/captioned_adaptation_check.py [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fit_default as fd  # the sibling scripts: prepare, fit_without, labelled_pairs, figure_lines
+from read_captions_check import variants
+
+from mm_rerank_components.adapt import fit_fusion
+from mm_rerank_components.adapt.corpus import VectorCorpus
+from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
+from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
+from mm_rerank_components.eval.datasets import default_cache_dir
+from mm_rerank_components.eval.embeddings import StarterEmbedder
+from mm_rerank_components.eval.learned import PreparedTask, fusion_union, labelled_lists
+from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
+from mm_rerank_components.eval.pipelines import ScoredUnion, calibrated_run
+from mm_rerank_components.eval.stats import paired_bootstrap
+from mm_rerank_components.eval.targets import calibration_figures
+from mm_rerank_components.scorers.starter import StarterScorer
+
+ROWS = ("default", "labelled", "label_free")
+
+
+def adapted_models(
+    variant: PreparedTask, default: Any, scorer: StarterScorer, embedder: Any
+) -> dict[str, Any]:
+    """The three rows' models for one captioned variant (``default`` never saw its task)."""
+    task = variant.task
+    dev = labelled_lists(variant, "starter", task.query_ids("dev"), *DEFAULT_DEPTH)
+    labelled = fit_fusion(dev, scorer="starter", seed=0, prior=default)
+    titles = {d: Path(str(c.image)).stem for d, c in task.docs.items() if isinstance(c.image, str)}
+    corpus = VectorCorpus(
+        list(task.docs.values()), variant.first.vectors(), embedder.embed_texts, titles=titles
+    )
+    options = label_free_options(k_text=DEFAULT_DEPTH[0], k_image=DEFAULT_DEPTH[1], prior=None)
+    free = adapt_from_corpus(corpus, scorer, options, prior=default).model  # never the shipped file
+    return {"default": default, "labelled": labelled, "label_free": free}
+
+
+def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> list[str]:
+    """Ranking against ``default`` and calibration per row (captioned pictures read as pictures)."""
+    task, test = variant.task, variant.task.query_ids("test")
+    captions = {
+        " ".join(c.text.lower().split()) for c in task.docs.values() if c.image is not None and c.text
+    }
+    leaks = sum(" ".join(task.queries[q].lower().split()) in captions for q in test)
+    metrics = {r: evaluate_run(task, calibrated_run(u, None, test), test) for r, u in scored.items()}
+    lines = [f"== {name}: {len(test)} test queries, {leaks} equal to a caption (each row minus default)"]
+    for row in ROWS[1:]:
+        for metric in ("recall@10", "ndcg@10", "image_share@10"):
+            r = paired_bootstrap(
+                per_query_values(metrics[row], metric, test),
+                per_query_values(metrics["default"], metric, test),
+            )
+            lines.append(
+                f"  {row:10s} {metric}: {r['a']:.3f} vs {r['b']:.3f}: "
+                f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+            )
+    for row, union in scored.items():
+        probs, kinds, labels, queries = fd.labelled_pairs(task, union.items, test)
+        mods = ["text" if kind == "text" else "image" for kind in kinds]  # a captioned picture is a picture
+        lines += fd.figure_lines(f"{row:10s}", calibration_figures(probs, mods, labels, queries))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads is not None:
+        from mm_rerank_components.cli._common import set_threads
+
+        set_threads(args.threads)
+    cache = args.cache_dir or default_cache_dir()
+    prepared = fd.prepare(cache, DEFAULT_DEPTH)
+    scorer, embedder = StarterScorer(), StarterEmbedder()
+    found = variants(prepared, cache)
+    for held_out in prepared:
+        mine = {n: v for n, (base, v) in found.items() if base is held_out}
+        if not mine:
+            continue
+        default = fd.fit_without(prepared, held_out, FIT_OPTIONS)
+        for name, variant in mine.items():
+            models = adapted_models(variant, default, scorer, embedder)
+            test = variant.task.query_ids("test")
+            scored = {
+                row: fusion_union(m, variant, "starter", test, *DEFAULT_DEPTH) for row, m in models.items()
+            }
+            for line in report(name, variant, scored):
+                print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
