@@ -18,7 +18,11 @@ Readings, on each task's test-split picture queries:
 * ``shipped``: the starter scorer's shipped per-modality calibration (text-query maps);
 * ``loto-platt``: Platt per modality fitted on the "kept" picture queries (every split) of the four
   other tasks, text and image maps on uncaptioned pictures, the text+image map on captioned ones; a
-  modality without relevant and irrelevant pairs there keeps the shipped map.
+  modality without relevant and irrelevant pairs there keeps the shipped map;
+* ``fusion-default``: the learned fusion of the default refitted without the task (fitted on text
+  queries), reading the picture query's candidates with their route signals;
+* ``fusion-adapted``: what ``mm-rerank adapt --data`` gives a user: that default fitted further on the
+  task's dev *text* queries (``fit_fusion(prior=...)``), on the same candidates.
 
 Prints, per setup and task, R@10 and nDCG@10 of each reading against RRF, min-max and z-score over the
 same candidates and against each other (paired bootstrap 95% CI over queries), per reading and
@@ -27,7 +31,7 @@ of the gap) and ECE, and the pooled comparison (stratified by task). ``--write P
 fitted on all five tasks (a calibration file ``load_calibrator`` reads; not shipped).
 
 Usage (reads the caches ``mm-rerank eval`` fills; raw scores are cached under the cache folder; about
-3 minutes cold, 40 s warm)::
+4 minutes cold, 2.5 minutes warm: it also fits each task's default and adapted fusion)::
 
     python scripts/picture_queries_check.py [--threads 1] [--write PATH]
 """
@@ -49,9 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fit_default as fd  # the sibling script: prepare
 
 from mm_rerank_components import Query
-from mm_rerank_components.defaults import DEFAULT_DEPTH
+from mm_rerank_components.adapt import FusionModel, fit_fusion
+from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
 from mm_rerank_components.eval.datasets import default_cache_dir, fetch_tuxpaint_stamps
-from mm_rerank_components.eval.learned import PreparedTask
+from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
 from mm_rerank_components.eval.pipelines import FirstStage, fusion_run, ranking_to_run
 from mm_rerank_components.eval.stats import paired_bootstrap, pooled
@@ -59,7 +64,7 @@ from mm_rerank_components.eval.targets import calibration_figures
 from mm_rerank_components.eval.tasks import EvalTask
 from mm_rerank_components.scorers.starter import StarterScorer
 
-READINGS = ("shipped", "loto-platt")
+READINGS = ("shipped", "loto-platt", "fusion-default", "fusion-adapted")
 FUSIONS = ("rrf", "minmax", "zscore")
 
 
@@ -224,15 +229,34 @@ def captions_of(p: PreparedTask, cache: Path) -> dict[str, str]:
     }
 
 
-def measure(pq: PictureQueries, calibrators: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """Report lines for one task and each reading's metrics on its test-split picture queries."""
+def fusion_probabilities(pq: PictureQueries, model: FusionModel, qids: list[str]) -> list[float]:
+    """``model``'s probabilities of every candidate of each picture query in ``qids`` (flat, in
+    :func:`_pairs`' order), the candidates carrying their route signals as the retriever hands them over."""
+    out: list[float] = []
+    for qid in qids:
+        routes = {d: (r, s) for d, r, s in pq.first.union(qid, *DEFAULT_DEPTH)}
+        items = pq.raw[qid]
+        candidates = [
+            replace(pq.task.docs[d], source=routes[d][0], retrieval_score=routes[d][1]) for d, _, _ in items
+        ]
+        query = Query(image=pq.task.docs[qid[3:]].image)  # "pq:<doc id>": the picture asked
+        out += model.predict(query, candidates, [s for _, _, s in items])
+    return out
+
+
+def measure(pq: PictureQueries, readings: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Report lines for one task and each reading's metrics on its test-split picture queries
+    (a reading: a calibrator of the raw scores, or a fusion model)."""
     task, test = pq.task, pq.task.query_ids("test")
     raw, mods, labels, queries = _pairs(pq, test)
     metrics: dict[str, Any] = {}
     lines = [f"== {task.name}: {len(test)} test picture queries"]
     fusions = {f: evaluate_run(task, fusion_run(pq.first, f, test, *DEFAULT_DEPTH), test) for f in FUSIONS}
-    for reading, cal in calibrators.items():
-        probs = cal.calibrate(raw, mods)
+    for reading, how in readings.items():
+        if isinstance(how, FusionModel):
+            probs = fusion_probabilities(pq, how, test)
+        else:
+            probs = list(how.calibrate(raw, mods))
         ranking: dict[str, list[str]] = {}
         at = 0
         for qid in test:
@@ -261,25 +285,29 @@ def compare(sets: dict[str, PictureQueries], readings: dict[str, dict[str, Any]]
         lines, metrics = measure(pq, readings[name])
         per_task[name] = metrics
         test = pq.task.query_ids("test")
-        for metric in ("recall@10", "ndcg@10"):
-            r = paired_bootstrap(
-                *(per_query_values(metrics[reading], metric, test) for reading in READINGS[::-1])
-            )
-            lines.append(
-                f"  loto-platt minus shipped {metric}: {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
-            )
-        print("\n".join(lines))
-    for metric in ("recall@10", "ndcg@10"):
-        r = pooled(
-            {
-                name: tuple(  # type: ignore[misc]
-                    per_query_values(m[reading], metric, sets[name].task.query_ids("test"))
-                    for reading in READINGS[::-1]
+        for reading in READINGS[1:]:
+            for metric in ("recall@10", "ndcg@10"):
+                r = paired_bootstrap(
+                    *(per_query_values(metrics[x], metric, test) for x in (reading, "shipped"))
                 )
-                for name, m in per_task.items()
-            }
-        )
-        print(f"pooled {metric}: loto-platt minus shipped {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]")
+                lines.append(
+                    f"  {reading} minus shipped {metric}: {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+                )
+        print("\n".join(lines))
+    for reading in READINGS[1:]:
+        for metric in ("recall@10", "ndcg@10"):
+            r = pooled(
+                {
+                    name: tuple(  # type: ignore[misc]
+                        per_query_values(m[x], metric, sets[name].task.query_ids("test"))
+                        for x in (reading, "shipped")
+                    )
+                    for name, m in per_task.items()
+                }
+            )
+            print(
+                f"pooled {metric}: {reading} minus shipped {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+            )
 
 
 def main() -> int:
@@ -299,7 +327,13 @@ def main() -> int:
         raise RuntimeError("the starter scorer ships a calibration; this install lacks it")
     # setup -> task -> picture queries; setups: own record removed / kept, pictures uncaptioned / captioned
     sets: dict[str, dict[str, PictureQueries]] = {}
-    for p in fd.prepare(cache, DEFAULT_DEPTH):
+    prepared = fd.prepare(cache, DEFAULT_DEPTH)
+    models: dict[str, dict[str, FusionModel]] = {}
+    for p in prepared:
+        default = fd.fit_without(prepared, p, FIT_OPTIONS)
+        dev = labelled_lists(p, "starter", p.task.query_ids("dev"), *DEFAULT_DEPTH)
+        adapted = fit_fusion(dev, scorer="starter", seed=0, prior=default)
+        models[p.task.name] = {"fusion-default": default, "fusion-adapted": adapted}
         caption = captions_of(p, cache)
         for keep_self in (False, True):
             task, picture = picture_task(p, keep_self)
@@ -324,7 +358,7 @@ def main() -> int:
         print(f"  {fitted[name].stats}")
     for setup, by_task in sets.items():
         print(f"== picture queries, own record {setup}: the scorer's text-query maps vs picture-query maps")
-        compare(by_task, {n: {"shipped": shipped, "loto-platt": fitted[n]} for n in by_task})
+        compare(by_task, {n: {"shipped": shipped, "loto-platt": fitted[n], **models[n]} for n in by_task})
     if args.write is not None:
         final = fit_platt(list(sets["kept"].values()), scorer.name, shipped)
         final = with_caption_map(final, list(sets["kept, captioned"].values()))

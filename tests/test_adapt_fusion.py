@@ -331,3 +331,38 @@ def test_group_calibration_holds_out_whole_groups(caplog: pytest.LogCaptureFixtu
     with caplog.at_level("WARNING"):
         fallback = fit_fusion(lists, seed=0, bm25=False, calibrate_by="group")
     assert fallback.training["calibration"] == "out-of-fold" and "calibrating on query folds" in caplog.text
+
+
+def test_a_modality_map_never_reverses_the_fused_order() -> None:
+    """A picture map fitted with slope <= 0 would give the picture the model rates highest the lowest
+    probability (measured: an adapted reranker on Widelands put the query photo's own record last
+    among pictures); such a modality uses the pooled map, so its order is the fused score's."""
+    rng = np.random.default_rng(3)
+    lists = []
+    for q in range(40):
+        candidates, raw, labels = [], [], []
+        for j in range(20):
+            is_text = j < 10
+            relevant = j in (1, 2) if is_text else j == 15 and q % 2 == 0
+            # passages: relevant ones carry a high signal; the few relevant pictures a low one
+            signal = float(rng.normal((2.0 if is_text else -2.0) if relevant else 0.0, 0.3))
+            candidates.append(
+                Candidate(
+                    f"q{q}-d{j}",
+                    text=None if not is_text else f"passage {j}",
+                    image=None if is_text else b"not decoded here",
+                    metadata={"signal": signal},
+                )
+            )
+            raw.append(float(rng.normal()))
+            labels.append(int(relevant))
+        lists.append(LabelledList(f"query {q}", candidates, raw, labels))
+    model = fit_fusion(lists, seed=0, metadata_fields=["signal"])
+    assert "slope <= 0" in model.calibrator.stats["image"]["map"]
+    assert "image" not in model.calibrator.calibrators
+    for item in lists[:10]:
+        fused = model.fused_scores(item.query, item.candidates, item.raw_scores)
+        probs = model.predict(item.query, item.candidates, item.raw_scores)
+        pictures = [i for i, c in enumerate(item.candidates) if c.image is not None]
+        by_fused = sorted(pictures, key=lambda i: -fused[i])
+        assert [probs[i] for i in by_fused] == sorted((probs[i] for i in pictures), reverse=True)

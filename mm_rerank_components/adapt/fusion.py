@@ -745,10 +745,12 @@ def _calibrate(
         mask = modalities == modality
         y = labels[mask]
         entry: dict[str, Any] = {"pairs": int(mask.sum()), "positives": int(y.sum())}
-        if 0 < y.sum() < len(y):
-            maps[modality] = PlattCalibrator().fit(scores[mask], y)
-        else:
+        if not 0 < y.sum() < len(y):
             entry["map"] = f"pooled ({_POOLED!r}): this modality lacks relevant or non-relevant examples"
+        elif (own := _increasing_platt(scores[mask], y, modality)) is None:
+            entry["map"] = f"pooled ({_POOLED!r}): this modality's own fit had slope <= 0"
+        else:
+            maps[modality] = own
         stats[modality] = entry
     if 0 < labels.sum() < len(labels):
         maps[_POOLED] = PlattCalibrator().fit(scores, labels)
@@ -769,6 +771,30 @@ def _calibrate(
         entry["positive_rate"] = float(labels[mask].mean())
     calibrator.stats = stats
     return calibrator
+
+
+def _increasing_platt(scores: np.ndarray, labels: np.ndarray, modality: str) -> PlattCalibrator | None:
+    """A Platt map of one modality's fused scores, or ``None`` when its slope is not positive.
+
+    The fused score is what orders the candidates; a map with slope <= 0 (few relevant examples of the
+    modality, or ones the model scored low) would turn that order upside down within the modality: the
+    candidate the model rates highest would get the lowest probability. Measured: an adapted reranker
+    fitted on Widelands' dev queries got a picture slope of -0.64 and put the query photo's own record
+    last among pictures. Such a modality uses the pooled map instead (logged and kept in the stats).
+    """
+    cal = PlattCalibrator().fit(scores, labels)  # logs its own warning on a slope <= 0
+    if cal.a > 0:
+        return cal
+    logger.warning(
+        "%s map of the fused scores had slope %.4g <= 0 (%d relevant of %d pairs): it would reverse the "
+        "model's order within %s candidates; using the pooled map",
+        modality,
+        cal.a,
+        int(labels.sum()),
+        len(labels),
+        modality,
+    )
+    return None
 
 
 def _route_by_kind(lists: Sequence[LabelledList]) -> dict[str, str]:
