@@ -173,6 +173,16 @@ def test_adapt_end_to_end_saves_a_loadable_deterministic_reranker(tmp_path: Path
     text = format_report(report)
     for needle in ("mining (k_text=6, k_image=4)", "mm_images", "hard negatives", "ECE", "saved:"):
         assert needle in text
+    assert "FALLBACK" not in text  # both modalities' maps kept their own (positive) slope
+    flipped = {**report, "calibration": {**report["calibration"]}}
+    flipped["calibration"]["image"] = {
+        **report["calibration"]["image"],
+        "map": "pooled ('all'): this modality's own fit had slope <= 0",
+    }
+    assert (
+        "FALLBACK: image calibration: pooled ('all'): this modality's own fit had slope <= 0"
+        in format_report(flipped)
+    )
     loaded = load_reranker(tmp_path / "r1")
     pool = first.reranker.rerank("red fox", _pool_for(first, "red fox"))
     again = loaded.rerank("red fox", _pool_for(first, "red fox"))
