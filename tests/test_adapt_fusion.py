@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from mm_rerank_components.adapt import (
     fit_fusion,
 )
 from mm_rerank_components.adapt.features import bm25_pool_scores
+from mm_rerank_components.calibration import PlattCalibrator, SigmoidCalibrator
 from mm_rerank_components.scorers import FakeScorer
 
 
@@ -366,3 +368,48 @@ def test_a_modality_map_never_reverses_the_fused_order() -> None:
         pictures = [i for i, c in enumerate(item.candidates) if c.image is not None]
         by_fused = sorted(pictures, key=lambda i: -fused[i])
         assert [probs[i] for i in by_fused] == sorted((probs[i] for i in pictures), reverse=True)
+
+
+class _ShippedCalibrationScorer(FakeScorer):
+    """FakeScorer with a calibration of its own, as the starter scorer ships one."""
+
+    def default_calibrator(self) -> Any:
+        from mm_rerank_components.calibration import PlattCalibrator
+
+        return PlattCalibrator(a=2.0, b=-1.0)
+
+
+def test_picture_queries_go_to_the_scorers_own_calibration_when_the_fusion_never_saw_one(
+    red_png: object,
+) -> None:
+    from mm_rerank_components.adapt.folder import picture_query_reranker
+
+    model = fit_fusion(_synthetic(12, seed=12, informative="retrieval"), seed=0)
+    assert model.training["picture_queries"] == 0
+    base = MultimodalReranker(_ShippedCalibrationScorer(), SigmoidCalibrator())
+    own = picture_query_reranker(base, model)
+    assert own is not None and isinstance(own.calibrator, PlattCalibrator) and own.scorer is base.scorer
+    reranker = LearnedFusionReranker(base, model, picture_queries=own)
+    hits = [
+        Candidate("t", text="red fox", source="text", retrieval_score=1.0),
+        Candidate("i", image=str(red_png), source="image", retrieval_score=0.5),
+    ]
+    photo = Query(image=str(red_png))
+    assert reranker.rerank(photo, hits, top_n=1) == own.rerank(photo, hits, top_n=1)
+    assert reranker.rerank(photo, hits) != LearnedFusionReranker(base, model).rerank(photo, hits)
+    # a text query still goes through the fusion
+    assert reranker.rerank("red fox", hits) == LearnedFusionReranker(base, model).rerank("red fox", hits)
+    # no routing when the scorer has no calibration of its own, or when the fusion learned picture queries
+    assert picture_query_reranker(MultimodalReranker(FakeScorer(), SigmoidCalibrator()), model) is None
+    model.training["picture_queries"] = 3
+    assert picture_query_reranker(base, model) is None
+    with pytest.raises(TypeError, match="picture_queries must be a MultimodalReranker"):
+        LearnedFusionReranker(base, model, picture_queries=object())  # type: ignore[arg-type]
+
+
+def test_fit_fusion_counts_picture_queries() -> None:
+    lists = _synthetic(12, seed=13, informative="retrieval")
+    lists[0] = LabelledList(
+        Query(image=b"a photo", text="fox"), lists[0].candidates, lists[0].raw_scores, lists[0].labels
+    )
+    assert fit_fusion(lists, seed=0).training["picture_queries"] == 1

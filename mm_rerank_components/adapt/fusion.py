@@ -773,6 +773,12 @@ def _calibrate(
     return calibrator
 
 
+def _picture_queries(lists: Sequence[LabelledList]) -> int:
+    """How many training queries held a picture (none: the fusion never learned picture queries, see
+    :class:`LearnedFusionReranker`'s ``picture_queries``)."""
+    return sum(isinstance(item.query, Query) and item.query.image is not None for item in lists)
+
+
 def _increasing_platt(scores: np.ndarray, labels: np.ndarray, modality: str) -> PlattCalibrator | None:
     """A Platt map of one modality's fused scores, or ``None`` when its slope is not positive.
 
@@ -1020,6 +1026,7 @@ def _fit_head(
     fused = [((x - mu) / sd) @ w + b for x in matrices]
     training: dict[str, Any] = {
         "queries": len(lists),
+        "picture_queries": _picture_queries(lists),
         "candidates": int(sum(len(item.candidates) for item in lists)),
         "positives": int(sum(sum(1 for g in item.labels if g > 0) for item in lists)),
         **info,
@@ -1139,6 +1146,14 @@ class LearnedFusionReranker(_RerankerBase):
     pictures no worse (better with English captions), but over-trusts a caption that nearly matches, so
     it is not the default.
 
+    ``picture_queries`` (optional): the reranker that answers a query holding a picture, in place of
+    the fusion, typically the same scorer with its own per-modality calibration. A fusion fitted on text
+    queries never learned picture queries; measured on the built-in tasks (``docs/calibration.md``,
+    "Picture queries"), adapted fusions ranked the query photo's own record first 12-100% of the time,
+    the starter scorer's own maps 92-100%. :func:`~mm_rerank_components.adapt.load_reranker` and
+    ``default_reranker()`` set it when the fusion saw no picture query and the scorer has its own
+    calibration.
+
     Example:
         >>> from mm_rerank_components import MultimodalReranker
         >>> from mm_rerank_components.scorers import FakeScorer
@@ -1146,16 +1161,29 @@ class LearnedFusionReranker(_RerankerBase):
         >>> reranker.rerank("red fox", hits, top_n=5)  # doctest: +SKIP
     """
 
-    def __init__(self, base: MultimodalReranker, model: FusionModel, *, read_captions: bool = False) -> None:
+    def __init__(
+        self,
+        base: MultimodalReranker,
+        model: FusionModel,
+        *,
+        read_captions: bool = False,
+        picture_queries: MultimodalReranker | None = None,
+    ) -> None:
         if not isinstance(base, MultimodalReranker):
             raise TypeError(f"base must be a MultimodalReranker (it provides raw scores), got {base!r}")
         if not isinstance(model, FusionModel):
             raise TypeError(f"model must be a FusionModel (see fit_fusion), got {model!r}")
         if not isinstance(read_captions, bool):
             raise TypeError(f"read_captions must be True or False, got {read_captions!r}")
+        if picture_queries is not None and not isinstance(picture_queries, MultimodalReranker):
+            raise TypeError(
+                f"picture_queries must be a MultimodalReranker (the scorer with its own calibration) "
+                f"or None, got {picture_queries!r}"
+            )
         self.base = base
         self.model = model
         self.read_captions = read_captions
+        self.picture_queries = picture_queries
 
     @property
     def scorer(self) -> Any:
@@ -1173,8 +1201,13 @@ class LearnedFusionReranker(_RerankerBase):
         top_n: int | None = None,
         threshold: float | None = None,
     ) -> list[RankedCandidate]:
-        """Score with the base, fuse, calibrate, sort; ``top_n`` and ``threshold`` apply to fused scores."""
+        """Score with the base, fuse, calibrate, sort; ``top_n`` and ``threshold`` apply to fused scores.
+
+        A query that holds a picture goes to :attr:`picture_queries` when it is set (the fusion then
+        plays no part)."""
         query = check_request(query, top_n, threshold)
+        if query.image is not None and self.picture_queries is not None:
+            return self.picture_queries.rerank(query, candidates, top_n=top_n, threshold=threshold)
         base = self.base.rerank(query, candidates)
         if not base:
             return []

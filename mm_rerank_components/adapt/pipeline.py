@@ -42,7 +42,7 @@ from mm_rerank_components.adapt.corpus import (
     pseudo_queries,
 )
 from mm_rerank_components.adapt.features import RRF_K
-from mm_rerank_components.adapt.folder import save_reranker, scorer_spec
+from mm_rerank_components.adapt.folder import picture_query_reranker, save_reranker, scorer_spec
 from mm_rerank_components.adapt.fusion import (
     FusionModel,
     LabelledList,
@@ -585,9 +585,8 @@ def _finish(
         clock.lap("save")
     report["timings"] = clock.close(first_stage)
     report["folder"] = str(folder) if folder is not None else None
-    reranker = LearnedFusionReranker(
-        MultimodalReranker(the_scorer, SigmoidCalibrator(), batch_size=opts.batch_size), model
-    )
+    base = MultimodalReranker(the_scorer, SigmoidCalibrator(), batch_size=opts.batch_size)
+    reranker = LearnedFusionReranker(base, model, picture_queries=picture_query_reranker(base, model))
     return AdaptResult(model, reranker, folder, report)
 
 
