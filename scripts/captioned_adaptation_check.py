@@ -24,7 +24,6 @@ Usage (reads the caches ``mm-rerank eval`` fills; a few minutes warm)::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fit_default as fd  # the sibling scripts: prepare, fit_without, labelled_pairs, figure_lines
-from read_captions_check import variants
+from read_captions_check import comparison_lines, variants
 
 from mm_rerank_components.adapt import fit_fusion
 from mm_rerank_components.adapt.corpus import VectorCorpus
 from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
 from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
-from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, fusion_union, labelled_lists
-from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
-from mm_rerank_components.eval.pipelines import ScoredUnion, calibrated_run
-from mm_rerank_components.eval.stats import paired_bootstrap
-from mm_rerank_components.eval.targets import calibration_figures
+from mm_rerank_components.eval.pipelines import ScoredUnion
 from mm_rerank_components.scorers.starter import StarterScorer
 
 ROWS = ("default", "labelled", "label_free")
@@ -73,36 +68,12 @@ def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> 
         " ".join(c.text.lower().split()) for c in task.docs.values() if c.image is not None and c.text
     }
     leaks = sum(" ".join(task.queries[q].lower().split()) in captions for q in test)
-    metrics = {r: evaluate_run(task, calibrated_run(u, None, test), test) for r, u in scored.items()}
-    lines = [f"== {name}: {len(test)} test queries, {leaks} equal to a caption (each row minus default)"]
-    for row in ROWS[1:]:
-        for metric in ("recall@10", "ndcg@10", "image_share@10"):
-            r = paired_bootstrap(
-                per_query_values(metrics[row], metric, test),
-                per_query_values(metrics["default"], metric, test),
-            )
-            lines.append(
-                f"  {row:10s} {metric}: {r['a']:.3f} vs {r['b']:.3f}: "
-                f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
-            )
-    for row, union in scored.items():
-        probs, kinds, labels, queries = fd.labelled_pairs(task, union.items, test)
-        mods = ["text" if kind == "text" else "image" for kind in kinds]  # a captioned picture is a picture
-        lines += fd.figure_lines(f"{row:10s}", calibration_figures(probs, mods, labels, queries))
-    return lines
+    header = f"== {name}: {len(test)} test queries, {leaks} equal to a caption (each row minus default)"
+    return [header, *comparison_lines(variant, scored, {row: "default" for row in ROWS[1:]}, 10)]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args()
-    if args.threads is not None:
-        from mm_rerank_components.cli._common import set_threads
-
-        set_threads(args.threads)
-    cache = args.cache_dir or default_cache_dir()
-    prepared = fd.prepare(cache, DEFAULT_DEPTH)
+    cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer, embedder = StarterScorer(), StarterEmbedder()
     found = variants(prepared, cache)
     for held_out in prepared:

@@ -198,6 +198,24 @@ def _prior_em(union: Any, model: Any, scope: str) -> Any:
     return ScoredUnion(union.scorer, items)
 
 
+def check_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser the check scripts share: ``--cache-dir`` and ``--threads`` (add your own)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def check_setup(args: argparse.Namespace) -> tuple[Path, list[PreparedTask]]:
+    """Apply ``--threads``; the cache folder and the five built-in tasks prepared at the default depth."""
+    if args.threads is not None:
+        from mm_rerank_components.cli._common import set_threads
+
+        set_threads(args.threads)
+    cache = args.cache_dir or default_cache_dir()
+    return cache, prepare(cache, DEFAULT_DEPTH)
+
+
 def labelled_pairs(
     task: Any, items: Mapping[str, Sequence[tuple[str, str, float]]], query_ids: Sequence[str]
 ) -> tuple[list[float], list[str], list[int], list[str]]:

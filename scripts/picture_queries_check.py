@@ -38,7 +38,6 @@ Usage (reads the caches ``mm-rerank eval`` fills; raw scores are cached under th
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -55,7 +54,7 @@ import fit_default as fd  # the sibling script: prepare
 from mm_rerank_components import Query
 from mm_rerank_components.adapt import FusionModel, fit_fusion
 from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
-from mm_rerank_components.eval.datasets import default_cache_dir, fetch_tuxpaint_stamps
+from mm_rerank_components.eval.datasets import fetch_tuxpaint_stamps
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
 from mm_rerank_components.eval.pipelines import FirstStage, fusion_run, ranking_to_run
@@ -311,23 +310,16 @@ def compare(sets: dict[str, PictureQueries], readings: dict[str, dict[str, Any]]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = fd.check_parser(__doc__)
     parser.add_argument("--write", type=Path, default=None, help="write the maps fitted on all five tasks")
     args = parser.parse_args()
-    if args.threads is not None:
-        from mm_rerank_components.cli._common import set_threads
-
-        set_threads(args.threads)
-    cache = args.cache_dir or default_cache_dir()
+    cache, prepared = fd.check_setup(args)
     scorer = StarterScorer()
     shipped = scorer.default_calibrator()
     if shipped is None:
         raise RuntimeError("the starter scorer ships a calibration; this install lacks it")
     # setup -> task -> picture queries; setups: own record removed / kept, pictures uncaptioned / captioned
     sets: dict[str, dict[str, PictureQueries]] = {}
-    prepared = fd.prepare(cache, DEFAULT_DEPTH)
     models: dict[str, dict[str, FusionModel]] = {}
     for p in prepared:
         default = fd.fit_without(prepared, p, FIT_OPTIONS)

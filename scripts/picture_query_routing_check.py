@@ -17,7 +17,6 @@ Usage (reads the caches ``mm-rerank eval`` and ``picture_queries_check.py`` fill
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import picture_queries_check as pqc
 
 from mm_rerank_components.adapt import fit_fusion
 from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
-from mm_rerank_components.eval.datasets import default_cache_dir
 from mm_rerank_components.eval.learned import labelled_lists
 from mm_rerank_components.eval.stats import paired_bootstrap, pooled
 from mm_rerank_components.scorers.starter import StarterScorer
@@ -47,16 +45,7 @@ def own_record_ranks(pq: pqc.PictureQueries, probs: list[float], qids: list[str]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args()
-    if args.threads is not None:
-        from mm_rerank_components.cli._common import set_threads
-
-        set_threads(args.threads)
-    cache = args.cache_dir or default_cache_dir()
-    prepared = fd.prepare(cache, DEFAULT_DEPTH)
+    cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer = StarterScorer()
     shipped = scorer.default_calibrator()
     if shipped is None:

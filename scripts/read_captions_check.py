@@ -36,7 +36,6 @@ Usage (reads the caches ``mm-rerank eval`` fills; a few minutes warm)::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from collections.abc import Callable, Sequence
@@ -54,7 +53,7 @@ from mm_rerank_components import Query
 from mm_rerank_components.adapt.fusion import caption_view, strip_routes
 from mm_rerank_components.calibration import PlattCalibrator, expected_calibration_error
 from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
-from mm_rerank_components.eval.datasets import default_cache_dir, fetch_tuxpaint_stamps
+from mm_rerank_components.eval.datasets import fetch_tuxpaint_stamps
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, labelled_lists
 from mm_rerank_components.eval.metrics import evaluate_run, per_query_values
@@ -290,41 +289,43 @@ def unions(
     return {s: ScoredUnion(s, items[s]) for s in SETTINGS}
 
 
-def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> list[str]:
+def comparison_lines(
+    variant: PreparedTask, scored: dict[str, ScoredUnion], against: dict[str, str], width: int
+) -> list[str]:
+    """On the variant's test queries: R@10, nDCG@10 and pictures' share of the top 10 of each setting in
+    ``against`` minus its baseline (paired bootstrap), then every setting's calibration (a captioned
+    picture counts as a picture); setting names padded to ``width``."""
     task, test = variant.task, variant.task.query_ids("test")
     metrics = {s: evaluate_run(task, calibrated_run(u, None, test), test) for s, u in scored.items()}
-    lines = [f"== {name}: {len(test)} test queries (each setting minus shipped)"]
-    for setting in SETTINGS[1:]:
-        if setting == "shipped_bare":
-            continue
-        base = "shipped_bare" if setting.endswith("_bare") else "shipped"
+    lines = []
+    for setting, base in against.items():
         for metric in ("recall@10", "ndcg@10", "image_share@10"):
             r = paired_bootstrap(
                 per_query_values(metrics[setting], metric, test),
                 per_query_values(metrics[base], metric, test),
             )
             lines.append(
-                f"  {setting:13s} {metric}: {r['a']:.3f} vs {r['b']:.3f}: "
+                f"  {setting:{width}s} {metric}: {r['a']:.3f} vs {r['b']:.3f}: "
                 f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
             )
     for setting, union in scored.items():
         probs, kinds, labels, queries = fd.labelled_pairs(task, union.items, test)
         mods = ["text" if kind == "text" else "image" for kind in kinds]  # a captioned picture is a picture
-        lines += fd.figure_lines(f"{setting:13s}", calibration_figures(probs, mods, labels, queries))
+        lines += fd.figure_lines(f"{setting:{width}s}", calibration_figures(probs, mods, labels, queries))
     return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args()
-    if args.threads is not None:
-        from mm_rerank_components.cli._common import set_threads
+def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> list[str]:
+    """Each setting against ``shipped`` (the ``_bare`` ones against ``shipped_bare``), then calibration."""
+    against = {
+        s: "shipped_bare" if s.endswith("_bare") else "shipped" for s in SETTINGS[1:] if s != "shipped_bare"
+    }
+    header = f"== {name}: {len(variant.task.query_ids('test'))} test queries (each setting minus shipped)"
+    return [header, *comparison_lines(variant, scored, against, 13)]
 
-        set_threads(args.threads)
-    cache = args.cache_dir or default_cache_dir()
-    prepared = fd.prepare(cache, DEFAULT_DEPTH)
+
+def main() -> int:
+    cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer = StarterScorer()
     found = variants(prepared, cache)
     for held_out in prepared:

@@ -347,6 +347,4 @@ def picture_query_reranker(base: MultimodalReranker, model: FusionModel) -> Mult
         return None
     if scorer.default_calibrator() is None:
         return None
-    return MultimodalReranker(
-        base.scorer, batch_size=base.batch_size, cache=base.cache, on_error=base.on_error
-    )
+    return MultimodalReranker(scorer, batch_size=base.batch_size, cache=base.cache, on_error=base.on_error)
