@@ -158,3 +158,74 @@ def test_a_captioned_picture_uses_its_own_map_only_when_the_calibrator_has_one(
     assert mapped[2] == pytest.approx(float(PlattCalibrator(1.0, 3.0).predict([fused])[0]))
     assert mapped[2] != pytest.approx(plain[2])
     assert [mapped[i] for i in (0, 1, 3)] == [plain[i] for i in (0, 1, 3)]
+
+
+def _data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_serve_reads_captions_like_the_reranker_in_process(
+    red_png: Path, blue_png: Path, tmp_path: Path
+) -> None:
+    """``serve --reranker FOLDER --read-captions`` gives the scores of ``load_reranker(FOLDER)`` with
+    ``read_captions`` on, and says so in its model id; without the flag it gives the plain folder's."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mm_rerank_components.adapt.folder import load_reranker, save_reranker
+    from mm_rerank_components.serving import RerankEngine, ServeConfig, create_app
+    from mm_rerank_components.serving.protocol import document_with_signals
+
+    folder = save_reranker(tmp_path / "folder", load_default_model(None), scorer=FakeScorer())
+    hits = [
+        Candidate(
+            c.id,
+            text=c.text,
+            image=_data_uri(Path(c.image)) if c.image else None,
+            source=c.source,
+            retrieval_score=c.retrieval_score,
+        )
+        for c in _hits(red_png, blue_png)
+    ]
+    expected = {}
+    for read in (False, True):
+        reranker = load_reranker(folder)
+        reranker.read_captions = read
+        expected[read] = {r.candidate.id: r.score for r in reranker.rerank(QUERY, hits)}
+    assert expected[True]["mars.png"] > expected[False]["mars.png"]
+    body = {"query": QUERY, "documents": [document_with_signals(c) for c in hits]}
+    for read in (False, True):
+        engine = RerankEngine(ServeConfig(reranker_folder=str(folder), read_captions=read))
+        try:
+            response = TestClient(create_app(engine)).post("/v1/rerank", json=body)
+        finally:
+            engine.close()
+        assert response.status_code == 200, response.text
+        served = {hits[r["index"]].id: r["relevance_score"] for r in response.json()["results"]}
+        assert served == pytest.approx(expected[read], abs=1e-6)
+        assert response.json()["model"] == ("reranker:folder+captions" if read else "reranker:folder")
+
+
+def test_serve_read_captions_needs_learned_fusion(capsys: pytest.CaptureFixture[str]) -> None:
+    from mm_rerank_components import cli
+    from mm_rerank_components.cli.serve import config_from_args
+    from mm_rerank_components.serving import ServeConfig
+
+    with pytest.raises(ValueError, match="read_captions needs learned fusion.*scorer='fake'"):
+        ServeConfig(scorer="fake", read_captions=True)
+    with pytest.raises(ValueError, match="must be True or False"):
+        ServeConfig(read_captions="yes")  # type: ignore[arg-type]
+    assert ServeConfig(read_captions=True).read_captions  # the product default: learned fusion
+    assert cli.main(["serve", "--scorer", "fake", "--read-captions", "--port", "1"]) == 2
+    assert "--read-captions needs learned fusion" in capsys.readouterr().err
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    from mm_rerank_components.cli import serve
+
+    serve.register(sub)
+    config = config_from_args(parser.parse_args(["serve", "--read-captions"]))
+    assert config.read_captions and config.scorer == "default"

@@ -248,7 +248,7 @@ def test_every_hardening_limit_is_a_serve_flag() -> None:
     }
     # the remaining ServeConfig fields each have a flag too (api_key through the environment as well)
     covered = {f for f, _, _ in flags.values()} | {
-        "scorer", "scorer_kwargs", "reranker_folder", "device", "threads", "model", "micro_batching",
+        "scorer", "scorer_kwargs", "reranker_folder", "read_captions", "device", "threads", "model", "micro_batching",
         "max_batch_size", "max_wait_ms", "score_workers", "max_concurrency", "cpu_slots", "request_timeout_s",
         "max_body_bytes", "max_documents", "max_image_bytes", "max_image_pixels", "allow_urls", "api_key",
     }  # fmt: skip

@@ -59,6 +59,12 @@ def _scorer_args(serve: Any) -> None:
     what.add_argument(
         "--reranker", default=None, metavar="FOLDER", help="a saved reranker folder (mm-rerank adapt)"
     )
+    what.add_argument(
+        "--read-captions",
+        action="store_true",
+        help="also read each captioned picture's caption as a passage, as mm-rerank query --read-captions "
+        "(learned fusion only: the default or --reranker FOLDER; see docs/calibration.md)",
+    )
     what.add_argument("--device", default="cpu", help="torch device for model scorers (default cpu)")
     what.add_argument(
         "--model-name",
@@ -195,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         scorer="default" if args.scorer == "starter" else args.scorer,
         scorer_kwargs=kwargs,
         reranker_folder=args.reranker,
+        read_captions=args.read_captions,
         device=args.device,
         threads=getattr(args, "threads", None),
         model=args.model_name,
@@ -254,6 +261,14 @@ def search_service(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.read_captions and args.reranker is None and args.scorer != "starter":
+        # a usage error, as in mm-rerank query: exit 2 before anything loads
+        print(
+            "mm-rerank serve: error: --read-captions needs learned fusion (the default, --scorer starter, or "
+            f"--reranker FOLDER), not --scorer {args.scorer}",
+            file=sys.stderr,
+        )
+        return 2
     config = config_from_args(args)
     if args.ray and args.db is not None:
         raise ValueError("--db (POST /v1/search) is served without --ray; drop one of the two")

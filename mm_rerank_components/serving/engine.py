@@ -62,6 +62,9 @@ class ServeConfig:
             a scorer (or a :class:`~mm_rerank_components.MultimodalReranker`, whose calibrator is kept).
         scorer_kwargs: keyword arguments for that scorer or factory.
         reranker_folder: a saved reranker folder (``mm-rerank adapt``); overrides ``scorer``.
+        read_captions: also read each captioned picture's caption as a passage (learned fusion only:
+            ``scorer="default"`` or ``reranker_folder``), as ``mm-rerank query --read-captions`` and
+            ``default_reranker(read_captions=True)`` do; off by default.
         device: torch device for model scorers (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         threads: torch CPU threads (``torch.set_num_threads``) in the process that scores; None leaves it.
         model: the model id echoed in responses (default: a short id, :func:`.model_id.short_model_id`;
@@ -100,6 +103,7 @@ class ServeConfig:
     scorer: str = "default"
     scorer_kwargs: Mapping[str, Any] = field(default_factory=dict)
     reranker_folder: str | None = None
+    read_captions: bool = False
     device: str = "cpu"
     threads: int | None = None
     model: str | None = None
@@ -149,6 +153,13 @@ class ServeConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ValueError(f"ServeConfig.{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(self.read_captions, bool):
+            raise ValueError(f"ServeConfig.read_captions must be True or False, got {self.read_captions!r}")
+        if self.read_captions and self.reranker_folder is None and self.scorer != "default":
+            raise ValueError(
+                "ServeConfig.read_captions needs learned fusion: the product default (scorer='default') or a "
+                f"reranker_folder, not scorer={self.scorer!r}"
+            )
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("ServeConfig.api_key is empty; give a real key or None to turn auth off")
 
@@ -217,6 +228,13 @@ def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
             folder, scorer=proxy, on_error=on_error, batch_size=config.max_documents
         )
         reranker.base.image_options = config.image_options
+        if config.read_captions:
+            if not hasattr(reranker, "read_captions"):
+                raise ValueError(
+                    f"read_captions needs a learned-fusion reranker; the folder {folder} holds "
+                    f"{type(reranker).__name__}"
+                )
+            reranker.read_captions = True
         return reranker
 
     return scorer, factory

@@ -4,8 +4,9 @@
 A scorer's own name records every setting that changes a score (the starter scorer's is about 100
 characters: model files, views, class counts, weights), which is right for caches and saved folders but
 noise in every response. Responses carry a short id: the ``--model-name`` given, else ``mm-rerank-default``
-for the product default, ``reranker:FOLDER`` for a saved folder, else the scorer's name when short or its
-kind plus a hash of the full name (two settings never share an id).
+for the product default, ``reranker:FOLDER`` for a saved folder (either with ``+captions`` when captions
+are read as passages, ``read_captions``), else the scorer's name when short or its kind plus a hash of the
+full name (two settings never share an id).
 """
 
 from __future__ import annotations
@@ -47,15 +48,18 @@ def short_model_id(config: Any, scorer_name: str, *, plain: bool = False) -> str
         'mm-rerank-default'
         >>> short_model_id(ServeConfig(reranker_folder="/srv/models/my-reranker/"), "starter:x")
         'reranker:my-reranker'
+        >>> short_model_id(ServeConfig(read_captions=True), "starter:x")
+        'mm-rerank-default+captions'
     """
     if config.model:
         return str(config.model)
     if plain:  # a scorer handed to the engine: served as it is, whatever the config names
         return short_name(scorer_name)
+    captions = "+captions" if getattr(config, "read_captions", False) else ""
     if config.reranker_folder is not None:
-        return short_name(f"reranker:{Path(config.reranker_folder).name}")
+        return short_name(f"reranker:{Path(config.reranker_folder).name}{captions}")
     if config.scorer == "default":
-        return DEFAULT_MODEL_ID
+        return DEFAULT_MODEL_ID + captions
     return short_name(scorer_name)
 
 
@@ -76,5 +80,7 @@ def model_info(config: Any, scorer_name: str, *, plain: bool = False) -> dict[st
         reranker = "default_reranker() (the starter scorer fused with the first stage's signals)"
     else:
         reranker = "MultimodalReranker (the scorer, calibrated per modality)"
+    if not plain and getattr(config, "read_captions", False):
+        reranker += ", captions read as passages"
     model = short_model_id(config, scorer_name, plain=plain)
     return {"model": model, "scorer": scorer_name, "reranker": reranker}

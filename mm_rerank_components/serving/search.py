@@ -171,6 +171,7 @@ def default_factory(config: ServeConfig) -> tuple[Any, Callable[[Any, Any], Any]
             on_error=on_error,
             batch_size=config.max_documents,
             image_options=config.image_options,
+            read_captions=config.read_captions,
         )
 
     return scorer, factory
