@@ -260,14 +260,20 @@ def search_service(args: argparse.Namespace) -> Any:
     return SearchService(retriever)
 
 
-def run(args: argparse.Namespace) -> int:
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """A mistake in the options (exit 2 before anything loads, as in ``mm-rerank query``), or None."""
     if args.read_captions and args.reranker is None and args.scorer != "starter":
-        # a usage error, as in mm-rerank query: exit 2 before anything loads
-        print(
-            "mm-rerank serve: error: --read-captions needs learned fusion (the default, --scorer starter, or "
-            f"--reranker FOLDER), not --scorer {args.scorer}",
-            file=sys.stderr,
+        return (
+            "--read-captions needs learned fusion (the default, --scorer starter, or --reranker FOLDER), "
+            f"not --scorer {args.scorer}"
         )
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    usage = _usage_error(args)
+    if usage is not None:
+        print(f"mm-rerank serve: error: {usage}", file=sys.stderr)
         return 2
     config = config_from_args(args)
     if args.ray and args.db is not None:
