@@ -6,7 +6,11 @@ relevant passage is its paragraph (title removed) and its relevant picture is it
 
 Left: first-stage cosine similarities of the offline starter models (MiniLM for passages, EfficientNet
 ConSE for photos): relevant and irrelevant pairs, per modality. Right: the same pairs' unified scores
-from ``MultimodalReranker(StarterScorer())``. The script prints the numbers quoted in docs/concepts.md.
+from the product default, ``default_reranker()``, given each candidate's route and first-stage cosine as
+its retrieval signals (as the Chroma retriever gives them). It also scores the pairs with the bare
+scorer and its shipped per-modality calibration, ``MultimodalReranker(StarterScorer())``. The script
+prints the numbers quoted in docs/concepts.md, with each reading's mean predicted probability against
+the observed relevance rate per modality (calibration-in-the-large over all pairs).
 
     .venv/bin/python docs/img/modality_gap.py            # needs the sample: python scripts/quickstart.py
 """
@@ -17,6 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +38,32 @@ def merged_rank(text_scores: np.ndarray, image_scores: np.ndarray, target: int) 
     merged = np.concatenate([text_scores, image_scores])
     order = np.argsort(-merged, kind="stable")
     return int(np.where(order == len(text_scores) + target)[0][0]) + 1
+
+
+def route_candidates(
+    paragraphs: list[str], photos: list[str], text_cosines: np.ndarray, image_cosines: np.ndarray
+) -> list[Any]:
+    """Every passage and photo as the Chroma retriever gives them: its route, cosine and rank in the route."""
+    from mm_rerank_components import Candidate
+
+    out = []
+    for kind, items, cosines, source in (
+        ("t", paragraphs, text_cosines, "mm_text"),
+        ("i", photos, image_cosines, "mm_images"),
+    ):
+        ranks = np.argsort(np.argsort(-cosines, kind="stable"), kind="stable")
+        for j, item in enumerate(items):
+            out.append(
+                Candidate(
+                    f"{kind}{j}",
+                    text=item if kind == "t" else None,
+                    image=item if kind == "i" else None,
+                    source=source,
+                    retrieval_score=float(cosines[j]),
+                    metadata={"retrieval_rank": int(ranks[j])},
+                )
+            )
+    return out
 
 
 def plot(groups: dict[str, tuple[np.ndarray, np.ndarray]], n: int, out: Path) -> None:
@@ -105,7 +136,8 @@ def main() -> None:
 
     from PIL import Image
 
-    from mm_rerank_components import Candidate, MultimodalReranker, Query
+    from mm_rerank_components import MultimodalReranker, Query
+    from mm_rerank_components.defaults import default_reranker
     from mm_rerank_components.scorers import StarterScorer
     from mm_rerank_components.starter.models import StarterModels
 
@@ -121,40 +153,55 @@ def main() -> None:
     im = models.embed_images([Image.open(p).convert("RGB") for p in photos])
     raw_text, raw_image = q @ t.T, q @ im.T  # cosines (unit vectors)
 
-    reranker = MultimodalReranker(StarterScorer(), batch_size=64)
-    uni_text = np.zeros((n, n))
-    uni_image = np.zeros((n, n))
-    candidates = [Candidate(f"t{j}", text=paragraphs[j]) for j in range(n)] + [
-        Candidate(f"i{j}", image=photos[j]) for j in range(n)
-    ]
-    for i, title in enumerate(titles):
-        if i % 10 == 0:
-            print(f"  reranking query {i + 1}/{n}", file=sys.stderr, flush=True)
-        for r in reranker.rerank(Query(title), candidates):
-            kind, j = r.id[0], int(r.id[1:])
-            (uni_text if kind == "t" else uni_image)[i, j] = r.score
-
+    scorer = StarterScorer()
+    readings = {
+        "default_reranker()": default_reranker(scorer, batch_size=64),
+        "MultimodalReranker(StarterScorer())": MultimodalReranker(scorer, batch_size=64),
+    }
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     eye = np.eye(n, dtype=bool)
+    print(f"{n} queries x ({n} passages + {n} photos)")
+    for label, reranker in readings.items():
+        uni_text, uni_image = np.zeros((n, n)), np.zeros((n, n))
+        for i, title in enumerate(titles):
+            if i % 20 == 0:
+                print(f"  {label}: reranking query {i + 1}/{n}", file=sys.stderr, flush=True)
+            candidates = route_candidates(paragraphs, photos, raw_text[i], raw_image[i])
+            for r in reranker.rerank(Query(title), candidates):
+                kind, j = r.id[0], int(r.id[1:])
+                (uni_text if kind == "t" else uni_image)[i, j] = r.score
+        scores[label] = (uni_text, uni_image)
+        print(f"{label}:")
+        for name, raw, uni in (
+            ("passages, relevant", raw_text[eye], uni_text[eye]),
+            ("passages, irrelevant", raw_text[~eye], uni_text[~eye]),
+            ("photos, relevant", raw_image[eye], uni_image[eye]),
+            ("photos, irrelevant", raw_image[~eye], uni_image[~eye]),
+        ):
+            print(
+                f"  {name:22s} raw cosine mean {raw.mean():.3f} (sd {raw.std():.3f})",
+                f"unified mean {uni.mean():.3f}",
+            )
+        for name, uni in (("passages", uni_text), ("photos", uni_image)):
+            print(
+                f"  {name}: mean predicted {uni.mean():.4f} vs observed {eye.mean():.4f} "
+                f"({uni.mean() / eye.mean():.2f}x)"
+            )
+    uni_text, uni_image = scores["default_reranker()"]
     groups = {
         "passages, relevant": (raw_text[eye], uni_text[eye]),
         "passages, irrelevant": (raw_text[~eye], uni_text[~eye]),
         "photos, relevant": (raw_image[eye], uni_image[eye]),
         "photos, irrelevant": (raw_image[~eye], uni_image[~eye]),
     }
-    print(f"{n} queries x ({n} passages + {n} photos)")
-    for name, (raw, uni) in groups.items():
-        print(
-            f"  {name:22s} raw cosine mean {raw.mean():.3f} (sd {raw.std():.3f})",
-            f"unified mean {uni.mean():.3f}",
-        )
     raw_ranks = [merged_rank(raw_text[i], raw_image[i], i) for i in range(n)]
     uni_ranks = [merged_rank(uni_text[i], uni_image[i], i) for i in range(n)]
     top5_raw = sum(r <= 5 for r in raw_ranks)
     top5_uni = sum(r <= 5 for r in uni_ranks)
-    print(f"  relevant photo in the merged top 5: raw cosine {top5_raw}/{n}, unified {top5_uni}/{n}")
+    print(f"relevant photo in the merged top 5: raw cosine {top5_raw}/{n}, default_reranker() {top5_uni}/{n}")
     print(
-        "  median merged rank of the relevant photo:",
-        f"raw {np.median(raw_ranks):.0f}, unified {np.median(uni_ranks):.0f}",
+        "median merged rank of the relevant photo:",
+        f"raw cosine {np.median(raw_ranks):.0f}, default_reranker() {np.median(uni_ranks):.0f}",
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, raw_text=raw_text, raw_image=raw_image, uni_text=uni_text, uni_image=uni_image)
