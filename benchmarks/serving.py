@@ -24,7 +24,7 @@ for ``--seconds`` (or ``--requests``); a short warm-up precedes each. The scores
 to every server, the largest absolute difference of ``relevance_score`` against ``batched`` (both return
 ``sigmoid(logit)`` in fp32).
 
-    nice python benchmarks/serving.py                         # all contenders, 1/8/32 clients, 2 repeats
+    nice python benchmarks/serving.py              # batched, unbatched, infinity; 1/8/32 clients, 2 repeats
     nice python benchmarks/serving.py --levels 32 --repeats 1 --seconds 20
 
 Prints a table (median over repeats) and writes ``benchmarks/results/serving.json``.
