@@ -85,11 +85,17 @@ def test_query_json_image_query_and_no_rerank(
     capsys.readouterr()
     args = ["--db", db, *FAST, "--scorer", "fake", "--json"]
     assert cli.main(["query", "--image", str(folder / "red.png"), *args]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
     assert rows[0]["path"].endswith("red.png") and rows[0]["score"] == 1.0 and rows[0]["rank"] == 1
+    # a picture query's scores are an order, not calibrated probabilities: said on stderr, JSON stays clean
+    assert "this query holds a picture" in captured.err and "Read them as an order" in captured.err
+    assert cli.main(["query", "owls", "--db", db, *FAST, "--scorer", "fake"]) == 0
+    assert "holds a picture" not in capsys.readouterr().out
     assert cli.main(["query", "owls", "--db", db, *FAST, "--scorer", "none", "--top-n", "1"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].split()[:3] == ["1", "text", "-"] and "Owls (owl.txt)" in out
+    assert "holds a picture" not in out
 
 
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,3 +73,20 @@ def test_the_shell_command_reads_standard_input(
     code = main(["shell", "--db", str(db), "--embedder", "hashing", "--scorer", "fake", "--top-n", "2"])
     out = capsys.readouterr().out
     assert code == 0 and out.count("ms search and rerank") == 2
+
+
+def test_the_shell_notes_once_that_picture_query_scores_are_an_order(db: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mm_rerank_components.reranker import MultimodalReranker
+    from mm_rerank_components.scorers.fake import FakeScorer
+
+    picture = tmp_path / "query.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(picture)
+    retriever = ChromaMultiCollectionRetriever(path=db, embedder="hashing")
+    out = io.StringIO()
+    lines = ["red fox\n", f":image {picture} red things\n", f":image {picture}\n"]
+    assert serve_lines(lines, retriever, MultimodalReranker(FakeScorer()), _args(), out) == 3
+    text = out.getvalue()
+    assert text.count("this query holds a picture") == 1
+    assert text.index("this query holds a picture") > text.index("first query")  # after the picture query

@@ -13,11 +13,13 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 from mm_rerank_components.cli._common import (
+    PICTURE_QUERY_NOTE,
     connection_args,
     format_table,
     query_scorer_arg,
@@ -226,6 +228,8 @@ def _answer(args: argparse.Namespace) -> int:
             print(json.dumps(search_row(rank, candidate, score), ensure_ascii=False))
     else:
         print(format_table(shown))
+    if query.image is not None and reranker is not None:
+        print("\n" + textwrap.fill(PICTURE_QUERY_NOTE, 110), file=sys.stderr if args.json else sys.stdout)
     report = timing_report(len(rows), cold, warm, load_s, label if reranker is not None else "none")
     print("\n" + report, file=sys.stderr if args.json else sys.stdout)
     return 0

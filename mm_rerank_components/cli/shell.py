@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from mm_rerank_components.cli._common import (
+    PICTURE_QUERY_NOTE,
     connection_args,
     format_table,
     retriever_from_args,
@@ -112,6 +114,7 @@ def serve_lines(
     from mm_rerank_components.types import Query
 
     answered = 0
+    noted = False  # the picture-query note, once per session
     for line in lines:
         if line.strip() in (":quit", ":q", ":exit"):
             break
@@ -129,6 +132,9 @@ def serve_lines(
         rows, seconds = answer(retriever, reranker, query, args)
         shown = rows if args.top_n == 0 else rows[: args.top_n]
         print(format_table(shown), file=out)
+        if query.image is not None and reranker is not None and not noted:
+            print(textwrap.fill(PICTURE_QUERY_NOTE, 110), file=out)
+            noted = True
         elapsed = time.perf_counter() - start
         what = "first query (loads the models it needs)" if answered == 0 else "query"
         print(
