@@ -128,6 +128,7 @@ def test_chat_page_shows_answer_with_ranked_evidence(server_url: str, tmp_path: 
             assert scores == sorted(scores, reverse=True)
             shown = [item.query_selector(".score").inner_text() for item in items]  # type: ignore[union-attr]
             assert shown == [f"score {s:.3f}" for s in scores]
+            assert page.query_selector(".turn .note") is None  # words only: calibrated, no note
 
             widths = page.eval_on_selector_all("ol.evidence img", "imgs => imgs.map(i => i.naturalWidth)")
             assert len(widths) == sum(m != "text" for m in modalities)
@@ -196,6 +197,8 @@ def test_picture_question_through_the_upload_button(server_url: str, tmp_path: P
             assert float(first.get_attribute("data-score") or "0") > 0.9
             assert first.query_selector(".rank").inner_text() == "[1]"  # type: ignore[union-attr]
             assert first.query_selector(".title").inner_text() == "a red apple"  # type: ignore[union-attr]
+            # a picture question's scores are an order: the page says so under the evidence
+            assert "Read them as an order" in page.inner_text(".turn .note")
             page.screenshot(path=str(tmp_path / "picture.png"), full_page=True)
             assert (tmp_path / "picture.png").stat().st_size > 5_000
             if os.environ.get("MM_RERANK_SCREENSHOT"):

@@ -53,11 +53,13 @@ def test_ask_with_an_uploaded_picture_ranks_the_matching_picture_first(pipeline:
     data = client.post("/api/ask", json={"picture": uploaded["picture"]}).json()
     top = data["evidence"][0]
     assert top["image_name"] == "red.png" and top["score"] > 0.9 and top["rank"] == 1
+    assert data["scores_calibrated"] is False  # a picture question's scores are an order (the page says so)
     blue = upload(client, png((30, 30, 220)))["picture"]
     with_words = client.post("/api/ask", json={"question": "what is this?", "picture": blue}).json()
     assert with_words["evidence"][0]["image_name"] == "blue.png"
     # the same words without a picture score the pictures on text alone (FakeScorer: below 0.3)
     words_only = client.post("/api/ask", json={"question": "what is this?"}).json()
+    assert words_only["scores_calibrated"] is True and with_words["scores_calibrated"] is False
     assert all(e["score"] < 0.3 for e in words_only["evidence"] if e["modality"] != "text")
 
 

@@ -6,7 +6,8 @@ Routes:
 * ``POST /api/ask`` with ``{"question": "..."}``, or ``{"question": "...", "picture": TOKEN}`` for a
   question with a picture (words optional then): the answer, who wrote it (``extractive`` or
   ``llm:<model>``), per-step timings and the ranked evidence, each picture with a ``thumbnail`` URL and
-  its 1-based ``rank`` (the answer cites ``[rank]``);
+  its 1-based ``rank`` (the answer cites ``[rank]``), and ``scores_calibrated`` (false for a question
+  with a picture: its scores are an order, as every shipped calibration was fitted on text queries);
 * ``POST /api/picture`` with the bytes of one picture: ``{"picture": TOKEN, ...}`` (see
   :mod:`mm_rerank_components.web.pictures`);
 * ``GET /api/image/{token}``: a JPEG thumbnail of a picture. Tokens are random and issued only for
@@ -249,7 +250,11 @@ def _add_ask_route(
             answer = await anyio.to_thread.run_sync(_ask, pipeline, question, limiter=queue.limiter)
         finally:
             queue.pending -= 1
-        return _payload(answer, images)
+        payload = _payload(answer, images)
+        # every shipped calibration was fitted on text queries: a picture question's scores are an order
+        # (docs/calibration.md, "Picture queries"); the page says so under its evidence
+        payload["scores_calibrated"] = not (isinstance(question, Query) and question.image is not None)
+        return payload
 
 
 def _ask(pipeline: Any, question: str | Query) -> Any:
