@@ -236,6 +236,16 @@ def test_search_route_returns_the_rows_of_query_json(hashing_retriever: Any) -> 
         assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["title"] in ("Fox", None)
         everything = client.post("/v1/search", json={"query": {"text": "owl"}, "top_n": 0}, headers=auth)
         assert len(everything.json()["results"]) == 4
+        # a picture query's scores are an order (every shipped calibration was fitted on text queries)
+        assert response.json()["scores_calibrated"] is True
+        by_picture = client.post("/v1/search", json={"query": {"image": RED}, "top_n": 2}, headers=auth)
+        assert by_picture.status_code == 200 and by_picture.json()["scores_calibrated"] is False
+        for route in ("/v1/rerank", "/v2/rerank"):
+            for query, calibrated in (("red fox", True), ({"image": RED}, False)):
+                body = {"query": query, "documents": ["a red fox", {"image": RED}]}
+                reply = client.post(route, json=body, headers=auth).json()
+                # the Jina/vLLM shape says so; the Cohere shape stays Cohere's
+                assert reply.get("scores_calibrated") == (calibrated if route == "/v1/rerank" else None)
         assert client.post("/v1/search", json={"query": "fox"}).status_code == 401
         for body, status, match in [
             ({"query": "fox", "k_text": -1}, 400, '"k_text" must be an integer from 0 to 1000'),

@@ -568,7 +568,9 @@ def build_response(
     """The response body: results sorted by unified score, each with the request's document ``index``.
 
     ``ranked`` indexes point into ``request.candidates``; documents that failed parsing under
-    ``on_error="keep"`` follow the ranked ones, like candidates the core kept unscored.
+    ``on_error="keep"`` follow the ranked ones, like candidates the core kept unscored. The Jina/vLLM
+    shape also says ``scores_calibrated``: false when the query holds a picture (its scores are an order;
+    docs/calibration.md, "Picture queries"); the Cohere shape stays Cohere's.
     """
     results: list[dict[str, Any]] = []
     kept: list[tuple[int, str]] = []
@@ -593,6 +595,8 @@ def build_response(
         "model": model,
         "results": results,
         "usage": {"documents": request.n_documents, "images": images},
+        # every shipped calibration was fitted on text queries: a picture query's scores are an order
+        "scores_calibrated": request.query.image is None,
     }
 
 
