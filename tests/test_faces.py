@@ -565,3 +565,25 @@ def test_the_serving_guide_signals_block_gives_the_core_answer(
     finally:
         engine.close()
     assert _printed(capsys) == [[r.id, f"{round(r.score, 3)}"] for r in core]
+
+
+class _LogitScorer(BaseScorer):
+    """Raw logits, no calibration shipped: served with the plain sigmoid."""
+
+    name = "logits"
+
+    def score(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
+        return [2.0 if "fox" in (c.text or "") else -2.0 for c in candidates]
+
+
+def test_scores_calibrated_is_false_for_an_uncalibrated_scorer(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        engine = RerankEngine(ServeConfig(), scorer=_LogitScorer())
+    try:
+        assert "NOT on one scale" in caplog.text and engine.calibrated is False
+        reply = TestClient(create_app(engine)).post(
+            "/v1/rerank", json={"query": "red fox", "documents": ["a red fox", "owls"]}
+        )
+        assert reply.status_code == 200 and reply.json()["scores_calibrated"] is False
+    finally:
+        engine.close()

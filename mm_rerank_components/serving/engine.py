@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_rerank_components.calibration import SigmoidCalibrator
 from mm_rerank_components.media import ImageLoadError, ImageOptions
 from mm_rerank_components.reranker import CandidateError, MultimodalReranker, OnError
 from mm_rerank_components.scorers.base import BaseScorer
@@ -455,6 +456,11 @@ class RerankEngine:
             "raise": factory(self.proxy, "raise"),
             "keep": factory(self.proxy, "keep"),
         }
+        #: whether text-query scores are calibrated probabilities (False: a scorer served with the plain
+        #: sigmoid, no calibration); responses say ``scores_calibrated`` from it and the query
+        self.calibrated = not isinstance(
+            getattr(self.rerankers["raise"], "calibrator", None), SigmoidCalibrator
+        )
         self._requests = concurrent.futures.ThreadPoolExecutor(
             self.config.max_concurrency, thread_name_prefix="rerank-request"
         )
@@ -614,7 +620,7 @@ class RerankEngine:
                 raise RequestError(str(exc), kind="invalid_image") from None
             except Exception as exc:  # noqa: BLE001 - 504, 503 or a 500 without internals
                 raise _scoring_failure(exc) from None
-        payload = build_response(request, ranked, model=self.model, api=api)
+        payload = build_response(request, ranked, model=self.model, api=api, calibrated=self.calibrated)
         if not encode:
             return payload, None
         try:

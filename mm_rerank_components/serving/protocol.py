@@ -563,14 +563,20 @@ def _with_image(candidate: Candidate, image: Any) -> Candidate:
 
 
 def build_response(
-    request: RerankRequest, ranked: Sequence[RankedCandidate], *, model: str, api: Api
+    request: RerankRequest,
+    ranked: Sequence[RankedCandidate],
+    *,
+    model: str,
+    api: Api,
+    calibrated: bool = True,
 ) -> dict[str, Any]:
     """The response body: results sorted by unified score, each with the request's document ``index``.
 
     ``ranked`` indexes point into ``request.candidates``; documents that failed parsing under
     ``on_error="keep"`` follow the ranked ones, like candidates the core kept unscored. The Jina/vLLM
-    shape also says ``scores_calibrated``: false when the query holds a picture (its scores are an order;
-    docs/calibration.md, "Picture queries"); the Cohere shape stays Cohere's.
+    shape also says ``scores_calibrated``: false when the reranker is not ``calibrated`` (a scorer served
+    with the plain sigmoid) or the query holds a picture (its scores are an order; docs/calibration.md,
+    "Picture queries"); the Cohere shape stays Cohere's.
     """
     results: list[dict[str, Any]] = []
     kept: list[tuple[int, str]] = []
@@ -596,7 +602,7 @@ def build_response(
         "results": results,
         "usage": {"documents": request.n_documents, "images": images},
         # every shipped calibration was fitted on text queries: a picture query's scores are an order
-        "scores_calibrated": request.query.image is None,
+        "scores_calibrated": calibrated and request.query.image is None,
     }
 
 

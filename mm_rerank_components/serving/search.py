@@ -229,7 +229,11 @@ def _run_search(service: SearchService, current: RerankEngine, data: dict[str, A
     rows = search(
         service.retriever, current.rerankers["raise"], query, k_text=k_text, k_image=k_image, top_n=top_n
     )
-    return {"model": current.model, "results": rows, "scores_calibrated": query.image is None}
+    return {
+        "model": current.model,
+        "results": rows,
+        "scores_calibrated": current.calibrated and query.image is None,
+    }
 
 
 async def _handle_search(current: RerankEngine, service: SearchService, request: Any) -> dict[str, Any]:
