@@ -53,6 +53,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="a reranker folder adapted to your data (written by mm-rerank adapt); default: the label-free "
         "default reranker",
     )
+    p.add_argument(
+        "--read-captions",
+        action="store_true",
+        help="also read each captioned picture's caption as a passage, as mm-rerank query/serve "
+        "--read-captions (opt-in; see docs/calibration.md)",
+    )
     p.add_argument("--top-n", type=int, default=5, help="evidence items kept after reranking (default 5)")
     p.add_argument("--k", type=int, default=16, help="first-stage hits per collection (default 16)")
     p.add_argument(
@@ -87,7 +93,7 @@ def open_retriever(args: argparse.Namespace) -> ChromaMultiCollectionRetriever:
     return retriever
 
 
-def make_reranker(folder: Path | None = None) -> Any:
+def make_reranker(folder: Path | None = None, *, read_captions: bool = False) -> Any:
     """The label-free product default (:func:`mm_rerank_components.defaults.default_reranker`): the offline
     starter scorer fused with the first stage's signals, on one calibrated scale for passages and pictures,
     the same reranker ``mm-rerank query``, ``mm-rerank serve`` and the web chat use. With ``folder`` (the
@@ -95,6 +101,8 @@ def make_reranker(folder: Path | None = None) -> Any:
 
     ``on_error="keep"``: a candidate that cannot be read (a picture deleted since ingest) stays in the
     results with its error instead of failing the question; the answer is written from the rest.
+    ``read_captions`` (the examples' ``--read-captions``) also reads each captioned picture's caption as
+    a passage, as ``mm-rerank query --read-captions`` and ``mm-rerank serve --read-captions`` do.
     """
     if folder is not None:
         from mm_rerank_components import load_reranker
@@ -102,14 +110,17 @@ def make_reranker(folder: Path | None = None) -> Any:
         if not folder.is_dir():
             raise SystemExit(f"--reranker {folder} is not a folder (write one with mm-rerank adapt)")
         reranker = load_reranker(folder, on_error="keep", cache=True)
-        log(f"reranker: the folder {folder}")
+        reranker.read_captions = read_captions
+        log(f"reranker: the folder {folder}" + (", captions read as passages" if read_captions else ""))
         return reranker
     from mm_rerank_components.defaults import default_reranker
     from mm_rerank_components.scorers.starter import StarterScorer
 
     scorer = StarterScorer()
     scorer.load()  # load the weights now, not during the first question
-    return default_reranker(scorer, cache=True, on_error="keep")
+    if read_captions:
+        log("reranker: the default, captions read as passages")
+    return default_reranker(scorer, cache=True, on_error="keep", read_captions=read_captions)
 
 
 #: The name the web chat example used; the same reranker.

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--framework", choices=("llama-index", "langchain", "both"), default="both")
     args = p.parse_args(argv)
     _common.quiet_libraries()
-    reranker = _common.make_reranker(args.reranker)
+    reranker = _common.make_reranker(args.reranker, read_captions=args.read_captions)
     extractive = ExtractiveAnswerer(reranker=reranker)  # scores sentences with the same models
     pipeline = RAGPipeline(_common.open_retriever(args), reranker, answerer=extractive, top_n=args.top_n)
     search = make_search(pipeline)

@@ -48,7 +48,7 @@ PROMPT = ChatPromptTemplate.from_messages(
 def build_chain(args: Any) -> Runnable[dict[str, Any], dict[str, Any]]:
     """``{"question", "history"} -> {"question", "history", "documents", "answer"}``."""
     base = ChromaLangChainRetriever(retriever=_common.open_retriever(args))
-    reranker = _common.make_reranker(args.reranker)
+    reranker = _common.make_reranker(args.reranker, read_captions=args.read_captions)
     compressor = MultimodalRerankCompressor(reranker=reranker, top_n=args.top_n)
 
     def retrieve_and_rerank(question: str) -> list[Document]:

@@ -112,7 +112,7 @@ class EvidenceSynthesizer(BaseSynthesizer):
 def build_query_engine(args: Any) -> tuple[RetrieverQueryEngine, LLM | None, Any, Any]:
     """The query engine, the LLM (or None), and the LlamaIndex retriever and postprocessor."""
     retriever = ChromaLlamaIndexRetriever(_common.open_retriever(args))
-    reranker = _common.make_reranker(args.reranker)
+    reranker = _common.make_reranker(args.reranker, read_captions=args.read_captions)
     postprocessor = MultimodalRerankPostprocessor(reranker=reranker, top_n=args.top_n)
     config = _common.llm_config(args)
     llm = None

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _common.quiet_libraries()
     config = _common.llm_config(args)
-    reranker = _common.make_reranker(args.reranker)
+    reranker = _common.make_reranker(args.reranker, read_captions=args.read_captions)
     pipeline = RAGPipeline(
         _common.open_retriever(args),
         reranker,

@@ -402,3 +402,19 @@ def test_web_chat_with_a_reranker_folder(corpus: dict[str, Path], tmp_path: Path
         timeout=TIMEOUT,
     )
     assert missing.returncode == 1 and "is not a folder (write one with mm-rerank adapt)" in missing.stderr
+
+
+def test_examples_read_captions_like_the_cli(tmp_path: Path) -> None:
+    """``--read-captions`` on every example (one shared parser) turns on the same opt-in as ``mm-rerank
+    query --read-captions``; off by default."""
+    from test_cli import _saved_fake_reranker
+
+    spec = importlib.util.spec_from_file_location("example_common", EXAMPLES / "_common.py")
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    saved = _saved_fake_reranker(tmp_path / "my-reranker")
+    assert common.parser("x").parse_args(["--read-captions"]).read_captions is True
+    assert common.parser("x").parse_args([]).read_captions is False
+    assert common.make_reranker(saved, read_captions=True).read_captions is True
+    assert common.make_reranker(saved).read_captions is False
