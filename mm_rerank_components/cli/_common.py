@@ -197,6 +197,22 @@ def row_dict(rank: int, candidate: Any, score: float) -> dict[str, Any]:
     }
 
 
+def read_captions_error(args: argparse.Namespace) -> str | None:
+    """The usage error of ``--read-captions`` without learned fusion (``mm-rerank query`` and ``serve``),
+    or None: the default (``--scorer starter``) or ``--reranker FOLDER`` can read captions.
+
+    Example:
+        >>> read_captions_error(argparse.Namespace(read_captions=True, reranker=None, scorer="fake"))[:40]
+        '--read-captions needs learned fusion (t'
+    """
+    if getattr(args, "read_captions", False) and args.reranker is None and args.scorer != "starter":
+        return (
+            "--read-captions needs learned fusion (the default, --scorer starter, or --reranker FOLDER), "
+            f"not --scorer {args.scorer}"
+        )
+    return None
+
+
 #: printed under the answer to a query that holds a picture (measured in docs/calibration.md, "Picture
 #: queries"): every calibration this package ships was fitted on text queries
 PICTURE_QUERY_NOTE = (

@@ -23,6 +23,7 @@ from mm_rerank_components.cli._common import (
     connection_args,
     format_table,
     query_scorer_arg,
+    read_captions_error,
     reranker_from_spec,
     retriever_from_args,
     scorer_help,
@@ -103,11 +104,8 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--repeat must be >= 0, got {args.repeat}"
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return f"--threshold must be a unified score between 0 and 1, got {args.threshold}"
-    if getattr(args, "read_captions", False) and args.reranker is None and args.scorer != "starter":
-        return (
-            "--read-captions needs learned fusion (the default, --scorer starter, or --reranker FOLDER), "
-            f"not --scorer {args.scorer}"
-        )
+    if (captions := read_captions_error(args)) is not None:
+        return captions
     if args.threshold is not None and args.scorer == "none" and args.reranker is None:
         return "--threshold needs a reranker (the first stage's scores are not on the unified scale)"
     return _missing_database(args)

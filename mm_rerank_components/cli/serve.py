@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from mm_rerank_components.cli._common import embedder_spec, scorer_arg, scorer_help
+from mm_rerank_components.cli._common import embedder_spec, read_captions_error, scorer_arg, scorer_help
 
 _MB = 1024 * 1024
 
@@ -260,18 +260,8 @@ def search_service(args: argparse.Namespace) -> Any:
     return SearchService(retriever)
 
 
-def _usage_error(args: argparse.Namespace) -> str | None:
-    """A mistake in the options (exit 2 before anything loads, as in ``mm-rerank query``), or None."""
-    if args.read_captions and args.reranker is None and args.scorer != "starter":
-        return (
-            "--read-captions needs learned fusion (the default, --scorer starter, or --reranker FOLDER), "
-            f"not --scorer {args.scorer}"
-        )
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
-    usage = _usage_error(args)
+    usage = read_captions_error(args)  # a usage error, exit 2 before anything loads (as mm-rerank query)
     if usage is not None:
         print(f"mm-rerank serve: error: {usage}", file=sys.stderr)
         return 2
