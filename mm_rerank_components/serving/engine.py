@@ -42,6 +42,7 @@ from mm_rerank_components.serving.protocol import (
     decode_images,
     parse_request,
 )
+from mm_rerank_components.types import Query
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +230,7 @@ def _folder_factory(config: ServeConfig) -> tuple[Any, RerankerFactory]:
             folder, scorer=proxy, on_error=on_error, batch_size=config.max_documents
         )
         reranker.base.image_options = config.image_options
-        if config.read_captions:
-            if not hasattr(reranker, "read_captions"):
-                raise ValueError(
-                    f"read_captions needs a learned-fusion reranker; the folder {folder} holds "
-                    f"{type(reranker).__name__}"
-                )
-            reranker.read_captions = True
+        reranker.read_captions = config.read_captions  # load_reranker gives a LearnedFusionReranker
         return reranker
 
     return scorer, factory
@@ -457,7 +452,7 @@ class RerankEngine:
             "keep": factory(self.proxy, "keep"),
         }
         #: whether text-query scores are calibrated probabilities (False: a scorer served with the plain
-        #: sigmoid, no calibration); responses say ``scores_calibrated`` from it and the query
+        #: sigmoid, no calibration); see :meth:`scores_calibrated`
         self.calibrated = not isinstance(
             getattr(self.rerankers["raise"], "calibrator", None), SigmoidCalibrator
         )
@@ -465,6 +460,12 @@ class RerankEngine:
             self.config.max_concurrency, thread_name_prefix="rerank-request"
         )
         self._cpu = threading.BoundedSemaphore(self.config.cpu_slots or os.cpu_count() or 1)
+
+    def scores_calibrated(self, query: Query) -> bool:
+        """What responses say as ``scores_calibrated``: the scores are calibrated probabilities unless the
+        scorer is served uncalibrated or the query holds a picture (every shipped calibration was fitted
+        on text queries; docs/calibration.md, "Picture queries")."""
+        return self.calibrated and query.image is None
 
     def _start_batching(self) -> Submit:
         """Start the scoring pool and the micro-batcher; return their ``submit``."""
@@ -620,7 +621,9 @@ class RerankEngine:
                 raise RequestError(str(exc), kind="invalid_image") from None
             except Exception as exc:  # noqa: BLE001 - 504, 503 or a 500 without internals
                 raise _scoring_failure(exc) from None
-        payload = build_response(request, ranked, model=self.model, api=api, calibrated=self.calibrated)
+        payload = build_response(
+            request, ranked, model=self.model, api=api, calibrated=self.scores_calibrated(request.query)
+        )
         if not encode:
             return payload, None
         try:

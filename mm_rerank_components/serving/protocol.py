@@ -574,9 +574,9 @@ def build_response(
 
     ``ranked`` indexes point into ``request.candidates``; documents that failed parsing under
     ``on_error="keep"`` follow the ranked ones, like candidates the core kept unscored. The Jina/vLLM
-    shape also says ``scores_calibrated``: false when the reranker is not ``calibrated`` (a scorer served
-    with the plain sigmoid) or the query holds a picture (its scores are an order; docs/calibration.md,
-    "Picture queries"); the Cohere shape stays Cohere's.
+    shape also says ``scores_calibrated`` (``calibrated``, as the engine's ``scores_calibrated`` decides:
+    false for a scorer served uncalibrated or a query that holds a picture); the Cohere shape stays
+    Cohere's.
     """
     results: list[dict[str, Any]] = []
     kept: list[tuple[int, str]] = []
@@ -601,8 +601,7 @@ def build_response(
         "model": model,
         "results": results,
         "usage": {"documents": request.n_documents, "images": images},
-        # every shipped calibration was fitted on text queries: a picture query's scores are an order
-        "scores_calibrated": calibrated and request.query.image is None,
+        "scores_calibrated": calibrated,  # RerankEngine.scores_calibrated: no for a picture query
     }
 
 

@@ -232,7 +232,7 @@ def _run_search(service: SearchService, current: RerankEngine, data: dict[str, A
     return {
         "model": current.model,
         "results": rows,
-        "scores_calibrated": current.calibrated and query.image is None,
+        "scores_calibrated": current.scores_calibrated(query),
     }
 
 
