@@ -30,13 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import fit_default as fd  # the sibling scripts: prepare, fit_without, labelled_pairs, figure_lines
-from read_captions_check import comparison_lines, variants
+import fit_default as fd  # the sibling scripts: check_parser, check_setup
+from read_captions_check import comparison_lines, held_out_variants, variants
 
 from mm_rerank_components.adapt import fit_fusion
 from mm_rerank_components.adapt.corpus import VectorCorpus
 from mm_rerank_components.adapt.pipeline import adapt_from_corpus, label_free_options
-from mm_rerank_components.defaults import DEFAULT_DEPTH, FIT_OPTIONS
+from mm_rerank_components.defaults import DEFAULT_DEPTH
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, fusion_union, labelled_lists
 from mm_rerank_components.eval.pipelines import ScoredUnion
@@ -76,11 +76,7 @@ def main() -> int:
     cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer, embedder = StarterScorer(), StarterEmbedder()
     found = variants(prepared, cache)
-    for held_out in prepared:
-        mine = {n: v for n, (base, v) in found.items() if base is held_out}
-        if not mine:
-            continue
-        default = fd.fit_without(prepared, held_out, FIT_OPTIONS)
+    for _, mine, default in held_out_variants(prepared, found):
         for name, variant in mine.items():
             models = adapted_models(variant, default, scorer, embedder)
             test = variant.task.query_ids("test")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -324,15 +324,22 @@ def report(name: str, variant: PreparedTask, scored: dict[str, ScoredUnion]) -> 
     return [header, *comparison_lines(variant, scored, against, 13)]
 
 
+def held_out_variants(
+    prepared: list[PreparedTask], found: dict[str, tuple[PreparedTask, PreparedTask]]
+) -> Iterator[tuple[PreparedTask, dict[str, PreparedTask], Any]]:
+    """Each task that has captioned variants, held out: the task, its variants by name (from
+    :func:`variants`) and the default refitted on the other tasks (it never saw the held-out one)."""
+    for held_out in prepared:
+        mine = {n: v for n, (base, v) in found.items() if base is held_out}
+        if mine:
+            yield held_out, mine, fd.fit_without(prepared, held_out, FIT_OPTIONS)
+
+
 def main() -> int:
     cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer = StarterScorer()
     found = variants(prepared, cache)
-    for held_out in prepared:
-        mine = {n: v for n, (base, v) in found.items() if base is held_out}
-        if not mine:
-            continue
-        model = fd.fit_without(prepared, held_out, FIT_OPTIONS)
+    for held_out, mine, model in held_out_variants(prepared, found):
         mapped = copy.deepcopy(model)
         others = [
             item
