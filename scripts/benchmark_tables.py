@@ -3,7 +3,7 @@
 Every figure in those tables comes from this script, so the docs say exactly what the run measured:
 per task, each pipeline's held-out Recall@10 and nDCG@10 with its paired bootstrap 95% CI against RRF
 and min-max; the default's and the adapted row's target checks; the pooled checks; calibration per
-modality; the depth sweep.
+modality; the pooled same-score table (pictures and passages at the same score); the depth sweep.
 
 Usage::
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_rerank_components.eval.metrics import per_query_values
-from mm_rerank_components.eval.report import _checks_lines, _depth_lines, _gap_cell
+from mm_rerank_components.eval.report import _checks_lines, _depth_lines, _gap_cell, same_score_lines
 from mm_rerank_components.eval.stats import paired_bootstrap
 from mm_rerank_components.eval.targets import TARGET_ECE
 
@@ -208,6 +208,8 @@ def main() -> int:
             "label-free",
         ),
     )
+    if results.get("same_score"):
+        out += same_score_lines(results["same_score"])
     out += _depth_lines(results.get("depth_sweep", {}), results.get("latency"))
     print("\n".join(out))
     return 0

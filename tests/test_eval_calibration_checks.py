@@ -14,6 +14,7 @@ from mm_rerank_components.eval.targets import (
     calibration_checks,
     calibration_figures,
     citl_interval,
+    same_score_table,
 )
 
 CHECK_KEYS = {
@@ -148,3 +149,56 @@ def test_no_relevant_confident_pair_is_a_miss_only_when_unlikely_for_calibrated_
 def test_query_ids_must_match_the_pairs() -> None:
     with pytest.raises(ValueError, match="one query id per pair"):
         calibration_figures([0.5, 0.5], ["text", "text"], [1, 0], ["q1"])
+
+
+def _same_score_sample(
+    rng: np.random.Generator, picture_rate: float, passage_rate: float, tasks: int = 2, queries: int = 60
+) -> tuple[list[float], list[str], list[int], list[str], list[str]]:
+    """Every pair scored 0.3; per query 3 pictures and 3 passages, relevant at the given rates."""
+    probs, mods, labels, qids, groups = [], [], [], [], []
+    for t in range(tasks):
+        for q in range(queries):
+            for modality, rate in (("image", picture_rate), ("text", passage_rate)):
+                for _ in range(3):
+                    probs.append(0.3)
+                    mods.append(modality)
+                    labels.append(int(rng.random() < rate))
+                    qids.append(f"q{q}")  # the same query ids in both tasks: the group keeps them apart
+                    groups.append(f"task{t}")
+    return probs, mods, labels, qids, groups
+
+
+def test_same_score_table_finds_pictures_relevant_twice_as_often_at_the_same_score() -> None:
+    rng = np.random.default_rng(0)
+    rows = same_score_table(*_same_score_sample(rng, 0.6, 0.3), edges=(0.1, 0.2, 0.4, 1.0))
+    assert [r["bin"] for r in rows] == [(0.1, 0.2), (0.2, 0.4), (0.4, 1.0)]
+    middle = rows[1]
+    assert middle["image"]["pairs"] == middle["text"]["pairs"] == 360
+    assert middle["image"]["queries"] == 120  # 60 query ids in each of two tasks
+    assert middle["image"]["predicted"] == pytest.approx(0.3)
+    assert middle["image"]["lo"] < middle["image"]["observed"] < middle["image"]["hi"]
+    assert middle["diff"] == pytest.approx(middle["image"]["observed"] - middle["text"]["observed"])
+    assert 0.15 < middle["lo"] < middle["diff"] < middle["hi"]  # wholly above 0: not one scale
+    assert rows[0]["image"]["pairs"] == 0 and np.isnan(rows[0]["lo"])  # an empty bin measures nothing
+
+
+def test_same_score_table_on_one_scale_gives_an_interval_around_zero() -> None:
+    rng = np.random.default_rng(1)
+    row = same_score_table(*_same_score_sample(rng, 0.3, 0.3), edges=(0.2, 0.4))[0]
+    assert row["lo"] < 0 < row["hi"]
+    assert row["hi"] - row["lo"] < 0.25
+
+
+def test_same_score_table_counts_a_captioned_picture_as_a_picture_and_closes_the_last_bin() -> None:
+    rows = same_score_table(
+        [1.0, 1.0, 0.15], ["text+image", "text", "image"], [1, 0, 1], ["a", "a", "b"], edges=(0.1, 0.5, 1.0)
+    )
+    assert rows[1]["image"]["pairs"] == 1 and rows[1]["text"]["pairs"] == 1
+    assert rows[0]["image"]["pairs"] == 1 and rows[0]["text"]["pairs"] == 0
+
+
+def test_same_score_table_names_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="got 2 scores, 1 modalities"):
+        same_score_table([0.3, 0.3], ["image"], [1, 0], ["q", "q"])
+    with pytest.raises(ValueError, match="1 groups"):
+        same_score_table([0.3, 0.3], ["image", "text"], [1, 0], ["q", "q"], ["t"])

@@ -438,7 +438,21 @@ def test_learned_rows_depth_sweep_and_latency_on_user_data(tmp_path: Path) -> No
     assert "label-free" in entry["pipelines"] and "label-free" in entry["calibration"]
     assert rows["label-free"]["role"] == "adapted to the corpus without labels"
     assert any(c["name"].startswith("label-free vs rrf") for c in results["pooled"]["label-free"])
+    # pooled same-score tables: every learned row, its test pairs cut into score bins per modality
+    same = results["same_score"]
+    assert {"default", "adapted", "default-no-routes", "label-free"} <= set(same)
+    test_pairs = entry["calibration"]["default"]["test_pairs"]
+    assert same["default"]["pairs"] == test_pairs and same["default"]["tasks"] == [task.name]
+    assert [b["bin"] for b in same["default"]["bins"]] == [(0.1, 0.2), (0.2, 0.4), (0.4, 0.7), (0.7, 1.0)]
+    binned = sum(b[m]["pairs"] for b in same["default"]["bins"] for m in ("image", "text"))
+    figures = entry["calibration"]["default"]["test"]
+    assert binned == sum(f["above_0.1"]["pairs"] for f in figures.values())  # every pair >= 0.1, once
     text = EvalReport(results).markdown()
+    assert "## Same score, same meaning?" in text and "| default | 0.2-0.4 |" in text
+    from mm_rerank_components.eval.report import same_score_lines, write_json
+
+    written = json.loads(write_json(results, tmp_path / "results.json").read_text())  # nan -> null
+    assert same_score_lines(written["same_score"]) == same_score_lines(results["same_score"])
     assert "### Targets: default-no-routes (default, candidates without route signals)" in text
     assert text.count("## ") >= 2 and "retriever's own merge" in text
 

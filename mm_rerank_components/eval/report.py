@@ -207,6 +207,49 @@ def _calibration_lines(task: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def same_score_lines(same_score: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The pooled same-score tables (``results["same_score"]``): per row and score bin, pictures' and
+    passages' observed relevance and their difference, each with its bootstrap 95% CI over queries."""
+    lines = [
+        "## Same score, same meaning? Pictures and passages pooled over tasks",
+        "",
+        "Among held-out test pairs in each score bin: pairs, mean predicted and observed relevance rate "
+        "[95% CI] of pictures (a captioned picture counts as a picture) and of passages, and pictures "
+        "minus passages in points [95% CI]; 0 on one scale. Queries resampled within each task.",
+        "",
+        "| row | score bin | pictures: pairs, predicted, observed [95% CI] | passages: pairs, predicted, "
+        "observed [95% CI] | pictures minus passages (points) [95% CI] |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row, table in same_score.items():
+        for b in table["bins"]:
+            low, high = b["bin"]
+            cells = [_same_score_cell(b[modality]) for modality in ("image", "text")]
+            lines.append(
+                f"| {row} | {low:.1f}-{high:.1f} | {cells[0]} | {cells[1]} | {_same_score_diff(b)} |"
+            )
+    return [*lines, ""]
+
+
+def _same_score_cell(cell: Mapping[str, Any]) -> str:
+    if not cell["pairs"]:
+        return "0 pairs"
+    ci = "" if _absent(cell["lo"]) else f" [{cell['lo']:.2f}, {cell['hi']:.2f}]"
+    return f"{cell['pairs']}, {cell['predicted']:.2f}, {cell['observed']:.2f}{ci}"
+
+
+def _same_score_diff(b: Mapping[str, Any]) -> str:
+    if _absent(b["diff"]):
+        return "–"
+    ci = "" if _absent(b["lo"]) else f" [{100 * b['lo']:+.0f}, {100 * b['hi']:+.0f}]"
+    return f"{100 * b['diff']:+.0f}{ci}"
+
+
+def _absent(value: float | None) -> bool:
+    """No figure: ``nan`` in memory, ``null`` once written to results.json."""
+    return value is None or math.isnan(value)
+
+
 def _gap_cell(big: Mapping[str, Any]) -> str:
     """The relative gap and its interval; "–" when there is nothing to measure (no interval)."""
     gap, lo, hi = big.get("relative_gap"), big.get("lo"), big.get("hi")
@@ -277,6 +320,8 @@ class EvalReport:
         for row, checks in self.results.get("pooled", {}).items():
             if checks:
                 lines += [f"## {row}: pooled over tasks (stratified bootstrap)", "", *_checks_lines(checks)]
+        if self.results.get("same_score"):
+            lines += same_score_lines(self.results["same_score"])
         if self.results.get("depth_sweep"):
             lines += _depth_lines(self.results["depth_sweep"], self.results.get("latency"))
         return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from mm_rerank_components.eval.targets import (
     calibration_figures,
     pooled_checks,
     row_checks,
+    same_score_table,
 )
 from mm_rerank_components.eval.tasks import EvalTask
 
@@ -460,12 +461,14 @@ def run_evaluation(
     if img_dir is not None:
         img_dir.mkdir(parents=True, exist_ok=True)
     models: dict[tuple[str, str], Any] = {}
+    pairs: dict[str, tuple[list[float], list[str], list[int], list[str], list[str]]] = {}
     for prep in prepared:
         context = _TaskContext(
-            prepared, scorers, methods, base, models, say, learned_scorer, embedder, label_free
+            prepared, scorers, methods, base, models, say, learned_scorer, embedder, label_free, pairs
         )
         results["tasks"][prep.task.name] = _task_entry(prep, context, img_dir)
     results["pooled"] = _pooled(results["tasks"])
+    results["same_score"] = _same_score(pairs)
     results["learned_models"] = training_summary(models)
     if depths:
         results["depth_sweep"] = _depth_sweep(prepared, depths, base, scorers, models, say, learned_scorer)
@@ -476,6 +479,21 @@ def run_evaluation(
 
         EvalReport(results).write(out_dir, image_dir="img" if plots else None)
     return results
+
+
+def _same_score(
+    pairs: Mapping[str, tuple[list[float], list[str], list[int], list[str], list[str]]],
+) -> dict[str, dict[str, Any]]:
+    """Per learned row, pooled over tasks: do pictures and passages mean the same at the same score?
+    (:func:`~mm_rerank_components.eval.targets.same_score_table`, queries resampled within each task)."""
+    return {
+        row: {
+            "tasks": sorted(set(tasks)),
+            "pairs": len(probs),
+            "bins": same_score_table(probs, mods, labels, queries, tasks),
+        }
+        for row, (probs, mods, labels, queries, tasks) in pairs.items()
+    }
 
 
 def _pooled(entries: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -511,6 +529,11 @@ class _TaskContext:
     learned_scorer: str | None
     embedder: Embedder | None = None
     label_free: bool = False
+    #: every learned row's held-out test pairs so far, over tasks: ``{row: (probs, mods, labels, queries,
+    #: tasks)}``, for the pooled same-score table (:func:`_same_score`)
+    pairs: dict[str, tuple[list[float], list[str], list[int], list[str], list[str]]] = field(
+        default_factory=dict
+    )
 
 
 def _label_free_row(
@@ -570,6 +593,14 @@ def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> 
     )
     if ctx.label_free and ctx.learned_scorer in prep.scored:
         _label_free_row(prep, ctx, runs, learned, entry)
+    for name, su in learned.items():
+        kept = ctx.pairs.setdefault(name, ([], [], [], [], []))
+        probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
+        kept[0].extend(probs)
+        kept[1].extend(mods)
+        kept[2].extend(labels)
+        kept[3].extend(pair_queries)
+        kept[4].extend([task.name] * len(probs))
     for name, run in runs.items():
         entry["pipelines"][name] = {
             "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),

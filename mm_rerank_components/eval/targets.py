@@ -21,6 +21,7 @@ The targets (issue 19), on held-out test queries:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ __all__ = [
     "citl_interval",
     "pooled_checks",
     "row_checks",
+    "same_score_table",
 ]
 
 #: Relative Recall@10 gain over the best single route that a reranked row must reach.
@@ -299,6 +301,114 @@ def _resampled_gaps(
         "skipped": int((~keep).sum()),
         "unbounded": int(np.isinf(gaps).sum()),
     }
+
+
+#: The score bins of :func:`same_score_table` (lower edges inclusive; the last bin includes 1.0).
+SAME_SCORE_EDGES = (0.1, 0.2, 0.4, 0.7, 1.0)
+
+
+def same_score_table(
+    probs: Sequence[float],
+    mods: Sequence[str],
+    labels: Sequence[int],
+    queries: Sequence[str],
+    groups: Sequence[str] | None = None,
+    *,
+    edges: Sequence[float] = SAME_SCORE_EDGES,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Do pictures and passages mean the same at the same score? Per score bin, per modality.
+
+    For each bin ``[edges[i], edges[i + 1])`` (the last one closed) and each of ``"image"`` and ``"text"``:
+    pairs, mean predicted and observed relevance rate with its bootstrap 95% interval; then the observed
+    rate of pictures minus that of passages in the same bin (``diff``, ``lo``, ``hi``), which is 0 on one
+    scale. Whole queries are resampled (a query's pictures and passages together, so the difference is
+    paired), within each of ``groups`` (a pair's task) when given, as :mod:`~mm_rerank_components.eval.stats`
+    stratifies pooled comparisons. A modality label other than ``"text"`` counts as a picture (a captioned
+    picture is a picture). Intervals are ``nan`` where a bin has fewer than two queries with pairs of the
+    modality (both modalities, for ``diff``); a resample without such pairs is left out of that interval.
+
+    Example:
+        >>> rows = same_score_table([0.3, 0.3, 0.3, 0.3], ["image", "text", "image", "text"], [1, 0, 1, 1],
+        ...                         ["q1", "q1", "q2", "q2"], edges=(0.1, 1.0), n_boot=200)
+        >>> rows[0]["image"]["observed"], rows[0]["text"]["observed"], rows[0]["diff"]
+        (1.0, 0.5, 0.5)
+    """
+    p = np.asarray(probs, dtype=float).reshape(-1)
+    y = np.asarray(labels, dtype=float).reshape(-1)
+    if not len(mods) == len(labels) == len(queries) == p.size:
+        raise ValueError(
+            f"got {p.size} scores, {len(mods)} modalities, {len(labels)} labels and {len(queries)} query "
+            "ids; pass one of each per pair"
+        )
+    if groups is not None and len(groups) != p.size:
+        raise ValueError(f"got {p.size} pairs but {len(groups)} groups; pass one group per pair or none")
+    picture = np.asarray([m != "text" for m in mods], dtype=bool)
+    group = np.asarray([""] * p.size if groups is None else [str(g) for g in groups])
+    keys = np.asarray([f"{g}\x00{q}" for g, q in zip(group, queries, strict=True)])
+    names, first, unit_of = np.unique(keys, return_index=True, return_inverse=True)
+    unit_group = group[first]
+    strata = [np.flatnonzero(unit_group == g) for g in np.unique(unit_group)]
+    idx = _stratified_draws(strata, n_boot, seed)
+    alpha = (1 - confidence) / 2
+    rows = []
+    for i, (low, high) in enumerate(pairwise(edges)):
+        last = i == len(edges) - 2
+        in_bin = (p >= low) & ((p <= high) if last else (p < high))
+        row: dict[str, Any] = {"bin": (float(low), float(high))}
+        rates = {}
+        for modality, mask in (("image", in_bin & picture), ("text", in_bin & ~picture)):
+            row[modality], rates[modality] = _bin_cell(p, y, mask, unit_of, names.size, idx, alpha)
+        row["diff"] = row["image"]["observed"] - row["text"]["observed"]
+        row["lo"] = row["hi"] = float("nan")
+        if row["image"]["queries"] >= 2 and row["text"]["queries"] >= 2:
+            row["lo"], row["hi"] = _finite_quantiles(rates["image"] - rates["text"], alpha)
+        rows.append(row)
+    return rows
+
+
+def _bin_cell(
+    p: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    unit_of: np.ndarray,
+    n_units: int,
+    idx: np.ndarray,
+    alpha: float,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One modality in one bin of :func:`same_score_table`: its figures and its resampled observed rates."""
+    count = np.bincount(unit_of[mask], minlength=n_units).astype(float)
+    pos = np.bincount(unit_of[mask], weights=y[mask], minlength=n_units)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = pos[idx].sum(axis=1) / count[idx].sum(axis=1)
+    cell = {
+        "pairs": int(mask.sum()),
+        "queries": int((count > 0).sum()),
+        "predicted": float(p[mask].mean()) if mask.any() else float("nan"),
+        "observed": float(y[mask].mean()) if mask.any() else float("nan"),
+        "lo": float("nan"),
+        "hi": float("nan"),
+    }
+    if cell["queries"] >= 2:
+        cell["lo"], cell["hi"] = _finite_quantiles(rates, alpha)
+    return cell, rates
+
+
+def _stratified_draws(strata: list[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, units)`` unit indices, each stratum resampled with replacement within itself."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([s[rng.integers(0, s.size, size=(n_boot, s.size))] for s in strata], axis=1)
+
+
+def _finite_quantiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``alpha`` and ``1 - alpha`` quantiles of the finite values (resamples that measured something)."""
+    kept = values[np.isfinite(values)]
+    if kept.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(kept, [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 def _chance_of_uniform_labels(p: np.ndarray, y: np.ndarray) -> float | None:
