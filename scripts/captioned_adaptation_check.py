@@ -12,7 +12,9 @@ the two adaptation routes, the rows issue 19 asks to report with captioned varia
 
 All three are measured on the variant's **test** queries, with route signals: R@10, nDCG@10 and the
 pictures' share of the top 10 against ``default`` (paired bootstrap 95% CI over queries), and
-calibration among captioned pictures and passages predicted >= 0.1 (query-bootstrap CI) with ECE. A
+calibration among captioned pictures and passages predicted >= 0.1 (query-bootstrap CI) with ECE; then,
+the six variants pooled, each row's same-score table (pictures' and passages' observed relevance per
+score bin and their difference: :func:`~mm_rerank_components.eval.targets.same_score_table`). A
 leak line counts test queries equal to a caption (a name caption *is* its item's query text, so the
 label-free row's pseudo-queries include the test queries there, as they would for a user whose
 captions are what people type).
@@ -40,6 +42,8 @@ from mm_rerank_components.defaults import DEFAULT_DEPTH
 from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, fusion_union, labelled_lists
 from mm_rerank_components.eval.pipelines import ScoredUnion
+from mm_rerank_components.eval.report import same_score_lines
+from mm_rerank_components.eval.targets import same_score_table
 from mm_rerank_components.scorers.starter import StarterScorer
 
 ROWS = ("default", "labelled", "label_free")
@@ -76,6 +80,9 @@ def main() -> int:
     cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer, embedder = StarterScorer(), StarterEmbedder()
     found = variants(prepared, cache)
+    pooled: dict[str, tuple[list[float], list[str], list[int], list[str], list[str]]] = {
+        row: ([], [], [], [], []) for row in ROWS
+    }
     for _, mine, default in held_out_variants(prepared, found):
         for name, variant in mine.items():
             models = adapted_models(variant, default, scorer, embedder)
@@ -85,6 +92,20 @@ def main() -> int:
             }
             for line in report(name, variant, scored):
                 print(line, flush=True)
+            for row, union in scored.items():
+                probs, mods, labels, queries = fd.labelled_pairs(variant.task, union.items, test)
+                kept = pooled[row]
+                kept[0].extend(probs)
+                kept[1].extend(mods)
+                kept[2].extend(labels)
+                kept[3].extend(queries)
+                kept[4].extend([name] * len(probs))
+    tables = {
+        row: {"tasks": sorted(set(p[4])), "pairs": len(p[0]), "bins": same_score_table(*p)}
+        for row, p in pooled.items()
+    }
+    for line in same_score_lines(tables):  # pictures and passages at the same score, the six variants pooled
+        print(line)
     return 0
 
 

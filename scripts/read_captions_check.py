@@ -14,8 +14,11 @@ scores that task's test queries with its pictures carrying a caption (text+image
   ``f_pic`` its fused score as a picture, ``f_cap`` its caption's fused score read as a passage (the
   route-free head's), ``(a, b, c)`` a logistic regression on the other tasks' captioned variants
   (:func:`fit_combiner`; measured, not adopted: see docs/calibration.md);
-* ``shipped_bare`` and ``combiner_bare``: the same two without route signals (the route-free head), the
-  latter compared with the former.
+* ``shift``: as shipped, but a captioned picture's map is the picture map moved by ``b`` in log-odds (same
+  slope), ``b`` fitted on the other tasks' captioned variants (:func:`fit_caption_shift`; measured, not
+  adopted: see docs/calibration.md);
+* ``shipped_bare``, ``combiner_bare`` and ``shift_bare``: shipped, combiner and shift without route
+  signals (the route-free head), the latter two compared with the first.
 
 Captioned variants (a name or title caption is the item's query text, so the other items' captions
 are near misses):
@@ -68,7 +71,16 @@ from mm_rerank_components.eval.targets import calibration_figures
 from mm_rerank_components.eval.tasks import EvalTask
 from mm_rerank_components.scorers.starter import StarterScorer
 
-SETTINGS = ("shipped", "read_captions", "caption_map", "combiner", "shipped_bare", "combiner_bare")
+SETTINGS = (
+    "shipped",
+    "read_captions",
+    "caption_map",
+    "combiner",
+    "shift",
+    "shipped_bare",
+    "combiner_bare",
+    "shift_bare",
+)
 
 
 def captioned(
@@ -156,6 +168,47 @@ def fit_caption_map(model: Any, lists: Sequence[Any]) -> dict[str, Any]:
         }
         head.calibrator.stats["text+image"] = entry
         out[name] = entry
+    return out
+
+
+def fit_offset(offsets: np.ndarray, labels: np.ndarray, steps: int = 100) -> float:
+    """The ``b`` that maximises the likelihood of ``labels`` under ``sigmoid(offsets + b)`` (Newton)."""
+    b = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(offsets + b)))
+        hess = float((p * (1 - p)).sum())
+        if hess <= 0:
+            break
+        step = float((p - labels).sum()) / hess
+        b -= step
+        if abs(step) < 1e-10:
+            break
+    return b
+
+
+def fit_caption_shift(model: Any, lists: Sequence[Any]) -> dict[str, Any]:
+    """Configuration 4 (rule in docs/calibration.md): per head, a ``text+image`` map that is the picture
+    map moved by ``b`` in log-odds (same slope), ``b`` fitted on the captioned pictures in ``lists``.
+
+    Returns per head the shift and the pairs it was fitted on; uncaptioned candidates are unchanged.
+    """
+    out: dict[str, Any] = {}
+    heads = [("main", model, False)] + ([("route_free", model.route_free, True)] if model.route_free else [])
+    for name, head, bare in heads:
+        scores: list[float] = []
+        labels: list[float] = []
+        for item in lists:
+            given = strip_routes(item.candidates) if bare else list(item.candidates)
+            fused = head.fused_scores(item.query, given, item.raw_scores)
+            for c, f, y in zip(given, fused, item.labels, strict=True):
+                if c.modality == "text+image":
+                    scores.append(f)
+                    labels.append(1.0 if y > 0 else 0.0)
+        picture = head.calibrator.calibrators["image"]
+        offsets = picture.a * np.asarray(scores) + picture.b
+        shift = fit_offset(offsets, np.asarray(labels))
+        head.calibrator.calibrators["text+image"] = PlattCalibrator(picture.a, picture.b + shift)
+        out[name] = {"shift": round(shift, 4), "pairs": len(scores), "positives": int(sum(labels))}
     return out
 
 
@@ -260,9 +313,15 @@ def combined(
 
 
 def unions(
-    model: Any, mapped: Any, variant: PreparedTask, scorer: StarterScorer, coefs: dict[bool, np.ndarray]
+    model: Any,
+    mapped: Any,
+    variant: PreparedTask,
+    scorer: StarterScorer,
+    coefs: dict[bool, np.ndarray],
+    shifted: Any,
 ) -> dict[str, ScoredUnion]:
-    """Each setting's probabilities on the variant's test queries (``mapped``: with a caption map)."""
+    """Each setting's probabilities on the variant's test queries (``mapped``: with a caption map;
+    ``shifted``: with the caption shift)."""
     test = variant.task.query_ids("test")
     items: dict[str, dict[str, list[tuple[str, Any, float]]]] = {s: {} for s in SETTINGS}
     for qid, item in zip(test, labelled_lists(variant, "starter", test, *DEFAULT_DEPTH), strict=True):
@@ -276,6 +335,7 @@ def unions(
             ("shipped", model, None),
             ("read_captions", model, captions),
             ("caption_map", mapped, None),
+            ("shift", shifted, None),
         ):
             probs = m.predict(item.query, hits, item.raw_scores, given)
             items[setting][qid] = [(c.id, c.modality, float(p)) for c, p in zip(hits, probs, strict=True)]
@@ -284,6 +344,7 @@ def unions(
             ("combiner", combined(model, item, captions, coefs[False], False)),
             ("shipped_bare", model.predict(item.query, bare, item.raw_scores)),
             ("combiner_bare", combined(model, item, captions, coefs[True], True)),
+            ("shift_bare", shifted.predict(item.query, bare, item.raw_scores)),
         ):
             items[setting][qid] = [(c.id, c.modality, float(p)) for c, p in zip(hits, probs, strict=True)]
     return {s: ScoredUnion(s, items[s]) for s in SETTINGS}
@@ -349,9 +410,12 @@ def main() -> int:
         ]
         stats = fit_caption_map(mapped, others)
         coefs = fit_combiner(model, others, scorer)
+        shifted = copy.deepcopy(model)
+        shift = fit_caption_shift(shifted, others)
         print(f"{held_out.task.name} held out: caption map fitted on {len(others)} captioned lists: {stats}")
+        print(f"  caption shift: {shift}")
         for name, variant in mine.items():
-            for line in report(name, variant, unions(model, mapped, variant, scorer, coefs)):
+            for line in report(name, variant, unions(model, mapped, variant, scorer, coefs, shifted)):
                 print(line)
     return 0
 
