@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -78,11 +78,13 @@ from mm_rerank_components.types import Candidate, Query
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CAPTIONED_NOTE",
     "DEFAULT_DEPTH",
     "DEFAULT_FILE",
     "FIT_OPTIONS",
     "FIT_SETTINGS",
     "FUSION_FIELDS",
+    "PICTURE_QUERY_NOTE",
     "DefaultFusionModel",
     "DefaultReranker",
     "RelativeFusionModel",
@@ -91,7 +93,28 @@ __all__ = [
     "fit_default_model",
     "load_default_model",
     "relative_inputs",
+    "scores_note",
 ]
+
+#: said under the answer to a query that holds a picture (measured in docs/calibration.md, "Picture
+#: queries"): every calibration this package ships was fitted on text queries
+PICTURE_QUERY_NOTE = (
+    "note: this query holds a picture. Its scores rank well (a photo that is in the database comes first "
+    "about 99% of the time) but run high as probabilities: other pictures scored 0.3-0.6 for a picture "
+    "query were rarely relevant when measured. Read them as an order, not against a threshold; see "
+    "docs/calibration.md, 'Picture queries'."
+)
+#: said under an answer that holds a captioned picture when no map of the reranker was fitted on
+#: captioned pictures (measured in docs/calibration.md, "Same score, same meaning?")
+CAPTIONED_NOTE = (
+    "note: this answer holds pictures that carry a caption, and this reranker was not calibrated on "
+    "captioned pictures. Measured off its training sources, their scores run low (captioned pictures "
+    "scored 0.2-0.4 were relevant 72% of the time, passages at the same score 23%); with --read-captions "
+    "a caption that nearly matches is trusted too much. Rank by them rather than cut at a threshold, or "
+    "calibrate them to your corpus: `mm-rerank adapt --db DB --out FOLDER` (no labels) or with `--data` "
+    "(a few labelled queries), then `--reranker FOLDER`. See docs/calibration.md, 'Same score, same "
+    "meaning?'."
+)
 
 DEFAULT_FILE = DEFAULT_FUSION_FILE
 #: ``fit_fusion`` options of the shipped default (the eval's leave-one-task-out refits use the same).
@@ -345,3 +368,25 @@ class DefaultReranker(LearnedFusionReranker):
         >>> reranker = default_reranker()  # doctest: +SKIP
         >>> reranker.rerank(Query(image="photo.jpg"), hits)  # doctest: +SKIP
     """
+
+
+def scores_note(reranker: Any, query: Query, modalities: Iterable[str]) -> str | None:
+    """Why the scores of an answer are not one calibrated scale, as a note for its reader, or ``None``.
+
+    ``modalities``: those of the answer's candidates. A query holding a picture gets
+    :data:`PICTURE_QUERY_NOTE`; an answer holding a captioned picture (``text+image``) gets
+    :data:`CAPTIONED_NOTE` unless the reranker says it ``calibrates_captions`` (an adapted reranker
+    fitted on captioned pictures). The CLI, the shell, the quickstart, the web chat and ``serve``
+    (``scores_calibrated``) all decide with this.
+
+    Example:
+        >>> scores_note(None, Query("red fox"), ["text", "image"]) is None
+        True
+        >>> scores_note(None, Query("red fox"), ["text+image"]) == CAPTIONED_NOTE
+        True
+    """
+    if query.image is not None:
+        return PICTURE_QUERY_NOTE
+    if "text+image" in modalities and not getattr(reranker, "calibrates_captions", False):
+        return CAPTIONED_NOTE
+    return None

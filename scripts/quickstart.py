@@ -29,8 +29,7 @@ from pathlib import Path
 from mm_rerank_components import Query, RankedCandidate
 from mm_rerank_components.answer import Evidence, ExtractiveAnswerer
 from mm_rerank_components.cli import format_table, set_threads
-from mm_rerank_components.cli._common import PICTURE_QUERY_NOTE
-from mm_rerank_components.defaults import default_reranker
+from mm_rerank_components.defaults import default_reranker, scores_note
 from mm_rerank_components.eval.datasets import export_gcompris_explore
 from mm_rerank_components.ingest import ingest_folder, scan_folder
 from mm_rerank_components.reranker import Reranker
@@ -89,7 +88,7 @@ def first_pass(
     print("== 4. questions: 16 text + 16 image hits, reranked on one scale")
     answerer = ExtractiveAnswerer(reranker=reranker)  # the same models score the answer's sentences
     cold: list[dict[str, float]] = []
-    noted = False
+    noted: set[str] = set()
     for label, text, photo in QUESTIONS:
         query = Query(text=text, image=str(folder / photo) if photo else None)
         ranked, n, timing = ask(retriever, reranker, query)
@@ -99,9 +98,10 @@ def first_pass(
         )
         print(f"\n-- {label} query: {asked}")
         print(format_table([(r.candidate, r.score) for r in ranked[:top_n]]))
-        if photo and not noted:  # once: every calibration shipped was fitted on text queries
-            print("   " + textwrap.fill(PICTURE_QUERY_NOTE, 100).replace("\n", "\n   "))
-            noted = True
+        note = scores_note(reranker, query, (r.candidate.modality for r in ranked[:top_n]))
+        if note is not None and note not in noted:  # each note once: why these scores are not one scale
+            print("   " + textwrap.fill(note, 100).replace("\n", "\n   "))
+            noted.add(note)
         if text:  # the answerer reads the top 10, which may reach below the rows shown
             evidence = [Evidence.from_ranked(r) for r in ranked[: answerer.max_evidence]]
             print("   " + answerer.compose(query, evidence).replace("\n", "\n   "))

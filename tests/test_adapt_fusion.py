@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -413,3 +414,35 @@ def test_fit_fusion_counts_picture_queries() -> None:
         Query(image=b"a photo", text="fox"), lists[0].candidates, lists[0].raw_scores, lists[0].labels
     )
     assert fit_fusion(lists, seed=0).training["picture_queries"] == 1
+
+
+def test_a_reranker_calibrates_captions_only_when_its_maps_saw_captioned_pictures() -> None:
+    from mm_rerank_components import MultimodalReranker
+    from mm_rerank_components.defaults import CAPTIONED_NOTE, default_reranker, scores_note
+    from mm_rerank_components.scorers import FakeScorer
+
+    plain = _synthetic(12, seed=21, informative="retrieval")
+    model = fit_fusion(plain, seed=0)
+    assert model.training["captioned_pictures"] == 0
+    captioned = [
+        LabelledList(
+            item.query,
+            [dataclasses.replace(c, text="a caption") if c.image is not None else c for c in item.candidates],
+            item.raw_scores,
+            item.labels,
+        )
+        for item in plain
+    ]
+    fitted = fit_fusion(captioned, seed=0)
+    assert fitted.training["captioned_pictures"] == 12 * 10
+    base = MultimodalReranker(FakeScorer())
+    assert not LearnedFusionReranker(base, model).calibrates_captions
+    assert LearnedFusionReranker(base, fitted).calibrates_captions
+    # reading the caption as a passage takes the passage map: not what was calibrated
+    assert not LearnedFusionReranker(base, fitted, read_captions=True).calibrates_captions
+    # the shipped default never saw a captioned picture: an answer holding one says so
+    default = default_reranker(FakeScorer())
+    assert not default.calibrates_captions
+    assert scores_note(default, Query("fox"), ["text", "text+image"]) == CAPTIONED_NOTE
+    assert scores_note(LearnedFusionReranker(base, fitted), Query("fox"), ["text", "text+image"]) is None
+    assert scores_note(default, Query("fox"), ["text", "image"]) is None

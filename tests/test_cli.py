@@ -91,7 +91,12 @@ def test_query_json_image_query_and_no_rerank(
     # a picture query's scores are an order, not calibrated probabilities: said on stderr, JSON stays clean
     assert "this query holds a picture" in captured.err and "Read them as an order" in captured.err
     assert cli.main(["query", "owls", "--db", db, *FAST, "--scorer", "fake"]) == 0
-    assert "holds a picture" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "holds a picture" not in out
+    # the answer holds the captioned red.png, and no map of this reranker saw a captioned picture
+    assert "text+image" in out and "pictures that carry a caption" in out
+    assert cli.main(["query", "owls", "--db", db, *FAST, "--scorer", "fake", "--top-n", "1"]) == 0
+    assert "carry a caption" not in capsys.readouterr().out  # only the Owls passage shown
     assert cli.main(["query", "owls", "--db", db, *FAST, "--scorer", "none", "--top-n", "1"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].split()[:3] == ["1", "text", "-"] and "Owls (owl.txt)" in out

@@ -236,8 +236,12 @@ def test_search_route_returns_the_rows_of_query_json(hashing_retriever: Any) -> 
         assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["title"] in ("Fox", None)
         everything = client.post("/v1/search", json={"query": {"text": "owl"}, "top_n": 0}, headers=auth)
         assert len(everything.json()["results"]) == 4
+        # a captioned picture in the answer that the reranker was not calibrated on: not one scale
+        assert "text+image" in [r["modality"] for r in rows]
+        assert response.json()["scores_calibrated"] is False
+        top = client.post("/v1/search", json={"query": "red fox", "top_n": 1}, headers=auth).json()
+        assert top["results"][0]["modality"] == "text" and top["scores_calibrated"] is True
         # a picture query's scores are an order (every shipped calibration was fitted on text queries)
-        assert response.json()["scores_calibrated"] is True
         by_picture = client.post("/v1/search", json={"query": {"image": RED}, "top_n": 2}, headers=auth)
         assert by_picture.status_code == 200 and by_picture.json()["scores_calibrated"] is False
         for route in ("/v1/rerank", "/v2/rerank"):
@@ -246,6 +250,11 @@ def test_search_route_returns_the_rows_of_query_json(hashing_retriever: Any) -> 
                 reply = client.post(route, json=body, headers=auth).json()
                 # the Jina/vLLM shape says so; the Cohere shape stays Cohere's
                 assert reply.get("scores_calibrated") == (calibrated if route == "/v1/rerank" else None)
+        captioned = {"query": "red fox", "documents": ["a red fox", {"text": "a red fox", "image": RED}]}
+        reply = client.post("/v1/rerank", json=captioned, headers=auth)
+        assert reply.status_code == 200 and reply.json()["scores_calibrated"] is False, reply.text
+        alone = client.post("/v1/rerank", json={**captioned, "top_n": 1}, headers=auth).json()
+        assert alone["results"][0]["index"] == 0 and alone["scores_calibrated"] is True  # only the passage
         assert client.post("/v1/search", json={"query": "fox"}).status_code == 401
         for body, status, match in [
             ({"query": "fox", "k_text": -1}, 400, '"k_text" must be an integer from 0 to 1000'),

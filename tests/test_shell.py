@@ -90,3 +90,26 @@ def test_the_shell_notes_once_that_picture_query_scores_are_an_order(db: Path, t
     text = out.getvalue()
     assert text.count("this query holds a picture") == 1
     assert text.index("this query holds a picture") > text.index("first query")  # after the picture query
+
+
+def test_the_shell_notes_once_that_captioned_picture_scores_are_not_calibrated(tmp_path: Path) -> None:
+    from mm_rerank_components.defaults import default_reranker
+    from mm_rerank_components.scorers.fake import FakeScorer
+
+    folder = tmp_path / "captioned"
+    folder.mkdir()
+    (folder / "fox.txt").write_text("Red fox\n\nThe red fox lives in dens.\n")
+    Image.new("RGB", (32, 24), (220, 20, 20)).save(folder / "red.png")
+    (folder / "red.caption.txt").write_text("A red square")
+    args = ["ingest", str(folder), "--db", str(tmp_path / "db"), "--embedder", "hashing", "--no-progress"]
+    assert main(args) == 0
+    retriever = ChromaMultiCollectionRetriever(path=tmp_path / "db", embedder="hashing")
+    out = io.StringIO()
+    assert (
+        serve_lines(["red fox\n", "a red square\n"], retriever, default_reranker(FakeScorer()), _args(), out)
+        == 2
+    )
+    text = out.getvalue()
+    assert "text+image" in text  # the captioned picture is in the answers
+    assert text.count("pictures that carry a caption") == 1  # said once, under the first answer
+    assert text.index("pictures that carry a caption") < text.index("\nquery: ")

@@ -128,7 +128,9 @@ def test_chat_page_shows_answer_with_ranked_evidence(server_url: str, tmp_path: 
             assert scores == sorted(scores, reverse=True)
             shown = [item.query_selector(".score").inner_text() for item in items]  # type: ignore[union-attr]
             assert shown == [f"score {s:.3f}" for s in scores]
-            assert page.query_selector(".turn .note") is None  # words only: calibrated, no note
+            # every picture here is captioned and no map of this reranker saw one: said under the evidence
+            assert "text+image" in modalities
+            assert "pictures that carry a caption" in page.inner_text(".turn .note")
 
             widths = page.eval_on_selector_all("ol.evidence img", "imgs => imgs.map(i => i.naturalWidth)")
             assert len(widths) == sum(m != "text" for m in modalities)

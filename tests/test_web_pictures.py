@@ -59,7 +59,18 @@ def test_ask_with_an_uploaded_picture_ranks_the_matching_picture_first(pipeline:
     assert with_words["evidence"][0]["image_name"] == "blue.png"
     # the same words without a picture score the pictures on text alone (FakeScorer: below 0.3)
     words_only = client.post("/api/ask", json={"question": "what is this?"}).json()
-    assert words_only["scores_calibrated"] is True and with_words["scores_calibrated"] is False
+    assert with_words["scores_calibrated"] is False and "holds a picture" in with_words["scores_note"]
+    # words only, but the evidence holds captioned pictures and no map of this reranker saw one
+    assert any(e["modality"] == "text+image" for e in words_only["evidence"])
+    assert words_only["scores_calibrated"] is False and "carry a caption" in words_only["scores_note"]
+    one = RAGPipeline(
+        pipeline.retriever, pipeline.reranker, answerer=ExtractiveAnswerer(), top_n=1, read_depth=1
+    )
+    passage = (
+        TestClient(create_app(one)).post("/api/ask", json={"question": "Owls hunt small animals"}).json()
+    )
+    assert [e["modality"] for e in passage["evidence"]] == ["text"]
+    assert passage["scores_calibrated"] is True and passage["scores_note"] is None
     assert all(e["score"] < 0.3 for e in words_only["evidence"] if e["modality"] != "text")
 
 

@@ -773,10 +773,14 @@ def _calibrate(
     return calibrator
 
 
-def _picture_queries(lists: Sequence[LabelledList]) -> int:
-    """How many training queries held a picture (none: the fusion never learned picture queries, see
-    :class:`LearnedFusionReranker`'s ``picture_queries``)."""
-    return sum(isinstance(item.query, Query) and item.query.image is not None for item in lists)
+def _what_it_saw(lists: Sequence[LabelledList]) -> dict[str, int]:
+    """How many training queries held a picture (``picture_queries``; none: the fusion never learned
+    picture queries, see :class:`LearnedFusionReranker`'s ``picture_queries``) and how many training
+    candidates were captioned pictures (``captioned_pictures``; none: the maps never saw one, see
+    :attr:`LearnedFusionReranker.calibrates_captions`)."""
+    pictures = sum(isinstance(item.query, Query) and item.query.image is not None for item in lists)
+    captioned = sum(c.modality == "text+image" for item in lists for c in item.candidates)
+    return {"picture_queries": pictures, "captioned_pictures": captioned}
 
 
 def _increasing_platt(scores: np.ndarray, labels: np.ndarray, modality: str) -> PlattCalibrator | None:
@@ -1026,7 +1030,7 @@ def _fit_head(
     fused = [((x - mu) / sd) @ w + b for x in matrices]
     training: dict[str, Any] = {
         "queries": len(lists),
-        "picture_queries": _picture_queries(lists),
+        **_what_it_saw(lists),
         "candidates": int(sum(len(item.candidates) for item in lists)),
         "positives": int(sum(sum(1 for g in item.labels if g > 0) for item in lists)),
         **info,
@@ -1188,6 +1192,16 @@ class LearnedFusionReranker(_RerankerBase):
     @property
     def scorer(self) -> Any:
         return self.base.scorer
+
+    @property
+    def calibrates_captions(self) -> bool:
+        """Whether a captioned picture's probability comes from a map fitted on captioned pictures: the
+        model trained on some (``training["captioned_pictures"]``, e.g. ``mm-rerank adapt --data`` on a
+        captioned corpus) or holds a ``text+image`` map, and :attr:`read_captions` is off (it reads the
+        caption with the passage map). The default never saw a captioned picture: measured off its
+        training sources, their scores run low (``docs/calibration.md``, "Same score, same meaning?")."""
+        seen = self.model.training.get("captioned_pictures", 0) > 0
+        return not self.read_captions and (seen or "text+image" in self.model.calibrator.calibrators)
 
     def warm_up(self) -> None:
         """Load the base's scorer now."""

@@ -213,16 +213,6 @@ def read_captions_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-#: printed under the answer to a query that holds a picture (measured in docs/calibration.md, "Picture
-#: queries"): every calibration this package ships was fitted on text queries
-PICTURE_QUERY_NOTE = (
-    "note: this query holds a picture. Its scores rank well (a photo that is in the database comes first "
-    "about 99% of the time) but run high as probabilities: other pictures scored 0.3-0.6 for a picture "
-    "query were rarely relevant when measured. Read them as an order, not against a threshold; see "
-    "docs/calibration.md, 'Picture queries'."
-)
-
-
 def format_table(rows: Sequence[tuple[Any, float]], width: int = 110) -> str:
     """Rank, modality, unified score, source route and title/path as an aligned text table.
 

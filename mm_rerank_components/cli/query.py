@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from mm_rerank_components.cli._common import (
-    PICTURE_QUERY_NOTE,
     connection_args,
     format_table,
     query_scorer_arg,
@@ -226,8 +225,11 @@ def _answer(args: argparse.Namespace) -> int:
             print(json.dumps(search_row(rank, candidate, score), ensure_ascii=False))
     else:
         print(format_table(shown))
-    if query.image is not None and reranker is not None:
-        print("\n" + textwrap.fill(PICTURE_QUERY_NOTE, 110), file=sys.stderr if args.json else sys.stdout)
+    from mm_rerank_components.defaults import scores_note  # lazily: the CLI starts without the models
+
+    note = scores_note(reranker, query, (c.modality for c, _ in shown)) if reranker is not None else None
+    if note is not None:  # the scores are not one calibrated scale here: say so, and why
+        print("\n" + textwrap.fill(note, 110), file=sys.stderr if args.json else sys.stdout)
     report = timing_report(len(rows), cold, warm, load_s, label if reranker is not None else "none")
     print("\n" + report, file=sys.stderr if args.json else sys.stdout)
     return 0

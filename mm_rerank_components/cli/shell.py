@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mm_rerank_components.cli._common import (
-    PICTURE_QUERY_NOTE,
     connection_args,
     format_table,
     retriever_from_args,
@@ -114,7 +113,7 @@ def serve_lines(
     from mm_rerank_components.types import Query
 
     answered = 0
-    noted = False  # the picture-query note, once per session
+    noted: set[str] = set()  # the notes said so far (picture query, captioned pictures): each once
     for line in lines:
         if line.strip() in (":quit", ":q", ":exit"):
             break
@@ -132,9 +131,12 @@ def serve_lines(
         rows, seconds = answer(retriever, reranker, query, args)
         shown = rows if args.top_n == 0 else rows[: args.top_n]
         print(format_table(shown), file=out)
-        if query.image is not None and reranker is not None and not noted:
-            print(textwrap.fill(PICTURE_QUERY_NOTE, 110), file=out)
-            noted = True
+        from mm_rerank_components.defaults import scores_note  # lazily, as the reranker is built
+
+        note = scores_note(reranker, query, (c.modality for c, _ in shown)) if reranker is not None else None
+        if note is not None and note not in noted:  # each note once a session
+            print(textwrap.fill(note, 110), file=out)
+            noted.add(note)
         elapsed = time.perf_counter() - start
         what = "first query (loads the models it needs)" if answered == 0 else "query"
         print(

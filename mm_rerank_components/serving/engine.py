@@ -19,12 +19,13 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mm_rerank_components.calibration import SigmoidCalibrator
+from mm_rerank_components.defaults import scores_note
 from mm_rerank_components.media import ImageLoadError, ImageOptions
 from mm_rerank_components.reranker import CandidateError, MultimodalReranker, OnError
 from mm_rerank_components.scorers.base import BaseScorer
@@ -461,11 +462,12 @@ class RerankEngine:
         )
         self._cpu = threading.BoundedSemaphore(self.config.cpu_slots or os.cpu_count() or 1)
 
-    def scores_calibrated(self, query: Query) -> bool:
+    def scores_calibrated(self, query: Query, modalities: Iterable[str] = ()) -> bool:
         """What responses say as ``scores_calibrated``: the scores are calibrated probabilities unless the
-        scorer is served uncalibrated or the query holds a picture (every shipped calibration was fitted
-        on text queries; docs/calibration.md, "Picture queries")."""
-        return self.calibrated and query.image is None
+        scorer is served uncalibrated, the query holds a picture (every shipped calibration was fitted on
+        text queries) or the results (``modalities``) hold a captioned picture the served reranker was
+        not calibrated on (:func:`~mm_rerank_components.defaults.scores_note`; docs/calibration.md)."""
+        return self.calibrated and scores_note(self.rerankers["raise"], query, modalities) is None
 
     def _start_batching(self) -> Submit:
         """Start the scoring pool and the micro-batcher; return their ``submit``."""
@@ -622,7 +624,11 @@ class RerankEngine:
             except Exception as exc:  # noqa: BLE001 - 504, 503 or a 500 without internals
                 raise _scoring_failure(exc) from None
         payload = build_response(
-            request, ranked, model=self.model, api=api, calibrated=self.scores_calibrated(request.query)
+            request,
+            ranked,
+            model=self.model,
+            api=api,
+            calibrated=self.scores_calibrated(request.query, (r.candidate.modality for r in ranked)),
         )
         if not encode:
             return payload, None

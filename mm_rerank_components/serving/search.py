@@ -232,7 +232,7 @@ def _run_search(service: SearchService, current: RerankEngine, data: dict[str, A
     return {
         "model": current.model,
         "results": rows,
-        "scores_calibrated": current.scores_calibrated(query),
+        "scores_calibrated": current.scores_calibrated(query, (row["modality"] for row in rows)),
     }
 
 

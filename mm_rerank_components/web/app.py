@@ -6,8 +6,9 @@ Routes:
 * ``POST /api/ask`` with ``{"question": "..."}``, or ``{"question": "...", "picture": TOKEN}`` for a
   question with a picture (words optional then): the answer, who wrote it (``extractive`` or
   ``llm:<model>``), per-step timings and the ranked evidence, each picture with a ``thumbnail`` URL and
-  its 1-based ``rank`` (the answer cites ``[rank]``), and ``scores_calibrated`` (false for a question
-  with a picture: its scores are an order, as every shipped calibration was fitted on text queries);
+  its 1-based ``rank`` (the answer cites ``[rank]``), ``scores_calibrated`` and ``scores_note`` (false, and
+  why, for a question with a picture or evidence holding captioned pictures the reranker was not
+  calibrated on: :func:`~mm_rerank_components.defaults.scores_note`; the page shows the note);
 * ``POST /api/picture`` with the bytes of one picture: ``{"picture": TOKEN, ...}`` (see
   :mod:`mm_rerank_components.web.pictures`);
 * ``GET /api/image/{token}``: a JPEG thumbnail of a picture. Tokens are random and issued only for
@@ -42,6 +43,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('The web chat needs FastAPI: pip install "mm-rerank-components[web]"') from exc
 
+from mm_rerank_components.defaults import scores_note
 from mm_rerank_components.media import ImageLoadError, ImageOptions, load_image
 from mm_rerank_components.types import Query
 from mm_rerank_components.web.limits import (
@@ -251,9 +253,13 @@ def _add_ask_route(
         finally:
             queue.pending -= 1
         payload = _payload(answer, images)
-        # every shipped calibration was fitted on text queries: a picture question's scores are an order
-        # (docs/calibration.md, "Picture queries"); the page says so under its evidence
-        payload["scores_calibrated"] = not (isinstance(question, Query) and question.image is not None)
+        # a picture question, or captioned pictures this reranker was not calibrated on: the scores are
+        # not one calibrated scale (docs/calibration.md); the page shows the note under its evidence
+        asked = question if isinstance(question, Query) else Query(question)
+        reranker = getattr(pipeline, "reranker", None)  # a pipeline need only `ask`
+        note = scores_note(reranker, asked, (e.modality for e in answer.evidence))
+        payload["scores_calibrated"] = note is None
+        payload["scores_note"] = note
         return payload
 
 
