@@ -10,7 +10,10 @@
    question with text also gets an extractive answer (no LLM) quoting the sentence the same models
    score best, and naming the item it comes from;
 4. ask the same questions again and print both timings, labelled: **cold** is the first time a question
-   is asked after the models loaded, **warm** the same question again (no score cache).
+   is asked after the models loaded, **warm** the same question again (no score cache);
+5. adapt the reranker to this corpus without labels (what ``mm-rerank adapt --db`` does: the corpus writes
+   its own training queries), save it to ``.cache/quickstart_adapted`` and ask the first question again
+   with it (``--no-adapt`` skips this step).
 
 Run from the repository root after ``pip install -e ".[all]"``::
 
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 from mm_rerank_components import Query, RankedCandidate
+from mm_rerank_components.adapt.pipeline import adapt
 from mm_rerank_components.answer import Evidence, ExtractiveAnswerer
 from mm_rerank_components.cli import format_table, set_threads
 from mm_rerank_components.defaults import default_reranker, scores_note
@@ -60,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="cap torch CPU threads; default: the starter models' own policy (one thread per call when the "
         "machine is busy or calls run at once, a few for a big batch alone; MM_RERANK_THREADS fixes it)",
     )
+    parser.add_argument(
+        "--adapted",
+        type=Path,
+        default=Path(".cache/quickstart_adapted"),
+        help="where the reranker adapted to this corpus (no labels) is saved",
+    )
+    parser.add_argument("--no-adapt", action="store_true", help="skip the label-free adaptation step")
     return parser.parse_args(argv)
 
 
@@ -109,6 +120,31 @@ def first_pass(
     return cold
 
 
+def adapted_pass(
+    retriever: ChromaMultiCollectionRetriever, scorer: StarterScorer, out: Path, top_n: int
+) -> None:
+    """Adapt the default to this corpus without labels, save it, and ask the first question again."""
+    print(f"\n== 6. adapted to this corpus without labels (as `mm-rerank adapt --db DB --out {out}` does)")
+    t = time.perf_counter()
+    result = adapt(retriever=retriever, scorer=scorer, out=out)
+    training = result.model.training
+    print(
+        f"   {training['queries']} pseudo-queries written by the corpus itself (captions, titles, spans of "
+        f"passages), {training['pairs']} pairs; {time.perf_counter() - t:.1f} s; saved to {out} "
+        f"(`mm-rerank query --reranker {out} ...`)"
+    )
+    label, text, _ = QUESTIONS[0]
+    query = Query(text=text)
+    ranked, _, _ = ask(retriever, result.reranker, query)
+    print(f'\n-- {label} query, adapted reranker: "{text}"')
+    print(format_table([(r.candidate, r.score) for r in ranked[:top_n]]))
+    note = scores_note(result.reranker, query, (r.candidate.modality for r in ranked[:top_n]))
+    if note is None:  # its maps were fitted on this corpus's captioned photos
+        print("   (no note: this reranker was calibrated on the corpus's captioned photos)")
+    else:
+        print("   " + textwrap.fill(note, 100).replace("\n", "\n   "))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep the output to our own tables
     args = parse_args(argv)
@@ -152,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         query = Query(text=text, image=str(folder / photo) if photo else None)
         _, _, timing = ask(retriever, reranker, query)
         print(f"   {label:<13} cold total {first['total'] * 1000:5.0f} ms | warm: {ms(timing)}")
+    if not args.no_adapt:
+        adapted_pass(retriever, scorer, args.adapted, args.top_n)
     load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"\nquickstart done in {time.perf_counter() - started:.1f} s ({os.cpu_count()} CPUs, {load})")
     return 0 if report.ok else 1
