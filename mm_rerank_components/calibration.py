@@ -198,15 +198,21 @@ class PlattCalibrator(_ScoreMap):
         self.b = float(b)
 
     def fit(
-        self, raw_scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
+        self,
+        raw_scores: Sequence[float] | np.ndarray,
+        labels: Sequence[float] | np.ndarray,
+        *,
+        warn: bool = True,
     ) -> PlattCalibrator:
+        """Fit ``a`` and ``b`` (Platt's smoothed targets); ``warn=False`` leaves a slope <= 0 to the caller
+        to report (it logs what it does about it instead)."""
         x = _as_array(raw_scores, "raw_scores")
         y = _as_labels(labels, len(x))
         _require_both_classes(y, "Platt scaling")
         n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
         targets = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
         self.a, self.b = _fit_logistic(x, targets)
-        if self.a <= 0:
+        if self.a <= 0 and warn:
             logger.warning(
                 "Platt fit has slope %.4g <= 0: higher raw scores are *less* often relevant in this data",
                 self.a,

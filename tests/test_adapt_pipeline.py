@@ -178,6 +178,7 @@ def test_adapt_end_to_end_saves_a_loadable_deterministic_reranker(tmp_path: Path
     flipped["calibration"]["image"] = {
         **report["calibration"]["image"],
         "map": "pooled ('all'): this modality's own fit had slope <= 0",
+        "fallback": "reversed",
     }
     assert (
         "FALLBACK: image calibration: pooled ('all'): this modality's own fit had slope <= 0"

@@ -749,6 +749,7 @@ def _calibrate(
             entry["map"] = f"pooled ({_POOLED!r}): this modality lacks relevant or non-relevant examples"
         elif (own := _increasing_platt(scores[mask], y, modality)) is None:
             entry["map"] = f"pooled ({_POOLED!r}): this modality's own fit had slope <= 0"
+            entry["fallback"] = "reversed"  # its own map would have reversed the model's order
         else:
             maps[modality] = own
         stats[modality] = entry
@@ -792,7 +793,7 @@ def _increasing_platt(scores: np.ndarray, labels: np.ndarray, modality: str) -> 
     fitted on Widelands' dev queries got a picture slope of -0.64 and put the query photo's own record
     last among pictures. Such a modality uses the pooled map instead (logged and kept in the stats).
     """
-    cal = PlattCalibrator().fit(scores, labels)  # logs its own warning on a slope <= 0
+    cal = PlattCalibrator().fit(scores, labels, warn=False)  # the warning below says what happens instead
     if cal.a > 0:
         return cal
     logger.warning(

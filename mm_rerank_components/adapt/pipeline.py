@@ -922,7 +922,7 @@ def _training_lines(report: Mapping[str, Any]) -> list[str]:
         ],
     )
     for m, c in report["calibration"].items():
-        if "slope" in c.get("map", ""):  # its own map would have reversed the model's order
+        if c.get("fallback") == "reversed":  # its own map would have reversed the model's order
             lines.append(f"FALLBACK: {m} calibration: {c['map']} (it would reverse the model's order)")
     if report.get("lora"):
         lora = report["lora"]
