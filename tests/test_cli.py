@@ -39,6 +39,9 @@ def test_ingest_then_query_prints_a_ranked_mixed_table(
     assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "2 passages, 2 pictures" in out and "4 added, 0 updated, 0 unchanged, 0 failed" in out
+    # red.png carries a caption: what to do about the default's reading of it, with this database
+    said = " ".join(out.split())  # the hint is wrapped at 110 characters
+    assert "1 of 2 pictures carry a caption" in said and f"`mm-rerank adapt --db {db} --out FOLDER`" in said
 
     assert cli.main(["query", "red fox", "--db", db, *FAST, "--scorer", "fake"]) == 0
     out = capsys.readouterr().out
@@ -59,6 +62,10 @@ def test_reingest_reports_unchanged(folder: Path, tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 0
     assert "0 added, 0 updated, 4 unchanged" in capsys.readouterr().out
+    (folder / "metadata.jsonl").unlink()  # no caption left: the picture is rewritten, and no hint
+    assert cli.main(["ingest", str(folder), "--db", db, *FAST, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "0 added, 1 updated, 3 unchanged" in out and "carry a caption" not in out
 
 
 def test_ingest_errors_are_listed_and_exit_nonzero(
