@@ -125,6 +125,25 @@ def variants(prepared: list[PreparedTask], cache: Path) -> dict[str, tuple[Prepa
     return out
 
 
+def captioned_pictures_by_head(
+    model: Any, lists: Sequence[Any]
+) -> Iterator[tuple[str, Any, np.ndarray, np.ndarray]]:
+    """Per head of ``model`` (``main`` on the lists as given, ``route_free`` on them without route
+    signals): the head, and the fused scores and 0/1 labels of the captioned pictures in ``lists``."""
+    heads = [("main", model, False)] + ([("route_free", model.route_free, True)] if model.route_free else [])
+    for name, head, bare in heads:
+        scores: list[float] = []
+        labels: list[float] = []
+        for item in lists:
+            given = strip_routes(item.candidates) if bare else list(item.candidates)
+            fused = head.fused_scores(item.query, given, item.raw_scores)
+            for c, f, y in zip(given, fused, item.labels, strict=True):
+                if c.modality == "text+image":
+                    scores.append(f)
+                    labels.append(1.0 if y > 0 else 0.0)
+        yield name, head, np.asarray(scores), np.asarray(labels)
+
+
 def fit_caption_map(model: Any, lists: Sequence[Any]) -> dict[str, Any]:
     """Give ``model`` (and its route-free head) a Platt map of its own for captioned pictures (measured
     here, not adopted: see docs/calibration.md).
@@ -140,26 +159,15 @@ def fit_caption_map(model: Any, lists: Sequence[Any]) -> dict[str, Any]:
     Raises ValueError when the lists hold no captioned picture with both relevant and non-relevant pairs.
     """
     out: dict[str, Any] = {}
-    heads = [("main", model, False)] + ([("route_free", model.route_free, True)] if model.route_free else [])
-    for name, head, bare in heads:
-        scores: list[float] = []
-        labels: list[float] = []
-        for item in lists:
-            given = strip_routes(item.candidates) if bare else list(item.candidates)
-            fused = head.fused_scores(item.query, given, item.raw_scores)
-            for c, f, y in zip(given, fused, item.labels, strict=True):
-                if c.modality == "text+image":
-                    scores.append(f)
-                    labels.append(1.0 if y > 0 else 0.0)
-        y_arr = np.asarray(labels)
+    for name, head, scores, y_arr in captioned_pictures_by_head(model, lists):
         if not 0 < y_arr.sum() < len(y_arr):
             raise ValueError(
                 f"a captioned-picture map needs relevant and non-relevant text+image pairs, got "
                 f"{int(y_arr.sum())} relevant of {len(y_arr)}"
             )
-        cal = PlattCalibrator().fit(np.asarray(scores), y_arr)
+        cal = PlattCalibrator().fit(scores, y_arr)
         head.calibrator.calibrators["text+image"] = cal
-        probs = cal.predict(np.asarray(scores))
+        probs = cal.predict(scores)
         entry = {
             "pairs": len(scores),
             "positives": int(y_arr.sum()),
@@ -193,22 +201,11 @@ def fit_caption_shift(model: Any, lists: Sequence[Any]) -> dict[str, Any]:
     Returns per head the shift and the pairs it was fitted on; uncaptioned candidates are unchanged.
     """
     out: dict[str, Any] = {}
-    heads = [("main", model, False)] + ([("route_free", model.route_free, True)] if model.route_free else [])
-    for name, head, bare in heads:
-        scores: list[float] = []
-        labels: list[float] = []
-        for item in lists:
-            given = strip_routes(item.candidates) if bare else list(item.candidates)
-            fused = head.fused_scores(item.query, given, item.raw_scores)
-            for c, f, y in zip(given, fused, item.labels, strict=True):
-                if c.modality == "text+image":
-                    scores.append(f)
-                    labels.append(1.0 if y > 0 else 0.0)
+    for name, head, scores, labels in captioned_pictures_by_head(model, lists):
         picture = head.calibrator.calibrators["image"]
-        offsets = picture.a * np.asarray(scores) + picture.b
-        shift = fit_offset(offsets, np.asarray(labels))
+        shift = fit_offset(picture.a * scores + picture.b, labels)
         head.calibrator.calibrators["text+image"] = PlattCalibrator(picture.a, picture.b + shift)
-        out[name] = {"shift": round(shift, 4), "pairs": len(scores), "positives": int(sum(labels))}
+        out[name] = {"shift": round(shift, 4), "pairs": len(scores), "positives": int(labels.sum())}
     return out
 
 
