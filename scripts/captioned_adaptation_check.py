@@ -43,7 +43,7 @@ from mm_rerank_components.eval.embeddings import StarterEmbedder
 from mm_rerank_components.eval.learned import PreparedTask, fusion_union, labelled_lists
 from mm_rerank_components.eval.pipelines import ScoredUnion
 from mm_rerank_components.eval.report import same_score_lines
-from mm_rerank_components.eval.targets import same_score_table
+from mm_rerank_components.eval.targets import PooledPairs
 from mm_rerank_components.scorers.starter import StarterScorer
 
 ROWS = ("default", "labelled", "label_free")
@@ -80,9 +80,7 @@ def main() -> int:
     cache, prepared = fd.check_setup(fd.check_parser(__doc__).parse_args())
     scorer, embedder = StarterScorer(), StarterEmbedder()
     found = variants(prepared, cache)
-    pooled: dict[str, tuple[list[float], list[str], list[int], list[str], list[str]]] = {
-        row: ([], [], [], [], []) for row in ROWS
-    }
+    pooled = {row: PooledPairs() for row in ROWS}
     for _, mine, default in held_out_variants(prepared, found):
         for name, variant in mine.items():
             models = adapted_models(variant, default, scorer, embedder)
@@ -93,17 +91,8 @@ def main() -> int:
             for line in report(name, variant, scored):
                 print(line, flush=True)
             for row, union in scored.items():
-                probs, mods, labels, queries = fd.labelled_pairs(variant.task, union.items, test)
-                kept = pooled[row]
-                kept[0].extend(probs)
-                kept[1].extend(mods)
-                kept[2].extend(labels)
-                kept[3].extend(queries)
-                kept[4].extend([name] * len(probs))
-    tables = {
-        row: {"tasks": sorted(set(p[4])), "pairs": len(p[0]), "bins": same_score_table(*p)}
-        for row, p in pooled.items()
-    }
+                pooled[row].add(*fd.labelled_pairs(variant.task, union.items, test), name)
+    tables = {row: pool.table() for row, pool in pooled.items()}
     for line in same_score_lines(tables):  # pictures and passages at the same score, the six variants pooled
         print(line)
     return 0

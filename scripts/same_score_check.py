@@ -45,27 +45,20 @@ import read_captions_check as rc  # the captioned variants
 from mm_rerank_components.defaults import DEFAULT_DEPTH
 from mm_rerank_components.eval.learned import PreparedTask, fusion_union, labelled_lists
 from mm_rerank_components.eval.report import same_score_lines
-from mm_rerank_components.eval.targets import same_score_table
+from mm_rerank_components.eval.targets import PooledPairs, same_score_table
 
 READINGS = ("default", "default-no-routes", "default-captioned", "captioned-shift")
 
-Pairs = tuple[list[float], list[str], list[int], list[str], list[str]]
+
+def _add(pool: PooledPairs, task: PreparedTask, union: Any, group: str) -> None:
+    """Add ``union``'s test pairs of ``task`` to ``pool``, in ``group``."""
+    pool.add(*fd.labelled_pairs(task.task, union.items, task.task.query_ids("test")), group)
 
 
-def _add(pairs: Pairs, task: PreparedTask, union: Any, group: str) -> None:
-    """Append ``union``'s test pairs of ``task`` to ``pairs``, each tagged with ``group``."""
-    probs, mods, labels, queries = fd.labelled_pairs(task.task, union.items, task.task.query_ids("test"))
-    pairs[0].extend(probs)
-    pairs[1].extend(mods)
-    pairs[2].extend(labels)
-    pairs[3].extend(queries)
-    pairs[4].extend([group] * len(probs))
-
-
-def collect(prepared: list[PreparedTask], cache: Path) -> dict[str, Pairs]:
-    """Each reading's held-out test pairs: (probabilities, modalities, labels, query ids, groups)."""
+def collect(prepared: list[PreparedTask], cache: Path) -> dict[str, PooledPairs]:
+    """Each reading's held-out test pairs, grouped by held-out task or captioned variant."""
     found = rc.variants(prepared, cache)
-    out: dict[str, Pairs] = {r: ([], [], [], [], []) for r in READINGS}
+    out = {r: PooledPairs() for r in READINGS}
     for held_out, mine, model in rc.held_out_variants(prepared, found):
         test = held_out.task.query_ids("test")
         for reading, routes in (("default", True), ("default-no-routes", False)):
@@ -98,17 +91,16 @@ def _diff(row: dict[str, Any]) -> str:
     return f"{100 * row['diff']:+.0f} {ci}"
 
 
-def per_group_lines(pairs: Pairs, edges: tuple[float, float] = (0.2, 0.4)) -> list[str]:
+def per_group_lines(pool: PooledPairs, edges: tuple[float, float] = (0.2, 0.4)) -> list[str]:
     """Per task (group): the one bin's pictures and passages and their difference."""
-    probs, mods, labels, queries, groups = pairs
     lines = []
-    for group in sorted(set(groups)):
-        keep = [i for i, g in enumerate(groups) if g == group]
+    for group in sorted(set(pool.groups)):
+        keep = [i for i, g in enumerate(pool.groups) if g == group]
         row = same_score_table(
-            [probs[i] for i in keep],
-            [mods[i] for i in keep],
-            [labels[i] for i in keep],
-            [queries[i] for i in keep],
+            [pool.probs[i] for i in keep],
+            [pool.mods[i] for i in keep],
+            [pool.labels[i] for i in keep],
+            [pool.queries[i] for i in keep],
             edges=edges,
         )[0]
         img, txt = row["image"], row["text"]
@@ -126,10 +118,7 @@ def main() -> int:
     args = parser.parse_args()
     cache, prepared = fd.check_setup(args)
     collected = collect(prepared, cache)
-    out: dict[str, Any] = {}
-    for reading, (probs, mods, labels, queries, groups) in collected.items():
-        rows = same_score_table(probs, mods, labels, queries, groups)
-        out[reading] = {"tasks": sorted(set(groups)), "pairs": len(probs), "bins": rows}
+    out = {reading: pool.table() for reading, pool in collected.items()}
     for line in same_score_lines(out):
         print(line)
     for reading, pairs in collected.items():

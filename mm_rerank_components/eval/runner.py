@@ -44,11 +44,11 @@ from mm_rerank_components.eval.sources import TASK_NAMES
 from mm_rerank_components.eval.stats import paired_bootstrap
 from mm_rerank_components.eval.targets import (
     TARGET_GAIN,
+    PooledPairs,
     calibration_checks,
     calibration_figures,
     pooled_checks,
     row_checks,
-    same_score_table,
 )
 from mm_rerank_components.eval.tasks import EvalTask
 
@@ -215,7 +215,8 @@ def _task_rows(
 ) -> tuple[
     dict[str, dict[str, dict[str, float]]], dict[str, tuple[str, Calibrator | None]], dict[str, ScoredUnion]
 ]:
-    """Every pipeline's run at ``depth`` (fusions, reranks, learned rows), with calibration figures."""
+    """Every pipeline's run at ``depth`` (fusions, reranks, learned rows), with the reranks' calibration
+    figures (the learned rows': :func:`_learned_calibration`)."""
     task, first = prep.task, prep.first
     qids = task.query_ids("dev") + task.query_ids("test")
     test = task.query_ids("test")
@@ -246,12 +247,7 @@ def _task_rows(
         except ImportError as exc:  # the learned rows need the adapt extra (bm25s)
             say("[%s] no default/adapted rows: %s", prep.task.name, exc)
         for name, su in learned.items():
-            runs[name] = calibrated_run(su, None, qids)
-            probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
-            entry["calibration"][name] = {
-                "test_pairs": len(probs),
-                "test": calibration_figures(probs, mods, labels, pair_queries),
-            }
+            runs[name] = calibrated_run(su, None, qids)  # its calibration: _learned_calibration
     return runs, calibrators, learned
 
 
@@ -461,14 +457,15 @@ def run_evaluation(
     if img_dir is not None:
         img_dir.mkdir(parents=True, exist_ok=True)
     models: dict[tuple[str, str], Any] = {}
-    pairs: dict[str, tuple[list[float], list[str], list[int], list[str], list[str]]] = {}
+    pairs: dict[str, PooledPairs] = {}
     for prep in prepared:
         context = _TaskContext(
             prepared, scorers, methods, base, models, say, learned_scorer, embedder, label_free, pairs
         )
         results["tasks"][prep.task.name] = _task_entry(prep, context, img_dir)
     results["pooled"] = _pooled(results["tasks"])
-    results["same_score"] = _same_score(pairs)
+    # per learned row, pooled over tasks: do pictures and passages mean the same at the same score?
+    results["same_score"] = {row: pool.table() for row, pool in pairs.items()}
     results["learned_models"] = training_summary(models)
     if depths:
         results["depth_sweep"] = _depth_sweep(prepared, depths, base, scorers, models, say, learned_scorer)
@@ -479,21 +476,6 @@ def run_evaluation(
 
         EvalReport(results).write(out_dir, image_dir="img" if plots else None)
     return results
-
-
-def _same_score(
-    pairs: Mapping[str, tuple[list[float], list[str], list[int], list[str], list[str]]],
-) -> dict[str, dict[str, Any]]:
-    """Per learned row, pooled over tasks: do pictures and passages mean the same at the same score?
-    (:func:`~mm_rerank_components.eval.targets.same_score_table`, queries resampled within each task)."""
-    return {
-        row: {
-            "tasks": sorted(set(tasks)),
-            "pairs": len(probs),
-            "bins": same_score_table(probs, mods, labels, queries, tasks),
-        }
-        for row, (probs, mods, labels, queries, tasks) in pairs.items()
-    }
 
 
 def _pooled(entries: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -529,11 +511,9 @@ class _TaskContext:
     learned_scorer: str | None
     embedder: Embedder | None = None
     label_free: bool = False
-    #: every learned row's held-out test pairs so far, over tasks: ``{row: (probs, mods, labels, queries,
-    #: tasks)}``, for the pooled same-score table (:func:`_same_score`)
-    pairs: dict[str, tuple[list[float], list[str], list[int], list[str], list[str]]] = field(
-        default_factory=dict
-    )
+    #: every learned row's held-out test pairs so far, over tasks, for the pooled same-score table
+    #: (filled by :func:`_learned_calibration`)
+    pairs: dict[str, PooledPairs] = field(default_factory=dict)
 
 
 def _label_free_row(
@@ -541,9 +521,9 @@ def _label_free_row(
     ctx: _TaskContext,
     runs: dict[str, Any],
     learned: dict[str, ScoredUnion],
-    entry: dict[str, Any],
 ) -> None:
-    """The ``label-free`` row: ``adapt_from_corpus`` on the task's documents, no labels."""
+    """The ``label-free`` row: ``adapt_from_corpus`` on the task's documents, no labels (its calibration:
+    :func:`_learned_calibration`)."""
     if ctx.embedder is None or ctx.learned_scorer is None:
         return
     task = prep.task
@@ -556,14 +536,8 @@ def _label_free_row(
         *ctx.base,
         ctx.models,
     )
-    qids, test = task.query_ids("all"), task.query_ids("test")
     learned["label-free"] = su
-    runs["label-free"] = calibrated_run(su, None, qids)
-    probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
-    entry["calibration"]["label-free"] = {
-        "test_pairs": len(probs),
-        "test": calibration_figures(probs, mods, labels, pair_queries),
-    }
+    runs["label-free"] = calibrated_run(su, None, task.query_ids("all"))
 
 
 def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> dict[str, Any]:
@@ -592,15 +566,8 @@ def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> 
         ctx.learned_scorer,
     )
     if ctx.label_free and ctx.learned_scorer in prep.scored:
-        _label_free_row(prep, ctx, runs, learned, entry)
-    for name, su in learned.items():
-        kept = ctx.pairs.setdefault(name, ([], [], [], [], []))
-        probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
-        kept[0].extend(probs)
-        kept[1].extend(mods)
-        kept[2].extend(labels)
-        kept[3].extend(pair_queries)
-        kept[4].extend([task.name] * len(probs))
+        _label_free_row(prep, ctx, runs, learned)
+    _learned_calibration(task, learned, entry, ctx.pairs)
     for name, run in runs.items():
         entry["pipelines"][name] = {
             "dev": evaluate_run(task, {q: run[q] for q in dev}, dev),
@@ -614,6 +581,21 @@ def _task_entry(prep: PreparedTask, ctx: _TaskContext, img_dir: Path | None) -> 
         entry["plots"] = _plots(task, entry, calibrators, scored, learned, img_dir, ctx.learned_scorer)
     entry["seconds"] = round(time.perf_counter() - started, 1)
     return entry
+
+
+def _learned_calibration(
+    task: EvalTask, learned: Mapping[str, ScoredUnion], entry: dict[str, Any], pairs: dict[str, PooledPairs]
+) -> None:
+    """Each learned row's held-out test pairs, read once: its calibration figures in ``entry``, and the
+    pairs added to ``pairs`` for the pooled same-score table."""
+    test = task.query_ids("test")
+    for name, su in learned.items():
+        probs, mods, labels, pair_queries = _calibrated_pairs(None, su, task, test)
+        entry["calibration"][name] = {
+            "test_pairs": len(probs),
+            "test": calibration_figures(probs, mods, labels, pair_queries),
+        }
+        pairs.setdefault(name, PooledPairs()).add(probs, mods, labels, pair_queries, task.name)
 
 
 def compare_results(current: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:

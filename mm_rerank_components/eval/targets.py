@@ -21,6 +21,7 @@ The targets (issue 19), on held-out test queries:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "TARGET_ECE",
     "TARGET_GAIN",
     "TARGET_SHARE_GAP",
+    "PooledPairs",
     "calibration_checks",
     "calibration_figures",
     "citl_interval",
@@ -305,6 +307,45 @@ def _resampled_gaps(
 
 #: The score bins of :func:`same_score_table` (lower edges inclusive; the last bin includes 1.0).
 SAME_SCORE_EDGES = (0.1, 0.2, 0.4, 0.7, 1.0)
+
+
+@dataclass
+class PooledPairs:
+    """Held-out pairs of several tasks (groups), gathered one task at a time for :func:`same_score_table`.
+
+    Example:
+        >>> pool = PooledPairs()
+        >>> pool.add([0.3, 0.3], ["image", "text"], [1, 0], ["q1", "q1"], "task-a")
+        >>> pool.table(edges=(0.1, 1.0), n_boot=10)["tasks"]
+        ['task-a']
+    """
+
+    probs: list[float] = field(default_factory=list)
+    mods: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        probs: Sequence[float],
+        mods: Sequence[str],
+        labels: Sequence[int],
+        queries: Sequence[str],
+        group: str,
+    ) -> None:
+        """One task's pairs (probability, modality, 0/1 label, query id), all in ``group``."""
+        self.probs.extend(probs)
+        self.mods.extend(mods)
+        self.labels.extend(labels)
+        self.queries.extend(queries)
+        self.groups.extend([group] * len(probs))
+
+    def table(self, **options: Any) -> dict[str, Any]:
+        """``{"tasks", "pairs", "bins"}``: the groups, the pair count and :func:`same_score_table`'s rows
+        (queries resampled within each group; ``options`` pass through)."""
+        bins = same_score_table(self.probs, self.mods, self.labels, self.queries, self.groups, **options)
+        return {"tasks": sorted(set(self.groups)), "pairs": len(self.probs), "bins": bins}
 
 
 def same_score_table(
