@@ -575,8 +575,8 @@ def build_response(
     ``ranked`` indexes point into ``request.candidates``; documents that failed parsing under
     ``on_error="keep"`` follow the ranked ones, like candidates the core kept unscored. The Jina/vLLM
     shape also says ``scores_calibrated`` (``calibrated``, as the engine's ``scores_calibrated`` decides:
-    false for a scorer served uncalibrated or a query that holds a picture); the Cohere shape stays
-    Cohere's.
+    false for a scorer served uncalibrated, a query that holds a picture, or results holding a captioned
+    picture the reranker was not calibrated on); the Cohere shape stays Cohere's.
     """
     results: list[dict[str, Any]] = []
     kept: list[tuple[int, str]] = []
@@ -601,7 +601,7 @@ def build_response(
         "model": model,
         "results": results,
         "usage": {"documents": request.n_documents, "images": images},
-        "scores_calibrated": calibrated,  # RerankEngine.scores_calibrated: no for a picture query
+        "scores_calibrated": calibrated,  # RerankEngine.scores_calibrated (defaults.scores_note)
     }
 
 
